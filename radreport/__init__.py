@@ -1,0 +1,1 @@
+"""The radreport command line."""

@@ -1,0 +1,5 @@
+"""Allows `python -m radreport`."""
+
+from radreport.cli import main
+
+main()
