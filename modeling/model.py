@@ -1,0 +1,378 @@
+"""PaliGemma 2 in plain functional JAX: SigLIP vision tower, linear projector, Gemma 2 decoder.
+
+Parameters are a plain nested dict (a pytree) using big_vision's names and layouts, so a
+big_vision `.npz` loads by renaming nothing, and sharding rules / LoRA can key off the paths.
+Layers are stacked along a leading axis (Lv vision layers, L text layers):
+
+    img/embedding/kernel                         (p, p, 3, Wv)   patch conv, HWIO
+    img/embedding/bias                           (Wv,)
+    img/pos_embedding                            (1, P, Wv)      learned, P = (size // p) ** 2
+    img/Transformer/encoderblock/LayerNorm_0/{scale,bias}                         (Lv, Wv)
+    img/Transformer/encoderblock/LayerNorm_1/{scale,bias}                         (Lv, Wv)
+    img/Transformer/encoderblock/MultiHeadDotProductAttention_0/{query,key,value}/kernel
+                                                 (Lv, Wv, Nv, Hv)    .../bias (Lv, Nv, Hv)
+    img/Transformer/encoderblock/MultiHeadDotProductAttention_0/out/kernel (Lv, Nv, Hv, Wv)
+                                                                     .../out/bias (Lv, Wv)
+    img/Transformer/encoderblock/MlpBlock_0/Dense_0/{kernel (Lv, Wv, Mv), bias (Lv, Mv)}
+    img/Transformer/encoderblock/MlpBlock_0/Dense_1/{kernel (Lv, Mv, Wv), bias (Lv, Wv)}
+    img/Transformer/encoder_norm/{scale,bias}    (Wv,)
+    img/head/{kernel (Wv, D), bias (D,)}         the multimodal projector
+    llm/embedder/input_embedding                 (V, D)          tied with the output layer
+    llm/layers/attn/q_einsum/w                   (L, N, D, H)
+    llm/layers/attn/kv_einsum/w                  (L, 2, K, D, H)
+    llm/layers/attn/attn_vec_einsum/w            (L, N, H, D)
+    llm/layers/mlp/gating_einsum                 (L, 2, D, F)    [0] gate (GELU), [1] up
+    llm/layers/mlp/linear                        (L, F, D)
+    llm/layers/{pre_attention_norm,post_attention_norm,pre_ffw_norm,post_ffw_norm}/scale (L, D)
+    llm/final_norm/scale                         (D,)
+
+Axis letters in einsums: B batch, T query length, S key/value length, N query heads, K key/value
+heads, G query heads per kv head (N = K * G), H head dim, D model width, F MLP width, V vocab.
+
+The input layout is PaliGemma's prefix-LM: [image tokens] [BOS prefix "\\n"] [suffix EOS] [pad];
+image and prefix attend to each other fully, suffix tokens attend causally (`make_attn_mask`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from modeling.config import ModelConfig, TextConfig, VisionConfig
+
+Params = dict[str, Any]
+
+# The masked-logit value shared by big_vision and the gemma library.
+MASK_VALUE = -2.3819763e38
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def param_shapes(config: ModelConfig) -> Params:
+    """The parameter tree as nested dicts of shape tuples (see the module docstring)."""
+    v, t = config.vision, config.text
+    lv, wv, nv, hv, mv = v.depth, v.width, v.num_heads, v.head_dim, v.mlp_dim
+    L, D, N, K, H, F = t.depth, t.width, t.num_heads, t.num_kv_heads, t.head_dim, t.mlp_dim
+    block = {
+        "LayerNorm_0": {"scale": (lv, wv), "bias": (lv, wv)},
+        "LayerNorm_1": {"scale": (lv, wv), "bias": (lv, wv)},
+        "MultiHeadDotProductAttention_0": {
+            **{name: {"kernel": (lv, wv, nv, hv), "bias": (lv, nv, hv)}
+               for name in ("query", "key", "value")},
+            "out": {"kernel": (lv, nv, hv, wv), "bias": (lv, wv)},
+        },
+        "MlpBlock_0": {
+            "Dense_0": {"kernel": (lv, wv, mv), "bias": (lv, mv)},
+            "Dense_1": {"kernel": (lv, mv, wv), "bias": (lv, wv)},
+        },
+    }
+    return {
+        "img": {
+            "embedding": {"kernel": (v.patch_size, v.patch_size, 3, wv), "bias": (wv,)},
+            "pos_embedding": (1, v.num_patches, wv),
+            "Transformer": {"encoderblock": block,
+                            "encoder_norm": {"scale": (wv,), "bias": (wv,)}},
+            "head": {"kernel": (wv, D), "bias": (D,)},
+        },
+        "llm": {
+            "embedder": {"input_embedding": (t.vocab_size, D)},
+            "layers": {
+                "attn": {
+                    "q_einsum": {"w": (L, N, D, H)},
+                    "kv_einsum": {"w": (L, 2, K, D, H)},
+                    "attn_vec_einsum": {"w": (L, N, H, D)},
+                },
+                "mlp": {"gating_einsum": (L, 2, D, F), "linear": (L, F, D)},
+                **{name: {"scale": (L, D)} for name in
+                   ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")},
+            },
+            "final_norm": {"scale": (D,)},
+        },
+    }
+
+
+def _is_shape(x: Any) -> bool:
+    return isinstance(x, tuple)
+
+
+def init_params(config: ModelConfig, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
+    """Random parameters: normal(0.02) weights, zero biases and zero (i.e. identity) norm scales.
+
+    LayerNorm scales start at 1; RMSNorm scales at 0 because Gemma multiplies by (1 + scale).
+    The embedding table is normal(1/sqrt(D)) so that logits start O(1).
+    """
+    shapes = param_shapes(config)
+    paths_and_shapes = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)[0]
+    keys = jax.random.split(rng, len(paths_and_shapes))
+    leaves = []
+    for (path, shape), key in zip(paths_and_shapes, keys, strict=True):
+        name = "/".join(str(getattr(p, "key", p)) for p in path)
+        leaf = name.rsplit("/", 1)[-1]
+        if "LayerNorm" in name or "encoder_norm" in name:
+            value = jnp.ones(shape) if leaf == "scale" else jnp.zeros(shape)
+        elif leaf in ("bias", "scale"):
+            value = jnp.zeros(shape)
+        elif leaf == "input_embedding":
+            value = jax.random.normal(key, shape) * config.text.width ** -0.5
+        else:
+            value = jax.random.normal(key, shape) * 0.02
+        leaves.append(value.astype(dtype))
+    treedef = jax.tree_util.tree_structure(shapes, is_leaf=_is_shape)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def abstract_params(config: ModelConfig, dtype: Any = jnp.float32) -> Params:
+    """`jax.ShapeDtypeStruct` leaves (no memory), e.g. for counting or sharding plans."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0), dtype))
+
+
+def count_params(params: Params) -> int:
+    """Number of scalars in a (possibly abstract) parameter tree."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+
+
+# ----------------------------------------------------------------------------- vision tower
+
+
+def _layer_norm(cfg: VisionConfig, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, -1, keepdims=True)
+    if cfg.fast_variance:  # flax: E[x^2] - E[x]^2
+        var = jnp.maximum(jnp.mean(xf * xf, -1, keepdims=True) - mean * mean, 0.0)
+    else:
+        var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)
+    y = (xf - mean) * (jax.lax.rsqrt(var + cfg.layernorm_eps) * scale.astype(jnp.float32))
+    return (y + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+def _vit_block(cfg: VisionConfig, p: Params, x: jax.Array) -> jax.Array:
+    dt = x.dtype
+    att = p["MultiHeadDotProductAttention_0"]
+    h = _layer_norm(cfg, x, p["LayerNorm_0"]["scale"], p["LayerNorm_0"]["bias"])
+    q, k, v = (
+        jnp.einsum("BSD,DNH->BSNH", h, att[n]["kernel"].astype(dt)) + att[n]["bias"].astype(dt)
+        for n in ("query", "key", "value")
+    )
+    q = q / jnp.sqrt(jnp.asarray(cfg.head_dim, dt))  # flax scales q before the product
+    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)
+    o = jnp.einsum("BNTS,BSNH->BTNH", probs, v)
+    x = x + jnp.einsum("BTNH,NHD->BTD", o, att["out"]["kernel"].astype(dt)) + att["out"]["bias"].astype(dt)
+    mlp = p["MlpBlock_0"]
+    h = _layer_norm(cfg, x, p["LayerNorm_1"]["scale"], p["LayerNorm_1"]["bias"])
+    h = h @ mlp["Dense_0"]["kernel"].astype(dt) + mlp["Dense_0"]["bias"].astype(dt)
+    h = jax.nn.gelu(h, approximate=True)
+    return x + h @ mlp["Dense_1"]["kernel"].astype(dt) + mlp["Dense_1"]["bias"].astype(dt)
+
+
+def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array) -> jax.Array:
+    """[B, size, size, 3] in [-1, 1] -> projected image tokens [B, P, D] (compute dtype).
+
+    Patches are taken row-major (token = row * grid + col); no CLS token, no pooling; the
+    projector output is added to the sequence unscaled (big_vision)."""
+    cfg = config.vision
+    dt = jnp.dtype(config.compute_dtype)
+    x = jax.lax.conv_general_dilated(
+        pixel_values.astype(dt), img["embedding"]["kernel"].astype(dt),
+        window_strides=(cfg.patch_size, cfg.patch_size), padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    ) + img["embedding"]["bias"].astype(dt)
+    b, gh, gw, c = x.shape
+    x = x.reshape(b, gh * gw, c) + img["pos_embedding"].astype(dt)
+
+    def body(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
+        return _vit_block(cfg, p, x), None
+
+    x, _ = jax.lax.scan(body, x, img["Transformer"]["encoderblock"])
+    norm = img["Transformer"]["encoder_norm"]
+    x = _layer_norm(cfg, x, norm["scale"], norm["bias"])
+    return x @ img["head"]["kernel"].astype(dt) + img["head"]["bias"].astype(dt)
+
+
+# ----------------------------------------------------------------------------- Gemma 2 pieces
+
+
+def rms_norm(cfg: TextConfig, x: jax.Array, scale: jax.Array) -> jax.Array:
+    """Gemma RMSNorm in float32: x / sqrt(mean(x^2) + eps) * (1 + scale)."""
+    xf = x.astype(jnp.float32)
+    var = jnp.mean(xf * xf, axis=-1, keepdims=True) + cfg.norm_eps
+    inv = jax.lax.rsqrt(var) if cfg.rms_norm_rsqrt else 1.0 / jnp.sqrt(var)
+    return (xf * inv * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """Rotary embedding, half-split convention. x [B, T, N, H], positions [B, T]."""
+    half = x.shape[-1] // 2
+    timescale = base ** (2.0 * jnp.arange(half, dtype=jnp.float32) / x.shape[-1])
+    rad = positions.astype(jnp.float32)[..., None, None] / timescale  # [B, T, 1, H/2]
+    sin, cos = jnp.sin(rad), jnp.cos(rad)
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array) -> jax.Array:
+    """table[ids] * sqrt(D), the factor rounded to the table's dtype as every reference does."""
+    x = jnp.take(table, ids, axis=0)
+    x = x * jnp.asarray(math.sqrt(config.text.width), dtype=table.dtype)
+    return x.astype(config.compute_dtype)
+
+
+def project_qkv(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """q [B,T,N,H] (RoPE'd, pre-scaled when `query_scale_before_matmul`), k, v [B,T,K,H]."""
+    dt = x.dtype
+    q = jnp.einsum("BTD,NDH->BTNH", x, p["q_einsum"]["w"].astype(dt))
+    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, p["kv_einsum"]["w"].astype(dt))
+    q = apply_rope(q, positions, cfg.rope_base)
+    if cfg.query_scale_before_matmul:
+        q = q * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, dt)
+    k = apply_rope(k, positions, cfg.rope_base)
+    return q, k, v
+
+
+def attend(cfg: TextConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
+           ) -> jax.Array:
+    """Grouped-query attention with logit soft-cap. mask [B, T, S] bool -> [B, T, N, H]."""
+    b, t, n, h = q.shape
+    kh = k.shape[2]
+    q = q.reshape(b, t, kh, n // kh, h)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k).astype(jnp.float32)
+    if not cfg.query_scale_before_matmul:
+        logits = logits * (cfg.query_pre_attn_scalar ** -0.5)
+    if cfg.attn_logits_softcap:
+        logits = jnp.tanh(logits / cfg.attn_logits_softcap) * cfg.attn_logits_softcap
+    logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+def decoder_block(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array,
+                  attention: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]) -> jax.Array:
+    """One Gemma 2 block; `attention(q, k, v)` supplies the keys it attends to (mask, cache)."""
+    dt = x.dtype
+    h = rms_norm(cfg, x, p["pre_attention_norm"]["scale"])
+    q, k, v = project_qkv(cfg, p["attn"], h, positions)
+    a = attention(q, k, v)
+    a = jnp.einsum("BTNH,NHD->BTD", a, p["attn"]["attn_vec_einsum"]["w"].astype(dt))
+    x = x + rms_norm(cfg, a, p["post_attention_norm"]["scale"])
+    h = rms_norm(cfg, x, p["pre_ffw_norm"]["scale"])
+    w = p["mlp"]["gating_einsum"].astype(dt)
+    gate = jax.nn.gelu(h @ w[0], approximate=True)
+    m = (gate * (h @ w[1])) @ p["mlp"]["linear"].astype(dt)
+    return x + rms_norm(cfg, m, p["post_ffw_norm"]["scale"])
+
+
+def output_logits(config: ModelConfig, llm: Params, x: jax.Array) -> jax.Array:
+    """Final RMSNorm, tied output embedding, optional final soft-cap -> float32 logits."""
+    cfg = config.text
+    x = rms_norm(cfg, x, llm["final_norm"]["scale"])
+    table = llm["embedder"]["input_embedding"]
+    logits = jnp.einsum("BTD,VD->BTV", x, table.astype(x.dtype)).astype(jnp.float32)
+    if cfg.final_logits_softcap:
+        logits = jnp.tanh(logits / cfg.final_logits_softcap) * cfg.final_logits_softcap
+    return logits
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def make_attn_mask(input_mask: jax.Array, mask_ar: jax.Array) -> jax.Array:
+    """Prefix-LM mask [B, S, S]: i may attend to j iff cumsum(mask_ar)[j] <= cumsum(mask_ar)[i]
+    and both are real tokens.
+
+    mask_ar 0 marks tokens of the bidirectional prefix, 1 tokens that attend causally:
+      [[1 1 1 1 1 1]]: plain causal attention.
+      [[0 0 0 1 1 1]]: prefix-LM; the first 3 tokens attend to each other, the last 3 causally.
+    """
+    cum = jnp.cumsum(mask_ar, axis=1)
+    mask = cum[:, None, :] <= cum[:, :, None]
+    valid = input_mask[:, None, :] & input_mask[:, :, None]
+    return mask & valid
+
+
+def sliding_window_mask(cfg: TextConfig, positions: jax.Array, key_positions: jax.Array,
+                        in_prefix: jax.Array | None = None,
+                        key_in_prefix: jax.Array | None = None) -> jax.Array:
+    """[B, T, S] True where a key is inside the local window of a query (see TextConfig)."""
+    delta = positions[:, :, None] - key_positions[:, None, :]
+    if cfg.sliding_window_prefix_exempt:
+        ok = delta < cfg.sliding_window
+        if in_prefix is not None:
+            ok = ok | (in_prefix[:, :, None] & key_in_prefix[:, None, :])
+        return ok
+    return jnp.abs(delta) < cfg.sliding_window
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def embed_inputs(config: ModelConfig, params: Params, pixel_values: jax.Array,
+                 input_ids: jax.Array) -> jax.Array:
+    """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype."""
+    zimg = encode_image(config, params["img"], pixel_values)
+    table = params["llm"]["embedder"]["input_embedding"]
+    if config.image_embed_hf_roundtrip:  # transformers 4.x: /sqrt(D) then * dtype(sqrt(D))
+        root = math.sqrt(config.text.width)
+        zimg = (zimg / root).astype(table.dtype) * jnp.asarray(root, table.dtype)
+        zimg = zimg.astype(config.compute_dtype)
+    ztxt = embed_tokens(config, table, input_ids)
+    return jnp.concatenate([zimg, ztxt], axis=1)
+
+
+def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
+                    input_mask: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(valid [B,S], mask_ar [B,S], positions [B,S]) for image + text of a right-padded batch."""
+    b, t = token_type_ids.shape
+    p = config.num_image_tokens
+    if input_mask is None:
+        input_mask = jnp.ones((b, t), bool)
+    valid = jnp.concatenate([jnp.ones((b, p), bool), input_mask.astype(bool)], axis=1)
+    mask_ar = jnp.concatenate([jnp.zeros((b, p), jnp.int32),
+                               token_type_ids.astype(jnp.int32)], axis=1)
+    positions = jnp.cumsum(valid, axis=1) - 1 + config.text.position_offset
+    return valid, mask_ar, positions
+
+
+def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
+                  mask: jax.Array, sliding_mask: jax.Array) -> jax.Array:
+    """All decoder blocks over a whole sequence (scan over the stacked layers)."""
+    cfg = config.text
+
+    def body(x: jax.Array, inputs: tuple[Params, jax.Array]) -> tuple[jax.Array, None]:
+        p, layer = inputs
+        if cfg.sliding_window is not None:
+            layer_mask = jnp.where(layer % 2 == 0, mask & sliding_mask, mask)
+        else:
+            layer_mask = mask
+        x = decoder_block(cfg, p, x, positions, lambda q, k, v: attend(cfg, q, k, v, layer_mask))
+        return x, None
+
+    x, _ = jax.lax.scan(body, x, (llm["layers"], jnp.arange(cfg.depth)))
+    return x
+
+
+def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_ids: jax.Array,
+            token_type_ids: jax.Array, input_mask: jax.Array | None = None) -> jax.Array:
+    """Logits [N, T, V] (float32) for the text positions. Pure, differentiable, jit-friendly.
+
+    pixel_values [N, H, W, 3] in [-1, 1]; input_ids [N, T] text tokens (BOS, prefix, "\\n",
+    suffix, EOS, pads); token_type_ids [N, T] 0 for the prefix, 1 for the suffix; input_mask
+    [N, T] marks real tokens of a right-padded batch (None: all real). logits[:, i] predicts
+    token i + 1.
+    """
+    x = embed_inputs(config, params, pixel_values, input_ids)
+    valid, mask_ar, positions = sequence_layout(config, token_type_ids, input_mask)
+    mask = make_attn_mask(valid, mask_ar)
+    sliding = jnp.ones_like(mask)
+    if config.text.sliding_window is not None:
+        in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
+        sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
+    x = decode_layers(config, params["llm"], x, positions, mask, sliding)
+    return output_logits(config, params["llm"], x[:, config.num_image_tokens:])
