@@ -1,0 +1,125 @@
+"""Run checkpoints with Orbax: async saves, keep the latest N plus the best by a validation metric.
+
+One checkpoint holds everything needed to continue a run exactly: the train state (step,
+trainable parameters, optimizer state, RNG key) as an Orbax PyTree, and each host's input
+iterator position as grain's per-process JSON. Frozen parameters are not saved: they are
+rebuilt from the run's initialisation (seed or base bundle) on resume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+
+class _IteratorSnapshot:
+    """The iterator position at save time (async saves must not read the live iterator later)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = json.dumps(state)
+
+    def get_state(self) -> bytes:
+        return self._state.encode()
+
+
+class RunCheckpoints:
+    """Save and restore run checkpoints in `directory` (one sub-folder per step)."""
+
+    def __init__(self, directory: Path, keep: int, best_metric: str, async_save: bool = True) -> None:
+        self.best_metric = best_metric
+
+        def metric(metrics: dict[str, float]) -> float:
+            return float(metrics.get(best_metric, float("-inf")))
+
+        policy = checkpoint_managers.AnyPreservationPolicy(
+            [
+                checkpoint_managers.LatestN(n=max(keep, 1)),
+                checkpoint_managers.BestN(
+                    get_metric_fn=metric, n=1, keep_checkpoints_without_metrics=False
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            best_fn=metric,
+            best_mode="max",
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            Path(directory).absolute(), options=options, item_names=("state", "data")
+        )
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        iterator_state: dict[str, Any],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Start saving (returns before the write finishes when async); `metrics` rank the best."""
+        if step in self.manager.all_steps():
+            return
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=_grain_save(_IteratorSnapshot(iterator_state)),
+        )
+        clean = {k: float(v) for k, v in (metrics or {}).items()} if metrics else None
+        self.manager.save(step, args=args, metrics=clean, force=True)
+
+    def latest_step(self) -> int | None:
+        """The newest saved step, or None."""
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the highest validation metric (None before any validated checkpoint)."""
+        steps_with_metrics = [
+            info.step for info in self.manager._checkpoints if info.metrics  # noqa: SLF001
+        ]
+        if not steps_with_metrics:
+            return None
+        return self.manager.best_step()
+
+    def restore_state(self, step: int, target: Any) -> Any:
+        """The train state of `step`, laid out like `target` (arrays or ShapeDtypeStructs)."""
+        abstract = jax.tree.map(_abstract, target)
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        )
+        return restored["state"]
+
+    def restore_iterator(self, step: int, iterator: Any) -> None:
+        """Move `iterator` (a grain DatasetIterator) to its position at `step`."""
+        self.manager.restore(step, args=ocp.args.Composite(data=_grain_restore(iterator)))
+
+    def wait(self) -> None:
+        """Block until pending async saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _abstract(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    return leaf
+
+
+def _grain_save(item: Any) -> Any:
+    import grain
+
+    return grain.checkpoint.CheckpointSave(item)
+
+
+def _grain_restore(item: Any) -> Any:
+    import grain
+
+    return grain.checkpoint.CheckpointRestore(item)
