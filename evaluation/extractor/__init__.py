@@ -1,0 +1,114 @@
+"""Rule-based RadGraph-style extractor: report text -> entities and relations, offline and fast.
+
+``extract_graph(text)`` returns a graph in the ``radgraph`` package's JSON form::
+
+    {"text": text,
+     "entities": {"1": {"tokens": "pleural", "label": "ANAT-DP", "start_ix": 1, "end_ix": 1,
+                        "relations": []},
+                  "2": {"tokens": "effusion", "label": "OBS-DA", "start_ix": 2, "end_ix": 2,
+                        "relations": [["located_at", "1"]]}}}
+
+for ``"No pleural effusion."``. It needs no model and labels thousands of reports per second.
+
+Tokens (``tokenize``): the regular expression ``\\w+|[^\\w\\s]`` -- runs of letters, digits and
+underscores, and every other non-space character as a token of its own ("right-sided" ->
+``right``, ``-``, ``sided``; "4.5" -> ``4``, ``.``, ``5``). This is NLTK's ``wordpunct_tokenize``
+(used by RadGraph-XL) except that a run of punctuation ("),") gives one token per mark, as
+RadGraph v1's splitting does. ``start_ix`` / ``end_ix`` are inclusive indices over these tokens;
+``tokens`` is the entity's tokens joined by one space, case preserved.
+
+Annotation conventions (after the RadGraph scheme of Jain et al. 2021; the annotated sets in
+``evaluation/data/`` follow exactly these):
+
+* Entities are single words, except hyphen compounds kept whole ("right - sided",
+  "mild - to - moderate", "ill - defined"). Anatomy is always ``ANAT-DP``; observations
+  are ``OBS-DP``, ``OBS-U`` or ``OBS-DA``.
+* Anatomy: organs and regions (lung, lobe, pleural, heart, cardiac, hilar, mediastinal, ...),
+  position and laterality words (left, right, bilateral, upper, lower, ...) and descriptor
+  nouns (silhouette, contours, size, volumes, bases, apex, angle, ...) are each an ``ANAT-DP``
+  entity. In a run of adjacent anatomy words the *head* is the last organ word ("lobe" in
+  "left lower lobe", "lung" in "lung bases", "heart" in "heart size", "cardiac" in "cardiac
+  silhouette", "vascular" in "pulmonary vascular"); every other word of the run ``modify`` the
+  head.
+* Observations: findings and devices (effusion, opacity, atelectasis, edema, pneumothorax,
+  fracture, process, tube, catheter, pacemaker, ...), predicate states (normal, clear,
+  unremarkable, enlarged, intact, tortuous, ...), modifiers (small, mild, acute, new, stable,
+  increased, focal, patchy, calcified, endotracheal, ...) and degree words (mildly, markedly,
+  well, ...). "within normal limits" -> only "normal" is an entity.
+* ``modify``: a modifier -> the next finding in its noun phrase ("small left pleural effusion":
+  small -> effusion), else the finding before it in the clause ("effusion is unchanged");
+  a degree word -> the next observation word ("mildly enlarged": mildly -> enlarged).
+  A modifier or state with nothing to modify is a predicate and takes a location instead.
+* ``located_at``: a finding -> the head of the anatomy phrase directly before it ("pleural
+  effusion", "left lower lobe pneumonia") or, failing that, after a preposition ("opacity in
+  the left lower lobe", coordinated heads too); a state -> the anatomy it precedes ("normal
+  heart size", "clear lungs") or the subject anatomy of its clause, all coordinated subjects
+  ("the heart and mediastinum are normal": normal -> heart, normal -> mediastinum).
+* ``suggestive_of``: "X may represent / likely reflects / suggestive of / concerning for /
+  consistent with / compatible with / , likely Y" -> X suggestive_of Y (and every Y
+  coordinated by "or" / "and"). Y is ``OBS-U`` except after "consistent with", "compatible
+  with", "representing", "represents" and "reflecting".
+* Negation (``OBS-DA``): NegEx-style cues before a scope ("no", "not", "without", "free of",
+  "negative for", "absence of", "resolution of", "resolved", "rather than", "no longer") or
+  after it ("is not seen", "has resolved", "is absent", "removed"). A forward scope runs to the
+  end of the clause and covers lists ("No pleural effusion or pneumothorax" negates both); it
+  stops at a clause break ("but", "however", "although", "which", ".", ";"), at a verb ("is",
+  "are", "has", ...), at "there", and at a comma that starts a new assertion (", mild ...",
+  ", possible ...", ", the ..."). "no ... change" negates only "change" ("No change in the
+  small effusion": the effusion stays present). A backward scope runs back to the previous
+  comma. Modifiers take the certainty of what they modify.
+* Uncertainty (``OBS-U``): "possible", "probable", "likely", "questionable", "suspected",
+  "suspicious", "concerning", "may", "could", "suggestive", "borderline", "versus", before;
+  "cannot be excluded", "not excluded", "is suspected", "is possible", after; "cannot exclude"
+  and "cannot be excluded" win over negation; "X or Y" makes both alternatives uncertain
+  unless negated.
+* Anatomy is never negated or uncertain.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from evaluation.extractor.rules import ANAT, OBS_DA, OBS_DP, OBS_U, extract_units, tokenize
+
+__all__ = ["ANAT", "OBS_DA", "OBS_DP", "OBS_U", "LABELS", "RELATIONS", "extract_graph", "tokenize"]
+
+LABELS: tuple[str, ...] = (ANAT, OBS_DP, OBS_U, OBS_DA)
+RELATIONS: tuple[str, ...] = ("modify", "located_at", "suggestive_of")
+
+
+@lru_cache(maxsize=65536)
+def _extract_cached(text: str) -> tuple[tuple[str, str, int, int, tuple[tuple[str, str], ...]], ...]:
+    tokens, units = extract_units(text)
+    order = sorted(range(len(units)), key=lambda k: units[k].start)
+    ids = {k: str(n + 1) for n, k in enumerate(order)}
+    out = []
+    for k in order:
+        u = units[k]
+        rels: list[tuple[str, str]] = []
+        for rel, target in u.relations:
+            pair = (rel, ids[target])
+            if target != k and pair not in rels:
+                rels.append(pair)
+        out.append((" ".join(tokens[u.start : u.end + 1]), u.label, u.start, u.end, tuple(rels)))
+    return tuple(out)
+
+
+def extract_graph(text: str) -> dict[str, Any]:
+    """Entities and relations of one report, in the ``radgraph`` package's JSON form.
+
+    >>> g = extract_graph("No pleural effusion.")
+    >>> [(e["tokens"], e["label"], e["relations"]) for e in g["entities"].values()]
+    [('pleural', 'ANAT-DP', []), ('effusion', 'OBS-DA', [['located_at', '1']])]
+    """
+    entities: dict[str, dict[str, Any]] = {}
+    for n, (tokens, label, start, end, rels) in enumerate(_extract_cached(text), start=1):
+        entities[str(n)] = {
+            "tokens": tokens,
+            "label": label,
+            "start_ix": start,
+            "end_ix": end,
+            "relations": [[r, t] for r, t in rels],
+        }
+    return {"text": text, "entities": entities}

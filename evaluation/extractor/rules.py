@@ -1,0 +1,434 @@
+"""The rules of the RadGraph-style extractor: tokens -> entities -> certainty -> relations."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from evaluation.extractor import lexicon as lx
+
+ANAT = "ANAT-DP"
+OBS_DP = "OBS-DP"
+OBS_U = "OBS-U"
+OBS_DA = "OBS-DA"
+
+# Tokens: runs of word characters, or single other non-space characters.
+TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+
+_HYPHEN_COMPOUNDS = {
+    w for w in lx.ANATOMY | lx.ANATOMY_POSITION | lx.OBS_MODIFIER | lx.FINDING | lx.STATE if "-" in w
+}
+_MAX_COMPOUND = max(len(TOKEN_PATTERN.findall(w)) for w in _HYPHEN_COMPOUNDS)
+
+
+def tokenize(text: str) -> list[str]:
+    """Split ``text`` into RadGraph-style tokens: words, and every punctuation mark on its own.
+
+    >>> tokenize("Right-sided effusion, 4.5 cm.")
+    ['Right', '-', 'sided', 'effusion', ',', '4', '.', '5', 'cm', '.']
+    """
+    return TOKEN_PATTERN.findall(text)
+
+
+@dataclass
+class Unit:
+    """One candidate entity: a token span with a lexical category."""
+
+    start: int
+    end: int  # inclusive
+    word: str  # lower-cased text, hyphen compounds joined without spaces
+    kind: str  # anat | desc | pos | finding | state | mod | degree
+    label: str = ANAT
+    relations: list[tuple[str, int]] = field(default_factory=list)  # (type, unit index)
+    certainty_set: bool = False
+
+
+def _kind(word: str) -> str | None:
+    if word in lx.ANATOMY_POSITION:
+        return "pos"
+    if word in lx.ANATOMY_DESCRIPTOR:
+        return "desc"
+    if word in lx.ANATOMY:
+        return "anat"
+    if word in lx.FINDING:
+        return "finding"
+    if word in lx.OBS_MODIFIER:
+        return "mod"
+    if word in lx.STATE:
+        return "state"
+    if word in lx.DEGREE:
+        return "degree"
+    return None
+
+
+def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
+    """Entity candidates and, for every token, the index of its unit (-1 when none)."""
+    units: list[Unit] = []
+    owner = [-1] * len(lower)
+    i = 0
+    n = len(lower)
+    while i < n:
+        matched = False
+        if i + 2 < n and lower[i + 1] == "-":
+            for size in range(_MAX_COMPOUND, 2, -2):
+                if i + size <= n:
+                    word = "".join(lower[i : i + size])
+                    if word in _HYPHEN_COMPOUNDS:
+                        kind = _kind(word)
+                        if kind:
+                            units.append(Unit(i, i + size - 1, word, kind))
+                            for j in range(i, i + size):
+                                owner[j] = len(units) - 1
+                            i += size
+                            matched = True
+                            break
+        if matched:
+            continue
+        word = lower[i]
+        kind = _kind(word)
+        if kind == "pos" and word == "soft" and not (i + 1 < n and lower[i + 1].startswith("tissue")):
+            kind = None
+        if kind == "finding" and word in ("change", "changes", "air", "fluid", "lead", "line"):
+            kind = _contextual_finding(lower, i)
+        if kind == "state" and word == "clear" and i + 1 < n and lower[i + 1] == "of":
+            kind = None
+        if kind:
+            units.append(Unit(i, i, word, kind))
+            owner[i] = len(units) - 1
+        i += 1
+    return units, owner
+
+
+def _contextual_finding(lower: list[str], i: int) -> str | None:
+    """Ambiguous finding words count only in their radiological sense."""
+    word = lower[i]
+    prev = lower[i - 1] if i else ""
+    nxt = lower[i + 1] if i + 1 < len(lower) else ""
+    if word in ("change", "changes"):
+        return "finding"
+    if word == "air":
+        return "finding" if prev in ("free", "no", "intraperitoneal", "subdiaphragmatic") else None
+    if word == "fluid":
+        return "finding" if prev in ("pleural", "no", "of") or nxt == "collection" else None
+    if word in ("lead", "line"):
+        return "finding" if nxt not in ("of", "with") else None
+    return None
+
+
+def _clauses(lower: list[str]) -> list[tuple[int, int]]:
+    """Token ranges [start, end) of clauses: sentences cut at "but", "which", ";" ...."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for i, tok in enumerate(lower):
+        if tok in lx.CLAUSE_BREAK:
+            if tok == "." and 0 < i < len(lower) - 1 and lower[i - 1].isdigit() and lower[i + 1].isdigit():
+                continue
+            if i > start:
+                bounds.append((start, i))
+            start = i + 1
+    if start < len(lower):
+        bounds.append((start, len(lower)))
+    return bounds
+
+
+def _is_comma_break(lower: list[str], i: int) -> bool:
+    """True when the comma at ``i`` starts a new assertion (ends a cue's scope)."""
+    j = i + 1
+    if j < len(lower) and lower[j] == "and":
+        j += 1
+    return j < len(lower) and lower[j] in lx.COMMA_BREAK
+
+
+def _match_at(lower: list[str], i: int, phrase: tuple[str, ...]) -> bool:
+    return tuple(lower[i : i + len(phrase)]) == phrase
+
+
+def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
+    """Label the observations of clause [lo, hi) definitely present, uncertain or absent."""
+    obs = [k for k in range(len(units)) if lo <= units[k].start < hi and units[k].kind not in ("anat", "desc", "pos")]
+    if not obs:
+        return
+    status: dict[int, str] = {}
+    # Forward cues: from the cue to the end of its scope.
+    i = lo
+    while i < hi:
+        tok = lower[i]
+        cue: str | None = None
+        width = 1
+        for phrase in lx.CANNOT_EXCLUDE_BEFORE:
+            if _match_at(lower, i, phrase):
+                cue, width = OBS_U, len(phrase)
+        if cue is None:
+            if tok in lx.NEGATION_BEFORE_1 and owner[i] < 0:
+                cue = OBS_DA
+                if tok == "not" and i + 1 < hi and lower[i + 1] in ("excluded", "be"):
+                    cue = None
+            elif i + 1 < hi and (tok, lower[i + 1]) in lx.NEGATION_BEFORE_2:
+                cue, width = OBS_DA, 2
+            elif tok in lx.UNCERTAIN_BEFORE_1 and owner[i] < 0:
+                cue = OBS_U
+        if cue is None:
+            i += 1
+            continue
+        j = i + width
+        while j < hi:
+            t = lower[j]
+            if t == "," and _is_comma_break(lower, j):
+                break
+            if cue == OBS_DA and t in lx.COPULA and j > i + width:
+                break
+            if t in ("there",):
+                break
+            k = owner[j]
+            if k >= 0 and units[k].kind not in ("anat", "desc", "pos"):
+                if k not in status or cue == OBS_U and status[k] == OBS_DA and lower[i] == "cannot":
+                    status[k] = cue
+                if cue == OBS_DA and units[k].word in ("change", "changes"):
+                    j += 1
+                    break
+            j += 1
+        i = max(j if cue == OBS_DA and lower[i] == "no" else i + width, i + 1)
+    # Backward cues: everything of the clause before the cue, up to a comma.
+    for i in range(lo, hi):
+        for phrases, cue in ((lx.UNCERTAIN_AFTER, OBS_U), (lx.NEGATION_AFTER, OBS_DA)):
+            hit = next((p for p in phrases if _match_at(lower, i, p)), None)
+            if hit is None:
+                continue
+            if cue == OBS_DA and hit == ("no", "longer") and i > lo and lower[i - 1] not in lx.COPULA:
+                continue
+            j = i - 1
+            while j >= lo and lower[j] != ",":
+                k = owner[j]
+                if k >= 0 and units[k].kind not in ("anat", "desc", "pos"):
+                    if cue == OBS_U or k not in status:
+                        status[k] = cue
+                j -= 1
+            break
+    for k in obs:
+        units[k].label = status.get(k, OBS_DP)
+
+
+def _anatomy_phrases(units: list[Unit], idx: list[int], lower: list[str]) -> list[tuple[list[int], int]]:
+    """Runs of adjacent anatomy units in a clause and the head of each run.
+
+    The head is the last organ word of the run ("lobe" in "left lower lobe", "lung" in "left lung
+    base"); failing one, its last word. Position words and other organ words modify the head;
+    descriptors ("silhouette", "bases", "size") modify it too.
+    """
+    runs: list[list[int]] = []
+    for k in idx:
+        u = units[k]
+        if u.kind not in ("anat", "desc", "pos"):
+            continue
+        if runs and units[runs[-1][-1]].end == u.start - 1:
+            prev = units[runs[-1][-1]]
+            # "right lung base": descriptor after organ stays in the run; "lung apex" too.
+            if not (prev.kind == "desc" and u.kind in ("anat", "pos") and prev.word not in ("size",)):
+                runs[-1].append(k)
+                continue
+        runs.append([k])
+    out = []
+    for run in runs:
+        organs = [k for k in run if units[k].kind == "anat"]
+        head = organs[-1] if organs else run[-1]
+        if not organs and any(units[k].kind == "desc" for k in run):
+            head = next(k for k in reversed(run) if units[k].kind == "desc")
+        out.append((run, head))
+    return out
+
+
+def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
+    idx = [k for k in range(len(units)) if lo <= units[k].start < hi]
+    if not idx:
+        return
+    phrases = _anatomy_phrases(units, idx, lower)
+    head_of: dict[int, int] = {}
+    for run, head in phrases:
+        for k in run:
+            head_of[k] = head
+            if k != head:
+                units[k].relations.append(("modify", head))
+    # The anatomy a predicate describes: anatomy phrases before the first copula of the clause.
+    copula = next((i for i in range(lo, hi) if lower[i] in lx.COPULA), None)
+    subjects = [h for run, h in phrases if copula is not None and units[run[-1]].end < copula]
+    obs = [k for k in idx if units[k].kind in ("finding", "state", "mod", "degree")]
+    findings = [k for k in obs if units[k].kind == "finding"]
+    # Modifiers: the next finding; else the previous finding; else they are predicates.
+    standalone: list[int] = []
+    for k in obs:
+        u = units[k]
+        if u.kind == "degree":
+            nxt = next((m for m in obs if units[m].start > u.end), None)
+            if nxt is not None:
+                u.relations.append(("modify", nxt))
+            continue
+        if u.kind in ("mod", "state"):
+            target = _next_finding(lower, units, findings, u)
+            if target is None and u.kind == "mod" and u.word not in lx.STATE:
+                target = next((m for m in reversed(findings) if units[m].end < u.start), None)
+            if target is None and u.kind == "mod" and u.word in lx.STATE:
+                prev = next((m for m in reversed(findings) if units[m].end < u.start), None)
+                if prev is not None and not subjects:
+                    target = prev
+            if target is not None:
+                u.relations.append(("modify", target))
+            else:
+                standalone.append(k)
+    # Locations of findings and of predicate observations.
+    for k in findings + standalone:
+        u = units[k]
+        loc = _location(lower, units, owner, phrases, head_of, u, hi)
+        if loc:
+            for h in loc:
+                u.relations.append(("located_at", h))
+        elif units[k].kind != "finding" or (copula is not None and u.start > copula):
+            for h in subjects:
+                u.relations.append(("located_at", h))
+    _suggestive(lower, units, owner, findings, lo, hi)
+
+
+def _next_finding(lower: list[str], units: list[Unit], findings: list[int], u: Unit) -> int | None:
+    """The finding a modifier describes: the next one in its noun phrase."""
+    for m in findings:
+        f = units[m]
+        if f.start <= u.end:
+            continue
+        between = lower[u.end + 1 : f.start]
+        if any(t in lx.COPULA or t in lx.PREPOSITION or t in (",", "with", "without", "there") for t in between):
+            return None
+        return m
+    return None
+
+
+def _location(
+    lower: list[str],
+    units: list[Unit],
+    owner: list[int],
+    phrases: list[tuple[list[int], int]],
+    head_of: dict[int, int],
+    u: Unit,
+    hi: int,
+) -> list[int]:
+    """Anatomy heads an observation is located at."""
+    # 1. an anatomy phrase directly before, inside the same noun phrase ("pleural effusion").
+    j = u.start - 1
+    while j >= 0 and owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"):
+        j = units[owner[j]].start - 1
+    if j >= 0 and owner[j] >= 0 and owner[j] in head_of and u.kind != "mod":
+        # A predicate state before its anatomy ("normal heart size") is handled below.
+        return [head_of[owner[j]]]
+    # 2. a state word before its anatomy: "normal heart size", "clear lungs", "enlarged heart".
+    j = u.end + 1
+    if u.kind in ("state", "mod"):
+        while j < hi and owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"):
+            j = units[owner[j]].end + 1
+        if j < hi and owner[j] >= 0 and owner[j] in head_of:
+            return [head_of[owner[j]]]
+        return []
+    # 3. a prepositional phrase after a finding: "opacity in the left lower lobe".
+    j = u.end + 1
+    steps = 0
+    if j < hi and lower[j] in ("is", "are", "projects", "project", "terminates", "ends", "tip"):
+        j += 1
+    while j < hi and steps < 2 and lower[j] in lx.PREPOSITION | {"cm", "the", "mm"} | set("0123456789"):
+        j += 1
+        steps += 1
+    if j > u.end + 1 and lower[j - 1] in lx.PREPOSITION | {"the"}:
+        while j < hi and (lower[j] in lx.DETERMINER or (owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"))):
+            j += 1
+        if j < hi and owner[j] >= 0 and owner[j] in head_of:
+            heads = [head_of[owner[j]]]
+            # coordinated anatomy: "in the right upper lobe and lingula"
+            k = units[owner[j]].end + 1
+            while k < hi and (owner[k] >= 0 and owner[k] in head_of):
+                k = units[owner[k]].end + 1
+            if k + 1 < hi and lower[k] == "and" and owner[k + 1] >= 0 and owner[k + 1] in head_of:
+                h2 = head_of[owner[k + 1]]
+                if h2 not in heads:
+                    heads.append(h2)
+            return heads
+    return []
+
+
+def _suggestive(lower: list[str], units: list[Unit], owner: list[int], findings: list[int], lo: int, hi: int) -> None:
+    """``X may represent Y``: X suggestive_of Y (Y uncertain unless the cue is definite)."""
+    i = lo
+    while i < hi:
+        hit = None
+        for phrase, uncertain in lx.SUGGESTIVE.items():
+            if (hit is None or len(phrase) > len(hit[0])) and _match_at(lower, i, phrase):
+                hit = (phrase, uncertain)
+        if hit is None:
+            i += 1
+            continue
+        phrase, uncertain = hit
+        source = next((m for m in reversed(findings) if units[m].end < i), None)
+        targets = [m for m in findings if units[m].start >= i + len(phrase)]
+        # targets: the first finding and those coordinated with it by "or" / "and" / ","
+        chosen: list[int] = []
+        for m in targets:
+            if chosen:
+                between = lower[units[chosen[-1]].end + 1 : units[m].start]
+                if not between or not set(between) & {"or", "and", ",", "versus", "vs"} or (
+                    set(between) & lx.COPULA
+                ):
+                    break
+            chosen.append(m)
+        if source is not None and chosen and len(phrase) == 1 and phrase[0] in ("likely", "possibly"):
+            # bare "likely": only when it sits between two findings ("opacity, likely atelectasis")
+            if not any(t == "," for t in lower[units[source].end + 1 : i]):
+                chosen = []
+        if source is not None and chosen and phrase in (("may", "be"), ("could", "be")):
+            if i > 0 and lower[i - 1] not in (",",) and units[source].end != i - 1:
+                chosen = []
+        for m in chosen:
+            if source is not None and ("suggestive_of", m) not in units[source].relations:
+                units[source].relations.append(("suggestive_of", m))
+            if uncertain and units[m].label != OBS_DA:
+                units[m].label = OBS_U
+                for mod in range(len(units)):
+                    if ("modify", m) in units[mod].relations and units[mod].label != OBS_DA:
+                        units[mod].label = OBS_U if units[mod].kind != "degree" else units[mod].label
+        i += len(phrase)
+
+
+def _or_uncertainty(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
+    """"atelectasis or pneumonia": both alternatives are uncertain (unless negated)."""
+    for i in range(lo, hi):
+        if lower[i] != "or":
+            continue
+        left = next((k for k in range(len(units) - 1, -1, -1) if units[k].end < i and units[k].kind == "finding" and units[k].start >= lo), None)
+        right = next((k for k in range(len(units)) if units[k].start > i and units[k].kind == "finding" and units[k].start < hi), None)
+        if left is None or right is None:
+            continue
+        if units[left].label == OBS_DA or units[right].label == OBS_DA:
+            continue
+        if units[right].start - i > 4 or i - units[left].end > 1:
+            continue
+        for k in (left, right):
+            units[k].label = OBS_U
+
+
+def extract_units(text: str) -> tuple[list[str], list[Unit]]:
+    """Tokens and labelled, related entity units of ``text``."""
+    tokens = tokenize(text)
+    lower = [t.lower() for t in tokens]
+    units, owner = _units(lower)
+    if not units:
+        return tokens, units
+    for lo, hi in _clauses(lower):
+        _assign_certainty(lower, units, owner, lo, hi)
+        _or_uncertainty(lower, units, owner, lo, hi)
+    for lo, hi in _clauses(lower):
+        _relate_clause(lower, units, owner, lo, hi)
+    # modifiers share the certainty of the observation they modify
+    for u in units:
+        if u.kind in ("mod", "degree", "state"):
+            target = next((t for r, t in u.relations if r == "modify"), None)
+            if target is not None and units[target].kind != "anat" and units[target].label in (OBS_U, OBS_DA):
+                if u.label == OBS_DP:
+                    u.label = units[target].label
+    for u in units:
+        if u.kind in ("anat", "desc", "pos"):
+            u.label = ANAT
+    return tokens, units
