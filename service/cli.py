@@ -1,0 +1,138 @@
+"""`radreport serve`, `radreport worker` and `radreport admin ...`: the service's commands."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import typer
+
+admin_app = typer.Typer(help="Administer the service: API keys, migrations, reconciliation.", no_args_is_help=True)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, help="API processes (uvicorn workers)."),
+) -> None:
+    """Run the API (migrations first). Settings come from the environment (DATABASE_URL, REDIS_URL, STORAGE_DIR)."""
+    import uvicorn
+
+    from service import logs
+    from service.config import get_settings
+    from service.db import migrate
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    if workers > 1:
+        uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    access_log=False, log_config=None)
+    else:
+        from service.api import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+
+
+def worker(
+    queues: str = typer.Option("ingest,generate,score", help="Comma-separated queues to consume."),
+    concurrency: int = typer.Option(0, help="Processes for CPU queues (0: WORKER_CONCURRENCY). Ignored with generate."),
+    name: str = typer.Option("", help="Worker node name (default: queues@host:pid)."),
+) -> None:
+    """Run a Celery worker. With `generate` it uses the solo pool (JAX is not fork-safe), loads
+    MODEL_BUNDLE once and compiles its shape buckets before taking any task."""
+    from service import logs
+    from service.config import get_settings
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = set(chosen) - {"ingest", "generate", "score"}
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown queues {sorted(unknown)}; use ingest, generate, score")
+    from service import tasks
+
+    if "generate" in chosen:
+        model = tasks.load_model(settings, warmup=True)
+        typer.echo(f"model bundle {model.bundle_id} loaded in {model.load_s:.1f} s; "
+                   f"buckets {model.buckets} compiled in {sum(model.compile_s.values()):.1f} s", err=True)
+        pool, processes = "solo", 1
+    else:
+        pool, processes = "prefork", concurrency or settings.worker_concurrency
+    node = name or f"{'+'.join(chosen)}@{socket.gethostname()}:{os.getpid()}"
+    tasks.celery_app.worker_main([
+        "worker", "--queues", ",".join(chosen), "--pool", pool, "--concurrency", str(processes),
+        "--hostname", node, "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
+        "--prefetch-multiplier", "1",
+    ])
+
+
+@admin_app.command("create-key")
+def create_key(
+    role: str = typer.Option(..., help="uploader, radiologist or admin."),
+    name: str = typer.Option(..., help="User (person or machine) the key belongs to."),
+) -> None:
+    """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
+    from service.config import get_settings
+    from service.db import migrate, session_scope
+    from service.models import Role
+    from service.security import create_api_key
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    try:
+        with session_scope(settings.database_url) as session:
+            token = create_api_key(session, name=name, role=chosen)
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(token)
+
+
+@admin_app.command("revoke-keys")
+def revoke_keys(name: str = typer.Option(..., help="User whose keys to revoke.")) -> None:
+    """Revoke every API key of a user."""
+    from service.config import get_settings
+    from service.db import session_scope
+    from service.security import revoke_api_keys
+
+    with session_scope(get_settings().database_url) as session:
+        count = revoke_api_keys(session, name=name)
+    typer.echo(f"revoked {count} keys", err=True)
+
+
+@admin_app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date (what the compose `migrate` service runs)."""
+    from service.config import get_settings
+    from service.db import migrate
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    typer.echo("database schema is up to date", err=True)
+
+
+@admin_app.command("reconcile")
+def reconcile_command() -> None:
+    """Re-enqueue unfinished work once (the API also does this periodically)."""
+    from service import logs
+    from service.config import get_settings
+    from service.tasks import reconcile
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    typer.echo(str(reconcile(settings)), err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve`, `worker` and `admin` to the `radreport` CLI."""
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.add_typer(admin_app, name="admin")

@@ -1,0 +1,71 @@
+"""Service settings: one pydantic-settings `Settings`, every knob an environment variable."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; each field reads the environment variable of the same name.
+
+    Defaults are safe for a single machine: a SQLite file and a file store under ./var, Redis on
+    localhost, conservative upload limits.
+    """
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", case_sensitive=False)
+
+    # Where things live.
+    database_url: str = Field("sqlite:///var/radreport.db", description="SQLAlchemy URL (SQLite or PostgreSQL).")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis).")
+    storage_dir: Path = Field(Path("var/store"), description="Root of the content-addressed file store.")
+    model_bundle: Path | None = Field(None, description="Model bundle directory used by generate workers.")
+
+    # Upload limits (bytes / counts).
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest request body accepted.")
+    max_instance_bytes: int = Field(128 * 1024 * 1024, description="Largest single DICOM instance.")
+    max_instances_per_upload: int = Field(64, description="Most instances in one upload.")
+    max_zip_ratio: float = Field(200.0, description="Largest uncompressed/compressed ratio of a zip member.")
+    max_image_pixels: int = Field(64_000_000, description="Largest Rows*Columns*Frames accepted at ingest.")
+
+    # Pipeline reliability.
+    max_attempts: int = Field(3, description="Deliveries of a stage before the study fails (poison cap).")
+    transient_retries: int = Field(5, description="Retries with backoff for transient faults.")
+    retry_backoff_s: float = Field(2.0, description="First backoff delay for transient faults.")
+    lease_s: float = Field(600.0, description="How long a worker owns a claimed study before others may retake it.")
+    visibility_timeout_s: int = Field(3600, description="Redis visibility timeout for unacknowledged tasks.")
+    reconcile_interval_s: float = Field(30.0, description="Period of the reconciler (0 disables it).")
+    reconcile_after_s: float = Field(120.0, description="Age after which unfinished work is re-enqueued.")
+    broker_timeout_s: float = Field(3.0, description="Timeout when publishing to / pinging Redis from the API.")
+    worker_heartbeat_s: float = Field(5.0, description="Period of worker heartbeats written to the database.")
+    worker_alive_s: float = Field(30.0, description="A worker counts as alive this long after its last heartbeat.")
+
+    # Generation.
+    batch_size: int = Field(4, description="Most studies gathered into one generate call.")
+    batch_wait_ms: int = Field(200, description="How long a generate worker waits to fill a batch.")
+    max_new_tokens: int | None = Field(None, description="Override of the bundle's generation length.")
+    image_cache_size: int = Field(1024, description="Longest side of the decoded image kept for renders.")
+
+    # Operations.
+    worker_concurrency: int = Field(2, description="Processes of a CPU-only (ingest/score) worker.")
+    log_level: str = Field("INFO", description="Log level of API and workers.")
+    fault_kill_marker: str | None = Field(
+        None,
+        description="Test hook: a generate worker exits hard (os._exit) when a study's "
+        "StudyDescription contains this marker. Never set in production.",
+    )
+
+    def ensure_dirs(self) -> None:
+        """Create the store (and the SQLite parent folder) if missing."""
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        if self.database_url.startswith("sqlite:///"):
+            Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
