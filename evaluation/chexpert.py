@@ -299,8 +299,8 @@ _UNCERTAIN_AFTER = re.compile(
     r"|poorly (?:seen|visualized|evaluated)|incompletely (?:seen|visualized|evaluated)"
     r"|not clearly seen|not appreciated|obscured|less likely|versus|vs)\b"
 )
-_OR_COORDINATION_BEFORE = re.compile(r"\b(?:or|and/or)\s+(?:[\w-]+\s+){0,3}$")
-_OR_COORDINATION_AFTER = re.compile(r"^\s*(?:[\w-]+\s+){0,3}?,?\s*or\b")
+_OR_COORDINATION_BEFORE = re.compile(r"\b(?:or|and/or)\s+(?:[\w-]+\s+){0,2}$")
+_OR_COORDINATION_AFTER = re.compile(r"^\s*(?:[\w-]+\s+)?,?\s*or\b")
 _EDEMA_UNCERTAIN = re.compile(
     r"vascular congestion|pulmonary congestion|indistinctness|vascular prominence"
 )

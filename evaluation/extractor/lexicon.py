@@ -96,8 +96,9 @@ DEGREE = frozenset(
 # Cues. Negation before its scope ("no", "without"), after it ("has resolved").
 NEGATION_BEFORE_1 = frozenset("no not without resolved neither nor".split())
 NEGATION_BEFORE_2 = frozenset(
-    ("free of", "negative for", "absence of", "resolution of", "rather than", "removal of",
-     "clear of", "no longer")
+    tuple(p.split())
+    for p in ("free of", "negative for", "absence of", "resolution of", "rather than",
+              "removal of", "clear of", "no longer")
 )
 NEGATION_AFTER = (
     ("not", "seen"), ("not", "identified"), ("not", "present"), ("not", "visualized"),
@@ -153,7 +154,7 @@ COPULA = frozenset(
 PREPOSITION = frozenset(
     """
     in at of within involving along on over overlying projecting throughout near above below
-    into from
+    into from under beneath
     """.split()
 )
 DETERMINER = frozenset("the a an this these both its their".split())

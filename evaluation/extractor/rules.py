@@ -90,6 +90,8 @@ def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
             kind = None
         if kind == "finding" and word in ("change", "changes", "air", "fluid", "lead", "line"):
             kind = _contextual_finding(lower, i)
+        if word in ("venous", "picc", "arterial") and i + 1 < n and lower[i + 1] in _DEVICE_HEADS:
+            kind = "mod"
         if kind == "state" and word == "clear" and i + 1 < n and lower[i + 1] == "of":
             kind = None
         if kind:
@@ -97,6 +99,9 @@ def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
             owner[i] = len(units) - 1
         i += 1
     return units, owner
+
+
+_DEVICE_HEADS = frozenset("catheter catheters line lines access port tube".split())
 
 
 def _contextual_finding(lower: list[str], i: int) -> str | None:
@@ -115,12 +120,15 @@ def _contextual_finding(lower: list[str], i: int) -> str | None:
     return None
 
 
-def _clauses(lower: list[str]) -> list[tuple[int, int]]:
+_SENTENCE_BREAK = frozenset(". ; : ? !".split())
+
+
+def _clauses(lower: list[str], breaks: frozenset[str] = lx.CLAUSE_BREAK) -> list[tuple[int, int]]:
     """Token ranges [start, end) of clauses: sentences cut at "but", "which", ";" ...."""
     bounds: list[tuple[int, int]] = []
     start = 0
     for i, tok in enumerate(lower):
-        if tok in lx.CLAUSE_BREAK:
+        if tok in breaks:
             if tok == "." and 0 < i < len(lower) - 1 and lower[i - 1].isdigit() and lower[i + 1].isdigit():
                 continue
             if i > start:
@@ -264,12 +272,8 @@ def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: in
             continue
         if u.kind in ("mod", "state"):
             target = _next_finding(lower, units, findings, u)
-            if target is None and u.kind == "mod" and u.word not in lx.STATE:
+            if target is None and (u.kind == "mod" or copula is not None and u.start > copula):
                 target = next((m for m in reversed(findings) if units[m].end < u.start), None)
-            if target is None and u.kind == "mod" and u.word in lx.STATE:
-                prev = next((m for m in reversed(findings) if units[m].end < u.start), None)
-                if prev is not None and not subjects:
-                    target = prev
             if target is not None:
                 u.relations.append(("modify", target))
             else:
@@ -281,10 +285,9 @@ def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: in
         if loc:
             for h in loc:
                 u.relations.append(("located_at", h))
-        elif units[k].kind != "finding" or (copula is not None and u.start > copula):
+        elif units[k].kind != "finding":
             for h in subjects:
                 u.relations.append(("located_at", h))
-    _suggestive(lower, units, owner, findings, lo, hi)
 
 
 def _next_finding(lower: list[str], units: list[Unit], findings: list[int], u: Unit) -> int | None:
@@ -325,33 +328,54 @@ def _location(
         if j < hi and owner[j] >= 0 and owner[j] in head_of:
             return [head_of[owner[j]]]
         return []
-    # 3. a prepositional phrase after a finding: "opacity in the left lower lobe".
+    # 3. a prepositional phrase after a finding: "opacity in the left lower lobe",
+    #    "tube terminates 4 cm above the carina".
     j = u.end + 1
-    steps = 0
-    if j < hi and lower[j] in ("is", "are", "projects", "project", "terminates", "ends", "tip"):
+    while j < hi and lower[j] in _PLACEMENT_VERBS:
         j += 1
-    while j < hi and steps < 2 and lower[j] in lx.PREPOSITION | {"cm", "the", "mm"} | set("0123456789"):
+    steps = 0
+    while j < hi and steps < 5 and (lower[j] in _PP_FILLER or lower[j].isdigit()):
         j += 1
         steps += 1
-    if j > u.end + 1 and lower[j - 1] in lx.PREPOSITION | {"the"}:
-        while j < hi and (lower[j] in lx.DETERMINER or (owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"))):
+    if j > u.end + 1 and (lower[j - 1] in lx.PREPOSITION or lower[j - 1] in lx.DETERMINER):
+        while j < hi and owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"):
             j += 1
         if j < hi and owner[j] >= 0 and owner[j] in head_of:
             heads = [head_of[owner[j]]]
             # coordinated anatomy: "in the right upper lobe and lingula"
             k = units[owner[j]].end + 1
-            while k < hi and (owner[k] >= 0 and owner[k] in head_of):
+            while k < hi and owner[k] >= 0 and owner[k] in head_of:
                 k = units[owner[k]].end + 1
-            if k + 1 < hi and lower[k] == "and" and owner[k + 1] >= 0 and owner[k + 1] in head_of:
-                h2 = head_of[owner[k + 1]]
-                if h2 not in heads:
-                    heads.append(h2)
+            # the anatomy belongs to another finding's noun phrase: "change in the pleural effusion"
+            m = k
+            while m < hi and owner[m] >= 0 and units[owner[m]].kind in ("mod", "degree"):
+                m += 1
+            if m < hi and owner[m] >= 0 and units[owner[m]].kind == "finding":
+                return []
+            if k + 1 < hi and lower[k] == "and":
+                k2 = k + 1
+                while k2 < hi and lower[k2] in lx.DETERMINER:
+                    k2 += 1
+                if k2 < hi and owner[k2] >= 0 and owner[k2] in head_of:
+                    h2 = head_of[owner[k2]]
+                    if h2 not in heads:
+                        heads.append(h2)
             return heads
     return []
 
 
-def _suggestive(lower: list[str], units: list[Unit], owner: list[int], findings: list[int], lo: int, hi: int) -> None:
-    """``X may represent Y``: X suggestive_of Y (Y uncertain unless the cue is definite)."""
+_PLACEMENT_VERBS = frozenset(
+    "is are projects project terminates terminate ends end courses extends overlies seen noted lies tip".split()
+)
+_PP_FILLER = lx.PREPOSITION | lx.DETERMINER | {"cm", "mm", ".", "approximately", "about", "expected", "region", "level"}
+
+
+def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
+    """``X may represent Y``: X suggestive_of Y (Y uncertain unless the cue is definite).
+
+    Works over a sentence, not a clause: "blunting ... which may reflect a small effusion".
+    """
+    findings = [k for k in range(len(units)) if lo <= units[k].start < hi and units[k].kind == "finding"]
     i = lo
     while i < hi:
         hit = None
@@ -363,6 +387,13 @@ def _suggestive(lower: list[str], units: list[Unit], owner: list[int], findings:
             continue
         phrase, uncertain = hit
         source = next((m for m in reversed(findings) if units[m].end < i), None)
+        if source is None:
+            source = next(
+                (m for m in range(len(units) - 1, -1, -1)
+                 if lo <= units[m].start and units[m].end < i and units[m].kind in ("state", "mod")
+                 and not any(r == "modify" for r, _ in units[m].relations)),
+                None,
+            )
         targets = [m for m in findings if units[m].start >= i + len(phrase)]
         # targets: the first finding and those coordinated with it by "or" / "and" / ","
         chosen: list[int] = []
@@ -421,6 +452,8 @@ def extract_units(text: str) -> tuple[list[str], list[Unit]]:
         _or_uncertainty(lower, units, owner, lo, hi)
     for lo, hi in _clauses(lower):
         _relate_clause(lower, units, owner, lo, hi)
+    for lo, hi in _clauses(lower, _SENTENCE_BREAK):
+        _suggestive(lower, units, lo, hi)
     # modifiers share the certainty of the observation they modify
     for u in units:
         if u.kind in ("mod", "degree", "state"):
