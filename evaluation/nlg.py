@@ -30,7 +30,7 @@ import numpy as np
 
 from evaluation.tokenize import tokenize
 
-__all__ = ["NGramTable", "bleu", "cider_d", "nlg_scores", "rouge_l", "lcs_length"]
+__all__ = ["BleuStatistics", "NGramTable", "bleu", "bleu_from_sums", "bleu_statistics", "cider_d", "nlg_scores", "rouge_l", "lcs_length"]
 
 BLEU_TINY = 1e-15
 BLEU_SMALL = 1e-9
@@ -141,15 +141,38 @@ def _lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray) ->
     return np.where(found, values[where], 0)
 
 
-def bleu(
-    hypotheses: Sequence[str], references: References, max_n: int = MAX_N
-) -> tuple[list[float], np.ndarray]:
-    """Corpus BLEU-1..max_n and per-report BLEU (shape [reports, max_n]) as pycocoevalcap.
+@dataclass(frozen=True)
+class BleuStatistics:
+    """Per-report sufficient statistics of BLEU: summed over reports they give corpus BLEU.
 
-    >>> corpus, per_report = bleu(["the heart is normal"], ["the heart is normal"])
-    >>> [round(b, 6) for b in corpus]
-    [1.0, 1.0, 1.0, 1.0]
+    `correct[i, k]`: clipped (k+1)-gram matches of report i; `guess[i, k]`: its (k+1)-gram count;
+    `test_length[i]`, `reference_length[i]`: its token count and "closest" reference length.
     """
+
+    correct: np.ndarray
+    guess: np.ndarray
+    test_length: np.ndarray
+    reference_length: np.ndarray
+
+    def as_matrix(self) -> np.ndarray:
+        """[reports, 2*max_n + 2] columns: correct, guess, test length, reference length."""
+        return np.column_stack([self.correct, self.guess, self.test_length, self.reference_length])
+
+
+def bleu_from_sums(sums: np.ndarray, max_n: int = MAX_N) -> np.ndarray:
+    """BLEU-1..max_n from summed statistics rows ([..., 2*max_n + 2], see `BleuStatistics`)."""
+    sums = np.asarray(sums, dtype=np.float64)
+    correct, guess = sums[..., :max_n], sums[..., max_n : 2 * max_n]
+    test_len, ref_len = sums[..., 2 * max_n], sums[..., 2 * max_n + 1]
+    exponents = 1.0 / np.arange(1, max_n + 1)
+    scores = np.cumprod((correct + BLEU_TINY) / (guess + BLEU_SMALL), axis=-1) ** exponents
+    ratio = (test_len + BLEU_TINY) / (ref_len + BLEU_SMALL)
+    brevity = np.where(ratio < 1, np.exp(1 - 1 / np.where(ratio < 1, ratio, 1.0)), 1.0)
+    return scores * brevity[..., None]
+
+
+def bleu_statistics(hypotheses: Sequence[str], references: References, max_n: int = MAX_N) -> BleuStatistics:
+    """Clipped matches, guesses and lengths of every report, as pycocoevalcap's `cook_test`."""
     pairs = _Pairs.build(hypotheses, references)
     table, num = pairs.table, pairs.num_hyps
     is_hyp, is_ref = pairs.split()
@@ -172,18 +195,21 @@ def bleu(
     ref_len = table.length[num:].astype(np.float64)
     closest = np.lexsort((ref_len, np.abs(ref_len - test_len[pairs.ref_owner]), pairs.ref_owner))
     first_of_owner = np.unique(pairs.ref_owner[closest], return_index=True)[1]
-    eff_ref_len = ref_len[closest[first_of_owner]]
+    return BleuStatistics(correct, guess, test_len, ref_len[closest[first_of_owner]])
 
-    exponents = 1.0 / np.arange(1, max_n + 1)
-    per_report = np.cumprod((correct + BLEU_TINY) / (guess + BLEU_SMALL), axis=1) ** exponents
-    ratio = (test_len + BLEU_TINY) / (eff_ref_len + BLEU_SMALL)
-    brevity = np.where(ratio < 1, np.exp(1 - 1 / np.where(ratio < 1, ratio, 1.0)), 1.0)
-    per_report = per_report * brevity[:, None]
 
-    corpus = np.cumprod((correct.sum(0) + BLEU_TINY) / (guess.sum(0) + BLEU_SMALL)) ** exponents
-    corpus_ratio = (test_len.sum() + BLEU_TINY) / (eff_ref_len.sum() + BLEU_SMALL)
-    if corpus_ratio < 1:
-        corpus = corpus * np.exp(1 - 1 / corpus_ratio)
+def bleu(
+    hypotheses: Sequence[str], references: References, max_n: int = MAX_N
+) -> tuple[list[float], np.ndarray]:
+    """Corpus BLEU-1..max_n and per-report BLEU (shape [reports, max_n]) as pycocoevalcap.
+
+    >>> corpus, per_report = bleu(["the heart is normal"], ["the heart is normal"])
+    >>> [round(b, 6) for b in corpus]
+    [1.0, 1.0, 1.0, 1.0]
+    """
+    statistics = bleu_statistics(hypotheses, references, max_n).as_matrix()
+    per_report = bleu_from_sums(statistics, max_n)
+    corpus = bleu_from_sums(statistics.sum(axis=0), max_n)
     return [float(b) for b in corpus], per_report
 
 
