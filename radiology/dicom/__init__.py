@@ -24,9 +24,11 @@ from radiology.dicom.reader import (
     DEFAULT_POLICY,
     PROJECTION_MODALITIES,
     DicomImage,
+    InstanceHeader,
     ReadPolicy,
     read,
     read_dataset,
+    read_header,
     sanitize_preamble,
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "CorruptPixelDataError",
     "DicomError",
     "DicomImage",
+    "InstanceHeader",
     "InvalidHeaderError",
     "NoPixelDataError",
     "NotDicomError",
@@ -49,5 +52,6 @@ __all__ = [
     "UnsupportedTransferSyntaxError",
     "read",
     "read_dataset",
+    "read_header",
     "sanitize_preamble",
 ]

@@ -62,6 +62,8 @@ __all__ = [
     "PROJECTION_MODALITIES",
     "read",
     "read_dataset",
+    "read_header",
+    "InstanceHeader",
     "sanitize_preamble",
 ]
 
@@ -583,6 +585,51 @@ def _decode(ds: Dataset, policy: ReadPolicy, notes: list[str]) -> DicomImage:
         number_of_frames=geo.frames,
         window_source=window_source,
         notes=tuple(notes),
+        instance_number=_int_attr(ds, "InstanceNumber"),
+        series_number=_int_attr(ds, "SeriesNumber"),
+        acquisition_datetime=_meta.acquisition_datetime(ds),
+    )
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What study grouping and view selection need, read without decoding pixels."""
+
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+    view: str | None
+    laterality: str | None
+    modality: str | None
+    rows: int
+    columns: int
+    has_pixels: bool
+    instance_number: int | None = None
+    series_number: int | None = None
+    acquisition_datetime: str | None = None
+
+
+def read_header(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    *,
+    policy: ReadPolicy | None = None,
+) -> InstanceHeader:
+    """Header facts of one instance without decoding its pixels (for choosing views first).
+
+    Raises only the errors of the byte and parse stages (too large, not DICOM, truncated).
+    """
+    policy = policy or DEFAULT_POLICY
+    ds, _ = read_dataset(_load_bytes(source, policy), stop_before_pixels=True)
+    return InstanceHeader(
+        study_uid=_meta.text(ds, "StudyInstanceUID"),
+        series_uid=_meta.text(ds, "SeriesInstanceUID"),
+        sop_uid=_meta.text(ds, "SOPInstanceUID"),
+        view=_meta.view(ds),
+        laterality=_meta.laterality(ds),
+        modality=_meta.modality(ds),
+        rows=_int_attr(ds, "Rows") or 0,
+        columns=_int_attr(ds, "Columns") or 0,
+        has_pixels=bool(_int_attr(ds, "Rows")),
         instance_number=_int_attr(ds, "InstanceNumber"),
         series_number=_int_attr(ds, "SeriesNumber"),
         acquisition_datetime=_meta.acquisition_datetime(ds),
