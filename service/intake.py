@@ -80,6 +80,8 @@ def inspect_instance(data: bytes, settings: Settings) -> InstanceHeader:
     data = zero_preamble(data)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), defer_size=1024)
+        if not getattr(dataset, "file_meta", None) or "TransferSyntaxUID" not in dataset.file_meta:
+            raise ValueError("no File Meta Information with a Transfer Syntax")
         study_uid = str(dataset.get("StudyInstanceUID", "") or "")
         series_uid = str(dataset.get("SeriesInstanceUID", "") or "")
         sop_uid = str(dataset.get("SOPInstanceUID", "") or "")

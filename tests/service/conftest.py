@@ -1,0 +1,92 @@
+"""Fixtures of the service tests: databases (SQLite file, fresh PostgreSQL schema), an in-process API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.db import migrate, session_scope
+from service.models import Role
+from service.security import create_api_key
+
+POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: enqueueing fails fast, the DB keeps the truth
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    if not _postgres_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not available")
+    import psycopg
+
+    schema = f"rr_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+    from service.db import get_engine
+
+    get_engine.cache_clear()
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file in the test's temp dir."""
+    return f"sqlite:///{tmp_path / 'radreport.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on SQLite and on PostgreSQL, migrated to head."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    migrate(url)
+    return url
+
+
+def api_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for an in-process API without workers."""
+    values = dict(database_url=database_url, redis_url=DEAD_REDIS, storage_dir=tmp_path / "store",
+                  broker_timeout_s=0.5, reconcile_interval_s=0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    """Settings on a migrated SQLite database, small limits."""
+    migrate(sqlite_url)
+    return api_settings(sqlite_url, tmp_path, max_instance_bytes=2_000_000, max_upload_bytes=4_000_000,
+                        max_instances_per_upload=8)
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> dict[str, str]:
+    """One API key per role."""
+    with session_scope(settings.database_url) as session:
+        return {role.value: create_api_key(session, name=f"test-{role.value}", role=role) for role in Role}
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """An in-process API client."""
+    from service.api import create_app
+
+    with TestClient(create_app(settings, run_reconciler=False)) as test_client:
+        yield test_client

@@ -1,0 +1,87 @@
+"""Small synthetic DICOM files for the service tests (fake patients, tiny images)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+
+
+def make_dicom(
+    *,
+    study_uid: str | None = None,
+    sop_uid: str | None = None,
+    patient_name: str = "Doe^Jane",
+    patient_id: str = "PID-000",
+    view: str = "PA",
+    size: int = 64,
+    description: str = "CHEST PA",
+    sop_class: str = DX_PRESENTATION,
+    seed: int = 0,
+    preamble: bytes = b"",
+    with_pixels: bool = True,
+) -> bytes:
+    """A Part 10 DX chest image with a fake patient; `preamble` lets tests plant bytes there."""
+    rng = np.random.default_rng(seed)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.StudyDescription = description
+    ds.Modality = "DX"
+    ds.ViewPosition = view
+    if with_pixels:
+        ds.Rows = size
+        ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    if preamble:
+        data = preamble.ljust(128, b"\0")[:128] + data[128:]
+    return data
+
+
+def zip_of(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive of the given members."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def multipart_related(parts: list[bytes], *, boundary: str = "dicomBoundary42", quoted: bool = True,
+                      part_type: str = "application/dicom") -> tuple[bytes, str]:
+    """A STOW-RS body and its Content-Type (type parameter quoted or not)."""
+    body = b""
+    for part in parts:
+        body += f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + part + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    type_param = '"application/dicom"' if quoted else "application/dicom"
+    return body, f"multipart/related; type={type_param}; boundary={boundary}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of a token."""
+    return {"Authorization": f"Bearer {token}"}
