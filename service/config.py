@@ -52,11 +52,16 @@ class Settings(BaseSettings):
     # Operations.
     worker_concurrency: int = Field(2, description="Processes of a CPU-only (ingest/score) worker.")
     log_level: str = Field("INFO", description="Log level of API and workers.")
+    jax_cache_dir: Path | None = Field(None, description="Persistent JAX compilation cache (private to the worker).")
     fault_kill_marker: str | None = Field(
         None,
-        description="Test hook: a generate worker exits hard (os._exit) when a study's "
+        description="Test hook: a generate worker SIGKILLs itself while generating a study whose "
         "StudyDescription contains this marker. Never set in production.",
     )
+    fault_pause_marker: str | None = Field(
+        None, description="Test hook: a generate worker sleeps FAULT_PAUSE_S while generating a marked study."
+    )
+    fault_pause_s: float = Field(0.0, description="Seconds of the FAULT_PAUSE_MARKER pause.")
 
     def ensure_dirs(self) -> None:
         """Create the store (and the SQLite parent folder) if missing."""

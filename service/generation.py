@@ -50,48 +50,49 @@ class DraftModel:
         started = time.perf_counter()
         self.model = modeling.load_pretrained(str(self.bundle_dir))
         self.load_s = time.perf_counter() - started
-        self.image_size = _image_size(self.model, self.config)
-        self.prompt = _find(self.config, ("prompt",), default="describe en")
-        defaults = _find(self.config, ("generation",), default={}) or {}
+        self.image_size = int(self.model.config.image_size)
+        self.prompt = getattr(self.model, "prompt", None) or _find(self.config, ("prompt",), default="describe en")
+        defaults = dict(getattr(self.model, "generation_defaults", None) or _find(self.config, ("generation",), {}) or {})
         self.max_new_tokens = int(max_new_tokens or defaults.get("max_new_tokens") or 64)
         self.generation_settings: dict[str, Any] = {
+            "strategy": str(defaults.get("strategy", "greedy")),
             **{k: v for k, v in defaults.items() if isinstance(v, str | int | float | bool)},
             "max_new_tokens": self.max_new_tokens,
             "prompt": self.prompt,
             "image_size": self.image_size,
         }
-        self.buckets = buckets_for(batch_size)
+        model_buckets = tuple(getattr(self.model, "batch_buckets", ()) or buckets_for(batch_size))
+        largest = next((b for b in sorted(model_buckets) if b >= batch_size), max(model_buckets))
+        self.buckets = [b for b in sorted(model_buckets) if b <= largest]
+        self.batch_size = batch_size
         self.compile_s: dict[int, float] = {}
 
     def warmup(self) -> None:
-        """Compile every batch bucket once (blank images), so serving never compiles."""
+        """Compile every batch bucket once with the real prompt (blank images), so serving never compiles."""
         blank = np.zeros((self.image_size, self.image_size), np.float32)
         for size in self.buckets:
             started = time.perf_counter()
-            self._generate_padded([blank] * size)
+            self._generate_chunk([blank] * size)
             self.compile_s[size] = time.perf_counter() - started
             log.info("compiled batch bucket %d in %.1f s", size, self.compile_s[size])
 
     def generate(self, images: list[np.ndarray]) -> list[str]:
-        """Draft texts for `images` (float32 HxW in [0, 1]), in one model call per bucket-sized chunk."""
+        """Draft texts for `images` (float32 HxW in [0, 1]), one model call per batch-size chunk."""
         texts: list[str] = []
-        largest = self.buckets[-1]
-        for start in range(0, len(images), largest):
-            texts.extend(self._generate_padded(images[start : start + largest]))
+        for start in range(0, len(images), self.batch_size):
+            texts.extend(self._generate_chunk(images[start : start + self.batch_size]))
         return texts
 
-    def _generate_padded(self, images: list[np.ndarray]) -> list[str]:
+    def _generate_chunk(self, images: list[np.ndarray]) -> list[str]:
+        """One model call; the model pads the batch to its compiled bucket."""
         from modeling.preprocess import preprocess_image
 
-        count = len(images)
-        bucket = next(size for size in self.buckets if size >= count)
-        pixels = [np.asarray(preprocess_image(image, self.image_size), np.float32) for image in images]
-        pixels += [np.zeros_like(pixels[0])] * (bucket - count)
-        batch = np.stack(pixels)
+        batch = np.stack([np.asarray(preprocess_image(image, self.image_size), np.float32) for image in images])
         if batch.ndim == 3:
             batch = np.repeat(batch[..., None], 3, axis=-1)
-        texts = self.model.generate_text(batch, [self.prompt] * bucket, max_new_tokens=self.max_new_tokens)
-        return [str(text) for text in texts[:count]]
+        strategy = self.generation_settings["strategy"]
+        texts = self.model.generate_text(batch, [self.prompt] * len(images), self.max_new_tokens, strategy)
+        return [str(text) for text in texts]
 
 
 def _find(config: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
@@ -101,11 +102,3 @@ def _find(config: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
             if isinstance(section, dict) and key in section:
                 return section[key]
     return default
-
-
-def _image_size(model: Any, config: dict[str, Any]) -> int:
-    model_config = getattr(model, "config", None)
-    vision = getattr(model_config, "vision", None)
-    if vision is not None and getattr(vision, "image_size", None):
-        return int(vision.image_size)
-    return int(_find(config, ("image_size",), default=224))

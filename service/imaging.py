@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,6 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "soft_tissue": (0.55, 0.35),
 }
 
-VIEW_PREFERENCE = {"PA": 0, "AP": 1}
 
 
 class ImageDecodeError(Exception):
@@ -30,14 +30,14 @@ class ImageDecodeError(Exception):
 
 @dataclass
 class DecodedImage:
-    """What ingest keeps of one instance: the image (float32 [0, 1], longest side capped) and its view."""
+    """What ingest keeps of one instance: the decoded image and a copy with its longest side capped."""
 
+    image: Any  # radiology.dicom.DicomImage
     pixels: np.ndarray
-    view: str | None
-    laterality: str | None
-    modality: str | None
-    rows: int
-    columns: int
+
+    @property
+    def view(self) -> str | None:
+        return _text(self.image.view)
 
 
 def decode(data: bytes, *, max_side: int) -> DecodedImage:
@@ -49,16 +49,7 @@ def decode(data: bytes, *, max_side: int) -> DecodedImage:
     except dicom.DicomError as error:
         code = str(getattr(error, "code", "dicom_error"))
         raise ImageDecodeError(code, str(error)) from None
-    pixels = np.asarray(image.pixels, dtype=np.float32)
-    rows, columns = pixels.shape[:2]
-    return DecodedImage(
-        pixels=downscale(pixels, max_side),
-        view=_text(getattr(image, "view", None)),
-        laterality=_text(getattr(image, "laterality", None)),
-        modality=_text(getattr(image, "modality", None)),
-        rows=int(rows),
-        columns=int(columns),
-    )
+    return DecodedImage(image=image, pixels=downscale(np.asarray(image.pixels, dtype=np.float32), max_side))
 
 
 def _text(value: object) -> str | None:
@@ -80,14 +71,14 @@ def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
     return resize(pixels, shape, anti_aliasing=True, preserve_range=True).astype(np.float32)
 
 
-def choose_frontal(views: list[str | None]) -> int | None:
-    """Index of the image to report on: PA before AP before an unlabelled view; never a lateral."""
-    ranked = [
-        (VIEW_PREFERENCE.get((view or "").upper(), 2), index)
-        for index, view in enumerate(views)
-        if "LAT" not in (view or "").upper() and (view or "").upper() not in {"LL", "RL"}
-    ]
-    return min(ranked)[1] if ranked else None
+def choose_frontal(images: list[DecodedImage]) -> int | None:
+    """Index of the image to report on, by `radiology.studies.choose_views` (PA before AP, never a lateral)."""
+    from radiology.studies import choose_views
+
+    frontal, _, _ = choose_views([d.image for d in images])
+    if frontal is None:
+        return None
+    return next(i for i, d in enumerate(images) if d.image is frontal)
 
 
 def render_png(pixels: np.ndarray, window: str = "default") -> bytes:

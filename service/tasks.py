@@ -206,7 +206,7 @@ def _ingest(settings: Settings, study_id: str, worker: str) -> None:
     if not decoded:
         raise errors[0] if errors else ImageDecodeError("no_instances", "the study has no instances")
     ids = list(decoded)
-    frontal = choose_frontal([decoded[i].view for i in ids])
+    frontal = choose_frontal([decoded[i] for i in ids])
     if frontal is None:
         raise ImageDecodeError("no_frontal_view", "the study has no frontal (PA or AP) image to report on")
     image_shas = {i: store.put_array(decoded[i].pixels) for i in ids}
@@ -216,8 +216,9 @@ def _ingest(settings: Settings, study_id: str, worker: str) -> None:
             return  # someone else finished or retook it
         for instance in study.instances:
             if instance.id in decoded:
-                image = decoded[instance.id]
-                instance.view, instance.laterality, instance.modality = image.view, image.laterality, image.modality
+                image = decoded[instance.id].image
+                instance.view, instance.laterality = _short(image.view), _short(image.laterality)
+                instance.modality = _short(image.modality)
                 instance.rows, instance.columns = image.rows, image.columns
                 instance.image_sha256 = image_shas[instance.id]
                 instance.selected = instance.id == ids[frontal]
@@ -225,6 +226,10 @@ def _ingest(settings: Settings, study_id: str, worker: str) -> None:
         pipeline.transition(session, study, StudyState.ingested, actor=f"worker:{worker}",
                             details={"images": len(decoded), "undecodable": len(errors)})
     enqueue_and_mark(settings, "generate", study_id)
+
+
+def _short(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))[:16] or None
 
 
 @celery_app.task(name=TASK_NAMES["ingest"], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -247,6 +252,10 @@ def load_model(settings: Settings | None = None, *, warmup: bool = True) -> Any:
         if _MODEL is None:
             from service.generation import DraftModel
 
+            if settings.jax_cache_dir is not None:
+                from modeling.runtime import enable_compilation_cache
+
+                enable_compilation_cache(settings.jax_cache_dir)
             if settings.model_bundle is None:
                 raise RuntimeError("MODEL_BUNDLE is not set: a generate worker needs a model bundle directory")
             model = DraftModel(settings.model_bundle, batch_size=settings.batch_size,
@@ -280,22 +289,25 @@ def _gather_batch(settings: Settings, first: str, worker: str) -> list[str]:
 
 
 def _maybe_inject_fault(settings: Settings, store: BlobStore, study_ids: list[str]) -> None:
-    """Test hook (FAULT_KILL_MARKER): die hard, like an OOM kill, on a marked study."""
-    if not settings.fault_kill_marker:
+    """Test hooks (FAULT_KILL_MARKER, FAULT_PAUSE_MARKER): die hard like an OOM kill, or stall."""
+    if not (settings.fault_kill_marker or settings.fault_pause_marker):
         return
+    import io
+
     import pydicom
 
     with session_scope(settings.database_url) as session:
         shas = [session.scalars(select(Instance.sha256).where(Instance.study_id == sid)).first() for sid in study_ids]
-    for sha in shas:
-        if sha is None:
-            continue
-        import io
-
-        header = pydicom.dcmread(io.BytesIO(store.get(sha)), stop_before_pixels=True)
-        if settings.fault_kill_marker in str(header.get("StudyDescription", "")):
-            log.warning("fault injection: killing this worker (FAULT_KILL_MARKER)")
-            os.kill(os.getpid(), signal.SIGKILL)
+    descriptions = [
+        str(pydicom.dcmread(io.BytesIO(store.get(sha)), stop_before_pixels=True).get("StudyDescription", ""))
+        for sha in shas if sha is not None
+    ]
+    if settings.fault_kill_marker and any(settings.fault_kill_marker in d for d in descriptions):
+        log.warning("fault injection: killing this worker (FAULT_KILL_MARKER)")
+        os.kill(os.getpid(), signal.SIGKILL)
+    if settings.fault_pause_marker and any(settings.fault_pause_marker in d for d in descriptions):
+        log.warning("fault injection: pausing %.1f s (FAULT_PAUSE_MARKER)", settings.fault_pause_s)
+        time.sleep(settings.fault_pause_s)
 
 
 def _generate(settings: Settings, study_id: str, worker: str) -> None:
