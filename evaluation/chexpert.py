@@ -308,7 +308,7 @@ _NO_CHANGE = re.compile(r"\bno (?:significant |substantial |interval |appreciabl
 
 # Words describing heart and mediastinum mentions.
 _STATE_NEGATIVE = re.compile(
-    r"\b(?:normal|unremarkable|within (?:the )?normal limits|not (?:enlarged|widened|dilated|prominent)"
+    r"\b(?:normal|unremarkable|within (?:the )?normal limits|not (?:\w+ )?(?:enlarged|widened|dilated|prominent)"
     r"|upper limits? of normal|no (?:cardiomegaly|enlargement|widening))\b"
 )
 _STATE_BORDERLINE = re.compile(r"\b(?:borderline|top[- ]normal|upper[- ]normal)\b")
@@ -425,12 +425,38 @@ def _anatomy_windows(
         left = 0
         for m in _ANATOMY_WINDOW_STOP.finditer(sentence, 0, g_start):
             left = m.end()
-        stop = _ANATOMY_WINDOW_STOP.search(sentence, g_end)
-        right = stop.start() if stop else len(sentence)
-        window = sentence[left:g_start] + " " + sentence[g_end:right]
+        right_text = _predicate_after(sentence, g_end)
+        window = sentence[left:g_start] + " " + right_text
         for i in group:
             windows[i] = window
     return windows
+
+
+def _predicate_after(sentence: str, end: int) -> str:
+    """The words after a heart / mediastinum mention that describe it.
+
+    With a verb ahead ("heart size and pulmonary vascularity appear normal"), the predicate after
+    the first verb, up to the next stop word; with no verb ("heart size and vascularity normal"),
+    the rest of the clause; otherwise up to the next stop word.
+    """
+    verb = _PREDICATE_VERB.search(sentence, end)
+    clause_end = _TERMINATOR.search(sentence, end)
+    limit = clause_end.start() if clause_end else len(sentence)
+    if verb and verb.start() < limit:
+        between = sentence[end : verb.start()]
+        if not _BETWEEN_STOP.search(between):
+            stop = _ANATOMY_WINDOW_STOP.search(sentence, verb.end())
+            return sentence[verb.start() : stop.start() if stop else len(sentence)]
+    elif not verb or verb.start() >= limit:
+        rest = sentence[end:limit]
+        if not _BETWEEN_STOP.search(rest):
+            return rest
+    stop = _ANATOMY_WINDOW_STOP.search(sentence, end)
+    return sentence[end : stop.start() if stop else len(sentence)]
+
+
+_PREDICATE_VERB = re.compile(r"\b(?:is|are|was|were|appears?|remains?|seems?|looks?|has|have)\b")
+_BETWEEN_STOP = re.compile(r"\b(?:with|without|but|however|although|which|there|no|not)\b|;")
 
 
 def _sentence_mentions(sentence: str) -> list[tuple[str, float, str]]:
