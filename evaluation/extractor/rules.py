@@ -139,6 +139,11 @@ def _clauses(lower: list[str], breaks: frozenset[str] = lx.CLAUSE_BREAK) -> list
     return bounds
 
 
+_AFTER_FIRST = frozenset(p[0] for p in lx.UNCERTAIN_AFTER + lx.NEGATION_AFTER)
+_SUGGESTIVE_FIRST = frozenset(p[0] for p in lx.SUGGESTIVE)
+_CANNOT_FIRST = frozenset(p[0] for p in lx.CANNOT_EXCLUDE_BEFORE)
+
+
 def _is_comma_break(lower: list[str], i: int) -> bool:
     """True when the comma at ``i`` starts a new assertion (ends a cue's scope)."""
     j = i + 1
@@ -163,7 +168,7 @@ def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo:
         tok = lower[i]
         cue: str | None = None
         width = 1
-        for phrase in lx.CANNOT_EXCLUDE_BEFORE:
+        for phrase in lx.CANNOT_EXCLUDE_BEFORE if tok in _CANNOT_FIRST else ():
             if _match_at(lower, i, phrase):
                 cue, width = OBS_U, len(phrase)
         if cue is None:
@@ -198,6 +203,8 @@ def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo:
         i = max(j if cue == OBS_DA and lower[i] == "no" else i + width, i + 1)
     # Backward cues: everything of the clause before the cue, up to a comma.
     for i in range(lo, hi):
+        if lower[i] not in _AFTER_FIRST:
+            continue
         for phrases, cue in ((lx.UNCERTAIN_AFTER, OBS_U), (lx.NEGATION_AFTER, OBS_DA)):
             hit = next((p for p in phrases if _match_at(lower, i, p)), None)
             if hit is None:
@@ -378,6 +385,9 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
     findings = [k for k in range(len(units)) if lo <= units[k].start < hi and units[k].kind == "finding"]
     i = lo
     while i < hi:
+        if lower[i] not in _SUGGESTIVE_FIRST:
+            i += 1
+            continue
         hit = None
         for phrase, uncertain in lx.SUGGESTIVE.items():
             if (hit is None or len(phrase) > len(hit[0])) and _match_at(lower, i, phrase):

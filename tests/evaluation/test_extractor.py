@@ -141,3 +141,18 @@ def test_text_without_findings_gives_a_valid_graph(text: str) -> None:
     graph = extract_graph(text)
     assert graph["text"] == text
     assert isinstance(graph["entities"], dict)
+
+
+def test_every_real_report_gives_a_consistent_graph(iu_xray_reports: Path) -> None:
+    """IU X-ray reports: token spans match the entity text and relations point to entities."""
+    n_entities = 0
+    for line in iu_xray_reports.read_text().splitlines():
+        report = json.loads(line)
+        text = " ".join(filter(None, (report["findings"], report["impression"])))
+        graph = extract_graph(text)
+        tokens = tokenize(text)
+        for entity in graph["entities"].values():
+            assert entity["tokens"] == " ".join(tokens[entity["start_ix"] : entity["end_ix"] + 1])
+            assert all(t in graph["entities"] for _, t in entity["relations"])
+        n_entities += len(graph["entities"])
+    assert n_entities > 10_000
