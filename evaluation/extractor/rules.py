@@ -293,7 +293,11 @@ def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: in
             for h in loc:
                 u.relations.append(("located_at", h))
         elif units[k].kind != "finding":
-            for h in subjects:
+            # verbless predicate ("heart size within normal limits"): anatomy before it
+            before = subjects if copula is not None else [
+                h for run, h in phrases if units[run[-1]].end < u.start
+            ]
+            for h in before:
                 u.relations.append(("located_at", h))
 
 
@@ -304,10 +308,17 @@ def _next_finding(lower: list[str], units: list[Unit], findings: list[int], u: U
         if f.start <= u.end:
             continue
         between = lower[u.end + 1 : f.start]
+        # "low lung volumes and ... effusions": the modifier describes an anatomy descriptor
+        if any(owner_kind == "desc" for owner_kind in _kinds_between(units, u.end + 1, f.start)):
+            return None
         if any(t in lx.COPULA or t in lx.PREPOSITION or t in (",", "with", "without", "there") for t in between):
             return None
         return m
     return None
+
+
+def _kinds_between(units: list[Unit], start: int, end: int) -> list[str]:
+    return [v.kind for v in units if start <= v.start < end]
 
 
 def _location(
