@@ -63,8 +63,8 @@ _CODE_VIEW = {
 }
 
 _TEXT_VIEWS = [
-    ("PA", re.compile(r"\bP\s?-?\s?A\b|POSTERO.?ANTERIOR|\bPOST.?ANT\b")),
-    ("AP", re.compile(r"\bA\s?-?\s?P\b|ANTERO.?POSTERIOR|\bPORTABLE\b|\bSUPINE\b|\bBEDSIDE\b")),
+    ("PA", re.compile(r"\bP\s?[-.]?\s?A\b|POSTERO.?ANTERIOR|\bPOST.?ANT\b")),
+    ("AP", re.compile(r"\bA\s?[-.]?\s?P\b|ANTERO.?POSTERIOR|\bPORTABLE\b|\bSUPINE\b|\bBEDSIDE\b")),
     ("LATERAL", re.compile(r"\bLAT(ERAL)?\b|\bLL\b|\bRL\b")),
 ]
 _TEXT_SOURCES = (

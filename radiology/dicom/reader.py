@@ -475,24 +475,42 @@ def _check_frames(geo: _Geometry, policy: ReadPolicy, notes: list[str]) -> None:
     notes.append(f"multi-frame object ({geo.frames} frames): first frame used")
 
 
+_OTHER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
+_VIDEO = "Video transfer syntaxes hold cine loops, not radiographs; send the still image."
+
+
 def _check_transfer_syntax(ts: _uid.UID) -> None:
-    if not ts.is_transfer_syntax and ts not in _DECODER_HINTS:
+    if not ts.is_transfer_syntax:
+        known = _OTHER_SYNTAXES.get(str(ts))
+        if known:
+            raise UnsupportedTransferSyntaxError(
+                f"The pixel data is encoded as '{known}' ({ts}), which pydicom 3.0 cannot decode "
+                f"(no decoder plugin exists for it yet). {_TRANSCODE}"
+            )
         raise UnsupportedTransferSyntaxError(
             f"Unknown transfer syntax {ts}: it is not a DICOM standard encoding (perhaps a "
             f"private one). {_TRANSCODE}"
         )
     if not ts.is_compressed:
         return
-    name = ts.name if ts.name != str(ts) else str(ts)
     try:
         decoder = pydicom.pixels.get_decoder(ts)
     except NotImplementedError:
         decoder = None
     if decoder is None or not decoder.is_available:
         hint = _DECODER_HINTS.get(ts)
-        would = f"Installing {hint} would decode it. " if hint else "No Python decoder is known for it. "
+        if hint:
+            would = f"Installing {hint} would decode it. "
+        elif "MPEG" in ts.name or "HEVC" in ts.name:
+            would = f"{_VIDEO} "
+        else:
+            would = "No Python decoder is known for it. "
         raise UnsupportedTransferSyntaxError(
-            f"The pixel data is encoded as '{name}' ({ts}), which this installation cannot "
+            f"The pixel data is encoded as '{ts.name}' ({ts}), which this installation cannot "
             f"decode. {would}{_TRANSCODE}"
         )
 
@@ -547,7 +565,10 @@ def read(
             "Decoding the image ran out of memory; lower the concurrency of this worker or the "
             "decoded-pixel limit (ReadPolicy.max_pixels)."
         ) from exc
-    except Exception as exc:  # never leak a decoder's internal error as a crash
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # never leak a decoder's error as a crash (Rust codecs panic
+        # with pyo3's PanicException, which is a BaseException, not an Exception)
         raise CorruptPixelDataError(
             f"The image could not be decoded ({type(exc).__name__}). The pixel data is damaged or "
             "uses an encoding variant the decoders refuse; re-export it from the source system."
