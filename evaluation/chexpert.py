@@ -29,7 +29,8 @@ Conventions (CheXpert's unless marked *ours*):
   take their value from the words describing them in the same clause: normal -> 0,
   borderline -> -1, enlarged/prominent/widened -> 1, stable/unchanged alone -> -1.
   *Ours*: a bare "heart" counts (CheXpert needs "the heart"); "heart failure" is not a heart
-  mention.
+  mention; "size and contour" is not a mediastinum mention; "pneumonitis" is a Pneumonia mention
+  and "granulomatous infection" is not; "consideration" / "in the differential" are uncertainty cues.
 * Aggregation per observation over its mentions: positive beats uncertain beats negative
   (CheXpert's ``Aggregator.dict_to_vec``). A positive or uncertain "chf" / "heart failure" adds an
   uncertain Cardiomegaly mention.
@@ -150,7 +151,7 @@ _MENTIONS: dict[str, list[str]] = {
         r"pleuro[- ]?parenchymal scar(?:ring)?",
         r"pleuro[- ]?pericardial scar(?:ring)?",
     ],
-    "Pneumonia": [r"pneumonias?", r"infection", r"infectious(?: process)?"],
+    "Pneumonia": [r"pneumonias?", r"pneumonitis", r"infection", r"infectious(?: process)?"],
     "Pneumothorax": [r"pneumothorax", r"pneumothoraces", r"hydropneumothorax"],
     "Support Devices": [
         r"pacer",
@@ -244,8 +245,10 @@ _UNMENTIONS: dict[str, str] = {
     "Lung Lesion": r"calcified nodul\w*|massive|mass effect",
     "Lung Opacity": r"pleural scar\w*",
     "Pleural Effusion": r"pericardial effusions?",
+    "Pneumonia": r"granulomatous (?:infection|disease|process)|tubercul\w* infection",
     "Cardiomegaly": _POSITIONAL + r" (?:heart|cardiac \w+)",
-    "Enlarged Cardiomediastinum": _POSITIONAL + r" (?:mediastinum|\w+ contours?|\w+ silhouettes?)",
+    "Enlarged Cardiomediastinum": _POSITIONAL + r" (?:mediastinum|\w+ contours?|\w+ silhouettes?)"
+    r"|\b(?:size|shape|configuration),? (?:and|or) contours?\b|\bcontours? (?:and|or) (?:size|shape)\b",
     "Support Devices": r"lines? of|septal lines|kerley|line of|midline|\w+ lines? (?:is|are) (?:normal|seen)",
     _OTHER: r"heart failure",
 }
@@ -264,9 +267,10 @@ _COMPILED_UNMENTIONS = {obs: re.compile(p) for obs, p in _UNMENTIONS.items()}
 _TERMINATOR = re.compile(
     r";|\b(?:but|however|although|though|whereas|while|which|except|aside from|apart from"
     r"|there (?:is|are|has|have|was|were)|(?:is|are|was|were) (?:again )?(?:seen|noted|present|identified|demonstrated))\b"
-    r"|,\s*(?=(?:and )?(?:possible|possibly|probable|likely|mild|mildly|minimal|small|moderate|large|severe"
-    r"|new|stable|unchanged|persistent|there|the|with|a|an|which|but|although|concerning|suspicious"
-    r"|may|could|representing|consistent|compatible|suggest\w*|worrisome)\b)"
+    r"|,\s*(?=(?:and )?(?:possible|possibly|probable|likely|new|stable|unchanged|persistent|there|the"
+    r"|with|a|an|which|but|although|concerning|may|could|representing|consistent|compatible|suggest\w*"
+    r"|worrisome)\b)"
+    r"|,\s*(?=(?:and )?(?:mild|mildly|minimal|small|moderate|large|severe)\b(?![^,;.]*\b(?:or|nor)\b))"
 )
 _PRE_NEG_UNCERTAIN_BEFORE = re.compile(
     r"\b(?:cannot|can ?not|could not|can't) (?:be )?(?:exclude|excluded|rule out|ruled out)\b"
@@ -291,13 +295,15 @@ _UNCERTAIN_BEFORE = re.compile(
     r"\b(?:possible|possibly|presumably|presumed|probable|questionable|question of|questioned"
     r"|suspect|suspected|suspicious|suspicion|concern|concerning|worrisome|suggestion|suggestive"
     r"|suggests?|suggesting|may|might|could|would|versus|vs|differential|correlate|equivocal"
-    r"|less likely|obscur\w+|cannot|can not|borderline|indeterminate|uncertain|not exclude)\b"
+    r"|less likely|obscur\w+|cannot|can not|borderline|indeterminate|uncertain|not exclude"
+    r"|correlation for|consideration|considered)\b"
 )
 _UNCERTAIN_AFTER = re.compile(
     r"^[^,;]*?\b(?:(?:is|are) )?(?:(?:is|are|was|were) )?(?:possible|suspected|questioned|"
     r"(?:may|might|could|can) (?:be )?(?:present|seen|appear)|not (?:well )?(?:seen|visualized|evaluated)"
     r"|poorly (?:seen|visualized|evaluated)|incompletely (?:seen|visualized|evaluated)"
-    r"|not clearly seen|not appreciated|obscured|less likely|versus|vs)\b"
+    r"|not clearly seen|not appreciated|obscured|less likely|versus|vs"
+    r"|(?:is |be |as )?(?:a |another )?(?:consideration|considered)|in the differential)\b"
 )
 _OR_COORDINATION_BEFORE = re.compile(r"\b(?:or|and/or)\s+(?:[\w-]+\s+){0,2}$")
 _OR_COORDINATION_AFTER = re.compile(r"^\s*(?:[\w-]+\s+)?,?\s*or\b")
@@ -321,6 +327,10 @@ _STATE_STABLE = re.compile(
 )
 _ANATOMY_WINDOW_STOP = re.compile(
     r",|;|\b(?:and|with|without|but|however|although|though|which|while|whereas|there)\b"
+)
+_PREDICATE_STOP = re.compile(
+    r",|;|\b(?:with|without|but|however|although|though|which|while|whereas|there)\b"
+    r"|\band (?=the |there |no |\w+ (?:is|are|was|were|appears?|remains?)\b)"
 )
 
 _COORDINATION_GAP = re.compile(
@@ -445,7 +455,7 @@ def _predicate_after(sentence: str, end: int) -> str:
     if verb and verb.start() < limit:
         between = sentence[end : verb.start()]
         if not _BETWEEN_STOP.search(between):
-            stop = _ANATOMY_WINDOW_STOP.search(sentence, verb.end())
+            stop = _PREDICATE_STOP.search(sentence, verb.end())
             return sentence[verb.start() : stop.start() if stop else len(sentence)]
     elif not verb or verb.start() >= limit:
         rest = sentence[end:limit]

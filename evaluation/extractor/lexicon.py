@@ -144,7 +144,7 @@ CLAUSE_BREAK = frozenset(
 COMMA_BREAK = frozenset(
     """
     possible possibly probable likely mild mildly minimal small moderate large severe new stable
-    unchanged persistent there the with a an which concerning suspicious may could representing
+    unchanged persistent there the with a an which concerning may could representing
     consistent compatible suggesting worrisome
     """.split()
 )
