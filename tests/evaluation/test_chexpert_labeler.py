@@ -122,11 +122,21 @@ _MESH = {
 }
 
 
-def test_labeler_agrees_with_the_nlm_mesh_coding_of_real_reports(iu_xray_reports: Path) -> None:
-    """IU X-ray reports: present per MeSH vs present (positive) per labeler, report by report.
+def _agreement(truth: list[bool], pred: list[bool]) -> tuple[float, float]:
+    """Fraction of reports on which both say the same, and Cohen's kappa."""
+    n = len(truth)
+    agree = sum(t == p for t, p in zip(truth, pred, strict=True)) / n
+    pt, pp = sum(truth) / n, sum(pred) / n
+    expected = pt * pp + (1 - pt) * (1 - pp)
+    return agree, (agree - expected) / (1 - expected) if expected < 1 else 1.0
 
-    Reports marked duplicate are skipped. "normal" compares MeSH `normal` with No Finding = 1.
-    Prints agreement and Cohen's kappa; the floors are well below the measured values.
+
+def test_labeler_agrees_with_the_nlm_mesh_coding_of_real_reports(iu_xray_reports: Path) -> None:
+    """IU X-ray reports (development data): present per MeSH vs present per labeler.
+
+    "ours+" counts positive labels only (uncertain as absent), "ours+-" counts positive or
+    uncertain. "normal" compares MeSH `normal` with No Finding = 1. Reports marked duplicate
+    are skipped. Floors (on the positive-only agreement) sit well below the measured values.
     """
     reports = [json.loads(line) for line in iu_xray_reports.read_text().splitlines()]
     reports = [r for r in reports if not r.get("duplicate_of")]
@@ -136,23 +146,21 @@ def test_labeler_agrees_with_the_nlm_mesh_coding_of_real_reports(iu_xray_reports
     rows = {}
     for name, (observation, headings) in _MESH.items():
         truth = [bool(m & headings) for m in mesh]
-        pred = [lab[observation] == 1.0 for lab in labels]
-        rows[name] = (truth, pred)
-    rows["normal"] = ([bool(r["labels"]["normal"]) for r in reports],
-                      [lab["No Finding"] == 1.0 for lab in labels])
-    print(f"\nIU X-ray: {len(reports)} reports; labeler positive vs NLM MeSH")
-    print(f"  {'finding':18s} {'mesh+':>6s} {'ours+':>6s} {'both':>6s} {'agree':>7s} {'kappa':>7s}")
-    kappas = {}
-    for name, (truth, pred) in rows.items():
-        n = len(truth)
-        both = sum(t and p for t, p in zip(truth, pred, strict=True))
-        agree = sum(t == p for t, p in zip(truth, pred, strict=True)) / n
-        pt, pp = sum(truth) / n, sum(pred) / n
-        expected = pt * pp + (1 - pt) * (1 - pp)
-        kappa = (agree - expected) / (1 - expected) if expected < 1 else 1.0
-        kappas[name] = (agree, kappa)
-        print(f"  {name:18s} {sum(truth):6d} {sum(pred):6d} {both:6d} {agree:7.3f} {kappa:7.3f}")
-    for name, (agree, _) in kappas.items():
+        strict = [lab[observation] == 1.0 for lab in labels]
+        loose = [lab[observation] in (1.0, -1.0) for lab in labels]
+        rows[name] = (truth, strict, loose)
+    normal = [lab["No Finding"] == 1.0 for lab in labels]
+    rows["normal"] = ([bool(r["labels"]["normal"]) for r in reports], normal, normal)
+    print(f"\nIU X-ray: {len(reports)} reports; labeler vs NLM MeSH coding")
+    print(f"  {'finding':17s} {'mesh':>5s} {'ours+':>6s} {'agree':>6s} {'kappa':>6s}"
+          f" {'ours+-':>7s} {'agree':>6s} {'kappa':>6s}")
+    measured = {}
+    for name, (truth, strict, loose) in rows.items():
+        a1, k1 = _agreement(truth, strict)
+        a2, k2 = _agreement(truth, loose)
+        measured[name] = (a1, k1)
+        print(f"  {name:17s} {sum(truth):5d} {sum(strict):6d} {a1:6.3f} {k1:6.3f}"
+              f" {sum(loose):7d} {a2:6.3f} {k2:6.3f}")
+    for name, (agree, kappa) in measured.items():
         assert agree >= 0.85, name
-    for name in ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "normal"):
-        assert kappas[name][1] >= 0.5, name
+        assert kappa >= 0.6, name
