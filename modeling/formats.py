@@ -92,7 +92,9 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
                 data_start = info.header_offset + 30 + name_len + extra_len
                 raw.seek(data_start)
                 version = np.lib.format.read_magic(raw)
-                shape, fortran, dtype = np.lib.format._read_array_header(raw, version)  # noqa: SLF001
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(raw)
                 arr = np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape,
                                 order="F" if fortran else "C") if np.prod(shape) else np.zeros(shape, dtype)
             else:
