@@ -13,8 +13,8 @@ X/D, Z/D and X/Z/D -> D, X/Z/U* -> U for UIDs else Z). Also removed: all private
 overlay and curve groups (50xx, 60xx). Sequences are processed recursively. The result carries
 Patient Identity Removed = YES and the Deidentification Method (Code 113100, "Basic Application
 Confidentiality Profile"). Patient ID becomes a keyed pseudonym (``anon-<12 hex>``) so that one
-patient's studies stay linkable inside the service; set ``pseudonymize_patient_id=False`` for an
-empty value as in the strict profile.
+patient's studies stay linkable inside the service; set ``pseudonymize_patient_id=False`` for the
+profile's own value (the table's dummy).
 
 Not covered (declare it where the data leave): burned-in text in pixels (check
 ``has_burned_in_annotation``), free text in private or unknown attributes beyond the table.

@@ -217,7 +217,9 @@ def parse(text: str | None) -> Report:
 
 
 def _block(label: str, text: str, width: int) -> str:
-    wrapped = textwrap.fill(normalize(text), width=width, initial_indent=" ", subsequent_indent=" ")
+    wrapped = textwrap.fill(
+        normalize(text), width=width, initial_indent=" ", subsequent_indent=" ", break_on_hyphens=False
+    )
     return f" {label}:\n \n{wrapped}\n"
 
 
