@@ -30,7 +30,8 @@ Conventions (CheXpert's unless marked *ours*):
   borderline -> -1, enlarged/prominent/widened -> 1, stable/unchanged alone -> -1.
   *Ours*: a bare "heart" counts (CheXpert needs "the heart"); "heart failure" is not a heart
   mention; "size and contour" is not a mediastinum mention; "pneumonitis" is a Pneumonia mention
-  and "granulomatous infection" is not; "consideration" / "in the differential" are uncertainty cues.
+  and "granulomatous infection" is not; "consideration" / "in the differential" are uncertainty cues; "vascular engorgement" and
+  "fluid overload" are uncertain Edema mentions, like "vascular congestion".
 * Aggregation per observation over its mentions: positive beats uncertain beats negative
   (CheXpert's ``Aggregator.dict_to_vec``). A positive or uncertain "chf" / "heart failure" adds an
   uncertain Cardiomegaly mention.
@@ -106,6 +107,8 @@ _MENTIONS: dict[str, list[str]] = {
         r"pulmonary congestion",
         r"indistinctness",
         r"vascular prominence",
+        r"vascular engorgement",
+        r"fluid overload",
     ],
     "Enlarged Cardiomediastinum": [
         r"(?<!pneumo)mediastinum",
@@ -309,6 +312,7 @@ _OR_COORDINATION_BEFORE = re.compile(r"\b(?:or|and/or)\s+(?:[\w-]+\s+){0,2}$")
 _OR_COORDINATION_AFTER = re.compile(r"^\s*(?:[\w-]+\s+)?,?\s*or\b")
 _EDEMA_UNCERTAIN = re.compile(
     r"vascular congestion|pulmonary congestion|indistinctness|vascular prominence"
+    r"|vascular engorgement|fluid overload"
 )
 _NO_CHANGE = re.compile(r"\bno (?:significant |substantial |interval |appreciable )*change\b")
 

@@ -56,6 +56,7 @@ FINDING = frozenset(
     findings finding change changes osteopenia atherosclerosis spondylosis markings prominence
     blunting elevation eventration lesion lesions metastases metastasis malignancy shift
     cardiomyopathy hypertension granulomata injury air emboli embolism osteophytes bronchiectasis
+    overload flattening pneumonitis lymphadenopathy effusions
     tube tubes catheter catheters line lines pacemaker pacer leads lead wires wire clips clip
     stent stents drain drains port picc valve valves prosthesis hardware sutures icd device
     devices defibrillator plate screws coil cannula
@@ -83,8 +84,13 @@ OBS_MODIFIER = frozenset(
     compressive dependent recurrent underlying superimposed lobar segmental wedge-shaped
     endotracheal nasogastric orogastric enteric feeding tracheostomy central dual-lead
     dual-chamber sternotomy surgical et ng og
+    multiple metastatic interstitial-type improvement increase decrease progression
     """.split()
 )
+
+# Change nouns: they modify the finding they are about, across "in" / "of"
+# ("interval improvement in the pulmonary edema").
+CHANGE_NOUN = frozenset("improvement increase decrease progression".split())
 
 # Degree words: they modify the next observation word ("mildly enlarged").
 DEGREE = frozenset(

@@ -281,6 +281,13 @@ def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: in
             target = _next_finding(lower, units, findings, u)
             if target is None and (u.kind == "mod" or copula is not None and u.start > copula):
                 target = next((m for m in reversed(findings) if units[m].end < u.start), None)
+                if target is None and u.kind == "mod" and copula is not None and u.start > copula:
+                    # "heart size is mildly enlarged, unchanged": the predicate before it
+                    target = next(
+                        (m for m in reversed(obs) if units[m].end < u.start and units[m].kind == "state"
+                         and not units[m].relations),
+                        None,
+                    )
             if target is not None:
                 u.relations.append(("modify", target))
             else:
@@ -308,8 +315,12 @@ def _next_finding(lower: list[str], units: list[Unit], findings: list[int], u: U
         if f.start <= u.end:
             continue
         between = lower[u.end + 1 : f.start]
+        if u.word in lx.CHANGE_NOUN:
+            between = [t for t in between if t not in ("in", "of", "size")]
         # "low lung volumes and ... effusions": the modifier describes an anatomy descriptor
-        if any(owner_kind == "desc" for owner_kind in _kinds_between(units, u.end + 1, f.start)):
+        if u.word not in lx.CHANGE_NOUN and any(
+            kind == "desc" for kind in _kinds_between(units, u.end + 1, f.start)
+        ):
             return None
         if any(t in lx.COPULA or t in lx.PREPOSITION or t in (",", "with", "without", "there") for t in between):
             return None
@@ -383,7 +394,8 @@ def _location(
 
 
 _PLACEMENT_VERBS = frozenset(
-    "is are projects project terminates terminate ends end courses extends overlies seen noted lies tip".split()
+    """is are projects project terminates terminate ends end courses extends overlies seen noted lies
+    tip coils coiled loops passes remains remain""".split()
 )
 _PP_FILLER = lx.PREPOSITION | lx.DETERMINER | {"cm", "mm", ".", "approximately", "about", "expected", "region", "level"}
 
@@ -485,4 +497,13 @@ def extract_units(text: str) -> tuple[list[str], list[Unit]]:
     for u in units:
         if u.kind in ("anat", "desc", "pos"):
             u.label = ANAT
+    # a degree word with nothing to grade is no entity ("not well evaluated")
+    dropped = {k for k, u in enumerate(units) if u.kind == "degree" and not u.relations}
+    if dropped:
+        keep = [k for k in range(len(units)) if k not in dropped]
+        new_index = {old: new for new, old in enumerate(keep)}
+        kept = [units[k] for k in keep]
+        for u in kept:
+            u.relations = [(r, new_index[t]) for r, t in u.relations if t in new_index]
+        units = kept
     return tokens, units
