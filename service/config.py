@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     )
     fault_pause_s: float = Field(0.0, description="Seconds of the FAULT_PAUSE_MARKER pause.")
 
+    # Review, sign-in and evaluations (issue 7; see service.accounts, service.review, docs/review.md).
+    login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
+    login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
+    signature_key: str | None = Field(
+        None, description="Secret that seals e-signatures (HMAC-SHA256). Unset: a random key kept in "
+        "STORAGE_DIR/keys/signature.key, created on first use. Keep it out of the database.")
+    evaluation_dir: Path | None = Field(None, description="Where offline evaluation runs write (default STORAGE_DIR/evaluations).")
+    evaluation_roots: str = Field("", description="Comma-separated folders under which POST /v1/evaluations may "
+                                  "name bundles and datasets (empty: any folder the worker can read).")
+
     def ensure_dirs(self) -> None:
         """Create the store (and the SQLite parent folder) if missing."""
         self.storage_dir.mkdir(parents=True, exist_ok=True)

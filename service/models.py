@@ -79,6 +79,7 @@ class StudyState(enum.StrEnum):
     draft_ready = "draft_ready"
     in_review = "in_review"
     signed = "signed"
+    rejected = "rejected"  # a radiologist rejected the AI draft (review, issue 7)
     failed = "failed"
 
 

@@ -24,8 +24,9 @@ ALLOWED: dict[StudyState, frozenset[StudyState]] = {
     S.ingested: frozenset({S.generating, S.failed}),
     S.generating: frozenset({S.draft_ready, S.failed}),
     S.draft_ready: frozenset({S.in_review}),
-    S.in_review: frozenset({S.draft_ready, S.signed}),
+    S.in_review: frozenset({S.draft_ready, S.signed, S.rejected}),
     S.signed: frozenset(),
+    S.rejected: frozenset(),
     S.failed: frozenset(),
 }
 

@@ -63,6 +63,10 @@ def authenticate(session: Session, token: str | None) -> User:
     """The active user owning `token`; raises AuthError otherwise (never logs the token)."""
     if not token:
         raise AuthError("missing bearer token")
+    if token.startswith("rrs_"):  # a sign-in token of a person (POST /v1/login), see service.accounts
+        from service.accounts import authenticate_login
+
+        return authenticate_login(session, token)
     key = session.scalar(select(ApiKey).where(ApiKey.token_sha256 == hash_token(token)))
     if key is None or key.revoked_at is not None or not key.user.active:
         raise AuthError("invalid or revoked token")
