@@ -208,6 +208,10 @@ class Report(Base):
     priority: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     versions: Mapped[list[ReportVersion]] = relationship(order_by="ReportVersion.version")
+    # Review (issue 7, migration 0002): when the claim was taken, last change, why it was rejected.
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class ReportVersion(Base):
@@ -253,3 +257,103 @@ class WorkerHeartbeat(Base):
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
     bundle_id: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+# --------------------------------------------------------------------------- review (issue 7)
+
+
+class LoginToken(Base):
+    """A person's sign-in token (POST /v1/login): short-lived, idle-limited, revocable; stored as SHA-256."""
+
+    __tablename__ = "login_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    idle_s: Mapped[int] = mapped_column()
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    user: Mapped[User] = relationship()
+
+
+class Signature(Base):
+    """An electronic signature: signer, meaning, server time and content hash of one version, sealed.
+
+    `seal` is HMAC-SHA256 (key outside the database) over those fields and the previous seal of the
+    same report, so the signatures of a report form a hash chain (see service.review).
+    """
+
+    __tablename__ = "signatures"
+    __table_args__ = (UniqueConstraint("report_id", "version", name="uq_signature_report_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), index=True)
+    version: Mapped[int] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(16))  # "sign" | "amendment"
+    signer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    signer_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(32))
+    signed_at: Mapped[dt.datetime] = mapped_column()
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    amends_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    previous_seal: Mapped[str | None] = mapped_column(String(64), default=None)
+    seal: Mapped[str] = mapped_column(String(64))
+
+
+class DraftScore(Base):
+    """How far an AI draft was from what the radiologist signed: every metric, edit distance, timing."""
+
+    __tablename__ = "draft_scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), unique=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"))
+    bundle_id: Mapped[str] = mapped_column(String(200), index=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"))
+    signed_version: Mapped[int] = mapped_column()
+    draft_created_at: Mapped[dt.datetime] = mapped_column()
+    signed_at: Mapped[dt.datetime] = mapped_column(index=True)
+    draft_to_sign_s: Mapped[float] = mapped_column(Float)
+    unchanged: Mapped[bool] = mapped_column()
+    edit_distance: Mapped[int] = mapped_column()
+    edit_distance_words: Mapped[int] = mapped_column()
+    normalized_edit_distance: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    draft_labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    signed_labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    scored_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationState(enum.StrEnum):
+    """An offline evaluation run's life: queued, running, then succeeded or failed."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Evaluation(Base):
+    """An offline evaluation (bundle + dataset split) run by a worker; results and report on disk."""
+
+    __tablename__ = "evaluations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    state: Mapped[EvaluationState] = mapped_column(
+        Enum(EvaluationState, name="evaluation_state", native_enum=False, length=20), index=True
+    )
+    bundle_dir: Mapped[str] = mapped_column(Text)
+    data_dir: Mapped[str] = mapped_column(Text)
+    split: Mapped[str] = mapped_column(String(32))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    phase: Mapped[str | None] = mapped_column(String(32), default=None)
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int | None] = mapped_column(default=None)
+    out_dir: Mapped[str | None] = mapped_column(Text, default=None)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
