@@ -117,52 +117,55 @@ def _entities(graph: Graph) -> Mapping[str, Mapping[str, Any]]:
     return entities
 
 
+def _format_error(entity_id: str, missing: str) -> GraphFormatError:
+    return GraphFormatError(
+        f"entity {entity_id!r} is missing or lacks {missing!r}; relations must point to entity ids "
+        "of the same graph and entities need 'tokens' and 'label'"
+    )
+
+
 def graph_sets(graph: Graph, lowercase: bool = True, labels: str = "as_is") -> GraphSets:
     """Build the reward tuple sets of one graph (see the module docstring for the conventions)."""
     if labels not in ("as_is", "v1"):
         raise ValueError(f"labels must be 'as_is' or 'v1', not {labels!r}")
     entities = _entities(graph)
-    simple, partial, complete, yu_entities, yu_relations = set(), set(), set(), set(), set()
-
-    def text_label(entity_id: str) -> tuple[str, str]:
+    # One pass: (tokens, compared tokens, label) per entity id.
+    named: dict[str, tuple[str, str, str]] = {}
+    for entity_id, entity in entities.items():
         try:
-            entity = entities[entity_id]
             tokens, label = entity["tokens"], entity["label"]
         except KeyError as error:
-            raise GraphFormatError(
-                f"entity {entity_id!r} is missing or lacks {error.args[0]!r}; relations must point "
-                "to entity ids of the same graph and entities need 'tokens' and 'label'"
-            ) from None
+            raise _format_error(entity_id, error.args[0]) from None
         if labels == "v1":
             label = XL_TO_V1.get(label, label)
-        return tokens, label
-
+        named[entity_id] = (tokens, tokens.lower() if lowercase else tokens, label)
+    simple, partial, complete, relations_yu = set(), set(), set(), set()
     for entity_id, entity in entities.items():
-        tokens, label = text_label(entity_id)
-        relations = entity.get("relations") or []
-        key = tokens.lower() if lowercase else tokens
-        simple.add((key, label))
-        yu_key = (key, label)
-        yu_entities.add(yu_key)
+        tokens, key, label = named[entity_id]
+        entity_key = (key, label)
+        simple.add(entity_key)
+        relations = entity.get("relations")
         if not relations:
-            partial.add((key, label))
-            complete.add((key, label))
+            partial.add(entity_key)
+            complete.add(entity_key)
             continue
         partial.add((key, label, True))
+        lowered = tokens.lower()
         for relation in relations:
-            relation_type, target_id = relation[0], str(relation[1])
-            target_tokens, target_label = text_label(target_id)
+            target = named.get(str(relation[1]))
+            if target is None:
+                raise _format_error(str(relation[1]), "tokens")
             # rewards.py lower-cases relation tuples at every version.
-            complete.add((tokens.lower(), label, relation_type, target_tokens.lower()))
-            target = target_tokens.lower() if lowercase else target_tokens
-            yu_relations.add((yu_key, (target, target_label), relation_type))
+            complete.add((lowered, label, relation[0], target[0].lower()))
+            relations_yu.add((entity_key, (target[1], target[2]), relation[0]))
+    simple_set = frozenset(simple)
     return GraphSets(
         num_entities=len(entities),
-        simple=frozenset(simple),
+        simple=simple_set,
         partial=frozenset(partial),
         complete=frozenset(complete),
-        yu_entities=frozenset(yu_entities),
-        yu_relations=frozenset(yu_relations),
+        yu_entities=simple_set,
+        yu_relations=frozenset(relations_yu),
     )
 
 
