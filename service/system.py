@@ -149,7 +149,8 @@ class LocalSystem:
         self.workdir = Path(workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.redis: PrivateRedis | None = None
-        given_redis = redis_url or os.environ.get("REDIS_URL")
+        # None: REDIS_URL from the environment, else a private server; "": always a private server.
+        given_redis = os.environ.get("REDIS_URL") if redis_url is None else redis_url
         if not given_redis:
             self.redis = PrivateRedis(self.workdir, appendonly=redis_appendonly)
         self.redis_url = given_redis or (self.redis.url if self.redis else "")

@@ -289,7 +289,7 @@ def _gather_batch(settings: Settings, first: str, worker: str) -> list[str]:
 
 
 def _maybe_inject_fault(settings: Settings, store: BlobStore, study_ids: list[str]) -> None:
-    """Test hooks (FAULT_KILL_MARKER, FAULT_PAUSE_MARKER): die hard like an OOM kill, or stall."""
+    """Test hooks: die hard like an OOM kill (FAULT_KILL_MARKER), or stall once (FAULT_PAUSE_MARKER)."""
     if not (settings.fault_kill_marker or settings.fault_pause_marker):
         return
     import io
@@ -305,7 +305,9 @@ def _maybe_inject_fault(settings: Settings, store: BlobStore, study_ids: list[st
     if settings.fault_kill_marker and any(settings.fault_kill_marker in d for d in descriptions):
         log.warning("fault injection: killing this worker (FAULT_KILL_MARKER)")
         os.kill(os.getpid(), signal.SIGKILL)
-    if settings.fault_pause_marker and any(settings.fault_pause_marker in d for d in descriptions):
+    with session_scope(settings.database_url) as session:
+        first_attempt = all(session.get(Study, sid).generate_attempts == 1 for sid in study_ids)
+    if settings.fault_pause_marker and first_attempt and any(settings.fault_pause_marker in d for d in descriptions):
         log.warning("fault injection: pausing %.1f s (FAULT_PAUSE_MARKER)", settings.fault_pause_s)
         time.sleep(settings.fault_pause_s)
 

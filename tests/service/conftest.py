@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from fastapi.testclient import TestClient
+# pytest puts tests/ on sys.path (tests/conftest.py has no package), where tests/evaluation and
+# tests/modeling would shadow the real packages as namespace packages; the repository root wins.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from service.config import Settings
-from service.db import migrate, session_scope
-from service.models import Role
-from service.security import create_api_key
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from service.config import Settings  # noqa: E402
+from service.db import migrate, session_scope  # noqa: E402
+from service.models import Role  # noqa: E402
+from service.security import create_api_key  # noqa: E402
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: enqueueing fails fast, the DB keeps the truth
@@ -90,3 +95,18 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
     with TestClient(create_app(settings, run_reconciler=False)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url() -> Iterator[str]:
+    """Like `postgres_url`, for module-scoped systems."""
+    if not _postgres_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not available")
+    import psycopg
+
+    schema = f"rr_sys_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
