@@ -101,7 +101,8 @@ _MENTIONS: dict[str, list[str]] = {
     "Consolidation": [r"consolidat\w*"],
     "Edema": [
         r"edema",
-        r"(?:congestive )?heart failure",
+        r"congestive heart failure",
+        r"heart failure",
         r"chf",
         r"vascular congestion",
         r"pulmonary congestion",
@@ -111,7 +112,7 @@ _MENTIONS: dict[str, list[str]] = {
         r"fluid overload",
     ],
     "Enlarged Cardiomediastinum": [
-        r"(?<!pneumo)mediastinum",
+        r"mediastinum",
         r"cardiomediastinum",
         r"cardiomediastinal (?:silhouettes?|contours?|shadow|size)",
         r"contours?",
@@ -260,9 +261,15 @@ _UNMENTIONS: dict[str, str] = {
 _ANATOMY_MENTION = {"Cardiomegaly", "Enlarged Cardiomediastinum"}
 _ANATOMY_EXCEPT = re.compile(r"cardiomegaly|enlarged heart|cardiac enlargement|mediastinal widening")
 
-_COMPILED_MENTIONS = {
-    obs: re.compile(r"\b(?:" + "|".join(phrases) + r")\b") for obs, phrases in _MENTIONS.items()
-}
+# Phrase lookup by the first three letters of a word: each word start of a sentence tries only
+# the phrases that can begin there (much faster than one scan per observation).
+_PHRASES_BY_PREFIX: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+for _obs, _phrases in _MENTIONS.items():
+    for _phrase in _phrases:
+        if not re.match(r"[a-z]{3}", _phrase):
+            raise ValueError(f"mention phrase must start with three letters: {_phrase}")
+        _PHRASES_BY_PREFIX.setdefault(_phrase[:3], []).append((_obs, re.compile(_phrase + r"\b")))
+_WORD_START = re.compile(r"\b[a-z]")
 _COMPILED_UNMENTIONS = {obs: re.compile(p) for obs, p in _UNMENTIONS.items()}
 
 # ---- cue patterns ---------------------------------------------------------------------------
@@ -476,14 +483,29 @@ _BETWEEN_STOP = re.compile(r"\b(?:with|without|but|however|although|which|there|
 def _sentence_mentions(sentence: str) -> list[tuple[str, float, str]]:
     """(observation, value, mention text) for every mention in one sentence."""
     found: list[tuple[str, int, int]] = []
-    for observation, pattern in _COMPILED_MENTIONS.items():
-        unmention = _COMPILED_UNMENTIONS.get(observation)
-        blocked = [m.span() for m in unmention.finditer(sentence)] if unmention else []
-        for m in pattern.finditer(sentence):
-            s, e = m.span()
-            if any(s < be and e > bs for bs, be in blocked):
+    last_end: dict[str, int] = {}
+    blocked: dict[str, list[tuple[int, int]]] = {}
+    for w in _WORD_START.finditer(sentence):
+        start = w.start()
+        candidates = _PHRASES_BY_PREFIX.get(sentence[start : start + 3])
+        if not candidates:
+            continue
+        for observation, pattern in candidates:
+            if last_end.get(observation, -1) > start:
+                continue  # one observation's mentions do not overlap (as in one regex scan)
+            m = pattern.match(sentence, start)
+            if m is None:
                 continue
-            found.append((observation, s, e))
+            e = m.end()
+            if observation not in blocked:
+                unmention = _COMPILED_UNMENTIONS.get(observation)
+                blocked[observation] = (
+                    [u.span() for u in unmention.finditer(sentence)] if unmention else []
+                )
+            if any(start < be and e > bs for bs, be in blocked[observation]):
+                continue
+            found.append((observation, start, e))
+            last_end[observation] = e
     if not found:
         return []
     anatomy = [
