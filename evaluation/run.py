@@ -379,7 +379,8 @@ h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;bor
 .meta{color:#5a6170;font-size:.9rem} table{border-collapse:collapse;font-size:.88rem}
 td,th{padding:.25rem .6rem;border-bottom:1px solid #eef;text-align:left;vertical-align:top}
 th{background:#f4f6fb} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.plots img{max-width:100%;border:1px solid #eef;margin:.4rem 0}
+.plots{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.plots figure{margin:0}.plots img{max-width:100%;border:1px solid #eef}
+.plots figcaption{font-weight:600;font-size:.95rem;margin-bottom:.3rem}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:.8rem;margin:.6rem 0 1.2rem}
 .pair div{background:#fafbfe;border:1px solid #e4e7f0;border-radius:6px;padding:.6rem;line-height:1.6}
 .pair h4{margin:0 0 .3rem;font-size:.8rem;color:#5a6170;text-transform:uppercase;letter-spacing:.04em}
@@ -422,6 +423,8 @@ def highlight(text: str, graph: dict[str, Any]) -> str:
     """HTML of `text` (escaped) with each extracted entity marked present / absent / uncertain / anatomy."""
     import html  # noqa: PLC0415
 
+    if not text.strip():
+        return "<em>(empty)</em>"
     spans = _token_spans(text, graph)
     if spans is None:
         return html.escape(text)
@@ -548,7 +551,7 @@ def write_report(
     )
     versions = ", ".join(f"{esc(k)} {esc(v)}" for k, v in results["versions"].items())
     plots = "".join(
-        f'<h3>{esc(title)}</h3><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
+        f'<figure><figcaption>{esc(title)}</figcaption><img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>'
         for title, data in _plots(results, hypotheses, references)
     )
     order_key = "radgraph_partial" if "radgraph_partial" in per_report else next(iter(per_report))
