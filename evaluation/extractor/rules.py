@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from evaluation.extractor import lexicon as lx
@@ -139,8 +140,27 @@ def _clauses(lower: list[str], breaks: frozenset[str] = lx.CLAUSE_BREAK) -> list
     return bounds
 
 
-_AFTER_FIRST = frozenset(p[0] for p in lx.UNCERTAIN_AFTER + lx.NEGATION_AFTER)
-_SUGGESTIVE_FIRST = frozenset(p[0] for p in lx.SUGGESTIVE)
+def _unit_range(units: list[Unit], lo: int, hi: int) -> range:
+    """Indices of the units starting in tokens [lo, hi) (units are in token order)."""
+    return range(bisect_left(units, lo, key=_START), bisect_left(units, hi, key=_START))
+
+
+def _START(u: Unit) -> int:  # noqa: N802 - used as a sort key
+    return u.start
+
+
+def _by_first_word(pairs: list[tuple[tuple[str, ...], object]]) -> dict[str, list[tuple[tuple[str, ...], object]]]:
+    table: dict[str, list[tuple[tuple[str, ...], object]]] = {}
+    for phrase, value in pairs:
+        table.setdefault(phrase[0], []).append((phrase, value))
+    return table
+
+
+# Backward cues by first word, uncertainty before negation (the first that matches wins).
+_AFTER_BY_FIRST = _by_first_word(
+    [(p, OBS_U) for p in lx.UNCERTAIN_AFTER] + [(p, OBS_DA) for p in lx.NEGATION_AFTER]
+)
+_SUGGESTIVE_BY_FIRST = _by_first_word(list(lx.SUGGESTIVE.items()))
 _CANNOT_FIRST = frozenset(p[0] for p in lx.CANNOT_EXCLUDE_BEFORE)
 
 
@@ -158,7 +178,7 @@ def _match_at(lower: list[str], i: int, phrase: tuple[str, ...]) -> bool:
 
 def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
     """Label the observations of clause [lo, hi) definitely present, uncertain or absent."""
-    obs = [k for k in range(len(units)) if lo <= units[k].start < hi and units[k].kind not in ("anat", "desc", "pos")]
+    obs = [k for k in _unit_range(units, lo, hi) if units[k].kind not in ("anat", "desc", "pos")]
     if not obs:
         return
     status: dict[int, str] = {}
@@ -203,11 +223,11 @@ def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo:
         i = max(j if cue == OBS_DA and lower[i] == "no" else i + width, i + 1)
     # Backward cues: everything of the clause before the cue, up to a comma.
     for i in range(lo, hi):
-        if lower[i] not in _AFTER_FIRST:
+        candidates = _AFTER_BY_FIRST.get(lower[i])
+        if candidates is None:
             continue
-        for phrases, cue in ((lx.UNCERTAIN_AFTER, OBS_U), (lx.NEGATION_AFTER, OBS_DA)):
-            hit = next((p for p in phrases if _match_at(lower, i, p)), None)
-            if hit is None:
+        for hit, cue in candidates:
+            if not _match_at(lower, i, hit):
                 continue
             if cue == OBS_DA and hit == ("no", "longer") and i > lo and lower[i - 1] not in lx.COPULA:
                 continue
@@ -253,7 +273,7 @@ def _anatomy_phrases(units: list[Unit], idx: list[int], lower: list[str]) -> lis
 
 
 def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
-    idx = [k for k in range(len(units)) if lo <= units[k].start < hi]
+    idx = list(_unit_range(units, lo, hi))
     if not idx:
         return
     phrases = _anatomy_phrases(units, idx, lower)
@@ -405,16 +425,17 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
 
     Works over a sentence, not a clause: "blunting ... which may reflect a small effusion".
     """
-    findings = [k for k in range(len(units)) if lo <= units[k].start < hi and units[k].kind == "finding"]
+    findings = [k for k in _unit_range(units, lo, hi) if units[k].kind == "finding"]
     i = lo
     while i < hi:
-        if lower[i] not in _SUGGESTIVE_FIRST:
+        candidates = _SUGGESTIVE_BY_FIRST.get(lower[i])
+        if candidates is None:
             i += 1
             continue
         hit = None
-        for phrase, uncertain in lx.SUGGESTIVE.items():
+        for phrase, uncertain in candidates:
             if (hit is None or len(phrase) > len(hit[0])) and _match_at(lower, i, phrase):
-                hit = (phrase, uncertain)
+                hit = (phrase, bool(uncertain))
         if hit is None:
             i += 1
             continue
