@@ -141,6 +141,8 @@ class DicomImage:
     photometric: str
     number_of_frames: int
     window_source: str
+    #: Decoder plugin that produced the pixels ("native" for uncompressed data).
+    decoder: str
     #: Deliberate corrections applied to a header that lied, in plain words (no identifiers).
     notes: tuple[str, ...] = field(default_factory=tuple)
     instance_number: int | None = None
@@ -586,7 +588,7 @@ def _decode(ds: Dataset, policy: ReadPolicy, notes: list[str]) -> DicomImage:
     _check_transfer_syntax(ts)
     if not ts.is_compressed:
         _check_native_length(ds, geo, notes)
-    frame = _decode_frame(ds, ts, geo)
+    frame, decoder = _decode_frame(ds, ts, geo)
     image, window_source = _pixels.to_unit_range(frame, ds, geo.photometric, policy, notes)
     return DicomImage(
         pixels=image,
@@ -605,6 +607,7 @@ def _decode(ds: Dataset, policy: ReadPolicy, notes: list[str]) -> DicomImage:
         photometric=geo.photometric,
         number_of_frames=geo.frames,
         window_source=window_source,
+        decoder=decoder,
         notes=tuple(notes),
         instance_number=_int_attr(ds, "InstanceNumber"),
         series_number=_int_attr(ds, "SeriesNumber"),
@@ -657,25 +660,70 @@ def read_header(
     )
 
 
-def _decode_frame(ds: Dataset, ts: _uid.UID, geo: _Geometry) -> np.ndarray:
-    with warnings.catch_warnings(record=True) as caught:
+#: Decoder plugins tried, in this order, per transfer syntax. Fixed so that an image decodes to the
+#: same values on every machine (pydicom's own order depends on which packages are installed, and
+#: lossy JPEG decoders differ by a grey level), and fastest first (measured by bench/ingest.py:
+#: CharLS 4x libjpeg on JPEG-LS, pylibjpeg-rle 12x pydicom's RLE, Pillow 3x libjpeg on baseline).
+_PLUGIN_ORDER: dict[str, tuple[str, ...]] = {
+    _uid.JPEGBaseline8Bit: ("pillow", "pylibjpeg", "gdcm"),
+    _uid.JPEGExtended12Bit: ("pylibjpeg", "pillow", "gdcm"),
+    _uid.JPEGLossless: ("pylibjpeg", "gdcm"),
+    _uid.JPEGLosslessSV1: ("pylibjpeg", "gdcm"),
+    _uid.JPEGLSLossless: ("pyjpegls", "pylibjpeg", "gdcm"),
+    _uid.JPEGLSNearLossless: ("pyjpegls", "pylibjpeg", "gdcm"),
+    _uid.JPEG2000Lossless: ("pylibjpeg", "gdcm", "pillow"),
+    _uid.JPEG2000: ("pylibjpeg", "gdcm", "pillow"),
+    _uid.HTJ2KLossless: ("pylibjpeg",),
+    _uid.HTJ2KLosslessRPCL: ("pylibjpeg",),
+    _uid.HTJ2K: ("pylibjpeg",),
+    _uid.RLELossless: ("pylibjpeg", "pydicom"),
+}
+
+
+def _plugins(ts: _uid.UID) -> list[str | None]:
+    """Plugins to try for ``ts`` ([None] = pydicom's choice, for native data)."""
+    if not ts.is_compressed:
+        return [None]
+    available = set(pydicom.pixels.get_decoder(ts).available_plugins)
+    ordered = [p for p in _PLUGIN_ORDER.get(ts, ()) if p in available]
+    ordered += sorted(available - set(ordered))
+    return list(ordered) or [None]
+
+
+def _decode_frame(ds: Dataset, ts: _uid.UID, geo: _Geometry) -> tuple[np.ndarray, str]:
+    """Decode one frame with the first plugin of the fixed order that succeeds."""
+    index = 0 if geo.frames > 1 else None
+    failure: BaseException | None = None
+    arr = None
+    used = "native"
+    with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        try:
-            arr = pydicom.pixels.pixel_array(ds, index=0 if geo.frames > 1 else None)
-        except (EOFError, ValueError) as exc:
-            text = str(exc).lower()
-            if ts.is_compressed and ("end of" in text or "insufficient" in text or "truncat" in text
-                                     or "fewer" in text or "less than" in text):
-                raise TruncatedError(_truncated_msg("inside the compressed pixel stream")) from exc
-            raise CorruptPixelDataError(
-                f"The '{ts.name}' pixel data could not be decoded: the stream is damaged or does "
-                "not match the header. Re-export the image from the source system."
-            ) from exc
-    del caught
+        for plugin in _plugins(ts):
+            try:
+                if plugin is None:
+                    arr = pydicom.pixels.pixel_array(ds, index=index)
+                else:
+                    arr = pydicom.pixels.pixel_array(ds, index=index, decoding_plugin=plugin)
+                    used = plugin
+                break
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - try the next plugin, classify at the end
+                failure = exc
+    if arr is None:
+        text = str(failure).lower()
+        if ts.is_compressed and any(
+            k in text for k in ("end of", "insufficient", "truncat", "fewer", "less than")
+        ):
+            raise TruncatedError(_truncated_msg("inside the compressed pixel stream")) from failure
+        raise CorruptPixelDataError(
+            f"The '{ts.name}' pixel data could not be decoded: the stream is damaged or does "
+            "not match the header. Re-export the image from the source system."
+        ) from failure
     expected = (geo.rows, geo.columns) if geo.samples == 1 else (geo.rows, geo.columns, geo.samples)
     if arr.shape != expected:
         raise CorruptPixelDataError(
             f"The decoder returned an image of shape {arr.shape}, the header says {expected}. "
             "The pixel data does not match its header; re-export the image."
         )
-    return arr
+    return arr, used

@@ -72,3 +72,15 @@ def test_multi_frame_uses_the_first_frame_and_says_so():
     np.testing.assert_array_equal(image.pixels, single.pixels)
     assert image.number_of_frames == 2
     assert any("first frame" in n for n in image.notes)
+
+
+@pytest.mark.parametrize(
+    ("ts", "decoder"),
+    [(uid.JPEGLSLossless, "pyjpegls"), (uid.RLELossless, "pylibjpeg"), (uid.JPEG2000Lossless, "pylibjpeg"),
+     (uid.JPEGBaseline8Bit, "pillow"), (uid.ExplicitVRLittleEndian, "native")],
+)
+def test_decoder_choice_is_fixed_per_syntax(ts, decoder):
+    """Same decoder on every machine, so lossy images decode to the same values everywhere."""
+    bits = 8 if ts == uid.JPEGBaseline8Bit else 12
+    _, ds = _original(bits, False)
+    assert read(encode(ds, ts)).decoder == decoder
