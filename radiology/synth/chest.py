@@ -89,7 +89,14 @@ def _lung_mask(a, v, an: Anatomy, dome: float, *, width=None, apex=None, medial_
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    return ndimage.gaussian_filter(x, sigma, mode="nearest") if sigma > 0 else x
+    """Gaussian blur; wide kernels run on a subsampled copy (same result to the eye, 10x faster)."""
+    if sigma <= 0:
+        return x
+    if sigma < 4:
+        return ndimage.gaussian_filter(x, sigma, mode="nearest")
+    f = int(sigma // 2)
+    small = ndimage.gaussian_filter(x[::f, ::f], sigma / f, mode="nearest")
+    return transform.resize(small, x.shape, order=1, mode="edge").astype(x.dtype, copy=False)
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -97,14 +104,27 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
     return n / (n.std() + 1e-6)
 
 
-def _polyline(canvas: np.ndarray, pts_uv: np.ndarray, value: float) -> None:
-    """Draw an anti-aliased polyline given in (u, v) coordinates onto `canvas` (max blend)."""
+def _polylines(canvas: np.ndarray, lines: list[tuple[np.ndarray, float]]) -> None:
+    """Draw anti-aliased polylines, each (points in (u, v), value), onto `canvas` (max blend)."""
+    if not lines:
+        return
     h, w = canvas.shape
-    rows = np.clip(pts_uv[:, 1] * h, 0, h - 1)
-    cols = np.clip((pts_uv[:, 0] + 1) * 0.5 * w, 0, w - 1)
-    for i in range(len(pts_uv) - 1):
-        rr, cc, val = draw.line_aa(int(rows[i]), int(cols[i]), int(rows[i + 1]), int(cols[i + 1]))
-        np.maximum.at(canvas, (rr, cc), val * value)
+    rr_all, cc_all, val_all = [], [], []
+    for pts_uv, value in lines:
+        rows = np.clip(pts_uv[:, 1] * h, 0, h - 1).astype(int).tolist()
+        cols = np.clip((pts_uv[:, 0] + 1) * 0.5 * w, 0, w - 1).astype(int).tolist()
+        for i in range(len(rows) - 1):
+            rr, cc, val = draw.line_aa(rows[i], cols[i], rows[i + 1], cols[i + 1])
+            rr_all.append(rr)
+            cc_all.append(cc)
+            val_all.append(val * value)
+    np.maximum.at(canvas, (np.concatenate(rr_all), np.concatenate(cc_all)),
+                  np.concatenate(val_all).astype(canvas.dtype))
+
+
+def _polyline(canvas: np.ndarray, pts_uv: np.ndarray, value: float) -> None:
+    """Draw one anti-aliased polyline given in (u, v) coordinates onto `canvas` (max blend)."""
+    _polylines(canvas, [(pts_uv, value)])
 
 
 def _vessel_tree(rng, shape, an: Anatomy, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +139,8 @@ def _vessel_tree(rng, shape, an: Anatomy, side: int) -> tuple[np.ndarray, np.nda
     aspect = h / w
     start = np.array([side * 0.14, an.hilum_v])
     roots = rng.uniform(-0.25, 0.25, 6) + np.array([-2.0, -1.4, -0.8, -0.1, 0.5, 1.1])
-    stack = [(start, ang, 0.09, 4.0) for ang in roots]
+    stack = [(start, ang, 0.1, 4.0) for ang in roots]
+    segments: list[tuple[np.ndarray, float, bool]] = []
     while stack:
         p, ang, length, width = stack.pop()
         # ang: 0 = lateral, negative = upward, positive = downward; each branch bends a little.
@@ -128,15 +149,14 @@ def _vessel_tree(rng, shape, an: Anatomy, side: int) -> tuple[np.ndarray, np.nda
             ang = ang + rng.normal(0, 0.12)
             d = np.array([side * np.cos(ang) * 2 * aspect, np.sin(ang)])
             pts.append(pts[-1] + d * length / 3)
-        seg = np.stack(pts)
-        _polyline(fine, seg, min(1.0, 0.35 + width / 4.0))
-        if width > 2.0:
-            _polyline(thick, seg, 1.0)
-        if width > 0.6:
+        segments.append((np.stack(pts), min(1.0, 0.35 + width / 4.0), width > 2.0))
+        if width > 0.85:
             n_child = 2 if rng.random() < 0.8 else 3
             for turn in np.linspace(-0.5, 0.5, n_child):
                 stack.append((pts[-1], ang + turn + rng.normal(0, 0.15),
-                              length * rng.uniform(0.75, 0.95), width * 0.66))
+                              length * rng.uniform(0.85, 1.05), width * 0.66))
+    _polylines(fine, [(pts, value) for pts, value, _ in segments])
+    _polylines(thick, [(pts, 1.0) for pts, _, proximal in segments if proximal])
     return fine, thick
 
 
@@ -150,6 +170,10 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     scale = min(1.0, RENDER_MAX / max(shape))
     h, w = max(64, round(out_h * scale)), max(64, round(out_w * scale))
     px = 1.0 / h  # one render pixel in v units
+    # Separate streams: the same seed gives the same patient, film and noise with or without a
+    # finding, so a finding is the only difference between two renderings.
+    anatomy_rng, finding_rng, acquire_rng = rng.spawn(3)
+    rng = anatomy_rng
     an = _sample_anatomy(rng, spec)
     vv, uu = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w * 2 - 1, indexing="ij")
     vv = vv.astype(np.float32)
@@ -184,16 +208,19 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     lungs = (lung_r | lung_l).astype(np.float32)
 
     # Body outline with shoulders and neck; soft tissue thicker at the centre.
-    shoulder = np.clip((vv - 0.0) / 0.12, 0, 1)
-    body_half = 0.22 + (an.body_width - 0.22) * np.sqrt(shoulder) * (1 - 0.06 * vv)
-    body = np.clip(1 - (aa / body_half) ** 2, 0, 1)
-    density = np.where(aa < body_half, 0.28 + 0.34 * np.sqrt(body), 0.0).astype(np.float32)
+    # Lateral chest wall, widening into the shoulders at the top; neck and shoulder line.
+    wall = (an.lung_width + 0.1 + 0.03 * np.clip((vv - 0.4) / 0.4, -1, 1)
+            + 0.14 * np.exp(-(((vv - 0.08) / 0.14) ** 2)))
+    top = 0.015 + 0.08 * np.clip((aa - 0.16) / 0.75, 0, 1) ** 1.5
+    trunk = (vv > top) & (aa < wall)
+    thickness = np.sqrt(np.clip(1 - (aa / wall) ** 2, 0, 1))
+    density = (trunk * (0.30 + 0.32 * thickness)).astype(np.float32)
     density = _blur(density, 1.5)
     if an.breasts:
         for s in (-1, 1):
             cu = s * rng.uniform(0.42, 0.52)
-            b = (((uu - cu) / 0.3) ** 2 + ((vv - an.cp_v + 0.02) / 0.16) ** 2) < 1
-            density += _blur(b.astype(np.float32), 4) * 0.06 * (vv > an.cp_v - 0.1)
+            b = (((uu - cu) / 0.3) ** 2 + ((vv - an.cp_v + 0.1) / 0.16) ** 2) < 1
+            density += _blur(b.astype(np.float32), 4) * 0.06 * (vv > an.cp_v - 0.12)
 
     # Lungs: air subtracts density, more so where the lung is deep.
     depth = _blur(lungs, 18 * h / 512)
@@ -207,7 +234,9 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     hc_v = (dome_r + dome_l) / 2 + 0.005
     hy = 0.16 + 0.35 * (an.ctr - 0.45)
     hx = np.where(uu < hc_u, w_right, w_left)
-    heart = (((uu - hc_u) / hx) ** 2 + ((vv - hc_v) / hy) ** 2) <= 1
+    # The left ventricle leans down and out (apex towards the left costophrenic angle).
+    lean = 0.12 * np.clip(uu - hc_u, 0, None)
+    heart = ((((uu - hc_u) / hx) ** 2 + ((vv - lean - hc_v) / hy) ** 2) <= 1) & (vv < hc_v + 0.05)
     heart_soft = _blur(heart.astype(np.float32), 1.2)
     # Aortic knob.
     knob = _disk(uu, vv, 0.03 + an.mediastinum + widen, an.hilum_v - 0.075, 0.05, aspect)
@@ -219,7 +248,7 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     # Hila and pulmonary vessels.
     fine_r, thick_r = _vessel_tree(rng, (h, w), an, -1)
     fine_l, thick_l = _vessel_tree(rng, (h, w), an, 1)
-    vessels = _blur(np.maximum(fine_r, fine_l), 0.7 * h / 512) * 1.4 + _blur(
+    vessels = _blur(np.maximum(fine_r, fine_l), 0.9 * h / 512) * 1.2 + _blur(
         np.maximum(thick_r, thick_l), 2.0 * h / 512) * 1.6
     hila = np.exp(-(((aa - 0.15) / (aspect * 0.05)) ** 2 + ((vv - an.hilum_v) / 0.05) ** 2))
     vessel_strength = 0.12 * np.clip(vessels, 0, 1.2) + 0.10 * hila
@@ -244,47 +273,63 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     frac_rib = int(rng.integers(4, 8)) if fracture is not None else -1
     frac_side = (-1 if fracture.side == "right" else 1) if fracture is not None else 0
     rib_th = 0.024
+    v1 = vv[:, 0]
+    a1 = aa[0]
     for i in range(11):
         v0 = an.apex_v - 0.035 + i * period * 0.95
         span = an.lung_width * (0.55 + 0.45 * np.sqrt(min(1.0, (i + 1) / 5)))
         for s in (-1, 1):
-            a_rel = np.clip(aa / span, 0, 1.15)
-            centre = v0 - 0.035 * a_rel + 0.20 * a_rel**3
-            on_side = (uu * s) > 0.04
-            offset = 0.0
-            gap = np.zeros_like(aa)
+            cols = np.flatnonzero((uu[0] * s > 0.04) & (a1 < 1.1 * span))
+            if cols.size == 0:
+                continue
+            a_c = a1[cols]
+            a_rel = a_c / span
+            centre = v0 - 0.035 * a_rel + 0.20 * a_rel**3  # posterior rib, per column
+            gap = np.zeros_like(a_c)
             if fracture is not None and fracture.detail == "rib" and i == frac_rib and s == frac_side:
                 af = 0.78 * span
-                step = aa > af
-                centre = centre + 0.018 * step
-                gap = np.exp(-(((aa - af) / 0.012) ** 2))
-            d = np.abs(vv - centre - offset)
-            band = np.clip(1 - (d / (rib_th / 2)) ** 6, 0, 1) * (a_rel < 1.1) * on_side
-            cortex = np.exp(-(((d - rib_th / 2) / (0.25 * rib_th)) ** 2)) * (a_rel < 1.1) * on_side
-            bones += (0.05 * band + 0.035 * cortex) * (1 - gap)
+                centre = centre + 0.018 * (a_c > af)
+                gap = np.exp(-(((a_c - af) / 0.012) ** 2))
             # Anterior rib: from the lateral end, downward and medially; fainter.
-            end_v = v0 - 0.035 + 0.20
-            a_ant = np.clip((span - aa) / (span * 0.6), 0, 1)
-            centre_ant = end_v + 0.16 * a_ant
-            d2 = np.abs(vv - centre_ant)
-            ant = np.clip(1 - (d2 / (rib_th * 0.45)) ** 4, 0, 1) * (aa < span) * (aa > 0.4 * span) * on_side
-            bones += 0.035 * ant
+            a_ant = np.clip((span - a_c) / (span * 0.6), 0, 1)
+            centre_ant = v0 - 0.035 + 0.20 + 0.16 * a_ant
+            ant_cols = (a_c < span) & (a_c > 0.4 * span)
+            lo = min(centre.min(), centre_ant.min()) - rib_th
+            hi = max(centre.max(), centre_ant.max()) + rib_th
+            rows = np.flatnonzero((v1 >= lo) & (v1 <= hi))
+            if rows.size == 0:
+                continue
+            vr = v1[rows, None]
+            d = np.abs(vr - centre[None, :])
+            band = np.clip(1 - (d / (rib_th / 2)) ** 6, 0, 1)
+            cortex = np.exp(-(((d - rib_th / 2) / (0.25 * rib_th)) ** 2))
+            d2 = np.abs(vr - centre_ant[None, :])
+            ant = np.clip(1 - (d2 / (rib_th * 0.45)) ** 4, 0, 1) * ant_cols
+            patch = (0.05 * band + 0.035 * cortex) * (1 - gap) + 0.035 * ant
+            window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            # Ribs show best against aerated lung; soft tissue hides them elsewhere.
+            patch *= 0.45 + 0.55 * lungs[window]
+            bones[window] += patch.astype(np.float32)
     for s in (-1, 1):
         t = np.clip((aa - 0.06) / 0.5, 0, 1)
         cen = an.apex_v + (0.035 if spec.view == "PA" else -0.005) - 0.07 * t + 0.03 * np.sin(np.pi * t)
         d = np.abs(vv - cen)
         clav = np.clip(1 - (d / 0.02) ** 4, 0, 1) * (aa > 0.06) * (aa < 0.58) * ((uu * s) > 0)
         if fracture is not None and fracture.detail == "clavicle" and s == frac_side:
-            clav *= 1 - np.exp(-(((aa - 0.33) / 0.012) ** 2))
-            d_shift = np.abs(vv - cen - 0.02 * (aa > 0.33))
+            d_shift = np.abs(vv - cen - 0.035 * (aa > 0.33))
             clav = np.clip(1 - (d_shift / 0.02) ** 4, 0, 1) * (aa > 0.06) * (aa < 0.58) * (
-                (uu * s) > 0) * (1 - np.exp(-(((aa - 0.33) / 0.014) ** 2)))
-        bones += 0.12 * clav
+                (uu * s) > 0) * (1 - np.exp(-(((aa - 0.33) / 0.018) ** 4)))
+        bones += 0.15 * clav
+    # Humeral heads at the shoulders.
+    for s in (-1, 1):
+        head = _disk(uu, vv, s * 0.93, an.apex_v + 0.02, 0.075, aspect)
+        bones += 0.10 * _blur(head.astype(np.float32), 1.5)
 
     # Gastric bubble under the left hemidiaphragm.
     bubble = _disk(uu, vv, 0.3, dome_l + 0.06, 0.045, aspect) & (vv > dome_l + 0.035)
     density -= 0.12 * _blur(bubble.astype(np.float32), 2)
 
+    rng = finding_rng
     extra = np.zeros((h, w), np.float32)  # added density from findings
     vessel_keep = np.ones((h, w), np.float32)
 
@@ -320,7 +365,7 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
             dome = dome_r if side_right else dome_l
             level = an.cp_v - frac * (an.cp_v - an.apex_v)
             rel = np.clip((aa - 0.08) / (an.lung_width - 0.08), 0, 1)
-            meniscus = level - 0.07 * rel**2  # fluid climbs the lateral chest wall
+            meniscus = level - 0.12 * rel**2.5  # fluid climbs the lateral chest wall
             fluid = np.clip((vv - meniscus) / 0.025, 0, 1)
             region = _blur((lung_side | ((vv > dome - 0.02) & (aa < an.lung_width) & (aa > 0.08)
                                          & ((uu < 0) == side_right) & (vv < an.cp_v + 0.03)))
@@ -378,14 +423,15 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
             dome = dome_r if side_right else dome_l
             band = np.zeros((h, w), np.float32)
             for j in range(1 + k):
+                # A plate of collapsed lung: a spindle-shaped, slightly curved band.
                 bv = dome - 0.045 - 0.05 * j + rng.uniform(-0.01, 0.01)
-                a0, a1 = rng.uniform(0.3, 0.36), rng.uniform(0.6, 0.7)
-                tilt = rng.uniform(-0.03, 0.03)
-                pts = np.array([[s * a0, bv + tilt], [s * a1, bv - tilt]])
-                _polyline(band, pts, 1.0)
-            th = (7.0, 8.0, 9.0)[k] * h / 512
-            band = np.clip(ndimage.grey_dilation(band, size=(max(1, round(th)), 1)), 0, 1)
-            band = _blur(band, 1.2)
+                a0, a1 = rng.uniform(0.28, 0.34), rng.uniform(0.6, 0.7)
+                tilt, bend = rng.uniform(-0.06, 0.06), rng.uniform(-0.03, 0.03)
+                t = np.clip((aa - a0) / (a1 - a0), 0, 1)
+                centre = bv + tilt * (t - 0.5) + bend * (4 * t * (1 - t))
+                th = (0.010, 0.012, 0.014)[k] * np.sqrt(np.clip(np.sin(np.pi * t), 0, 1)) + 1e-4
+                inside = (aa > a0) & (aa < a1)
+                band = np.maximum(band, np.exp(-(((vv - centre) / th) ** 2)) * inside)
             if k == 2:  # lobar collapse: a dense triangle at the medial base
                 tri = (vv > dome - 0.16) & (aa < 0.12 + 0.9 * (vv - dome + 0.16)) & (aa > 0.05)
                 band = np.maximum(band, _blur((tri & lung(side_right)).astype(np.float32), 2))
@@ -409,20 +455,27 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
         lung_air += 0.05 * space_s
         col_s = _blur(collapsed.astype(np.float32), 0.7)
         edge = np.hypot(*np.gradient(col_s)) * h / 512 * 2.5
-        extra += 0.16 * np.clip(edge * (1 - _blur(((aa < 0.1) | (vv > an.cp_v - 0.05)).astype(np.float32), 2)), 0, 1) * (uu * s > 0)
+        away = _blur(((aa < 0.1) | (vv > dome - 0.03)).astype(np.float32), 2)
+        extra += 0.16 * np.clip(edge * (1 - away), 0, 1) * (uu * s > 0)
         lung_air *= 1 - 0.15 * col_s
 
     lesion = spec.get("Lung Lesion")
     if lesion is not None:
         side_right = lesion.side == "right"
         s = -1 if side_right else 1
-        r = rng.uniform(0.018, 0.028) if lesion.detail == "nodule" else rng.uniform(0.05, 0.075)
+        mass = lesion.detail.startswith("mass")
+        r = rng.uniform(0.05, 0.075) if mass else rng.uniform(0.018, 0.028)
+        zone = lesion.detail.split()[-1]
+        span = an.cp_v - an.apex_v
+        lo, hi = {"upper": (0.18, 0.38), "mid": (0.38, 0.6), "lower": (0.6, 0.78)}.get(
+            zone, (0.2, 0.75))
         for _ in range(20):
-            cu, cv = s * rng.uniform(0.25, 0.6), rng.uniform(an.apex_v + 0.08, an.cp_v - 0.15)
+            cu = s * rng.uniform(0.25, 0.6)
+            cv = an.apex_v + rng.uniform(lo, hi) * span
             if lung(side_right)[min(h - 1, int(cv * h)), min(w - 1, int((cu + 1) / 2 * w))]:
                 break
         ell = ((uu - cu) / (2 * aspect * r)) ** 2 + ((vv - cv) / r) ** 2
-        lob = ell + 0.15 * _smooth_noise(rng, (h, w), 2) if lesion.detail == "mass" else ell
+        lob = ell + 0.08 * _smooth_noise(rng, (h, w), 5) if mass else ell
         disk = _blur((lob < 1).astype(np.float32), 0.8)
         lung_air *= 1 - 0.85 * disk
         extra += 0.06 * disk
@@ -432,9 +485,9 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
         for side_right in sides(pother):
             base = lung(side_right)
             if pother.detail == "apical thickening":
-                inner = lung(side_right, apex=an.apex_v + 0.04)
+                inner = lung(side_right, apex=an.apex_v + 0.06)
             else:
-                inner = lung(side_right, width=an.lung_width - 0.045)
+                inner = lung(side_right, width=an.lung_width - 0.06)
             rim = _blur((base & ~inner).astype(np.float32), 1.2)
             if pother.detail == "calcified plaques":
                 spots = _smooth_noise(rng, (h, w), 3) > 1.0
@@ -465,8 +518,7 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     density += devices
 
     img = np.clip(density, 0, None)
-    img = _acquire(img, rng, (out_h, out_w))
-    return img
+    return _acquire(img, acquire_rng, (out_h, out_w))
 
 
 def _draw_device(name: str, rng, shape, an: Anatomy, carina: float, dome_l: float, px: float):

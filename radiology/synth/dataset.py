@@ -83,6 +83,13 @@ def _dicom_id(rng: np.random.Generator) -> str:
     return "-".join(f"{int(rng.integers(0, 2**32)):08x}" for _ in range(5))
 
 
+def choose_size(rng: np.random.Generator) -> tuple[int, int]:
+    """A frontal image size (rows, columns) drawn from `IMAGE_SIZES`."""
+    sizes, weights = zip(*IMAGE_SIZES, strict=True)
+    w = np.asarray(weights)
+    return sizes[int(rng.choice(len(sizes), p=w / w.sum()))]
+
+
 def _procedure(report: str) -> str:
     for line in report.splitlines():
         if line.strip().startswith("EXAMINATION:"):
@@ -118,10 +125,8 @@ def generate_study(
     if spec is None:
         spec = sample_spec(spec_rng, prevalence)
     report, labels = write_report(spec, report_rng)
-    if size is None:
-        sizes, weights = zip(*IMAGE_SIZES, strict=True)
-        w = np.asarray(weights)
-        size = sizes[int(header_rng.choice(len(sizes), p=w / w.sum()))]
+    drawn_size = choose_size(header_rng)
+    size = drawn_size if size is None else size
     with_lateral = spec.with_lateral if lateral is None else lateral
     year = int(header_rng.integers(2110, 2206))
     study_date = f"{year:04d}{int(header_rng.integers(1, 13)):02d}{int(header_rng.integers(1, 29)):02d}"
@@ -163,13 +168,14 @@ class _Job:
     out: str
     image_format: str
     prevalence: tuple[tuple[str, float], ...] | None
+    size: tuple[int, int] | None
 
 
 def _plan(studies: int, seed: int) -> list[tuple[int, int, str]]:
     """(subject_id, study_id, split) for each study: 1-3 studies per subject, split by subject."""
     rng = np.random.default_rng([seed, 0x5EED])
-    subjects = rng.choice(np.arange(10000000, 20000000), size=studies, replace=False)
-    study_ids = rng.choice(np.arange(50000000, 60000000), size=studies, replace=False)
+    subjects = 10000000 + rng.choice(10000000, size=studies, replace=False)
+    study_ids = 50000000 + rng.choice(10000000, size=studies, replace=False)
     names = list(SPLIT_FRACTIONS)
     p = np.array(list(SPLIT_FRACTIONS.values()))
     out = []
@@ -207,7 +213,7 @@ def _write_one(job: _Job) -> dict[str, list[dict]]:
     rng = np.random.default_rng([job.seed, job.index])
     study = generate_study(
         rng, subject_id=job.subject_id, study_id=job.study_id,
-        dicom=job.image_format == "dcm",
+        dicom=job.image_format == "dcm", size=job.size,
         prevalence=dict(job.prevalence) if job.prevalence else None)
     root = Path(job.out)
     folder = study_dir(root, job.subject_id, job.study_id)
@@ -275,12 +281,15 @@ def write_dataset(
     *,
     image_format: str = "dcm",
     prevalence: dict[str, float] | None = None,
+    size: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic MIMIC-CXR tree of `studies` studies under `out`; return its root.
 
     `image_format` is "dcm" (MIMIC-CXR) or "jpg" (the MIMIC-CXR-JPG variant). `workers`
     processes render in parallel (default: all CPUs); the result is the same for any number.
+    `size` fixes every frontal image's (rows, columns) instead of drawing from `IMAGE_SIZES`;
+    `prevalence` overrides the probability of chosen findings (see `findings.PREVALENCE`).
     """
     if image_format not in ("dcm", "jpg"):
         raise ValueError(f"image_format must be 'dcm' or 'jpg', not {image_format!r}")
@@ -290,7 +299,7 @@ def write_dataset(
     root.mkdir(parents=True, exist_ok=True)
     workers = os.cpu_count() or 1 if workers is None else workers
     frozen_prev = tuple(sorted(prevalence.items())) if prevalence else None
-    jobs = [_Job(i, seed, subj, study, split, str(root), image_format, frozen_prev)
+    jobs = [_Job(i, seed, subj, study, split, str(root), image_format, frozen_prev, size)
             for i, (subj, study, split) in enumerate(_plan(studies, seed))]
     tables: dict[str, list[dict]] = {"metadata": [], "split": [], "records": [], "chexpert": [],
                                      "studies": []}

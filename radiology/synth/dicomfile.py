@@ -8,6 +8,7 @@ that every decoding path of `radiology.dicom` sees synthetic data.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 
@@ -22,7 +23,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    generate_uid,
 )
 
 CR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
@@ -204,7 +204,7 @@ def encode_image(
 
     ts = encoding.transfer_syntax
     if ts in (RLELossless, JPEG2000Lossless):
-        ds.compress(ts, pixels, encoding_plugin="pylibjpeg")
+        ds.compress(ts, pixels, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     else:
         meta.TransferSyntaxUID = ts
     buffer = io.BytesIO()
@@ -222,4 +222,5 @@ def _code(value: str, meaning: str) -> Dataset:
 
 def uid(*parts: object) -> str:
     """A deterministic UID (2.25 form) derived from `parts`."""
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"

@@ -160,8 +160,9 @@ def sample_spec(
                                 _severity(rng, (0.45, 0.35, 0.2))))
     if present["Lung Lesion"]:
         kind = "mass" if rng.random() < 0.35 else "nodule"
+        zone = str(rng.choice(("upper", "mid", "lower")))
         findings.append(Finding("Lung Lesion", "right" if rng.random() < 0.5 else "left",
-                                "severe" if kind == "mass" else "mild", kind,
+                                "severe" if kind == "mass" else "mild", f"{kind} {zone}",
                                 uncertain=bool(rng.random() < 0.2)))
     if present["Fracture"]:
         kind = "clavicle" if rng.random() < 0.3 else "rib"

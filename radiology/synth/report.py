@@ -112,7 +112,7 @@ def _consolidation(f: Finding, rng) -> Sentence:
 
 def _atelectasis(f: Finding, rng) -> Sentence:
     base = _base(f.side, rng)
-    kind = {"mild": _pick(rng, ("minimal", "mild", "plate-like")),
+    kind = {"mild": _pick(rng, ("minimal", "mild", "discoid")),
             "moderate": _pick(rng, ("moderate", "subsegmental", "linear")),
             "severe": _pick(rng, ("severe", "extensive"))}[f.severity]
     s = _pick(rng, (
@@ -166,8 +166,9 @@ def _pneumothorax(f: Finding, rng) -> Sentence:
 
 
 def _lesion(f: Finding, rng) -> Sentence:
-    zone = _pick(rng, ("upper", "mid", "lower"))
-    if f.detail == "mass":
+    kind, _, zone = f.detail.partition(" ")
+    zone = zone or "mid"
+    if kind == "mass":
         s = _pick(rng, (
             f"A {_pick(rng, ('lobulated', 'large', ''))} {f.side} {zone} lung mass is seen.".replace("  ", " "),
             f"There is a {f.side} lung mass measuring approximately {int(rng.integers(4, 8))} cm.",
@@ -179,8 +180,11 @@ def _lesion(f: Finding, rng) -> Sentence:
             f"A {_pick(rng, ('small', 'well-circumscribed', 'rounded'))} {f.side} lung nodule is noted.",
         ))
     if f.uncertain:
-        s += " " + _pick(rng, ("This may represent a nipple shadow.",
-                               "This could represent a granuloma."))
+        s = _pick(rng, (
+            f"A possible {f.side} {zone} lung nodule may represent a nipple shadow.",
+            f"There is a questionable {f.side} {zone} lung nodule.",
+            f"A {f.side} {zone} lung nodule may be present.",
+        ))
         return s, {"Lung Lesion": -1.0}
     return s, {"Lung Lesion": 1.0}
 
@@ -201,8 +205,9 @@ def _fracture(f: Finding, rng) -> Sentence:
 def _pleural_other(f: Finding, rng) -> Sentence:
     side = "bilateral" if f.side == "bilateral" else f.side
     if f.detail == "calcified plaques":
-        return f"Calcified pleural plaques are seen on the {side} {'sides' if side == 'bilateral' else 'side'}.".replace(
-            "on the bilateral sides", "bilaterally"), {"Pleural Other": 1.0}
+        where = "bilaterally" if side == "bilateral" else f"on the {side}"
+        return _pick(rng, (f"Calcified pleural thickening is seen {where}.",
+                           f"There is calcified pleural thickening {where}.")), {"Pleural Other": 1.0}
     where = "apical" if f.detail == "apical thickening" else "lateral"
     return _pick(rng, (
         f"There is {side} {where} pleural thickening.",
