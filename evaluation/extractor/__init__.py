@@ -1,5 +1,10 @@
 """Rule-based RadGraph-style extractor: report text -> entities and relations, offline and fast.
 
+Evaluation: ``evaluation/data/heldout*.jsonl`` hold hand-annotated held-out sentences (notation in
+:mod:`evaluation.extractor.annotations`), kept apart from the development sentences
+(``evaluation/data/dev_sentences.txt``) the rules were written on;
+``tests/evaluation/test_extractor.py`` prints entity and relation F1 on them.
+
 ``extract_graph(text)`` returns a graph in the ``radgraph`` package's JSON form::
 
     {"text": text,
@@ -37,13 +42,23 @@ Annotation conventions (after the RadGraph scheme of Jain et al. 2021; the annot
   well, ...). "within normal limits" -> only "normal" is an entity.
 * ``modify``: a modifier -> the next finding in its noun phrase ("small left pleural effusion":
   small -> effusion), else the finding before it in the clause ("effusion is unchanged");
-  a degree word -> the next observation word ("mildly enlarged": mildly -> enlarged).
-  A modifier or state with nothing to modify is a predicate and takes a location instead.
+  a degree word -> the next observation word ("mildly enlarged": mildly -> enlarged); a
+  modifier after the verb with no finding before it -> the predicate state before it ("heart
+  size is mildly enlarged, unchanged": unchanged -> enlarged); a change noun (improvement,
+  increase, decrease, progression) -> the finding it is about, across "in" / "of" ("interval
+  increase in size of the effusion"). A modifier before an anatomy descriptor describes that
+  anatomy ("low lung volumes": low located_at lung). A modifier or state with nothing to modify
+  is a predicate and takes a location instead. A degree word with nothing to grade ("not well
+  evaluated") is no entity. Device type words (endotracheal, nasogastric, picc, central venous)
+  modify the device.
 * ``located_at``: a finding -> the head of the anatomy phrase directly before it ("pleural
   effusion", "left lower lobe pneumonia") or, failing that, after a preposition ("opacity in
   the left lower lobe", coordinated heads too); a state -> the anatomy it precedes ("normal
   heart size", "clear lungs") or the subject anatomy of its clause, all coordinated subjects
-  ("the heart and mediastinum are normal": normal -> heart, normal -> mediastinum).
+  ("the heart and mediastinum are normal": normal -> heart, normal -> mediastinum); in a
+  clause without a verb, the anatomy before it ("heart size within normal limits"). A device
+  -> the anatomy where it lies or ends ("tube terminates 4 cm above the carina", "tube coils in
+  the stomach"), unless an anatomy phrase precedes it ("right internal jugular catheter").
 * ``suggestive_of``: "X may represent / likely reflects / suggestive of / concerning for /
   consistent with / compatible with / , likely Y" -> X suggestive_of Y (and every Y
   coordinated by "or" / "and"). Y is ``OBS-U`` except after "consistent with", "compatible

@@ -31,7 +31,7 @@ def tokenize(text: str) -> list[str]:
     return TOKEN_PATTERN.findall(text)
 
 
-@dataclass
+@dataclass(slots=True)
 class Unit:
     """One candidate entity: a token span with a lexical category."""
 
@@ -44,22 +44,20 @@ class Unit:
     certainty_set: bool = False
 
 
-def _kind(word: str) -> str | None:
-    if word in lx.ANATOMY_POSITION:
-        return "pos"
-    if word in lx.ANATOMY_DESCRIPTOR:
-        return "desc"
-    if word in lx.ANATOMY:
-        return "anat"
-    if word in lx.FINDING:
-        return "finding"
-    if word in lx.OBS_MODIFIER:
-        return "mod"
-    if word in lx.STATE:
-        return "state"
-    if word in lx.DEGREE:
-        return "degree"
-    return None
+def _build_kinds() -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    # later assignments lose: the first category listed wins for words in several lists
+    for words, kind in (
+        (lx.DEGREE, "degree"), (lx.STATE, "state"), (lx.OBS_MODIFIER, "mod"), (lx.FINDING, "finding"),
+        (lx.ANATOMY, "anat"), (lx.ANATOMY_DESCRIPTOR, "desc"), (lx.ANATOMY_POSITION, "pos"),
+    ):
+        for word in words:
+            kinds[word] = kind
+    return kinds
+
+
+_KINDS = _build_kinds()
+_kind = _KINDS.get
 
 
 def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
