@@ -97,7 +97,7 @@ class OptimSection:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     # Regex on parameter paths that get LoRA adapters (attention and MLP weights of the LLM).
-    lora_pattern: str = r"^llm/layers/(attn/(q_einsum|kv_einsum|attn_vec_einsum)|mlp/(gating_einsum|linear))/w$"
+    lora_pattern: str = r"^llm/layers/(attn/(q_einsum|kv_einsum|attn_vec_einsum)/w|mlp/(gating_einsum|linear))$"
 
 
 @dataclass

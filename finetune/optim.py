@@ -81,78 +81,97 @@ def split_params(flat: dict[str, Any], mode: str) -> tuple[dict[str, Any], dict[
 # ---------------------------------------------------------------------------------------------
 # LoRA on stacked (scan) weights.
 #
-# A weight W of shape (L, *rest) (leading axis: the stacked layers when `stacked`) is adapted as
-#     W' = W + (alpha / r) * reshape(A @ B)
-# where A: (L, fan_in, r) and B: (L, r, fan_out), fan_in = the product of the axes before `split`
-# and fan_out = the product of the axes from `split` on. `lora_split` chooses `split` so that the
-# model width D is the fan-in of projections that read the residual stream (q/kv/gating: D is
-# early) and the fan-out of those that write it (attn_vec/linear: D is last).
+# A weight W whose leading axis stacks the layers (when `stacked`) is adapted per layer with a
+# rank-r product scaled by alpha / r. The model-width axis D decides the layout:
+#   D is W's last axis (the weight writes the residual stream: attn_vec (L,N,H,D), linear (L,F,D)):
+#       A: (L, prod(other axes), r)   B: (L, r, D)           delta = reshape(A @ B)
+#   otherwise (the weight reads it: q (L,N,D,H), kv (L,2,K,D,H), gating (L,2,D,F)):
+#       A: (L, D, r)                  B: (L, r, prod(others)) delta = A @ B, D moved back in place
+# `lora_axes` records D's axis per adapted weight; `merge_params` needs it.
 # ---------------------------------------------------------------------------------------------
 
 
-def lora_split(shape: tuple[int, ...], width: int, stacked: bool) -> int:
-    """The axis index where fan-out starts, for a weight of `shape` in a model of `width`.
+def lora_width_axis(shape: tuple[int, ...], width: int, stacked: bool) -> int:
+    """The axis of a weight that carries the model width (the last such axis).
 
-    >>> lora_split((2, 4, 64, 16), width=64, stacked=True)   # q_einsum (L, N, D, H)
-    3
-    >>> lora_split((2, 128, 64), width=64, stacked=True)     # mlp linear (L, F, D)
+    >>> lora_width_axis((2, 4, 64, 16), width=64, stacked=True)   # q_einsum (L, N, D, H)
+    2
+    >>> lora_width_axis((2, 128, 64), width=64, stacked=True)     # mlp linear (L, F, D)
     2
     """
     first = 1 if stacked else 0
     d_axes = [axis for axis in range(first, len(shape)) if shape[axis] == width]
-    if not d_axes:
-        return len(shape) - 1
-    axis = d_axes[-1]
-    if axis == len(shape) - 1:  # writes the residual stream: fan-out = D
-        return axis
-    return axis + 1  # reads the residual stream: fan-in ends after D
+    return d_axes[-1] if d_axes else len(shape) - 1
+
+
+def lora_axes(
+    frozen: dict[str, Any], pattern: str, width: int, stacked_prefix: str
+) -> dict[str, int]:
+    """{path: width axis} for every frozen weight matching the LoRA `pattern`."""
+    regex = re.compile(pattern)
+    axes = {
+        path: lora_width_axis(tuple(value.shape), width, path.startswith(stacked_prefix))
+        for path, value in sorted(frozen.items())
+        if regex.search(path)
+    }
+    if not axes:
+        raise ConfigError(
+            f"optim.lora_pattern {pattern!r} matches no parameter; "
+            f"example paths: {', '.join(sorted(frozen)[:5])}"
+        )
+    return axes
+
+
+def _lora_shapes(shape: tuple[int, ...], axis: int, stacked: bool, rank: int):
+    lead = shape[:1] if stacked else ()
+    if axis == len(shape) - 1:
+        fan_in = int(np.prod(shape[len(lead) : -1]))
+        return (*lead, fan_in, rank), (*lead, rank, shape[-1])
+    others = [shape[i] for i in range(len(lead), len(shape)) if i != axis]
+    return (*lead, shape[axis], rank), (*lead, rank, int(np.prod(others)))
 
 
 def init_lora(
-    frozen: dict[str, Any], config: OptimSection, width: int, stacked_prefix: str, rng: jax.Array
+    frozen: dict[str, Any], axes: dict[str, int], rank: int, stacked_prefix: str, rng: jax.Array
 ) -> dict[str, jax.Array]:
-    """Adapters for every frozen weight matching `config.lora_pattern`: A ~ N(0, 1/fan_in), B = 0."""
-    pattern = re.compile(config.lora_pattern)
+    """Adapters for the weights in `axes`: A ~ N(0, 1/fan_in), B = 0 (so training starts at W)."""
     adapters: dict[str, jax.Array] = {}
-    targets = sorted(path for path in frozen if pattern.search(path))
-    if not targets:
-        raise ConfigError(
-            f"optim.lora_pattern {config.lora_pattern!r} matches no parameter; "
-            f"example paths: {', '.join(sorted(frozen)[:5])}"
-        )
-    keys = jax.random.split(rng, len(targets))
-    for key, path in zip(keys, targets, strict=True):
+    keys = jax.random.split(rng, len(axes))
+    for key, (path, axis) in zip(keys, sorted(axes.items()), strict=True):
         shape = tuple(frozen[path].shape)
-        stacked = path.startswith(stacked_prefix)
-        split = lora_split(shape, width, stacked)
-        lead = shape[:1] if stacked else ()
-        body = shape[1:] if stacked else shape
-        fan_in = int(np.prod(body[: split - len(lead)]))
-        fan_out = int(np.prod(body[split - len(lead) :]))
-        r = config.lora_rank
-        adapters[path + LORA_A] = jax.random.normal(key, (*lead, fan_in, r), jnp.float32) / np.sqrt(fan_in)
-        adapters[path + LORA_B] = jnp.zeros((*lead, r, fan_out), jnp.float32)
+        a_shape, b_shape = _lora_shapes(shape, axis, path.startswith(stacked_prefix), rank)
+        adapters[path + LORA_A] = jax.random.normal(key, a_shape, jnp.float32) / np.sqrt(a_shape[-2])
+        adapters[path + LORA_B] = jnp.zeros(b_shape, jnp.float32)
     return adapters
 
 
+def _lora_delta(a: jax.Array, b: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
+    product = jnp.matmul(a, b)  # (*lead, fan_in, fan_out)
+    if axis == len(shape) - 1:
+        return product.reshape(shape)
+    lead = product.ndim - 2
+    others = [shape[i] for i in range(lead, len(shape)) if i != axis]
+    product = product.reshape(*shape[:lead], shape[axis], *others)
+    return jnp.moveaxis(product, lead, axis)
+
+
 def merge_params(
-    trainable: dict[str, Any], frozen: dict[str, Any], lora_scale: float = 1.0
+    trainable: dict[str, Any],
+    frozen: dict[str, Any],
+    lora_scale: float = 1.0,
+    axes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One flat dict of effective weights: base weights, with LoRA deltas added where present."""
     merged = dict(frozen)
     for path, value in trainable.items():
-        if path.endswith(LORA_A) or path.endswith(LORA_B):
+        if not path.endswith((LORA_A, LORA_B)):
+            merged[path] = value
+    for path, axis in (axes or {}).items():
+        if path + LORA_A not in trainable:
             continue
-        merged[path] = value
-    for path in trainable:
-        if not path.endswith(LORA_A):
-            continue
-        base_path = path[: -len(LORA_A)]
-        a = trainable[path]
-        b = trainable[base_path + LORA_B]
-        base = merged[base_path]
-        delta = jnp.matmul(a, b) * lora_scale
-        merged[base_path] = base + delta.reshape(base.shape).astype(base.dtype)
+        base = merged[path]
+        delta = _lora_delta(trainable[path + LORA_A], trainable[path + LORA_B], base.shape, axis)
+        merged[path] = base + (delta * lora_scale).astype(base.dtype)
     return merged
 
 
@@ -162,13 +181,19 @@ def merge_params(
 
 
 def warmup_steps(config: OptimSection, total_steps: int) -> int:
-    """Linear warm-up length: `warmup_fraction` of the run, at least one step."""
+    """Linear warm-up length: `warmup_fraction` of the run (0 when the fraction is 0)."""
+    if config.warmup_fraction <= 0:
+        return 0
     return max(1, int(round(total_steps * config.warmup_fraction)))
 
 
 def learning_rate_schedule(config: OptimSection, total_steps: int) -> optax.Schedule:
     """Linear warm-up from 0 to `lr`, then cosine decay to `lr * end_lr_fraction` at the end."""
     warmup = warmup_steps(config, total_steps)
+    if warmup == 0:
+        return optax.cosine_decay_schedule(
+            config.lr, max(total_steps, 1), alpha=config.end_lr_fraction
+        )
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.lr,

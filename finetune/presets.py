@@ -71,7 +71,7 @@ def tiny() -> TrainConfig:
     """A few-second run on a handful of studies (tests, smoke checks)."""
     return TrainConfig(
         name="tiny",
-        model=ModelSection(preset="tiny", init="scratch", tokenizer_vocab_size=200,
+        model=ModelSection(preset="tiny", init="scratch", tokenizer_vocab_size=384,
                            compute_dtype="float32", overrides={"text.sliding_window": None}),
         data=DataSection(text_len=64, max_train_examples=0, max_eval_examples=8),
         optim=OptimSection(lr=3e-3, warmup_fraction=0.1, batch_size=4, steps=6, grad_clip_norm=1.0),
@@ -90,7 +90,7 @@ def demo() -> TrainConfig:
         model=ModelSection(
             preset="tiny",
             init="scratch",
-            tokenizer_vocab_size=400,
+            tokenizer_vocab_size=640,
             compute_dtype="float32",
             overrides={
                 "vision.image_size": 128,

@@ -55,12 +55,16 @@ def suffix_loss(
 
 
 def make_loss_fn(
-    forward: Forward, compute_dtype: Any, lora_scale: float, label_smoothing: float
+    forward: Forward,
+    compute_dtype: Any,
+    lora_scale: float,
+    label_smoothing: float,
+    lora_axes: dict[str, int] | None = None,
 ) -> Callable[[dict[str, Any], dict[str, Any], dict[str, jax.Array]], tuple[jax.Array, jax.Array]]:
     """loss(trainable, frozen, batch) -> (loss, supervised tokens), differentiable in `trainable`."""
 
     def loss_fn(trainable: dict[str, Any], frozen: dict[str, Any], batch: dict[str, jax.Array]):
-        params = unflatten(merge_params(trainable, frozen, lora_scale))
+        params = unflatten(merge_params(trainable, frozen, lora_scale, lora_axes))
         params = cast_floating(params, compute_dtype)
         pixels = batch["pixel_values"].astype(compute_dtype)
         logits = forward(
@@ -78,6 +82,7 @@ def make_train_step(
     compute_dtype: Any = jnp.bfloat16,
     grad_accum_steps: int = 1,
     lora_scale: float = 1.0,
+    lora_axes: dict[str, int] | None = None,
     label_smoothing: float = 0.0,
 ) -> Callable[[TrainState, dict[str, Any], dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """step(state, frozen, batch) -> (new state, metrics). Jit it with the shardings you need.
@@ -86,7 +91,7 @@ def make_train_step(
     so each device keeps its own rows) whose gradients are averaged: the update equals the one
     of the whole batch, with 1/k of the activation memory.
     """
-    loss_fn = make_loss_fn(forward, compute_dtype, lora_scale, label_smoothing)
+    loss_fn = make_loss_fn(forward, compute_dtype, lora_scale, label_smoothing, lora_axes)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, frozen: dict[str, Any], batch: dict[str, jax.Array]):

@@ -218,11 +218,13 @@ class Run:
         flat = optim.flatten(self._initial_params(init_rng))
         trainable, frozen = optim.split_params(flat, cfg.optim.trainable)
         if cfg.optim.trainable == "lora":
-            trainable = optim.init_lora(
-                frozen, cfg.optim, self.model_config.text.width, "llm/layers/", lora_rng
+            self.lora_axes = optim.lora_axes(
+                frozen, cfg.optim.lora_pattern, self.model_config.text.width, "llm/layers/"
             )
+            trainable = optim.init_lora(frozen, self.lora_axes, cfg.optim.lora_rank, "llm/layers/", lora_rng)
             self.lora_scale = cfg.optim.lora_alpha / cfg.optim.lora_rank
         else:
+            self.lora_axes = {}
             self.lora_scale = 1.0
         rules = [tuple(rule) for rule in cfg.mesh.rules]
         self.frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, self.mesh, rules))
@@ -246,6 +248,7 @@ class Run:
             compute_dtype=compute_dtype,
             grad_accum_steps=cfg.optim.grad_accum_steps,
             lora_scale=self.lora_scale,
+            lora_axes=self.lora_axes,
             label_smoothing=cfg.optim.label_smoothing,
         )
         self.train_step = jax.jit(
@@ -260,14 +263,13 @@ class Run:
         init = self.config.model.init
         if init == "scratch":
             return modeling.init_params(self.model_config, rng)
-        from modeling.bundle import load_bundle_params
+        from modeling.bundle import load_bundle
 
-        params, bundle_config = load_bundle_params(Path(init))
-        self.model_config = self.model_config.replace(
-            vision=bundle_config.vision, text=bundle_config.text
-        )
+        base = load_bundle(Path(init))
+        self.model_config = self.model_config.replace(vision=base.config.vision, text=base.config.text)
+        self.image_size = self.model_config.image_size
         self.forward = partial(modeling.forward, self.model_config)
-        return params
+        return base.params
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -311,50 +313,73 @@ class Run:
         from finetune import optim
 
         trainable = self.state["trainable"] if trainable is None else trainable
-        return optim.unflatten(optim.merge_params(trainable, self.frozen, self.lora_scale))
+        return optim.unflatten(optim.merge_params(trainable, self.frozen, self.lora_scale, self.lora_axes))
 
     # -- validation -----------------------------------------------------------------------------
 
     def generate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair], tag: str) -> list[str]:
-        """Greedy reports for `examples` with `params` (batched, fixed shapes)."""
-        import jax
+        """Greedy reports for `examples` with `params` (batched; fixed shapes)."""
+        images = self._images(examples, tag)
+        prompts = [p.prefix for p in pairs]
+        if self.process_count == 1:
+            return self._generate_cached(params, images, prompts)
+        return self._generate_recompute(params, images, prompts)
+
+    def _compute_params(self, params: Any) -> Any:
         import jax.numpy as jnp
+
+        from finetune.step import cast_floating
+
+        dtype = jnp.bfloat16 if self.config.model.compute_dtype == "bfloat16" else jnp.float32
+        return cast_floating(params, dtype)
+
+    def _generate_cached(self, params: Any, images: np.ndarray, prompts: list[str]) -> list[str]:
+        """modeling's KV-cached decoder (the one serving uses), single process."""
+        from modeling.runtime import PaliGemma
+
+        cfg = self.config
+        model = PaliGemma(self.model_config, self._compute_params(params), self.tokenizer,
+                          eos_id=int(self.tokenizer.eos_id))
+        texts: list[str] = []
+        for start in range(0, len(prompts), cfg.eval.batch_size):
+            rows = np.asarray(images[start : start + cfg.eval.batch_size])
+            chunk = prompts[start : start + cfg.eval.batch_size]
+            texts.extend(t.strip() for t in model.generate_text(
+                data_lib.to_pixels(rows), chunk, cfg.eval.max_new_tokens))
+        return texts
+
+    def _generate_recompute(self, params: Any, images: np.ndarray, prompts: list[str]) -> list[str]:
+        """Fixed-shape greedy decoding over global arrays (multi-host runs)."""
+        import jax
 
         from finetune import decode, sharding
 
         cfg = self.config
+        eos = int(self.tokenizer.eos_id)
         if not hasattr(self, "_decoder"):
-            eos = int(self.tokenizer.eos_id)
-            dtype = jnp.bfloat16 if cfg.model.compute_dtype == "bfloat16" else jnp.float32
             decoder = decode.make_greedy_decoder(self.forward, eos, cfg.eval.max_new_tokens)
-
-            def run(params: Any, pixels: Any, ids: Any, lengths: Any) -> Any:
-                from finetune.step import cast_floating
-
-                return decoder(cast_floating(params, dtype), pixels.astype(dtype), ids, lengths)
-
-            self._decoder = jax.jit(run, out_shardings=sharding.replicated(self.mesh))
-        images = self._images(examples, tag)
+            self._decoder = jax.jit(decoder, out_shardings=sharding.replicated(self.mesh))
+        compute = self._compute_params(params)
         prompt_len = cfg.data.text_len // 2
         batch_size = cfg.eval.batch_size
         rep = sharding.replicated(self.mesh)
         texts: list[str] = []
-        for start in range(0, len(examples), batch_size):
-            chunk = pairs[start : start + batch_size]
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
             real = len(chunk)
             chunk = chunk + [chunk[-1]] * (batch_size - real)
-            ids, lengths = decode.prompt_arrays(self.tokenizer, [p.prefix for p in chunk], prompt_len)
+            ids, lengths = decode.prompt_arrays(self.tokenizer, chunk, prompt_len)
             rows = np.asarray(images[start : start + real])
             if real < batch_size:
                 rows = np.concatenate([rows, np.repeat(rows[-1:], batch_size - real, axis=0)])
             pixels = data_lib.to_pixels(rows)
             out = self._decoder(
-                params,
+                compute,
                 sharding.replicated_array(pixels, rep),
                 sharding.replicated_array(ids, rep),
                 sharding.replicated_array(lengths, rep),
             )
-            texts.extend(decode.tokens_to_text(self.tokenizer, np.asarray(out)[:real], int(self.tokenizer.eos_id)))
+            texts.extend(decode.tokens_to_text(self.tokenizer, np.asarray(out)[:real], eos))
         return texts
 
     def evaluate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair], tag: str) -> tuple[dict[str, float], list[str]]:
@@ -485,6 +510,7 @@ class Run:
     def export(self, out_dir: Path, result: RunResult) -> RunResult:
         """Write the bundle of the best checkpoint, scored on the held-out test split."""
         import jax
+
         from modeling.bundle import save_bundle
 
         cfg = self.config

@@ -1,0 +1,53 @@
+"""Shared fixtures for fine-tuning tests: the tiny PaliGemma 2 and batches of fake studies."""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The editable install's finder runs after the path finder, so `tests/modeling` (a folder without
+# __init__.py on sys.path via tests/conftest.py) would shadow the real `modeling` package as a
+# namespace package. Put the repository root first.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path[:1]:
+    sys.path.insert(0, _ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """(config, params, forward) of modeling's `tiny` preset (random weights)."""
+    import jax
+
+    import modeling
+
+    config = modeling.PRESETS["tiny"].replace(text={"sliding_window": None, "vocab_size": 64})
+    params = modeling.init_params(config, jax.random.PRNGKey(0))
+    return config, params, partial(modeling.forward, config)
+
+
+def _make_batch(config, batch: int = 4, length: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch laid out like the tokenizer's training examples: 4 prefix tokens, then suffix + pad."""
+    rng = np.random.default_rng(seed)
+    size = config.image_size
+    token_type = np.zeros((batch, length), np.int32)
+    token_type[:, 4:] = 1
+    input_mask = np.ones((batch, length), np.int32)
+    input_mask[:, -2:] = 0  # two pads
+    loss_mask = token_type * input_mask
+    return {
+        "pixel_values": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
+        "input_ids": rng.integers(3, config.text.vocab_size, (batch, length)).astype(np.int32),
+        "token_type_ids": token_type,
+        "input_mask": input_mask,
+        "loss_mask": loss_mask.astype(np.int32),
+    }
+
+
+@pytest.fixture(scope="session")
+def make_batch():
+    """make_batch(config, batch=4, length=12, seed=0) -> a batch dict of numpy arrays."""
+    return _make_batch
