@@ -20,6 +20,11 @@ Multi-frame rule: a projection radiograph is one frame. With ``policy.multiframe
 (the default) the first frame is used and a note is recorded; with ``"reject"`` the object is
 refused. Colour images (RGB / YBR / PALETTE COLOR, e.g. digitised films) become luminance.
 
+pydicom logs invalid header values verbatim (e.g. "Invalid value for VR PN: 'Doe^Jane'"); importing
+this module installs a filter on pydicom's loggers that replaces every quoted value with
+``'<redacted>'``, so no patient identifier reaches a log through pydicom. Warnings raised while
+reading are captured, never printed.
+
 Nothing is half-written: the function either returns a complete :class:`DicomImage` or raises a
 :class:`DicomError`; any unexpected exception from a decoder is wrapped, never leaked.
 """
@@ -27,7 +32,9 @@ Nothing is half-written: the function either returns a complete :class:`DicomIma
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +177,28 @@ def sanitize_preamble(data: bytes) -> bytes:
     if len(data) >= 132 and data[128:132] == b"DICM":
         return bytes(128) + bytes(data[128:])
     return bytes(data)
+
+
+class RedactQuotedValues(logging.Filter):
+    """Replace quoted values in log messages (pydicom quotes the offending header value)."""
+
+    _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: drop its arguments, keep the template
+            message = str(record.msg)
+        record.msg = self._QUOTED.sub("'<redacted>'", message)
+        record.args = None
+        return True
+
+
+_REDACT = RedactQuotedValues()
+for _name in ("pydicom", "pydicom.pixels.utils", "pydicom.pixels.decoders.base"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, RedactQuotedValues) for f in _logger.filters):
+        _logger.addFilter(_REDACT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +588,9 @@ def read(
     data = _load_bytes(source, policy)
     ds, notes = read_dataset(data)
     try:
-        return _decode(ds, policy, notes)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            return _decode(ds, policy, notes)
     except DicomError:
         raise
     except MemoryError as exc:

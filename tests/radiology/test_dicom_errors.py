@@ -272,3 +272,14 @@ def test_never_a_crash_on_damaged_bytes():
                 assert np.isfinite(image.pixels).all()
                 outcomes.add("ok")
     assert {"ok", "truncated"} <= outcomes
+
+
+def test_pydicom_log_messages_are_redacted(caplog):
+    ds = base_dataset(chest_like())
+    ds.StudyInstanceUID = "1.2.3.4.Doe^Jane"  # an invalid UID carrying a name
+    with caplog.at_level("WARNING", logger="pydicom"):
+        image = read(to_bytes(ds))
+        assert image.study_uid == "1.2.3.4.Doe^Jane"  # the value itself is kept for the caller
+        pydicom.dcmread(io.BytesIO(to_bytes(ds))).StudyInstanceUID  # noqa: B018 - triggers validation
+    assert "Invalid value for VR UI: '<redacted>'" in caplog.text
+    assert "Doe^Jane" not in caplog.text
