@@ -24,6 +24,7 @@ from radiology.synth import (
     write_dataset,
 )
 from radiology.synth.chest import render_frontal
+from radiology.synth.dataset import choose_size
 from radiology.synth.dicomfile import TRANSFER_SYNTAXES, Encoding, choose_encoding
 from radiology.synth.report import write_report
 
@@ -33,7 +34,7 @@ STUDIES = 6
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synth") / "mimic", STUDIES, seed=11, workers=2,
-                         progress=False)
+                         size=(256, 224), progress=False)
 
 
 def _table(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -92,6 +93,24 @@ def test_each_encoding_decodes_to_the_drawn_image(syntax, photometric, bits, mon
     assert np.corrcoef(decoded.ravel(), drawn.ravel())[0, 1] > 0.999
 
 
+def test_image_sizes_vary_between_studies():
+    rng = np.random.default_rng(0)
+    sizes = {choose_size(rng) for _ in range(200)}
+    assert len(sizes) >= 4 and all(min(size) >= 448 for size in sizes)
+
+
+def test_radreport_synth_writes_a_checked_tree(tmp_path):
+    from typer.testing import CliRunner
+
+    from radreport.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "cli"), "--studies", "2",
+                                      "--seed", "4", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "layout check: ok" in result.output
+    assert len(list((tmp_path / "cli" / "files").rglob("s*.txt"))) == 2
+
+
 def test_encodings_cover_cr_dx_bit_depths_photometrics_and_syntaxes():
     rng = np.random.default_rng(0)
     drawn = [choose_encoding(rng) for _ in range(300)]
@@ -128,7 +147,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def test_tree_is_the_same_for_any_number_of_workers(tree, tmp_path):
-    again = write_dataset(tmp_path / "again", STUDIES, seed=11, workers=1, progress=False)
+    again = write_dataset(tmp_path / "again", STUDIES, seed=11, workers=1, size=(256, 224),
+                          progress=False)
     assert _digest(again) == _digest(tree)
 
 
@@ -206,7 +226,7 @@ def test_reports_are_varied():
 
 def _render(findings: tuple[Finding, ...], seed: int) -> np.ndarray:
     spec = StudySpec(findings, "PA", False, "M", 60)
-    image = render_frontal(spec, np.random.default_rng(seed), (512, 512))
+    image = render_frontal(spec, np.random.default_rng(seed), (320, 320))
     return resize(image, (224, 224), anti_aliasing=True)
 
 
