@@ -23,6 +23,7 @@ ANATOMY = frozenset(
     subdiaphragmatic pericardial perihilar midlung lungs pleuroparenchymal hilus paratracheal
     axillary subsegmental segmental mainstem bronchus bronchi bronchial cardiomediastinum
     glenohumeral acromioclavicular scapula azygos vena cava
+    subcutaneous veins vein ventricular ventricle
     """.split()
 )
 
@@ -57,6 +58,7 @@ FINDING = frozenset(
     blunting elevation eventration lesion lesions metastases metastasis malignancy shift
     cardiomyopathy hypertension granulomata injury air emboli embolism osteophytes bronchiectasis
     overload flattening pneumonitis lymphadenopathy effusions
+    hemorrhage loss complication complications hematoma contusion
     tube tubes catheter catheters line lines pacemaker pacer leads lead wires wire clips clip
     stent stents drain drains port picc valve valves prosthesis hardware sutures icd device
     devices defibrillator plate screws coil cannula
@@ -68,6 +70,7 @@ STATE = frozenset(
     """
     normal unremarkable clear enlarged intact tortuous prominent expanded hyperinflated
     hyperexpanded widened calcified elevated small-volume low unchanged stable
+    engorged midline
     """.split()
 )
 
@@ -85,6 +88,8 @@ OBS_MODIFIER = frozenset(
     endotracheal nasogastric orogastric enteric feeding tracheostomy central dual-lead
     dual-chamber sternotomy surgical et ng og
     multiple metastatic interstitial-type improvement increase decrease progression
+    extensive substantial asymmetric postoperative supervening congestive transvenous dobbhoff
+    monitoring pre-existing
     """.split()
 )
 

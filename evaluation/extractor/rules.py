@@ -87,8 +87,10 @@ def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
         kind = _kind(word)
         if kind == "pos" and word == "soft" and not (i + 1 < n and lower[i + 1].startswith("tissue")):
             kind = None
-        if kind == "finding" and word in ("change", "changes", "air", "fluid", "lead", "line"):
+        if kind == "finding" and word in ("change", "changes", "air", "lead", "line", "findings", "finding"):
             kind = _contextual_finding(lower, i)
+        if kind is not None and word in ("chest", "lateral") and _is_view_word(lower, i):
+            kind = None
         if word in ("venous", "picc", "arterial") and i + 1 < n and lower[i + 1] in _DEVICE_HEADS:
             kind = "mod"
         if kind == "state" and word == "clear" and i + 1 < n and lower[i + 1] == "of":
@@ -101,6 +103,23 @@ def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
 
 
 _DEVICE_HEADS = frozenset("catheter catheters line lines access port tube".split())
+_REPORTING_WORDS = frozenset(
+    "were was are is discussed communicated reported called conveyed relayed d".split()
+)
+_VIEW_AFTER = frozenset(
+    """radiograph radiographs radiography film films x xray study studies view views exam
+    examination compared images image""".split()
+)
+_VIEW_BEFORE = frozenset("pa ap and portable upright supine frontal semi single".split())
+
+
+def _is_view_word(lower: list[str], i: int) -> bool:
+    """"chest" / "lateral" naming the examination ("PA and lateral chest radiographs")."""
+    nxt = lower[i + 1] if i + 1 < len(lower) else ""
+    prev = lower[i - 1] if i else ""
+    if lower[i] == "lateral":
+        return prev in _VIEW_BEFORE or nxt in _VIEW_AFTER or nxt == "chest"
+    return nxt in _VIEW_AFTER or prev in ("lateral", "portable", "ap", "pa", "frontal", "upright")
 
 
 def _contextual_finding(lower: list[str], i: int) -> str | None:
@@ -110,6 +129,9 @@ def _contextual_finding(lower: list[str], i: int) -> str | None:
     nxt = lower[i + 1] if i + 1 < len(lower) else ""
     if word in ("change", "changes"):
         return "finding"
+    if word in ("finding", "findings"):
+        # "findings were discussed with ..." is about the report, not the patient
+        return None if nxt in _REPORTING_WORDS else "finding"
     if word == "air":
         return "finding" if prev in ("free", "no", "intraperitoneal", "subdiaphragmatic") else None
     if word == "fluid":
