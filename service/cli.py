@@ -48,15 +48,20 @@ def worker(
     settings = get_settings()
     logs.configure(settings.log_level)
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = set(chosen) - {"ingest", "generate", "score"}
+    unknown = set(chosen) - {"ingest", "generate", "score", "evaluate"}
     if unknown or not chosen:
-        raise typer.BadParameter(f"unknown queues {sorted(unknown)}; use ingest, generate, score")
-    from service import tasks
+        raise typer.BadParameter(f"unknown queues {sorted(unknown)}; use ingest, generate, score, evaluate")
+    from service import (
+        review_tasks,  # noqa: F401 - registers radreport.evaluate (queue evaluate)
+        tasks,
+    )
 
     if "generate" in chosen:
         model = tasks.load_model(settings, warmup=True)
         typer.echo(f"model bundle {model.bundle_id} loaded in {model.load_s:.1f} s; "
                    f"buckets {model.buckets} compiled in {sum(model.compile_s.values()):.1f} s", err=True)
+        pool, processes = "solo", 1
+    elif "evaluate" in chosen:  # an offline evaluation loads a bundle with JAX: no fork after that
         pool, processes = "solo", 1
     else:
         pool, processes = "prefork", concurrency or settings.worker_concurrency
@@ -129,6 +134,74 @@ def reconcile_command() -> None:
     settings = get_settings()
     logs.configure(settings.log_level)
     typer.echo(str(reconcile(settings)), err=True)
+
+
+@admin_app.command("create-user")
+def create_user_command(
+    role: str = typer.Option(..., help="radiologist, admin or uploader."),
+    name: str = typer.Option(..., help="The person's user name (also the printed name on signatures)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin (scripts)."),
+) -> None:
+    """Create a person's account with a password (argon2), or set a new password; they sign in at POST /v1/login."""
+    import sys
+
+    from service.accounts import AccountError, create_user
+    from service.config import get_settings
+    from service.db import migrate, session_scope
+    from service.models import Role
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    try:
+        with session_scope(settings.database_url) as session:
+            create_user(session, name=name, role=chosen, password=password)
+    except AccountError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"user {name} ({chosen.value}) can now sign in", err=True)
+
+
+@admin_app.command("sign-out")
+def sign_out_command(name: str = typer.Option(..., help="User to sign out everywhere.")) -> None:
+    """Revoke every sign-in token of a user (API keys: revoke-keys)."""
+    from service.accounts import AccountError, revoke_logins
+    from service.config import get_settings
+    from service.db import session_scope
+
+    try:
+        with session_scope(get_settings().database_url) as session:
+            count = revoke_logins(session, name=name)
+    except AccountError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"revoked {count} sign-ins", err=True)
+
+
+@admin_app.command("set-active")
+def set_active_command(
+    name: str = typer.Option(..., help="User to enable or disable."),
+    active: bool = typer.Option(..., "--active/--disabled", help="Enable or disable the account."),
+) -> None:
+    """Enable or disable an account; a disabled account's keys and sign-ins stop working at once."""
+    from service.accounts import AccountError, set_active
+    from service.config import get_settings
+    from service.db import session_scope
+
+    try:
+        with session_scope(get_settings().database_url) as session:
+            set_active(session, name=name, active=active)
+    except AccountError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -97,6 +97,12 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     app.include_router(studies.router)
     app.include_router(dicomweb.router)
     app.include_router(ops.router)
+    from service.api import accounts, evaluations, quality, review  # review workflow (issue 7)
+
+    app.include_router(accounts.router)
+    app.include_router(review.router)
+    app.include_router(quality.router)
+    app.include_router(evaluations.router)
 
     @app.exception_handler(intake.UploadError)
     async def upload_error(_: Request, error: intake.UploadError) -> JSONResponse:

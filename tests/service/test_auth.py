@@ -11,7 +11,7 @@ from service.config import Settings
 from service.models import Role
 
 ALL_ROLES = {r.value for r in Role}
-UNAUTHENTICATED = {"/healthz", "/readyz"}
+UNAUTHENTICATED = {"/healthz", "/readyz", "/v1/login"}  # login takes a password, not a token
 
 
 def protected_operations(settings: Settings) -> list[tuple[str, str, set[str]]]:
