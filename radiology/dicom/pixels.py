@@ -47,10 +47,11 @@ def _functional(ds: Dataset, sequence: str) -> Dataset | None:
 def _first_float(value: Any) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, list | tuple) or hasattr(value, "__getitem__") and not isinstance(value, str | bytes):
-        if len(value) == 0:
+    if not isinstance(value, str | bytes | int | float):  # a multi-valued element: first value
+        try:
+            value = value[0]
+        except (TypeError, IndexError):
             return None
-        value = value[0]
     try:
         out = float(value)
     except (TypeError, ValueError):

@@ -357,6 +357,17 @@ def _first_fragment(encapsulated: bytes) -> bytes:
     return b""
 
 
+def _jpeg_ls_kind(frag: bytes, start: int) -> _uid.UID:
+    """JPEG-LS lossless when the first scan's NEAR parameter is 0, else near-lossless."""
+    sos = frag.find(b"\xff\xda", start)
+    if sos >= 0 and sos + 5 <= len(frag):
+        components = frag[sos + 4]
+        near_at = sos + 5 + 2 * components
+        if near_at < len(frag) and frag[near_at] == 0:
+            return _uid.JPEGLSLossless
+    return _uid.JPEGLSNearLossless
+
+
 def _sniff_encapsulated(encapsulated: bytes) -> _uid.UID | None:
     """Transfer syntax from the codec signature of the first fragment (JPEG SOF, J2K, RLE)."""
     frag = _first_fragment(encapsulated)
@@ -374,7 +385,7 @@ def _sniff_encapsulated(encapsulated: bytes) -> _uid.UID | None:
             if marker == 0xC3:
                 return _uid.JPEGLossless
             if marker == 0xF7:
-                return _uid.JPEGLSNearLossless
+                return _jpeg_ls_kind(frag, i)
             if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
                 i += 2 if marker != 0xFF else 1
                 continue
@@ -402,7 +413,7 @@ def _check_pixels_present(ds: Dataset) -> None:
     modality = str(ds.get("Modality", "") or "")
     what = f"a '{kind}' object" if kind and kind != sop else "an object"
     if modality:
-        what += f" (modality {modality})"
+        what += f" (modality {_safe_code(modality.strip().upper())})"
     float_data = " (it carries float pixel data, which is not a radiograph)" if (
         0x7FE00008 in ds or 0x7FE00009 in ds
     ) else ""
@@ -411,6 +422,14 @@ def _check_pixels_present(ds: Dataset) -> None:
         "presentation states and key-object notes cannot be read as images; send the CR/DX "
         "image instances of the study."
     )
+
+
+_CODE_STRING = re.compile(r"^[A-Z0-9 _]{1,16}$")
+
+
+def _safe_code(value: str) -> str:
+    """A Code String fit for a message; anything else (a header that lies) is not echoed."""
+    return value if _CODE_STRING.match(value) else "(unrecognised value)"
 
 
 def _check_modality(modality: str | None, policy: ReadPolicy) -> None:
@@ -425,7 +444,7 @@ def _check_modality(modality: str | None, policy: ReadPolicy) -> None:
         )
     if modality not in policy.modalities:
         raise NotProjectionRadiographError(
-            f"Modality {modality} is not a projection radiograph; this service reads chest X-rays "
+            f"Modality {_safe_code(modality)} is not a projection radiograph; this service reads chest X-rays "
             f"({', '.join(sorted(policy.modalities))}). Send the CR or DX series of the study, "
             "or change the modality policy (ReadPolicy.modalities) to accept it."
         )
@@ -554,8 +573,6 @@ def _check_native_length(ds: Dataset, geo: _Geometry, notes: list[str]) -> None:
         per_frame_bits = per_frame_bits * 2 // 3
     expected = (per_frame_bits * geo.frames + 7) // 8
     if actual < expected:
-        if geo.frames > 1 and actual >= (per_frame_bits + 7) // 8:
-            raise PixelDataLengthError(_length_msg(actual, expected, geo))
         raise PixelDataLengthError(_length_msg(actual, expected, geo))
     if actual > expected + 1:
         notes.append(f"pixel data has {actual - expected} bytes beyond the image; ignored")

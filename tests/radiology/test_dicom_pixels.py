@@ -144,15 +144,20 @@ def test_bare_data_set_without_preamble_is_read(implicit: bool):
 
 
 @pytest.mark.parametrize(
-    "ts", [uid.JPEG2000Lossless, uid.RLELossless, uid.JPEGLSLossless, uid.JPEGLosslessSV1, uid.JPEGBaseline8Bit]
+    ("ts", "inferred"),
+    [(uid.JPEG2000Lossless, uid.JPEG2000), (uid.RLELossless, uid.RLELossless),
+     (uid.JPEGLSLossless, uid.JPEGLSLossless), (uid.JPEGLSNearLossless, uid.JPEGLSNearLossless),
+     (uid.JPEGLosslessSV1, uid.JPEGLossless), (uid.JPEGBaseline8Bit, uid.JPEGBaseline8Bit)],
 )
-def test_compressed_data_set_without_file_meta_is_identified_by_its_stream(ts):
+def test_compressed_data_set_without_file_meta_is_identified_by_its_stream(ts, inferred):
     arr = chest_like(bits=8) if ts == uid.JPEGBaseline8Bit else ARR
     bits = 8 if ts == uid.JPEGBaseline8Bit else 12
     encoded = pydicom.dcmread(io.BytesIO(encode(base_dataset(arr, bits_stored=bits), ts)))
     image = read(raw_dataset_bytes(encoded, implicit=False))
     reference = read(encode(base_dataset(arr, bits_stored=bits), ts))
     np.testing.assert_allclose(image.pixels, reference.pixels, atol=1e-6)
+    assert image.transfer_syntax == inferred
+    assert f"inferred as {inferred.name}" in " ".join(image.notes)
 
 
 def test_sanitize_preamble_zeroes_an_executable_header_and_keeps_the_image():
