@@ -121,14 +121,16 @@ UNCERTAIN_BEFORE_1 = frozenset(
     """
     possible possibly probable probably likely questionable suspected suspicious concerning
     worrisome may might could suggestive suggesting suggests suggest equivocal versus vs
-    presumed presumably borderline
+    presumed presumably borderline potential
     """.split()
 )
 UNCERTAIN_AFTER = (
     ("cannot", "be", "excluded"), ("can", "not", "be", "excluded"), ("not", "excluded"),
     ("cannot", "be", "ruled", "out"), ("not", "ruled", "out"), ("is", "suspected"),
     ("are", "suspected"), ("is", "possible"), ("are", "possible"), ("is", "likely"),
-    ("not", "be", "excluded"),
+    ("not", "be", "excluded"), ("cannot", "be", "completely", "excluded"),
+    ("cannot", "be", "entirely", "excluded"), ("not", "entirely", "excluded"),
+    ("not", "completely", "excluded"), ("be", "ruled", "out"),
 )
 CANNOT_EXCLUDE_BEFORE = (("cannot", "exclude"), ("cannot", "rule", "out"), ("can't", "exclude"))
 

@@ -166,3 +166,28 @@ def test_every_real_report_gives_a_consistent_graph(iu_xray_reports: Path) -> No
             assert all(t in graph["entities"] for _, t in entity["relations"])
         n_entities += len(graph["entities"])
     assert n_entities > 10_000
+
+
+def test_compare_maps_radgraph_xl_labels_and_scores_agreement(tmp_path: Path) -> None:
+    """A RadGraph-XL-style file of our own graphs agrees fully; dropping a relation lowers it."""
+    from evaluation.extractor.compare import compare, load_graphs
+
+    to_xl = {"ANAT-DP": "Anatomy::definitely present", "OBS-DP": "Observation::definitely present",
+             "OBS-U": "Observation::uncertain", "OBS-DA": "Observation::definitely absent"}
+    texts = ["No pleural effusion .", "Small left pleural effusion ."]
+    items = []
+    for text in texts:
+        graph = extract_graph(text)
+        for e in graph["entities"].values():
+            e["label"] = to_xl[e["label"]]
+        items.append({"0": graph})
+    path = tmp_path / "xl.json"
+    path.write_text(json.dumps(items))
+    same = compare(load_graphs(path))
+    assert same["entity_f1"] == 1.0 and same["relation_f1"] == 1.0 and same["radgraph_complete"] == 1.0
+    for e in items[1]["0"]["entities"].values():
+        e["relations"] = []
+    path.write_text(json.dumps(items))
+    fewer = compare(load_graphs(path))
+    assert fewer["entity_f1"] == 1.0
+    assert fewer["relation_f1"] < 1.0
