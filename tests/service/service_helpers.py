@@ -85,3 +85,37 @@ def multipart_related(parts: list[bytes], *, boundary: str = "dicomBoundary42", 
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header of a token."""
     return {"Authorization": f"Bearer {token}"}
+
+
+SENTENCES = [
+    "FINDINGS: The lungs are clear. No pleural effusion or pneumothorax.",
+    "IMPRESSION: No acute cardiopulmonary process.",
+    "FINDINGS: Mild cardiomegaly. Small left pleural effusion with adjacent atelectasis.",
+    "IMPRESSION: Right lower lobe opacity concerning for pneumonia.",
+    "The heart size is normal. The mediastinum is unremarkable. No focal consolidation.",
+    "Support devices: endotracheal tube terminates above the carina.",
+    "There is mild pulmonary edema. Degenerative changes of the thoracic spine.",
+]
+
+
+def build_tiny_bundle(out_dir, *, preset: str = "tiny", max_new_tokens: int = 8, seed: int = 0):
+    """A random-weight model bundle of a tiny preset with a small SentencePiece tokenizer."""
+    from pathlib import Path
+
+    import jax
+
+    import modeling
+    from modeling.bundle import save_bundle
+    from modeling.tokenizer import train_tokenizer
+
+    out_dir = Path(out_dir)
+    config = modeling.PRESETS[preset]
+    tokenizer = train_tokenizer(SENTENCES * 20, out_dir / "work" / "tokenizer.model",
+                                vocab_size=min(400, config.text.vocab_size))
+    # Random weights straight from the abstract shapes: init_params compiles per leaf (slow on CPU).
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map(
+        lambda leaf: (rng.standard_normal(leaf.shape) * 0.02).astype(np.float32), modeling.abstract_params(config))
+    return save_bundle(out_dir / "bundle", config, params, tokenizer,
+                       metadata={"source": "random init for tests", "preset": preset},
+                       generation={"max_new_tokens": max_new_tokens}, prompt="describe findings")

@@ -88,7 +88,7 @@ class Harness:
 def start_system(workdir: Path, bundle: Path, database_url: str | None) -> LocalSystem:
     env = {
         "RECONCILE_INTERVAL_S": "1", "RECONCILE_AFTER_S": "4", "LEASE_S": "4", "WORKER_HEARTBEAT_S": "1",
-        "MAX_ATTEMPTS": "2", "BATCH_SIZE": "4", "BATCH_WAIT_MS": "300", "MAX_NEW_TOKENS": "8",
+        "MAX_ATTEMPTS": "2", "BATCH_SIZE": "2", "BATCH_WAIT_MS": "300", "MAX_NEW_TOKENS": "8",
         "FAULT_KILL_MARKER": KILL_MARKER, "FAULT_PAUSE_MARKER": PAUSE_MARKER, "FAULT_PAUSE_S": "30",
         "WORKER_CONCURRENCY": "1", "VISIBILITY_TIMEOUT_S": "3600",
         "JAX_CACHE_DIR": str(workdir.parent / "jax-cache"),
