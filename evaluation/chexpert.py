@@ -465,6 +465,10 @@ def _predicate_after(sentence: str, end: int) -> str:
     limit = clause_end.start() if clause_end else len(sentence)
     if verb and verb.start() < limit:
         between = sentence[end : verb.start()]
+        if _describes(between):
+            # "heart size normal and lungs are clear": the verb belongs to the next clause
+            stop = _ANATOMY_WINDOW_STOP.search(sentence, end)
+            return sentence[end : stop.start() if stop else len(sentence)]
         if not _BETWEEN_STOP.search(between):
             stop = _PREDICATE_STOP.search(sentence, verb.end())
             return sentence[verb.start() : stop.start() if stop else len(sentence)]
@@ -474,6 +478,14 @@ def _predicate_after(sentence: str, end: int) -> str:
             return rest
     stop = _ANATOMY_WINDOW_STOP.search(sentence, end)
     return sentence[end : stop.start() if stop else len(sentence)]
+
+
+def _describes(text: str) -> bool:
+    """True when ``text`` holds a word that describes a heart / mediastinum mention."""
+    return bool(
+        _STATE_NEGATIVE.search(text) or _STATE_POSITIVE.search(text)
+        or _STATE_BORDERLINE.search(text) or _STATE_STABLE.search(text)
+    )
 
 
 _PREDICATE_VERB = re.compile(r"\b(?:is|are|was|were|appears?|remains?|seems?|looks?|has|have)\b")

@@ -40,6 +40,11 @@ def test_normal_heart_size_is_negative_cardiomegaly() -> None:
     assert label("Heart size is normal.")["Cardiomegaly"] == 0.0
 
 
+def test_a_verb_of_the_next_clause_does_not_describe_the_heart() -> None:
+    assert label("Heart size normal and lungs are clear.")["Cardiomegaly"] == 0.0
+    assert label("Heart size and pulmonary vascularity appear normal.")["Cardiomegaly"] == 0.0
+
+
 def test_no_finding_is_positive_when_only_devices_are_present() -> None:
     labels = label("Endotracheal tube in standard position. No pneumothorax.")
     assert labels["Support Devices"] == 1.0
