@@ -212,8 +212,9 @@ def _load_bytes(source: str | os.PathLike[str] | bytes | bytearray | memoryview,
         path = Path(source)
         try:
             size = path.stat().st_size
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"No file at the given path: {path.name}") from exc
+        except FileNotFoundError:
+            # the path itself may carry identifiers (file names made of patient names): not echoed
+            raise FileNotFoundError("No DICOM file at the given path") from None
         if size > policy.max_bytes:
             raise _too_large_bytes(size, policy)
         data = path.read_bytes()

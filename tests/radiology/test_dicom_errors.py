@@ -283,3 +283,9 @@ def test_pydicom_log_messages_are_redacted(caplog):
         pydicom.dcmread(io.BytesIO(to_bytes(ds))).StudyInstanceUID  # noqa: B018 - triggers validation
     assert "Invalid value for VR UI: '<redacted>'" in caplog.text
     assert "Doe^Jane" not in caplog.text
+
+
+def test_missing_file_error_does_not_echo_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        read(tmp_path / "Doe_Jane_MRN0012345.dcm")
+    assert "Doe" not in str(info.value) and "MRN" not in str(info.value)
