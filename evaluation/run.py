@@ -247,7 +247,7 @@ def evaluate_predictions(
 def evaluate_bundle(
     bundle_dir: str | Path,
     data_dir: str | Path,
-    split: str = "test",
+    split: str | None = "test",
     out_dir: str | Path = "evaluation-run",
     batch_size: int = 8,
     *,
@@ -277,96 +277,61 @@ def evaluate_bundle(
 # Generation from a model bundle
 
 
-def _study_fields(study: Any) -> tuple[str, list[Any], str]:
-    """(study id, frontal image sources, reference text) of one dataset item."""
-
-    def get(*names: str) -> Any:
-        for name in names:
-            if isinstance(study, dict) and name in study:
-                return study[name]
-            if hasattr(study, name):
-                return getattr(study, name)
-        return None
-
-    study_id = get("study_id", "id", "key")
-    images = get("images", "image_paths", "frontal_images", "image_path", "image")
-    reference = get("reference", "target", "report_text", "findings", "text", "report")
-    if study_id is None or images is None or reference is None:
-        raise ValueError(
-            "a dataset item lacks a study id, images or a reference text; "
-            "radiology.mimic.read_dataset must yield studies with those fields"
-        )
-    if not isinstance(images, list | tuple):
-        images = [images]
-    if not isinstance(reference, str):
-        reference = str(get("text") or reference)
-    return str(study_id), list(images), reference
-
-
-def _load_image(source: Any) -> Any:
-    """Pixels (float32 0..1, H x W) of an image given as an array, a path or an object with pixels."""
-    import numpy as np  # noqa: PLC0415
-
-    if isinstance(source, np.ndarray):
-        return source
-    for attribute in ("pixels", "array", "data"):
-        if hasattr(source, attribute) and isinstance(getattr(source, attribute), np.ndarray):
-            return getattr(source, attribute)
-    path = Path(source)
-    if path.suffix.lower() == ".dcm":
-        from radiology.dicom import read_image  # noqa: PLC0415
-
-        image = read_image(path.read_bytes())
-        return getattr(image, "pixels", image)
-    from PIL import Image  # noqa: PLC0415
-
-    with Image.open(path) as handle:
-        return np.asarray(handle.convert("L"), dtype=np.float32) / 255.0
+DEFAULT_PROMPT = "describe en\n"
 
 
 def generate_split(
     bundle_dir: str | Path,
     data_dir: str | Path,
-    split: str = "test",
+    split: str | None = "test",
     *,
     batch_size: int = 8,
     max_studies: int | None = None,
     max_new_tokens: int | None = None,
     progress: bool = True,
 ) -> tuple[list[str], list[str], list[str], dict[str, Any]]:
-    """Generate one report per study of the split: (ids, hypotheses, references, run info)."""
-    import numpy as np  # noqa: PLC0415
+    """Generate one report per study of the split: (ids, hypotheses, references, run info).
+
+    Studies come from :func:`radiology.mimic.read_dataset` (frontal image, target text); images
+    go through :func:`modeling.preprocess.preprocess_batch`; the bundle's prompt and generation
+    defaults (`config.json`) are used unless `max_new_tokens` is given.
+    """
     from tqdm import tqdm  # noqa: PLC0415
 
-    import modeling  # noqa: PLC0415
-    from modeling.preprocess import preprocess_image  # noqa: PLC0415
+    from modeling import load_pretrained  # noqa: PLC0415
+    from modeling.preprocess import preprocess_batch  # noqa: PLC0415
     from radiology.mimic import read_dataset  # noqa: PLC0415
 
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
     bundle = Path(bundle_dir)
-    config = json.loads((bundle / "config.json").read_text()) if (bundle / "config.json").exists() else {}
-    model = modeling.load_pretrained(bundle)
-    size = model.config.image_size
-    prompt = config.get("prompt") or "describe en\n"
-    generation = config.get("generation", {}) if isinstance(config.get("generation"), dict) else {}
-    new_tokens = max_new_tokens or int(generation.get("max_new_tokens", 256))
-    studies = [_study_fields(s) for s in read_dataset(data_dir, split=split)]
-    if max_studies is not None:
-        studies = studies[:max_studies]
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    generation = config.get("generation") or {}
+    prompt = config.get("prompt") or DEFAULT_PROMPT
+    new_tokens = int(max_new_tokens or generation.get("max_new_tokens", 256))
+    strategy = str(generation.get("strategy", "greedy"))
+    studies = list(read_dataset(data_dir, split=split, limit=max_studies))
     if not studies:
-        raise ValueError(f"split {split!r} of {data_dir} holds no studies")
-    ids, hypotheses, references = [], [], []
+        raise ValueError(f"split {split!r} of {data_dir} holds no usable studies")
+    model = load_pretrained(bundle)
+    size = model.config.image_size
+    ids: list[str] = []
+    hypotheses: list[str] = []
+    references: list[str] = []
     with tqdm(total=len(studies), unit="study", desc="generating reports", disable=not progress) as bar:
         for start in range(0, len(studies), batch_size):
             batch = studies[start : start + batch_size]
-            pixels = np.stack([preprocess_image(_load_image(images[0]), size) for _, images, _ in batch])
-            texts = model.generate_text(pixels, [prompt] * len(batch), new_tokens)
-            for (study_id, _, reference), text in zip(batch, texts, strict=True):
-                ids.append(study_id)
+            pixels = preprocess_batch([example.load_image() for example in batch], size)
+            texts = model.generate_text(pixels, [prompt] * len(batch), new_tokens, strategy)
+            for example, text in zip(batch, texts, strict=True):
+                ids.append(str(example.study_id))
                 hypotheses.append(text.strip())
-                references.append(reference)
+                references.append(example.target)
             bar.update(len(batch))
     info = {"bundle": bundle.name, "data": Path(data_dir).name, "split": split, "prompt": prompt,
-            "max_new_tokens": new_tokens, "batch_size": batch_size, "studies": len(ids)}
+            "max_new_tokens": new_tokens, "strategy": strategy, "batch_size": batch_size,
+            "studies": len(ids)}
     return ids, hypotheses, references, info
 
 
