@@ -64,11 +64,12 @@ _SPECIAL_SPLITS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "gotta": ("
 # One token at the front of the rest of a whitespace chunk, tried in this order (first match wins).
 _PIECES = [
     ("acronym", re.compile(r"(?:[A-Za-z]\.){2,}(?:[A-Za-z](?![A-Za-z0-9]))?")),
+    ("number_word", re.compile(r"\d+(?:[.,]\d+)+(?:-[A-Za-z0-9]+)+")),
     ("number", re.compile(r"[-+]?(?:\d+(?:[.,:]\d+)+|[.,]\d+(?:[.,]\d+)*)(?![A-Za-z0-9])")),
     ("number_unit", re.compile(r"[-+]?\d+(?:[.,]\d+)+(?=[A-Za-z])")),
     ("dotted", re.compile(r"[A-Za-z]+(?:\.[A-Za-z]+)+")),
-    ("word", re.compile(r"[A-Za-z0-9@#^_]+(?:(?:[-/&]|'(?=[A-Za-z]))[A-Za-z0-9@#^_]+)*")),
-    ("punct", re.compile(r"\.\.\.|--|[.,;:?!()\[\]{}\"'`$%*~|&+=<>/\\-]")),
+    ("word", re.compile(r"[A-Za-z0-9@#^]+(?:(?:[-/&]|'(?=[A-Za-z]))[A-Za-z0-9@#^]+)*")),
+    ("punct", re.compile(r"\.\.\.|--|_+|[.,;:?!()\[\]{}\"'`$%*~|&+=<>/\\-]")),
 ]
 
 
@@ -112,7 +113,7 @@ def _lex_chunk(chunk: str, next_chunk: str, open_quote: bool) -> tuple[list[str]
                 text += "."
             pieces = _split_word(text)
             tokens.extend(pieces)
-        elif kind == "acronym":
+        elif kind in ("acronym", "number_word"):
             tokens.append(text)
         elif kind == "punct":
             if text == '"':

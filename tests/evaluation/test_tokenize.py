@@ -84,3 +84,17 @@ def test_agrees_with_the_java_tokenizer_on_iu_xray_reports(iu_xray_reports):
     agreement = same / len(texts)
     print(f"\nPTB tokenizer: {same}/{len(texts)} iu-xray texts identical to Java ({agreement:.4%})")
     assert agreement >= 0.999
+
+
+def test_agrees_with_the_java_tokenizer_on_synthetic_reports():
+    import numpy as np
+
+    from radiology.synth.findings import sample_spec
+    from radiology.synth.report import write_report
+
+    rng = np.random.default_rng(0)
+    texts = [write_report(sample_spec(rng), rng)[0] for _ in range(150)]
+    java = _java_lines(texts)
+    mismatches = [t for t, j in zip(texts, java, strict=True) if ptb_tokenize(t) != j]
+    print(f"\nPTB tokenizer: {len(texts) - len(mismatches)}/{len(texts)} synthetic reports identical to Java")
+    assert not mismatches
