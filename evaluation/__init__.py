@@ -129,15 +129,16 @@ def _compute(hypotheses: Sequence[str], references: Sequence[str], families: set
 
         names_14, names_5 = finding_names()
         hyp_labels, ref_labels = label_many(hypotheses), label_many(references)
+        variants: dict[str, float] = {}
         for policy in ("negative", "positive"):
             for names, size in ((names_14, 14), (names_5, 5)):
                 result = clinical_f1(hyp_labels, ref_labels, names, policy)
                 suffix = f"_uncertain_{policy}"
-                corpus[f"chexpert_micro_f1_{size}{suffix}"] = result.micro_f1
-                corpus[f"chexpert_macro_f1_{size}{suffix}"] = result.macro_f1
-                if policy == chosen["uncertain"]:
-                    corpus[f"chexpert_micro_f1_{size}"] = result.micro_f1
-                    corpus[f"chexpert_macro_f1_{size}"] = result.macro_f1
+                variants[f"chexpert_micro_f1_{size}{suffix}"] = result.micro_f1
+                variants[f"chexpert_macro_f1_{size}{suffix}"] = result.macro_f1
+        for key in FAMILIES["chexpert"]:  # the headline keys carry the chosen policy
+            corpus[key] = variants[f"{key}_uncertain_{chosen['uncertain']}"]
+        corpus.update(variants)
         for names, size in ((names_14, 14), (names_5, 5)):
             values = example_f1(hyp_labels, ref_labels, names, chosen["uncertain"])
             per_report[f"chexpert_example_f1_{size}"] = [float(v) for v in values]
