@@ -137,6 +137,15 @@ def main() -> None:
     rows.append(("PTB tokenization (pairs)", best_rate(lambda: tokenize(texts, "ptb"), n, args.repeat),
                  java_rate, "Stanford PTBTokenizer via java (incl. start-up)"))
 
+    from evaluation.chexpert import label as chexpert_label
+    from evaluation.extractor import extract_graph
+
+    rows.append(("  rules extractor alone (texts/s, cold)",
+                 best_rate(lambda: [extract_graph(t) for t in texts], len(texts), args.repeat,
+                           before=clear_caches), None, "a radgraph pair needs 2 texts"))
+    rows.append(("  CheXpert labeler alone (texts/s, cold)",
+                 best_rate(lambda: [chexpert_label(t) for t in texts], len(texts), args.repeat,
+                           before=clear_caches), None, "a chexpert pair needs 2 texts"))
     for label, metrics in (("RadGraph F1, all levels (cold)", ["radgraph"]),
                            ("CheXpert F1 14/5 (cold)", ["chexpert"]),
                            ("RadGraph + CheXpert together (cold)", ["radgraph", "chexpert"])):
@@ -153,6 +162,7 @@ def main() -> None:
                  best_rate(lambda: bootstrap(statistics, resamples=500), n, args.repeat), None, ""))
 
     print(f"{n} synthetic report pairs, one core (pid {os.getpid()} pinned), best of {args.repeat}")
+    print("rates are report pairs per second unless marked texts/s")
     print(f"{'metric family':46} {'ours rep/s':>12} {'reference':>12} {'ratio':>8}  reference")
     for name, ours, reference, note in rows:
         ref_text = f"{reference:12,.0f}" if reference else f"{'-':>12}"

@@ -187,8 +187,9 @@ def bleu_statistics(hypotheses: Sequence[str], references: References, max_n: in
     clipped = np.minimum(
         table.count[is_hyp], _lookup(unique_keys, max_counts, hyp_text * span + table.gram[is_hyp])
     )
-    correct = np.zeros((num, max_n), dtype=np.float64)
-    np.add.at(correct, (hyp_text, table.order[is_hyp] - 1), clipped)
+    correct = np.bincount(
+        hyp_text * max_n + table.order[is_hyp] - 1, weights=clipped, minlength=num * max_n
+    ).reshape(num, max_n)
     test_len = table.length[:num].astype(np.float64)
     guess = np.maximum(test_len[:, None] - np.arange(max_n)[None, :], 0.0)
     # "closest" reference length, ties to the shorter one.
