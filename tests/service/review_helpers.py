@@ -1,0 +1,66 @@
+"""Helpers of the review tests: drafts written by the worker's own code, people with passwords, an API."""
+
+from __future__ import annotations
+
+import types
+
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+from service_helpers import bearer
+
+from service.accounts import create_user
+from service.config import Settings
+from service.db import session_scope
+from service.models import Role, Study, StudyState
+
+PASSWORDS = {"dr-ada": "ada-correct-horse-1", "dr-bob": "bob-battery-staple-2", "ops-admin": "admin-long-pass-3",
+             "pacs-clerk": "uploader-pass-4444"}
+ROLES = {"dr-ada": Role.radiologist, "dr-bob": Role.radiologist, "ops-admin": Role.admin, "pacs-clerk": Role.uploader}
+
+
+def store_draft(settings: Settings, text: str, *, bundle_id: str = "bundle-a@000000000001",
+                study_id: str | None = None) -> tuple[str, str]:
+    """Write a draft with the generate worker's own function (`tasks._store_draft`); (study id, report id).
+
+    Without `study_id` a new study is created in state `generating`; the text is the test's choice,
+    so the tests know exactly what the AI "wrote".
+    """
+    from radiology import reports as report_sections
+    from service import tasks
+    from service.models import Report
+
+    if study_id is None:
+        with session_scope(settings.database_url) as session:
+            study = Study(study_uid=generate_uid(), state=StudyState.generating)
+            session.add(study)
+            session.flush()
+            study_id = study.id
+    model = types.SimpleNamespace(bundle_id=bundle_id, generation_settings={"strategy": "greedy", "max_new_tokens": 64})
+    draft_id = tasks._store_draft(settings, study_id, text, model, "test-worker", 0.1, 1, report_sections)
+    if draft_id is None:
+        raise RuntimeError("the worker code stored no draft (the study was not in state generating)")
+    with session_scope(settings.database_url) as session:
+        report_id = session.query(Report.id).filter(Report.draft_id == draft_id).scalar()
+    return study_id, report_id
+
+
+def create_people(settings: Settings) -> None:
+    """The people of the tests, each with a password."""
+    with session_scope(settings.database_url) as session:
+        for name, password in PASSWORDS.items():
+            create_user(session, name=name, role=ROLES[name], password=password)
+
+
+def login(client: TestClient, name: str) -> dict[str, str]:
+    """Sign `name` in through POST /v1/login; the Authorization header of the token."""
+    response = client.post("/v1/login", data={"username": name, "password": PASSWORDS[name]})
+    if response.status_code != 200:
+        raise RuntimeError(f"sign-in of {name} failed: {response.text}")
+    return bearer(response.json()["access_token"])
+
+
+def api(settings: Settings) -> TestClient:
+    """An in-process API on `settings` (the caller enters it as a context manager)."""
+    from service.api import create_app
+
+    return TestClient(create_app(settings, run_reconciler=False))
