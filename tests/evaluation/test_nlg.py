@@ -141,3 +141,27 @@ def test_nlg_scores_tokenizes_before_scoring():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="pair one to one"):
         bleu(["a"], ["a", "b"])
+
+
+def test_score_with_ptb_tokens_equals_pycocoevalcap_tokenizer_then_scorers():
+    """The literature's pipeline: pycocoevalcap's PTBTokenizer (Java) then Bleu / Rouge / Cider."""
+    import shutil
+
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed: pycocoevalcap's PTBTokenizer cannot run")
+    PTBTokenizer = pytest.importorskip("pycocoevalcap.tokenizer.ptbtokenizer").PTBTokenizer
+    from radiology.synth.findings import sample_spec
+    from radiology.synth.report import write_report
+
+    rng = np.random.default_rng(11)
+    texts = [write_report(sample_spec(rng), rng)[0] for _ in range(200)]
+    hypotheses, references = texts[:100], texts[100:]
+    tokenizer = PTBTokenizer()
+    res = tokenizer.tokenize({i: [{"caption": h}] for i, h in enumerate(hypotheses)})
+    gts = tokenizer.tokenize({i: [{"caption": r}] for i, r in enumerate(references)})
+    expected = pycoco([res[i][0] for i in range(100)], [gts[i] for i in range(100)])
+    for name in ("ptb", "ptb-java"):
+        corpus, per_report = nlg_scores(hypotheses, references, tokenizer=name)
+        for metric, (value, reports) in expected.items():
+            assert corpus[metric] == pytest.approx(value, abs=TOLERANCE), (name, metric)
+            np.testing.assert_allclose(per_report[metric], reports, rtol=0, atol=TOLERANCE)
