@@ -1,0 +1,16 @@
+"""The worked examples in the radiology modules' docstrings are true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "module", ["radiology.reports", "radiology.deid", "radiology.dicom.pixels", "radiology.dicom.reader"]
+)
+def test_docstring_examples(module: str):
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
