@@ -12,7 +12,7 @@ from pydicom import uid
 
 from radiology.dicom import read
 
-DEPTHS = [(8, False), (12, False), (16, False), (12, True), (16, True)]
+DEPTHS = [(8, False), (10, False), (12, False), (16, False), (12, True), (14, True), (16, True)]
 
 
 def _case_id(ts: uid.UID, bits: int, signed: bool) -> str:
