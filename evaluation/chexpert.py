@@ -60,6 +60,7 @@ __all__ = [
 
 POSITIVE = 1.0
 NEGATIVE = 0.0
+SCOPE_CHARS = 250  # the farthest a negation / uncertainty cue reaches, in characters
 UNCERTAIN = -1.0
 
 CHEXPERT_14: tuple[str, ...] = (
@@ -360,16 +361,20 @@ def _clean(text: str) -> str:
 
 
 def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
-    """Character range of the clause around ``sentence[start:end]`` (terminators excluded)."""
-    left = 0
-    right = len(sentence)
-    for m in _TERMINATOR.finditer(sentence):
-        if m.end() <= start:
-            left = m.end()
-        elif m.start() >= end:
-            right = m.start()
+    """Character range of the clause around ``sentence[start:end]`` (terminators excluded).
+
+    A clause reaches at most ``SCOPE_CHARS`` characters either side of the mention, so text
+    without punctuation (a generator repeating itself) is labelled in linear time.
+    """
+    left = max(0, start - SCOPE_CHARS)
+    # endpos past the mention: the comma rule looks ahead ("..., large effusion or pneumothorax")
+    for m in _TERMINATOR.finditer(sentence, left, min(len(sentence), end + SCOPE_CHARS)):
+        if m.end() > start:
             break
-    return left, right
+        left = m.end()
+    limit = min(len(sentence), end + SCOPE_CHARS)
+    m = _TERMINATOR.search(sentence, end, limit)
+    return left, (m.start() if m else limit)
 
 
 def _classify_finding(sentence: str, start: int, end: int, observation: str) -> float:
@@ -443,8 +448,8 @@ def _anatomy_windows(
     for group in groups:
         g_start = spans[group[0]][0]
         g_end = max(spans[i][1] for i in group)
-        left = 0
-        for m in _ANATOMY_WINDOW_STOP.finditer(sentence, 0, g_start):
+        left = max(0, g_start - SCOPE_CHARS)
+        for m in _ANATOMY_WINDOW_STOP.finditer(sentence, left, g_start):
             left = m.end()
         right_text = _predicate_after(sentence, g_end)
         window = sentence[left:g_start] + " " + right_text
@@ -460,24 +465,25 @@ def _predicate_after(sentence: str, end: int) -> str:
     the first verb, up to the next stop word; with no verb ("heart size and vascularity normal"),
     the rest of the clause; otherwise up to the next stop word.
     """
-    verb = _PREDICATE_VERB.search(sentence, end)
-    clause_end = _TERMINATOR.search(sentence, end)
-    limit = clause_end.start() if clause_end else len(sentence)
+    reach = min(len(sentence), end + SCOPE_CHARS)
+    verb = _PREDICATE_VERB.search(sentence, end, reach)
+    clause_end = _TERMINATOR.search(sentence, end, reach)
+    limit = clause_end.start() if clause_end else reach
     if verb and verb.start() < limit:
         between = sentence[end : verb.start()]
         if _describes(between):
             # "heart size normal and lungs are clear": the verb belongs to the next clause
-            stop = _ANATOMY_WINDOW_STOP.search(sentence, end)
-            return sentence[end : stop.start() if stop else len(sentence)]
+            stop = _ANATOMY_WINDOW_STOP.search(sentence, end, reach)
+            return sentence[end : stop.start() if stop else reach]
         if not _BETWEEN_STOP.search(between):
-            stop = _PREDICATE_STOP.search(sentence, verb.end())
-            return sentence[verb.start() : stop.start() if stop else len(sentence)]
+            stop = _PREDICATE_STOP.search(sentence, verb.end(), reach)
+            return sentence[verb.start() : stop.start() if stop else reach]
     elif not verb or verb.start() >= limit:
         rest = sentence[end:limit]
         if not _BETWEEN_STOP.search(rest):
             return rest
-    stop = _ANATOMY_WINDOW_STOP.search(sentence, end)
-    return sentence[end : stop.start() if stop else len(sentence)]
+    stop = _ANATOMY_WINDOW_STOP.search(sentence, end, reach)
+    return sentence[end : stop.start() if stop else reach]
 
 
 def _describes(text: str) -> bool:

@@ -144,8 +144,15 @@ def _contextual_finding(lower: list[str], i: int) -> str | None:
 _SENTENCE_BREAK = frozenset(". ; : ? !".split())
 
 
+MAX_CLAUSE_TOKENS = 120  # longer runs without a break (degenerate generated text) are cut
+
+
 def _clauses(lower: list[str], breaks: frozenset[str] = lx.CLAUSE_BREAK) -> list[tuple[int, int]]:
-    """Token ranges [start, end) of clauses: sentences cut at "but", "which", ";" ...."""
+    """Token ranges [start, end) of clauses: sentences cut at "but", "which", ";" ....
+
+    A clause longer than ``MAX_CLAUSE_TOKENS`` is cut into pieces of that length, which keeps
+    extraction linear in the text length whatever the text.
+    """
     bounds: list[tuple[int, int]] = []
     start = 0
     for i, tok in enumerate(lower):
@@ -157,6 +164,12 @@ def _clauses(lower: list[str], breaks: frozenset[str] = lx.CLAUSE_BREAK) -> list
             start = i + 1
     if start < len(lower):
         bounds.append((start, len(lower)))
+    if any(hi - lo > MAX_CLAUSE_TOKENS for lo, hi in bounds):
+        bounds = [
+            (a, min(a + MAX_CLAUSE_TOKENS, hi))
+            for lo, hi in bounds
+            for a in range(lo, hi, MAX_CLAUSE_TOKENS)
+        ]
     return bounds
 
 
@@ -384,14 +397,18 @@ def _location(
     """Anatomy heads an observation is located at."""
     # 1. an anatomy phrase directly before, inside the same noun phrase ("pleural effusion").
     j = u.start - 1
-    while j >= 0 and owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"):
+    floor = max(0, u.start - _NP_REACH)
+    while j >= floor and owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"):
         j = units[owner[j]].start - 1
+    if j < floor:
+        j = -1
     if j >= 0 and owner[j] >= 0 and owner[j] in head_of and u.kind != "mod":
         # A predicate state before its anatomy ("normal heart size") is handled below.
         return [head_of[owner[j]]]
     # 2. a state word before its anatomy: "normal heart size", "clear lungs", "enlarged heart".
     j = u.end + 1
     if u.kind in ("state", "mod"):
+        hi = min(hi, u.end + 1 + _NP_REACH)
         while j < hi and owner[j] >= 0 and units[owner[j]].kind in ("mod", "degree"):
             j = units[owner[j]].end + 1
         if j < hi and owner[j] >= 0 and owner[j] in head_of:
@@ -433,6 +450,7 @@ def _location(
     return []
 
 
+_NP_REACH = 12  # the most tokens of modifiers between an observation and its anatomy
 _PLACEMENT_VERBS = frozenset(
     """is are projects project terminates terminate ends end courses extends overlies seen noted lies
     tip coils coiled loops passes remains remain""".split()
@@ -445,7 +463,16 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
 
     Works over a sentence, not a clause: "blunting ... which may reflect a small effusion".
     """
-    findings = [k for k in _unit_range(units, lo, hi) if units[k].kind == "finding"]
+    sentence_units = _unit_range(units, lo, hi)
+    findings = [k for k in sentence_units if units[k].kind == "finding"]
+    if not findings:
+        return
+    starts = [units[k].start for k in findings]
+    modifiers: dict[int, list[int]] = {}
+    for k in sentence_units:
+        for rel, target in units[k].relations:
+            if rel == "modify":
+                modifiers.setdefault(target, []).append(k)
     i = lo
     while i < hi:
         candidates = _SUGGESTIVE_BY_FIRST.get(lower[i])
@@ -460,18 +487,21 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
             i += 1
             continue
         phrase, uncertain = hit
-        source = next((m for m in reversed(findings) if units[m].end < i), None)
+        p = bisect_left(starts, i)
+        while p > 0 and units[findings[p - 1]].end >= i:
+            p -= 1
+        source = findings[p - 1] if p > 0 else None
         if source is None:
             source = next(
-                (m for m in range(len(units) - 1, -1, -1)
-                 if lo <= units[m].start and units[m].end < i and units[m].kind in ("state", "mod")
+                (m for m in reversed(_unit_range(units, lo, i))
+                 if units[m].end < i and units[m].kind in ("state", "mod")
                  and not any(r == "modify" for r, _ in units[m].relations)),
                 None,
             )
-        targets = [m for m in findings if units[m].start >= i + len(phrase)]
-        # targets: the first finding and those coordinated with it by "or" / "and" / ","
+        # targets: the first finding after the cue and those coordinated with it by "or" / "and"
         chosen: list[int] = []
-        for m in targets:
+        for q in range(bisect_left(starts, i + len(phrase)), len(findings)):
+            m = findings[q]
             if chosen:
                 between = lower[units[chosen[-1]].end + 1 : units[m].start]
                 if not between or not set(between) & {"or", "and", ",", "versus", "vs"} or (
@@ -491,24 +521,32 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
                 units[source].relations.append(("suggestive_of", m))
             if uncertain and units[m].label != OBS_DA:
                 units[m].label = OBS_U
-                for mod in range(len(units)):
-                    if ("modify", m) in units[mod].relations and units[mod].label != OBS_DA:
-                        units[mod].label = OBS_U if units[mod].kind != "degree" else units[mod].label
+                for mod in modifiers.get(m, ()):
+                    if units[mod].label != OBS_DA and units[mod].kind != "degree":
+                        units[mod].label = OBS_U
         i += len(phrase)
 
 
 def _or_uncertainty(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
-    """"atelectasis or pneumonia": both alternatives are uncertain (unless negated)."""
-    for i in range(lo, hi):
+    """"atelectasis or pneumonia": both alternatives are uncertain (unless negated).
+
+    The left alternative ends right before "or"; the right one starts within 4 tokens after it.
+    """
+    for i in range(lo + 1, hi):
         if lower[i] != "or":
             continue
-        left = next((k for k in range(len(units) - 1, -1, -1) if units[k].end < i and units[k].kind == "finding" and units[k].start >= lo), None)
-        right = next((k for k in range(len(units)) if units[k].start > i and units[k].kind == "finding" and units[k].start < hi), None)
-        if left is None or right is None:
+        left = owner[i - 1]
+        if left < 0 or units[left].kind != "finding" or units[left].start < lo:
+            continue
+        right = None
+        for j in range(i + 1, min(i + 5, hi)):
+            k = owner[j]
+            if k >= 0 and units[k].kind == "finding" and units[k].start == j:
+                right = k
+                break
+        if right is None:
             continue
         if units[left].label == OBS_DA or units[right].label == OBS_DA:
-            continue
-        if units[right].start - i > 4 or i - units[left].end > 1:
             continue
         for k in (left, right):
             units[k].label = OBS_U
