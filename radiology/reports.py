@@ -12,6 +12,7 @@ header runs until the next header. Worked example::
 
 Rules that matter for training targets and metrics:
 
+- A label alone on its line in capitals (``FINDINGS`` with no colon) is a header too.
 - Labels are grouped: INDICATION / HISTORY / CLINICAL HISTORY / REASON FOR EXAM(INATION) /
   CLINICAL INFORMATION -> ``indication``; COMPARISON(S) -> ``comparison``; TECHNIQUE -> ``technique``;
   FINDINGS -> ``findings``; IMPRESSION / CONCLUSION -> ``impression``.
@@ -76,6 +77,7 @@ SECTION_ALIASES: dict[str, str] = {
     "STUDY": "examination",
     "TYPE OF EXAMINATION": "examination",
     "WET READ": "wet_read",
+    "PROVISIONAL FINDINGS IMPRESSION (PFI)": "wet_read",
     "NOTIFICATION": "notification",
     "NOTIFICATIONS": "notification",
     "RECOMMENDATION": "recommendation",
@@ -97,6 +99,8 @@ _LABEL_ALT = "|".join(_label_pattern(label) for label in _LABELS)
 _LINE_HEADER = re.compile(rf"^[ \t]*(?P<label>{_LABEL_ALT})[ \t]*:", re.IGNORECASE | re.MULTILINE)
 # A header in the middle of a line: must be written in capitals, after a sentence end or start.
 _INLINE_HEADER = re.compile(rf"(?:(?<=[.!?;])|(?<=[.!?;]\s)|(?<=\s\s))[ \t]*(?P<label>{_LABEL_ALT}):")
+# A label alone on its line, in capitals, without a colon ("FINDINGS\n Lungs are clear.").
+_BARE_HEADER = re.compile(rf"^[ \t]*(?P<label>{_LABEL_ALT})[ \t]*$", re.MULTILINE)
 # An addendum starts a line with the word ADDENDUM, colon optional ("ADDENDUM: ...", "ADDENDUM ___").
 _ADDENDUM = re.compile(r"^[ \t]*(?P<label>ADDENDUM)\b[ \t]*:?", re.IGNORECASE | re.MULTILINE)
 _BANNER = re.compile(
@@ -152,7 +156,7 @@ class Report:
 def _headers(text: str) -> list[tuple[int, int, str]]:
     """(start, end, canonical name) of every header, in order, non-overlapping."""
     found: dict[int, tuple[int, int, str]] = {}
-    for rx in (_LINE_HEADER, _INLINE_HEADER, _ADDENDUM):
+    for rx in (_LINE_HEADER, _INLINE_HEADER, _BARE_HEADER, _ADDENDUM):
         for m in rx.finditer(text):
             label = _SPACE.sub(" ", m.group("label").upper()).replace(" / ", "/")
             label = re.sub(r"\s*/\s*", "/", label)

@@ -71,6 +71,20 @@ def test_findings_and_impression_fills_both(label: str):
     assert r.combined
 
 
+def test_capital_label_alone_on_a_line_is_a_header():
+    r = parse("FINDINGS\n Lungs are clear.\nIMPRESSION\n Normal.")
+    assert (r.findings, r.impression) == ("Lungs are clear.", "Normal.")
+    assert parse("Findings\nLungs clear.").findings is None  # not capitals, no colon: plain text
+
+
+def test_wet_read_and_provisional_impression_stay_out_of_the_final_sections():
+    text = "WET READ: ___ ___ 3:17 PM\n PROVISIONAL FINDINGS IMPRESSION (PFI): no pneumonia\n" + MIMIC_STYLE
+    r = parse(text)
+    assert r.impression == "No acute cardiothoracic process."
+    assert "no pneumonia" in r.sections["wet_read"]
+    assert "pneumonia" not in (r.findings or "")
+
+
 def test_conclusion_is_an_impression():
     assert parse("FINDINGS: Clear.\nCONCLUSION: Normal.").impression == "Normal."
 
