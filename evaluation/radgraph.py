@@ -314,7 +314,8 @@ class RadGraphPackageBackend:
         if not texts:
             return []
         output = self._model(list(texts))
-        return [output[str(i)] for i in range(len(texts))]
+        # The package skips a report whose post-processing fails: it then has no entities.
+        return [output.get(str(i), {"text": text, "entities": {}}) for i, text in enumerate(texts)]
 
 
 _FACTORIES: dict[str, Callable[[], ExtractorBackend]] = {
