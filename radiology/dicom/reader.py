@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -263,6 +264,13 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False) -> tuple[Data
             ) from exc
         except (EOFError, OSError) as exc:
             raise TruncatedError(_truncated_msg("inside the header")) from exc
+        except zlib.error as exc:  # Deflated Explicit VR Little Endian whose stream stops short
+            if "incomplete" in str(exc) or "truncated" in str(exc):
+                raise TruncatedError(_truncated_msg("inside its deflated data set")) from exc
+            raise NotDicomError(
+                "The deflated data set is damaged and cannot be inflated; re-export it from the "
+                "source system."
+            ) from exc
         except Exception as exc:  # pydicom raises assorted errors on garbage
             raise NotDicomError(
                 f"The header could not be parsed ({type(exc).__name__}). The file is damaged or "

@@ -79,6 +79,13 @@ def test_truncated_compressed_stream_that_pydicom_reads_as_an_empty_dataset_with
         read(cut)
 
 
+@pytest.mark.parametrize("lost", [10, 500, 5000])
+def test_truncated_deflated_data_set(lost: int):
+    with pytest.raises(TruncatedError) as info:
+        read(_dx(uid.DeflatedExplicitVRLittleEndian)[:-lost])
+    assert "deflated" in info.value.message
+
+
 @pytest.mark.parametrize("keep", [132, 200, 400])
 def test_truncated_inside_the_header(keep: int):
     with pytest.raises(TruncatedError):
