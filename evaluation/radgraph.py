@@ -136,6 +136,8 @@ def graph_sets(graph: Graph, lowercase: bool = True, labels: str = "as_is") -> G
             tokens, label = entity["tokens"], entity["label"]
         except KeyError as error:
             raise _format_error(entity_id, error.args[0]) from None
+        if not isinstance(tokens, str):  # a token list instead of the package's joined string
+            tokens = " ".join(map(str, tokens))
         if labels == "v1":
             label = XL_TO_V1.get(label, label)
         named[entity_id] = (tokens, tokens.lower() if lowercase else tokens, label)
