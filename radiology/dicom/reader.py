@@ -417,6 +417,11 @@ def _sniff_encapsulated(encapsulated: bytes) -> _uid.UID | None:
 def _check_pixels_present(ds: Dataset) -> None:
     if _PIXEL_TAG in ds:
         return
+    if all(name in ds for name in ("Rows", "Columns", "BitsAllocated")) and not (
+        0x7FE00008 in ds or 0x7FE00009 in ds
+    ):
+        # An image header without its pixels: the file stopped right before Pixel Data.
+        raise TruncatedError(_truncated_msg("after the image header, before its pixel data"))
     sop = str(ds.get("SOPClassUID", "") or "")
     kind = _uid.UID(sop).name if sop else ""
     modality = str(ds.get("Modality", "") or "")

@@ -92,6 +92,14 @@ def test_truncated_inside_the_header(keep: int):
         read(_dx()[:keep])
 
 
+def test_image_header_cut_right_before_pixel_data_is_truncated():
+    data = _dx()
+    at = data.rfind(b"\xe0\x7f\x10\x00")  # the Pixel Data tag
+    with pytest.raises(TruncatedError) as info:
+        read(data[:at])
+    assert "before its pixel data" in info.value.message
+
+
 def test_no_pixel_data_for_a_structured_report():
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
