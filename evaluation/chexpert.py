@@ -40,6 +40,9 @@ Conventions (CheXpert's unless marked *ours*):
   calcification, hernia, ...) -- and ``None`` otherwise (never ``0.0``). A report with no mention
   at all, the empty string included, is therefore No Finding ``1.0``, as in CheXpert.
 * The whole text is labelled (CheXpert labels the impression only; pass the section you want).
+* *Ours*: a cue reaches at most ``SCOPE_CHARS`` (250) characters, so degenerate generated text
+  without punctuation is labelled in linear time. "Other findings" that block No Finding also
+  include tortuosity, spondylosis and hiatal (hernia).
 """
 
 from __future__ import annotations

@@ -78,6 +78,10 @@ Annotation conventions (after the RadGraph scheme of Jain et al. 2021; the annot
   and "cannot be excluded" win over negation; "X or Y" makes both alternatives uncertain
   unless negated.
 * Anatomy is never negated or uncertain.
+* Bounds: a clause longer than 120 tokens is cut into 120-token pieces and a modifier reaches its
+  anatomy across at most 12 tokens, so extraction stays linear in the text length.
+* "chest" / "lateral" naming the examination ("PA and lateral chest radiographs") and
+  "findings" about the report ("findings were discussed") are no entities.
 """
 
 from __future__ import annotations
