@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from service.config import Settings, get_settings
 from service.db import session_scope
 from service.models import Evaluation, EvaluationState, WorkerHeartbeat, utcnow
-from service.tasks import celery_app, worker_name
+from service.tasks import celery_app, make_celery, worker_name
 
 log = logging.getLogger("service.review_tasks")
 
@@ -57,10 +57,22 @@ def check_paths(settings: Settings, bundle_dir: str, data_dir: str) -> tuple[Pat
     return bundle, data
 
 
-def enqueue_evaluation(evaluation_id: str) -> bool:
-    """Send the run to the `evaluate` queue; False when Redis cannot be reached."""
+_PRODUCERS: dict[str, Any] = {}
+
+
+def _producer(settings: Settings) -> Any:
+    """A Celery app publishing to `settings.redis_url` (the API's settings, which may differ from the environment's)."""
+    if settings.redis_url == celery_app.conf.broker_url:
+        return celery_app
+    if settings.redis_url not in _PRODUCERS:
+        _PRODUCERS[settings.redis_url] = make_celery(settings)
+    return _PRODUCERS[settings.redis_url]
+
+
+def enqueue_evaluation(settings: Settings, evaluation_id: str) -> bool:
+    """Send the run to the `evaluate` queue of `settings.redis_url`; False when Redis cannot be reached."""
     try:
-        celery_app.send_task(TASK_NAME, args=[evaluation_id], queue=QUEUE, retry=True,
+        _producer(settings).send_task(TASK_NAME, args=[evaluation_id], queue=QUEUE, retry=True,
                              retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2})
         return True
     except Exception as error:  # kombu raises assorted connection errors

@@ -107,7 +107,7 @@ def start_evaluation(body: EvaluationRequest, session: SessionDep, settings: Set
     session.add(AuditEvent(actor=user.name, user_id=user.id, action="evaluation.create",
                            details={"evaluation_id": row.id, "bundle": Path(bundle).name, "split": body.split}))
     session.commit()
-    if not review_tasks.enqueue_evaluation(row.id):
+    if not review_tasks.enqueue_evaluation(settings, row.id):
         row.state, row.phase, row.finished_at = EvaluationState.failed, "failed", dt.datetime.now(dt.UTC)
         row.error = "the work queue (Redis) could not be reached; start the evaluation again when it is back"
         session.add(AuditEvent(actor=user.name, user_id=user.id, action="evaluation.enqueue_failed",
