@@ -304,3 +304,11 @@ def test_missing_file_error_does_not_echo_the_path(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         read(tmp_path / "Doe_Jane_MRN0012345.dcm")
     assert "Doe" not in str(info.value) and "MRN" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"multiframe": "middle"}, {"presentation_lut": "maybe"}, {"percentiles": (99, 1)}, {"max_bytes": 0}]
+)
+def test_policy_rejects_nonsense_settings(kwargs):
+    with pytest.raises(ValueError):
+        ReadPolicy(**kwargs)
