@@ -23,7 +23,7 @@ ANATOMY = frozenset(
     subdiaphragmatic pericardial perihilar midlung lungs pleuroparenchymal hilus paratracheal
     axillary subsegmental segmental mainstem bronchus bronchi bronchial cardiomediastinum
     glenohumeral acromioclavicular scapula azygos vena cava
-    subcutaneous veins vein ventricular ventricle
+    subcutaneous veins vein ventricular ventricle airways airway
     """.split()
 )
 

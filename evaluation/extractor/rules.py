@@ -93,6 +93,8 @@ def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
             kind = None
         if word in ("venous", "picc", "arterial") and i + 1 < n and lower[i + 1] in _DEVICE_HEADS:
             kind = "mod"
+        if word == "central" and not (i + 1 < n and (lower[i + 1] in _DEVICE_HEADS or lower[i + 1] == "venous")):
+            kind = "pos"  # "central airways", "central vascular congestion"
         if kind == "state" and word == "clear" and i + 1 < n and lower[i + 1] == "of":
             kind = None
         if kind:
@@ -119,6 +121,8 @@ def _is_view_word(lower: list[str], i: int) -> bool:
     prev = lower[i - 1] if i else ""
     if lower[i] == "lateral":
         return prev in _VIEW_BEFORE or nxt in _VIEW_AFTER or nxt == "chest"
+    if i >= 3 and lower[i - 2 : i] == ["of", "the"] and lower[i - 3] in _VIEW_AFTER:
+        return True  # "two views of the chest"
     return nxt in _VIEW_AFTER or prev in ("lateral", "portable", "ap", "pa", "frontal", "upright")
 
 
