@@ -31,6 +31,8 @@ from modeling.model import (
     MASK_VALUE,
     Params,
     apply_rope,
+    attend,
+    decoder_block,
     embed_inputs,
     embed_tokens,
     make_attn_mask,
@@ -80,9 +82,10 @@ def _decode_weights(config: ModelConfig, llm: Params) -> list[dict[str, jax.Arra
 
 
 def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array, pos: jax.Array,
-                cache: tuple[jax.Array, jax.Array], slot: jax.Array, visible: jax.Array
+                cache: tuple[jax.Array, jax.Array], j: int, slot: jax.Array, visible: jax.Array
                 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One decoder block for one new token per row. x [B, D]; cache k, v [B, R, K, H]."""
+    """One decoder block for one new token per row. x [B, D]; cache k, v [n, B, R, K, H] of
+    which this layer owns entry j."""
     t = config.text
     N, K, H = t.num_heads, t.num_kv_heads, t.head_dim
     b = x.shape[0]
@@ -95,9 +98,10 @@ def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array, pos:
     if t.query_scale_before_matmul:
         q = q * jnp.asarray(t.query_pre_attn_scalar ** -0.5, q.dtype)
     k = apply_rope(k, pos[:, None], t.rope_base)
-    ck, cv = cache
-    ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, slot, 0, 0))
-    cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, slot, 0, 0))
+    ck_all, cv_all = cache
+    ck_all = jax.lax.dynamic_update_slice(ck_all, k[None].astype(ck_all.dtype), (j, 0, slot, 0, 0))
+    cv_all = jax.lax.dynamic_update_slice(cv_all, v[None].astype(cv_all.dtype), (j, 0, slot, 0, 0))
+    ck, cv = ck_all[j], cv_all[j]
     qg = q.reshape(b, K, N // K, H)
     logits = jnp.einsum("BKGH,BSKH->BKGS", qg, ck.astype(q.dtype)).astype(jnp.float32)
     if not t.query_scale_before_matmul:
@@ -113,7 +117,7 @@ def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array, pos:
     f = t.mlp_dim
     m = jax.nn.gelu(gu[:, :f], approximate=True) * gu[:, f:]
     x = x + rms_norm(t, m @ w["down"], w["post_ffw_norm"])
-    return x, (ck, cv)
+    return x, (ck_all, cv_all)
 
 
 def _final_logits(config: ModelConfig, llm: Params, x: jax.Array) -> jax.Array:
@@ -154,50 +158,56 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     else:  # the whole prompt is prefix: transformers exempts it from the window
         sliding = mask
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
-    from modeling.model import attend, decoder_block
+
+    def body(x: jax.Array, inputs: tuple[Params, jax.Array]):
+        layer_p, layer = inputs
+        kv: dict[str, jax.Array] = {}
+
+        def attention(q, k, v):
+            kv["k"], kv["v"] = k, v
+            m = jnp.where(layer % 2 == 0, sliding, mask) if t.sliding_window is not None else mask
+            return attend(t, q, k, v, m)
+
+        x = decoder_block(t, layer_p, x, positions, attention)
+        return x, (kv["k"].astype(cache_dtype), kv["v"].astype(cache_dtype))
+
+    x, (ks, vs) = jax.lax.scan(body, x, (params["llm"]["layers"], jnp.arange(t.depth)))
 
     # Right-align: slot s of row b holds prefill index s - shift_b.
     shift = tp - lengths
     src = jnp.arange(s0)[None, :] - shift[:, None]
     src_valid = src >= 0
     src = jnp.clip(src, 0, s0 - 1)
-
-    def align(a: jax.Array) -> jax.Array:  # [B, S0, ...] -> right-aligned
-        idx = src.reshape(src.shape + (1,) * (a.ndim - 2))
-        return jnp.take_along_axis(a, idx, axis=1)
-
+    ks = jnp.take_along_axis(ks, src[None, :, :, None, None], axis=2)  # [L, B, S0, K, H]
+    vs = jnp.take_along_axis(vs, src[None, :, :, None, None], axis=2)
     aligned_pos = jnp.where(src_valid, jnp.take_along_axis(positions, src, 1), -1)
-    caches = []
-    for i in range(t.depth):
-        layer_p = jax.tree_util.tree_map(lambda a, i=i: a[i], params["llm"]["layers"])
-        kv: dict[str, jax.Array] = {}
-
-        def attention(q, k, v, i=i, kv=kv):
-            kv["k"], kv["v"] = k, v
-            return attend(t, q, k, v, sliding if t.is_sliding(i) else mask)
-
-        x = decoder_block(t, layer_p, x, positions, attention)
-        k, v = align(kv["k"]).astype(cache_dtype), align(kv["v"]).astype(cache_dtype)
-        r = _ring_size(config, i, cache_len)
-        if r < cache_len:
-            ring = _ring_sources(s0, r)
-            k, v = k[:, np.maximum(ring, 0)], v[:, np.maximum(ring, 0)]
-        else:
-            pad = [(0, 0), (0, cache_len - s0), (0, 0), (0, 0)]
-            k, v = jnp.pad(k, pad), jnp.pad(v, pad)
-        caches.append((k, v))
+    caches = {}
     slot_pos = {}
-    for r in {_ring_size(config, i, cache_len) for i in range(t.depth)}:
+    for r, layers in _cache_groups(config, cache_len).items():
+        k, v = ks[np.array(layers)], vs[np.array(layers)]
         if r < cache_len:
             ring = _ring_sources(s0, r)
+            k, v = k[:, :, np.maximum(ring, 0)], v[:, :, np.maximum(ring, 0)]
             sp = jnp.where(jnp.asarray(ring >= 0)[None], aligned_pos[:, np.maximum(ring, 0)], -1)
         else:
+            pad = [(0, 0), (0, 0), (0, cache_len - s0), (0, 0), (0, 0)]
+            k, v = jnp.pad(k, pad), jnp.pad(v, pad)
             sp = jnp.pad(aligned_pos, [(0, 0), (0, cache_len - s0)], constant_values=-1)
+        caches[r] = (k, v)
         slot_pos[r] = sp
     last = jnp.take_along_axis(x, (p + lengths - 1)[:, None, None], axis=1)[:, 0]
     logits = _final_logits(config, params["llm"], last)
     next_pos = p + lengths + t.position_offset  # slot positions include the offset too
     return logits, caches, slot_pos, next_pos
+
+
+def _cache_groups(config: ModelConfig, cache_len: int) -> dict[int, list[int]]:
+    """Layers grouped by cache length (ring size): {R: [layer indices]}; each group's caches
+    are stacked into one [n_layers, B, R, K, H] array."""
+    groups: dict[int, list[int]] = {}
+    for i in range(config.text.depth):
+        groups.setdefault(_ring_size(config, i, cache_len), []).append(i)
+    return groups
 
 
 def _ring_size(config: ModelConfig, layer: int, cache_len: int) -> int:
@@ -245,13 +255,14 @@ def _decode_step(config, params, weights, token, pos, caches, slot_pos, step_ind
             if key[1]:
                 vis = vis & (pos[:, None] - sp < t.sliding_window)
             visible[key] = vis
-    new_caches = []
-    for i in range(t.depth):
-        r = _ring_size(config, i, cache_len)
-        x, c = _step_block(config, weights[i], x, pos, caches[i], idx % r,
-                           visible[(r, t.is_sliding(i))])
-        new_caches.append(c)
-    return _final_logits(config, params["llm"], x), new_caches, new_slot_pos
+    caches = dict(caches)
+    where = {i: (r, j) for r, layers in _cache_groups(config, cache_len).items()
+             for j, i in enumerate(layers)}
+    for i in range(t.depth):  # layer order matters: x flows through them in sequence
+        r, j = where[i]
+        x, caches[r] = _step_block(config, weights[i], x, pos, caches[r], j, idx % r,
+                                   visible[(r, t.is_sliding(i))])
+    return _final_logits(config, params["llm"], x), caches, new_slot_pos
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan"))
@@ -313,7 +324,7 @@ def _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tok
     s0 = config.num_image_tokens + tp
     cache_len = s0 + plan.new_tokens
     logits, caches, slot_pos, pos = _prefill(config, params, pixel_values, text, lengths, cache_len)
-    caches = jax.tree_util.tree_map(rep, caches)
+    caches = jax.tree_util.tree_map(lambda a: jnp.repeat(a, nb, axis=1), caches)
     slot_pos = jax.tree_util.tree_map(rep, slot_pos)
     pos = rep(pos)
     weights = _decode_weights(config, params["llm"])
@@ -356,9 +367,10 @@ def _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tok
     alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score = expand(
         step0, logp, alive_seq, alive_logp, fin_seq, fin_len, fin_score)
 
-    def reorder(tree, parent):
+    def reorder(parent, caches, sp, pos):
         flat = (parent + jnp.arange(b)[:, None] * nb).reshape(-1)
-        return jax.tree_util.tree_map(lambda a: a[flat], tree)
+        caches = jax.tree_util.tree_map(lambda a: a[:, flat], caches)
+        return caches, jax.tree_util.tree_map(lambda a: a[flat], sp), pos[flat]
 
     def cond(state):
         step, alive_logp, fin_score = state[0], state[2], state[6]
@@ -368,7 +380,7 @@ def _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tok
 
     def body(state):
         step, alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score, pos, caches, sp = state
-        caches, sp, pos = reorder((caches, sp, pos), parent)
+        caches, sp, pos = reorder(parent, caches, sp, pos)
         logits, caches, sp = _decode_step(config, params, weights, tok.reshape(-1), pos, caches,
                                           sp, s0 + step - 1, cache_len)
         logp = jax.nn.log_softmax(logits).reshape(b, nb, -1)

@@ -35,6 +35,7 @@ image and prefix attend to each other fully, suffix tokens attend causally (`mak
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -105,8 +106,13 @@ def init_params(config: ModelConfig, rng: jax.Array, dtype: Any = jnp.float32) -
     """Random parameters: normal(0.02) weights, zero biases and zero (i.e. identity) norm scales.
 
     LayerNorm scales start at 1; RMSNorm scales at 0 because Gemma multiplies by (1 + scale).
-    The embedding table is normal(1/sqrt(D)) so that logits start O(1).
+    The embedding table is normal(1/sqrt(D)) so that logits start O(1). (One jitted program.)
     """
+    return _init_jit(config, rng, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_jit(config: ModelConfig, rng: jax.Array, dtype: Any) -> Params:
     shapes = param_shapes(config)
     paths_and_shapes = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)[0]
     keys = jax.random.split(rng, len(paths_and_shapes))
