@@ -57,6 +57,7 @@ __all__ = [
     "NEGATIVE",
     "POSITIVE",
     "UNCERTAIN",
+    "clear_caches",
     "label",
     "label_many",
 ]
@@ -501,8 +502,12 @@ _PREDICATE_VERB = re.compile(r"\b(?:is|are|was|were|appears?|remains?|seems?|loo
 _BETWEEN_STOP = re.compile(r"\b(?:with|without|but|however|although|which|there|no|not)\b|;")
 
 
-def _sentence_mentions(sentence: str) -> list[tuple[str, float, str]]:
-    """(observation, value, mention text) for every mention in one sentence."""
+@lru_cache(maxsize=131072)
+def _sentence_mentions(sentence: str) -> tuple[tuple[str, float, str], ...]:
+    """(observation, value, mention text) for every mention in one sentence.
+
+    Cached per distinct sentence: reports repeat sentences ("No pneumothorax.") a lot.
+    """
     found: list[tuple[str, int, int]] = []
     last_end: dict[str, int] = {}
     blocked: dict[str, list[tuple[int, int]]] = {}
@@ -528,7 +533,7 @@ def _sentence_mentions(sentence: str) -> list[tuple[str, float, str]]:
             found.append((observation, start, e))
             last_end[observation] = e
     if not found:
-        return []
+        return ()
     anatomy = [
         (s, e)
         for obs, s, e in found
@@ -542,7 +547,7 @@ def _sentence_mentions(sentence: str) -> list[tuple[str, float, str]]:
         else:
             value = _classify_finding(sentence, s, e, observation)
         out.append((observation, value, sentence[s:e]))
-    return out
+    return tuple(out)
 
 
 @lru_cache(maxsize=65536)
@@ -585,5 +590,11 @@ def label(text: str) -> dict[str, float | None]:
 
 
 def label_many(texts: Iterable[str]) -> list[dict[str, float | None]]:
-    """Label many reports; identical texts are labelled once (an in-process cache)."""
+    """Label many reports; identical texts and sentences are labelled once (in-process caches)."""
     return [label(t) for t in texts]
+
+
+def clear_caches() -> None:
+    """Forget every cached labelling (for cold-start benchmarks)."""
+    _label_cached.cache_clear()
+    _sentence_mentions.cache_clear()

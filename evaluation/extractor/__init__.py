@@ -90,8 +90,12 @@ from functools import lru_cache
 from typing import Any
 
 from evaluation.extractor.rules import ANAT, OBS_DA, OBS_DP, OBS_U, extract_units, tokenize
+from evaluation.extractor.rules import _extract_sentence as _sentence_cache
 
-__all__ = ["ANAT", "OBS_DA", "OBS_DP", "OBS_U", "LABELS", "RELATIONS", "extract_graph", "tokenize"]
+__all__ = [
+    "ANAT", "OBS_DA", "OBS_DP", "OBS_U", "LABELS", "RELATIONS", "clear_caches", "extract_graph",
+    "tokenize",
+]
 
 LABELS: tuple[str, ...] = (ANAT, OBS_DP, OBS_U, OBS_DA)
 RELATIONS: tuple[str, ...] = ("modify", "located_at", "suggestive_of")
@@ -131,3 +135,9 @@ def extract_graph(text: str) -> dict[str, Any]:
             "relations": [[r, t] for r, t in rels],
         }
     return {"text": text, "entities": entities}
+
+
+def clear_caches() -> None:
+    """Forget every cached extraction, per text and per sentence (for cold-start benchmarks)."""
+    _extract_cached.cache_clear()
+    _sentence_cache.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from evaluation.extractor import lexicon as lx
 
@@ -556,13 +557,35 @@ def _or_uncertainty(lower: list[str], units: list[Unit], owner: list[int], lo: i
             units[k].label = OBS_U
 
 
+_Frozen = tuple[tuple[int, int, str, str, str, tuple[tuple[str, int], ...]], ...]
+
+
 def extract_units(text: str) -> tuple[list[str], list[Unit]]:
-    """Tokens and labelled, related entity units of ``text``."""
+    """Tokens and labelled, related entity units of ``text``.
+
+    Every rule works inside one sentence (tokens between ". ; : ? !"), so sentences are
+    extracted one by one and each distinct sentence once per process (reports repeat sentences
+    such as "No pneumothorax." a lot).
+    """
     tokens = tokenize(text)
     lower = [t.lower() for t in tokens]
+    units: list[Unit] = []
+    for lo, hi in _clauses(lower, _SENTENCE_BREAK):
+        base = len(units)
+        for start, end, word, kind, label, relations in _extract_sentence(tuple(lower[lo:hi])):
+            units.append(
+                Unit(start + lo, end + lo, word, kind, label, [(r, t + base) for r, t in relations])
+            )
+    return tokens, units
+
+
+@lru_cache(maxsize=131072)
+def _extract_sentence(sentence: tuple[str, ...]) -> _Frozen:
+    """Units of one sentence (lower-cased tokens), with sentence-relative indices."""
+    lower = list(sentence)
     units, owner = _units(lower)
     if not units:
-        return tokens, units
+        return ()
     for lo, hi in _clauses(lower):
         _assign_certainty(lower, units, owner, lo, hi)
         _or_uncertainty(lower, units, owner, lo, hi)
@@ -589,4 +612,4 @@ def extract_units(text: str) -> tuple[list[str], list[Unit]]:
         for u in kept:
             u.relations = [(r, new_index[t]) for r, t in u.relations if t in new_index]
         units = kept
-    return tokens, units
+    return tuple((u.start, u.end, u.word, u.kind, u.label, tuple(u.relations)) for u in units)
