@@ -87,7 +87,7 @@ class Harness:
 
 def start_system(workdir: Path, bundle: Path, database_url: str | None) -> LocalSystem:
     env = {
-        "RECONCILE_INTERVAL_S": "1", "RECONCILE_AFTER_S": "4", "LEASE_S": "4", "WORKER_HEARTBEAT_S": "1",
+        "RECONCILE_INTERVAL_S": "1", "RECONCILE_AFTER_S": "2", "LEASE_S": "3", "WORKER_HEARTBEAT_S": "1",
         "MAX_ATTEMPTS": "2", "BATCH_SIZE": "2", "BATCH_WAIT_MS": "300", "MAX_NEW_TOKENS": "8",
         "FAULT_KILL_MARKER": KILL_MARKER, "FAULT_PAUSE_MARKER": PAUSE_MARKER, "FAULT_PAUSE_S": "30",
         "WORKER_CONCURRENCY": "1", "VISIBILITY_TIMEOUT_S": "3600",
@@ -129,6 +129,21 @@ def test_uploads_by_form_and_stow_reach_draft_ready_on_sqlite(sqlite_system):
             assert report["bundle_id"].startswith("bundle") and report["generation"]["max_new_tokens"] == 8
             assert client.get(f"/v1/studies/{study_id}/images/1.png", params={"window": "bone"}).content[:4] == b"\x89PNG"
             assert h.drafts(study_id) == 1
+
+
+def test_readiness_and_metrics_reflect_the_running_system(sqlite_system):
+    h = sqlite_system
+    study_id = h.upload(h.study_files(1))
+    h.wait_terminal([study_id])
+    ready = httpx.get(h.system.api_url + "/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["workers"] == {"ingest": 1, "generate": 1, "score": 1}
+    with h.client("admin") as client:
+        metrics = client.get("/metrics").text
+    drafted = [line for line in metrics.splitlines() if line.startswith('radreport_studies{state="draft_ready"}')]
+    assert float(drafted[0].split()[-1]) >= 1
+    assert 'radreport_stage_seconds_count{stage="total"}' in metrics
+    assert 'radreport_queue_depth{queue="generate"}' in metrics
+    assert not any(name in metrics or pid in metrics for name, pid in PATIENTS)
 
 
 def test_uploads_by_form_and_stow_reach_draft_ready_on_postgres(postgres_system):
