@@ -1,0 +1,1 @@
+"""The radiologist's review page: static HTML/CSS/JS (no build step) served by the API at /ui/."""
