@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     app.include_router(review.router)
     app.include_router(quality.router)
     app.include_router(evaluations.router)
+    app.include_router(__import__("service.ui.routes", fromlist=["router"]).router)  # review page /ui/ (issue 8)
 
     @app.exception_handler(intake.UploadError)
     async def upload_error(_: Request, error: intake.UploadError) -> JSONResponse:
