@@ -89,7 +89,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from evaluation.extractor.rules import ANAT, OBS_DA, OBS_DP, OBS_U, extract_units, tokenize
+from evaluation.extractor.rules import ANAT, OBS_DA, OBS_DP, OBS_U, sentence_spans, tokenize
 from evaluation.extractor.rules import _extract_sentence as _sentence_cache
 
 __all__ = [
@@ -103,18 +103,23 @@ RELATIONS: tuple[str, ...] = ("modify", "located_at", "suggestive_of")
 
 @lru_cache(maxsize=65536)
 def _extract_cached(text: str) -> tuple[tuple[str, str, int, int, tuple[tuple[str, str], ...]], ...]:
-    tokens, units = extract_units(text)
-    order = sorted(range(len(units)), key=lambda k: units[k].start)
-    ids = {k: str(n + 1) for n, k in enumerate(order)}
+    """(tokens, label, start, end, ((relation, target id), ...)) per entity, in token order."""
+    tokens = tokenize(text)
+    lower = [t.lower() for t in tokens]
     out = []
-    for k in order:
-        u = units[k]
-        rels: list[tuple[str, str]] = []
-        for rel, target in u.relations:
-            pair = (rel, ids[target])
-            if target != k and pair not in rels:
-                rels.append(pair)
-        out.append((" ".join(tokens[u.start : u.end + 1]), u.label, u.start, u.end, tuple(rels)))
+    for lo, hi in sentence_spans(lower):
+        base = len(out)
+        for k, (start, end, _word, _kind, label, relations) in enumerate(
+            _sentence_cache(tuple(lower[lo:hi]))
+        ):
+            rels: list[tuple[str, str]] = []
+            for rel, target in relations:
+                pair = (rel, str(base + target + 1))
+                if target != k and pair not in rels:
+                    rels.append(pair)
+            out.append(
+                (" ".join(tokens[start + lo : end + lo + 1]), label, start + lo, end + lo, tuple(rels))
+            )
     return tuple(out)
 
 

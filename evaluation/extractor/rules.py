@@ -557,6 +557,11 @@ def _or_uncertainty(lower: list[str], units: list[Unit], owner: list[int], lo: i
             units[k].label = OBS_U
 
 
+def sentence_spans(lower: list[str]) -> list[tuple[int, int]]:
+    """Token ranges [start, end) of sentences (between ". ; : ? !", "4.5" kept whole)."""
+    return _clauses(lower, _SENTENCE_BREAK)
+
+
 _Frozen = tuple[tuple[int, int, str, str, str, tuple[tuple[str, int], ...]], ...]
 
 
@@ -570,7 +575,7 @@ def extract_units(text: str) -> tuple[list[str], list[Unit]]:
     tokens = tokenize(text)
     lower = [t.lower() for t in tokens]
     units: list[Unit] = []
-    for lo, hi in _clauses(lower, _SENTENCE_BREAK):
+    for lo, hi in sentence_spans(lower):
         base = len(units)
         for start, end, word, kind, label, relations in _extract_sentence(tuple(lower[lo:hi])):
             units.append(
