@@ -63,7 +63,7 @@ def mesh_shape(config: MeshSection, device_count: int) -> tuple[int, int]:
         fsdp = device_count // data
     if data * fsdp != device_count:
         raise MeshError(
-            f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices; {device_count} are visible"
+            f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices; {device_count} devices are visible"
         )
     return data, fsdp
 

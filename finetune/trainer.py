@@ -401,8 +401,12 @@ class Run:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def train(self) -> RunResult:
-        """Train to `total_steps` (resuming if checkpoints exist), validating and checkpointing."""
+    def train(self, stop_at_step: int | None = None) -> RunResult:
+        """Train to `total_steps` (resuming if checkpoints exist), validating and checkpointing.
+
+        `stop_at_step` ends the session early at that step with a checkpoint, as a preemption
+        would; running `train()` again continues the same schedule and data order.
+        """
         import jax
         from tqdm import tqdm
 
@@ -457,8 +461,9 @@ class Run:
                         bar.set_postfix(loss=f"{last_loss:.3f}", ex_s=f"{rate:.1f}")
                         window_start, window_steps = time.time(), 0
                     bar.update(1)
+                    time_up = cfg.time_limit_s > 0 and time.time() - started > cfg.time_limit_s
                     validate_now = cfg.eval.every_steps > 0 and (
-                        step % cfg.eval.every_steps == 0 or step == self.total_steps
+                        step % cfg.eval.every_steps == 0 or step == self.total_steps or time_up
                     )
                     if validate_now:
                         eval_start = time.time()
@@ -471,7 +476,7 @@ class Run:
                                        ("chexpert_micro_f1_5", "radgraph_partial", "bleu4") if k in val_metrics)
                         )
                         window_start += time.time() - eval_start
-                    time_up = cfg.time_limit_s > 0 and time.time() - started > cfg.time_limit_s
+                    time_up = time_up or step == stop_at_step
                     if (
                         validate_now
                         or step % cfg.checkpoint.every_steps == 0
@@ -486,7 +491,7 @@ class Run:
                         self.checkpoints.wait()
                         raise Preempted(step, self.workdir)
                     if time_up:
-                        self._log(f"time limit reached at step {step}; stopping (resumable)")
+                        self._log(f"stopping at step {step} (resumable: run again to continue)")
                         break
         finally:
             bar.close()

@@ -51,3 +51,29 @@ def _make_batch(config, batch: int = 4, length: int = 12, seed: int = 0) -> dict
 def make_batch():
     """make_batch(config, batch=4, length=12, seed=0) -> a batch dict of numpy arrays."""
     return _make_batch
+
+
+@pytest.fixture(scope="session")
+def synth_tree(tmp_path_factory) -> Path:
+    """A small synthetic MIMIC-CXR tree (64 px images) with train, validate and test studies."""
+    from radiology.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "mimic"
+    write_dataset(root, 40, seed=0, workers=1, size=(64, 64), progress=False)
+    return root
+
+
+def tiny_run_config(data: Path, workdir: Path, *overrides: str):
+    """The `tiny` preset on `data`, writing to `workdir`, with extra `key=value` overrides."""
+    from finetune.config import load_config
+
+    cfg = load_config("tiny", list(overrides))
+    cfg.data.root = str(data)
+    cfg.workdir = str(workdir)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """tiny_config(data, workdir, *overrides) -> TrainConfig of the `tiny` preset."""
+    return tiny_run_config
