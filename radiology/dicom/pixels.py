@@ -13,6 +13,8 @@ VOI LUT Function, else a robust percentile window) -> polarity. Deliberate rules
   MONOCHROME1) contradicts the photometric interpretation: by default the photometric
   interpretation wins and a note records the conflict (``ReadPolicy.presentation_lut="honor"``
   makes the Presentation LUT Shape decide instead);
+- Pixel Padding Value (and Pixel Padding Range Limit), in stored values, marks pixels outside the
+  image (e.g. beyond the collimator): they are left out of every window statistic and set to 0;
 - colour (RGB, YBR_*, PALETTE COLOR) becomes luminance (ITU-R BT.601 weights) scaled by the
   largest representable value; no VOI is applied to colour.
 """
@@ -98,13 +100,22 @@ def _affine(x: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.clip(y, 0.0, 1.0, out=y)
 
 
-def percentile_window(x: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """Linear window between two percentiles of the image (computed on a strided subsample)."""
+def percentile_window(
+    x: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5), valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Linear window between two percentiles of the image (computed on a strided subsample).
+
+    ``valid`` (same shape, bool) restricts the statistics to image pixels (padding excluded).
+    """
     step = max(1, int(np.sqrt(x.size / 262_144)))
     sample = x[::step, ::step]
+    if valid is not None:
+        sample = sample[valid[::step, ::step]]
+        if sample.size == 0:
+            sample = x[valid] if valid.any() else x.ravel()
     lo, hi = np.percentile(sample, percentiles)
     if hi <= lo:
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = _range(x, valid)
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.float32)
     return _affine(x, 1.0 / (hi - lo), -lo / (hi - lo))
@@ -129,8 +140,37 @@ def _lut_values(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int, int]:
     return lut, first, n
 
 
-def _voi(x: np.ndarray, ds: Dataset, policy: ReadPolicy, notes: list[str]) -> tuple[np.ndarray, str]:
-    lo, hi = float(x.min()), float(x.max())
+def _range(x: np.ndarray, valid: np.ndarray | None) -> tuple[float, float]:
+    values = x if valid is None else x[valid]
+    if values.size == 0:
+        values = x
+    return float(values.min()), float(values.max())
+
+
+def _padding_mask(frame: np.ndarray, ds: Dataset, notes: list[str]) -> np.ndarray | None:
+    """Pixels equal to Pixel Padding Value (or within its range limit): not part of the image."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or isinstance(value, bytes | bytearray):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    try:
+        lo = hi = int(value)
+        if limit is not None and not isinstance(limit, bytes | bytearray):
+            lo, hi = min(lo, int(limit)), max(lo, int(limit))
+    except (TypeError, ValueError):
+        return None
+    mask = (frame >= lo) & (frame <= hi) if lo != hi else frame == lo
+    count = int(mask.sum())
+    if count == 0 or count == mask.size:
+        return None
+    notes.append(f"{100 * count / mask.size:.1f}% padding pixels excluded from the window and set to 0")
+    return mask
+
+
+def _voi(
+    x: np.ndarray, ds: Dataset, policy: ReadPolicy, notes: list[str], valid: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
+    lo, hi = _range(x, valid)
     seq = ds.get("VOILUTSequence")
     if seq:
         lut, first, n = _lut_values(seq[0], ds)
@@ -151,7 +191,7 @@ def _voi(x: np.ndarray, ds: Dataset, policy: ReadPolicy, notes: list[str]) -> tu
             notes.append("window lies entirely outside the image values; percentile window used")
         else:
             return window(x, center, width, function), "window"
-    return percentile_window(x, policy.percentiles), "percentile"
+    return percentile_window(x, policy.percentiles, valid), "percentile"
 
 
 def _invert(ds: Dataset, photometric: str, policy: ReadPolicy, notes: list[str]) -> bool:
@@ -192,8 +232,12 @@ def to_unit_range(
     bits_stored = int(ds.get("BitsStored", 8) or 8)
     if frame.ndim == 3 or photometric == "PALETTE COLOR":
         return np.ascontiguousarray(_colour(frame, ds, photometric, bits_stored, notes)), "colour"
+    padding = _padding_mask(frame, ds, notes)
     x = _modality(frame, ds, notes)
-    y, source = _voi(x, ds, policy, notes)
+    y, source = _voi(x, ds, policy, notes, None if padding is None else ~padding)
     if _invert(ds, photometric, policy, notes):
         y = np.subtract(np.float32(1.0), y, out=y if y.flags.writeable else None)
+    if padding is not None:
+        y = np.array(y, dtype=np.float32, copy=not y.flags.writeable)
+        y[padding] = 0.0
     return np.ascontiguousarray(y, dtype=np.float32), source

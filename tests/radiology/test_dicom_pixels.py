@@ -177,3 +177,26 @@ def test_colour_secondary_capture_becomes_luminance():
     image = read(to_bytes(ds))
     np.testing.assert_allclose(image.pixels, 0.587, atol=1e-6)
     assert image.window_source == "colour"
+
+
+def test_pixel_padding_is_excluded_from_the_window_and_rendered_black():
+    padded = np.maximum(ARR, 1)  # the image itself never holds the padding value
+    padded[:, :20] = 0  # a collimated border written with the padding value
+    inside = padded[:, 20:].astype(np.float64)
+    image = _read_array(padded, PixelPaddingValue=0)
+    lo, hi = np.percentile(inside, [0.5, 99.5])
+    np.testing.assert_allclose(image.pixels[:, 20:], np.clip((inside - lo) / (hi - lo), 0, 1), atol=1e-5)
+    assert float(image.pixels[:, :20].max()) == 0.0
+    assert any("padding pixels excluded" in n for n in image.notes)
+
+
+def test_pixel_padding_on_monochrome1_is_still_black():
+    inverted = np.minimum(4095 - ARR, 4094).astype(np.uint16)
+    inverted[:, :20] = 4095
+    image = _read_array(inverted, photometric="MONOCHROME1", PixelPaddingValue=4095)
+    assert float(image.pixels[:, :20].max()) == 0.0
+    assert float(image.pixels[:, 20:].max()) == 1.0
+
+
+def _read_array(arr, photometric="MONOCHROME2", **attrs):
+    return read(to_bytes(base_dataset(arr, photometric=photometric, **attrs)))
