@@ -192,8 +192,12 @@ class Deidentifier:
         if self.pseudonymize_patient_id and patient_id:
             out.PatientID = "anon-" + (self.hash_id("patient", patient_id) or "")[:12]
         meta = getattr(out, "file_meta", None)
-        if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-            meta.MediaStorageSOPInstanceUID = self.map_uid(meta.MediaStorageSOPInstanceUID)
+        if meta is not None:
+            if "MediaStorageSOPInstanceUID" in meta:
+                meta.MediaStorageSOPInstanceUID = self.map_uid(meta.MediaStorageSOPInstanceUID)
+            for tag in (0x00020016, 0x00020017, 0x00020018):  # sending/receiving/source AE titles
+                if tag in meta:
+                    del meta[tag]
         out.PatientIdentityRemoved = "YES"
         out.DeidentificationMethod = "DICOM PS3.15 Basic Application Level Confidentiality Profile"
         code = Dataset()

@@ -82,6 +82,11 @@ PROJECTION_MODALITIES: frozenset[str] = frozenset(
 )
 
 _PIXEL_TAG = 0x7FE00010
+_FOR_PROCESSING = {  # DX / MG / IO "For Processing" SOP classes
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.1.3.1",
+}
 _UNDEFINED = 0xFFFFFFFF
 _MIB = 1024 * 1024
 
@@ -663,6 +668,8 @@ def _decode(ds: Dataset, policy: ReadPolicy, notes: list[str]) -> DicomImage:
     _check_transfer_syntax(ts)
     if not ts.is_compressed:
         _check_native_length(ds, geo, notes)
+    if str(ds.get("SOPClassUID", "")) in _FOR_PROCESSING:
+        notes.append("'For Processing' image (raw detector data, no vendor processing)")
     frame, decoder = _decode_frame(ds, ts, geo)
     image, window_source = _pixels.to_unit_range(frame, ds, geo.photometric, policy, notes)
     return DicomImage(

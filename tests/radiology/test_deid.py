@@ -24,6 +24,7 @@ def _instance(study_uid: str | None = None) -> Dataset:
     ds.StationName = "XR-ROOM-3"
     ds.add_new(0x00091010, "LO", "vendor private note")
     ds.add_new(0x60004000, "LT", "overlay comment with a name")
+    ds.file_meta.SourceApplicationEntityTitle = "WARD7_XRAY"
     ref = Dataset()
     ref.ReferencedSOPClassUID = CR_STORAGE
     ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
@@ -44,7 +45,8 @@ def test_identifying_attributes_are_emptied_or_removed():
     out = Deidentifier(SECRET).deidentify(ds)
     written = to_bytes(out)
     for value in ("Doe", "MRN0012345", "ACC778899", "19600101", "General Hospital", "House",
-                  "OLD-77", "Main Street", "Tech", "XR-ROOM-3", "vendor private", "overlay comment"):
+                  "OLD-77", "Main Street", "Tech", "XR-ROOM-3", "vendor private", "overlay comment",
+                  "WARD7_XRAY"):
         assert value.encode() not in written, value
     assert out.PatientIdentityRemoved == "YES"
     assert out.DeidentificationMethodCodeSequence[0].CodeValue == "113100"

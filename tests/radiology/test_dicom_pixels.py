@@ -200,3 +200,8 @@ def test_pixel_padding_on_monochrome1_is_still_black():
 
 def _read_array(arr, photometric="MONOCHROME2", **attrs):
     return read(to_bytes(base_dataset(arr, photometric=photometric, **attrs)))
+
+
+def test_for_processing_image_is_read_and_noted():
+    image = _read_array(ARR, SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1.1")
+    assert any("For Processing" in n for n in image.notes)
