@@ -84,7 +84,7 @@ def verify_password(session: Session, user: User, password: str) -> bool:
 
 def check_credentials(session: Session, name: str, password: str) -> User:
     """The active user `name` if `password` matches; CredentialError otherwise (failure audited)."""
-    user = session.scalar(select(User).where(User.name == name))
+    user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
     if user is None:
         _hasher().hash(password)  # spend the same time as a real check: no user enumeration by timing
     elif user.active and verify_password(session, user, password):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -19,6 +20,7 @@ from service.models import AuditEvent, Evaluation, EvaluationState, Role, User
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
 
 ADMINS = (Role.admin,)
+EvaluationId = Annotated[str, PathParam(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z-]+$")]
 
 
 class EvaluationRequest(BaseModel):
@@ -131,7 +133,7 @@ def list_evaluations(session: SessionDep, _: Annotated[User, Depends(require(*AD
 
 @router.get("/{evaluation_id}", response_model=EvaluationView, summary="An evaluation's state, progress and results",
             description="Role: admin.", openapi_extra=roles_doc(*ADMINS), responses={**ERRORS, 404: {"model": Problem}})
-def get_evaluation(evaluation_id: str, session: SessionDep,
+def get_evaluation(evaluation_id: EvaluationId, session: SessionDep,
                    _: Annotated[User, Depends(require(*ADMINS))]) -> EvaluationView:
     return _view(session, _get(session, evaluation_id))
 
@@ -140,7 +142,7 @@ def get_evaluation(evaluation_id: str, session: SessionDep,
             summary="The HTML report of a finished evaluation (plots and per-example rows)",
             description="Role: admin. 409 until the run has succeeded.", openapi_extra=roles_doc(*ADMINS),
             responses={**ERRORS, 200: {"content": {"text/html": {}}}, 404: {"model": Problem}, 409: {"model": Problem}})
-def get_evaluation_report(evaluation_id: str, session: SessionDep,
+def get_evaluation_report(evaluation_id: EvaluationId, session: SessionDep,
                           _: Annotated[User, Depends(require(*ADMINS))]) -> HTMLResponse:
     row = _get(session, evaluation_id)
     if row.state != EvaluationState.succeeded or not row.out_dir:

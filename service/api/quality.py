@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from service import quality
 from service.api.deps import ERRORS, SessionDep, require, roles_doc
+from service.api.review import ReportId
 from service.api.schemas import Problem
 from service.models import DraftScore, Role, User
 
@@ -53,15 +54,16 @@ class ReportQuality(BaseModel):
 
 Since = Annotated[dt.datetime | None, Query(description="Signed at or after (ISO 8601).")]
 Until = Annotated[dt.datetime | None, Query(description="Signed before (ISO 8601).")]
-Bundle = Annotated[str | None, Query(max_length=200, description="Only this model bundle.")]
+Bundle = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$", description="Only this model bundle.")]
 Period = Annotated[str, Query(pattern="^(day|week)$", description="Bucket of the time series.")]
 
 
 def _summary(session, since, until, bundle_id, period) -> dict[str, Any]:
+    since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
         raise HTTPException(422, detail="`since` must be before `until`")
     quality.backfill(session)
-    return quality.summarize(session, since=_utc(since), until=_utc(until), bundle_id=bundle_id, period=period)
+    return quality.summarize(session, since=since, until=until, bundle_id=bundle_id, period=period)
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -90,7 +92,7 @@ def get_quality_html(session: SessionDep, _: Annotated[User, Depends(require(*RE
 @router.get("/reports/{report_id}", response_model=ReportQuality, summary="The stored score of one signed report's draft",
             description="Roles: admin, radiologist. 404 until the report is signed.",
             openapi_extra=roles_doc(*READERS), responses={**ERRORS, 404: {"model": Problem}})
-def get_report_quality(report_id: str, session: SessionDep,
+def get_report_quality(report_id: ReportId, session: SessionDep,
                        _: Annotated[User, Depends(require(*READERS))]) -> ReportQuality:
     row = session.scalar(select(DraftScore).where(DraftScore.report_id == report_id))
     if row is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,8 @@ router = APIRouter(prefix="/v1", tags=["review"])
 WRITERS = (Role.radiologist,)
 READERS = (Role.radiologist, Role.admin)
 TEXT_LIMIT = 20000
+NO_NUL = r"^[^\x00]*$"
+ReportId = Annotated[str, Path(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z-]+$", description="Report id.")]
 
 
 # --------------------------------------------------------------------------- bodies
@@ -115,7 +117,7 @@ class Worklist(BaseModel):
 class EditRequest(BaseModel):
     """A new text for the report, based on a version."""
 
-    text: str = Field(min_length=1, max_length=TEXT_LIMIT)
+    text: str = Field(min_length=1, max_length=TEXT_LIMIT, pattern=NO_NUL)
     version: int | None = Field(None, description="The version this edit is based on (or send If-Match).")
 
 
@@ -130,14 +132,14 @@ class SignRequest(BaseModel):
 class AmendRequest(SignRequest):
     """A correction of a signed report, signed at once."""
 
-    text: str = Field(min_length=1, max_length=TEXT_LIMIT)
-    reason: str = Field(min_length=1, max_length=2000, description="Why the signed report is corrected.")
+    text: str = Field(min_length=1, max_length=TEXT_LIMIT, pattern=NO_NUL)
+    reason: str = Field(min_length=1, max_length=2000, pattern=NO_NUL, description="Why the signed report is corrected.")
 
 
 class RejectRequest(BaseModel):
     """Why the AI draft is rejected."""
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
 
 
 class PriorityRequest(BaseModel):
@@ -293,7 +295,7 @@ def get_worklist(
     session: SessionDep,
     user: Annotated[User, Depends(require(*READERS))],
     status: Annotated[list[ReportStatus] | None, Query(description="Report statuses (repeat); default preliminary.")] = None,
-    assignee: Annotated[str | None, Query(max_length=200, description="`me`, `none` or a user name.")] = None,
+    assignee: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="`me`, `none` or a user name.")] = None,
     min_priority: Annotated[int | None, Query(ge=-100, le=100)] = None,
     min_age_s: Annotated[float | None, Query(ge=0, le=1e9, description="Drafts at least this old.")] = None,
     max_age_s: Annotated[float | None, Query(ge=0, le=1e9, description="Drafts at most this old.")] = None,
@@ -319,7 +321,7 @@ def get_worklist(
 
 @router.get("/reports/{report_id}", response_model=ReportView, summary="A report at its current version (ETag = version)",
             description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
-def get_report(report_id: str, session: SessionDep, response: Response,
+def get_report(report_id: ReportId, session: SessionDep, response: Response,
                _: Annotated[User, Depends(require(*READERS))]) -> ReportView | JSONResponse:
     try:
         return _respond(session, review.get_report(session, report_id), response)
@@ -330,7 +332,7 @@ def get_report(report_id: str, session: SessionDep, response: Response,
 @router.post("/reports/{report_id}/claim", response_model=ReportView, summary="Claim a preliminary report for review",
              description="Role: radiologist. Idempotent for the holder; 409 when another radiologist holds it.",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def claim_report(report_id: str, session: SessionDep, response: Response,
+def claim_report(report_id: ReportId, session: SessionDep, response: Response,
                  user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
     try:
         return _respond(session, review.claim(session, report_id, user), response)
@@ -341,7 +343,7 @@ def claim_report(report_id: str, session: SessionDep, response: Response,
 @router.post("/reports/{report_id}/release", response_model=ReportView, summary="Release a claimed report",
              description="Role: radiologist (the holder). Edits stay; the report returns to the worklist.",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def release_report(report_id: str, session: SessionDep, response: Response,
+def release_report(report_id: ReportId, session: SessionDep, response: Response,
                    user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
     try:
         return _respond(session, review.release(session, report_id, user), response)
@@ -353,7 +355,7 @@ def release_report(report_id: str, session: SessionDep, response: Response,
             description="Role: radiologist (the holder). Send If-Match: \"<version>\" or `version`; 409 with the "
             "current version when it is stale, 428 without either. A signed report refuses edits (409 report_locked).",
             openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def edit_report(report_id: str, body: EditRequest, session: SessionDep, response: Response,
+def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, response: Response,
                 user: Annotated[User, Depends(require(*WRITERS))],
                 if_match: IfMatch = None) -> ReportView | JSONResponse:
     base = _base_version(body.version, if_match)
@@ -371,7 +373,7 @@ def edit_report(report_id: str, body: EditRequest, session: SessionDep, response
              "wrong password (audited).",
              openapi_extra=roles_doc(*WRITERS),
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
-def sign_report(report_id: str, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
+def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
                 user: Annotated[User, Depends(require(*WRITERS))],
                 if_match: IfMatch = None) -> ReportView | JSONResponse:
     base = _base_version(body.version, if_match)
@@ -401,7 +403,7 @@ def _score_after_signing(settings, report_id: str) -> None:
              "`version`). The report's status becomes amended; earlier versions and signatures stay.",
              openapi_extra=roles_doc(*WRITERS),
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
-def amend_report(report_id: str, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,
+def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,
                  user: Annotated[User, Depends(require(*WRITERS))],
                  if_match: IfMatch = None) -> ReportView | JSONResponse:
     base = _base_version(body.version, if_match)
@@ -416,7 +418,7 @@ def amend_report(report_id: str, body: AmendRequest, session: SessionDep, settin
 @router.post("/reports/{report_id}/reject", response_model=ReportView, summary="Reject the AI draft with a reason",
              description="Role: radiologist (the holder). The report is closed as rejected (FHIR cancelled).",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def reject_report(report_id: str, body: RejectRequest, session: SessionDep, response: Response,
+def reject_report(report_id: ReportId, body: RejectRequest, session: SessionDep, response: Response,
                   user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
     try:
         return _respond(session, review.reject(session, report_id, user, body.reason), response)
@@ -426,7 +428,7 @@ def reject_report(report_id: str, body: RejectRequest, session: SessionDep, resp
 
 @router.post("/reports/{report_id}/priority", response_model=ReportView, summary="Set an open report's worklist priority",
              description="Role: radiologist.", openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def prioritize_report(report_id: str, body: PriorityRequest, session: SessionDep, response: Response,
+def prioritize_report(report_id: ReportId, body: PriorityRequest, session: SessionDep, response: Response,
                       user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
     try:
         return _respond(session, review.set_priority(session, report_id, user, body.priority), response)
@@ -438,7 +440,7 @@ def prioritize_report(report_id: str, body: PriorityRequest, session: SessionDep
             summary="Every version (with diffs) and every event (who, when, what), oldest first",
             description="Roles: radiologist, admin. Append-only: versions and events are never changed or deleted.",
             openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
-def get_history(report_id: str, session: SessionDep,
+def get_history(report_id: ReportId, session: SessionDep,
                 _: Annotated[User, Depends(require(*READERS))]) -> History | JSONResponse:
     try:
         report, versions, events = review.history(session, report_id)
@@ -458,7 +460,7 @@ def get_history(report_id: str, session: SessionDep,
 @router.get("/reports/{report_id}/verify", response_model=Verification,
             summary="Check the report's signatures against their seals, the hash chain and the stored text",
             description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
-def verify_report(report_id: str, session: SessionDep, settings: SettingsDep,
+def verify_report(report_id: ReportId, session: SessionDep, settings: SettingsDep,
                   _: Annotated[User, Depends(require(*READERS))]) -> Verification | JSONResponse:
     try:
         checks = review.verify(session, report_id, review.signing_key(settings))
@@ -474,7 +476,7 @@ def verify_report(report_id: str, session: SessionDep, settings: SettingsDep,
             "cancelled (draft rejected). Media type application/fhir+json.",
             openapi_extra=roles_doc(*READERS), response_class=JSONResponse,
             responses={**REPORT_ERRORS, 200: {"content": {"application/fhir+json": {}}}})
-def get_fhir(report_id: str, session: SessionDep, request: Request,
+def get_fhir(report_id: ReportId, session: SessionDep, request: Request,
              _: Annotated[User, Depends(require(*READERS))]) -> JSONResponse:
     try:
         report = review.get_report(session, report_id)
