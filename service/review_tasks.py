@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, update
 
 from service.config import Settings, get_settings
 from service.db import session_scope
@@ -202,10 +202,3 @@ def evaluate_task(self: Any, evaluation_id: str) -> None:
     """Run one offline evaluation (idempotent: a finished run is left alone)."""
     run_evaluation(get_settings(), evaluation_id)
 
-
-def stale_evaluations(settings: Settings) -> list[str]:
-    """Queued runs older than RECONCILE_AFTER_S (their message may be lost): ids to send again."""
-    cutoff = utcnow() - dt.timedelta(seconds=settings.reconcile_after_s)
-    with session_scope(settings.database_url) as session:
-        return list(session.scalars(select(Evaluation.id).where(Evaluation.state == EvaluationState.queued,
-                                                                Evaluation.created_at < cutoff)))
