@@ -1,7 +1,8 @@
 """Test helper: write small chest-radiograph DICOM files in every transfer syntax the reader accepts.
 
 Encoders: pydicom (native, deflated, RLE), pylibjpeg-openjpeg (JPEG 2000), pyjpegls (JPEG-LS),
-Pillow (JPEG baseline; the same 8-bit stream relabelled SOF1 for JPEG extended), GDCM (JPEG lossless
+Pillow (JPEG baseline; the same 8-bit stream relabelled SOF1 for 8-bit JPEG extended), imagecodecs
+(libjpeg-turbo: 12-bit JPEG extended, optional), GDCM (JPEG lossless
 process 14 and its selection value 1). Each writer returns Part-10 bytes.
 """
 
@@ -123,9 +124,26 @@ def _pydicom_compress(ds: Dataset, ts: uid.UID, **kwargs: object) -> bytes:
     return to_bytes(ds)
 
 
+def _imagecodecs_jpeg12(ds: Dataset) -> bytes:
+    """A genuine 12-bit extended sequential (SOF1) stream, written by libjpeg-turbo via imagecodecs."""
+    import imagecodecs
+
+    ds = _copy(ds)
+    if ds.BitsStored != 12 or ds.PixelRepresentation != 0:
+        raise ValueError("12-bit JPEG extended is written for unsigned 12-bit data only")
+    stream = imagecodecs.jpeg8_encode(ds.pixel_array, level=95, bitspersample=12)
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = uid.JPEGExtended12Bit
+    ds.LossyImageCompression = "01"
+    return to_bytes(ds)
+
+
 def _pillow_jpeg(ds: Dataset, ts: uid.UID) -> bytes:
     ds = _copy(ds)
     arr = ds.pixel_array
+    if ts == uid.JPEGExtended12Bit and ds.BitsAllocated != 8:
+        return _imagecodecs_jpeg12(ds)
     if ds.BitsAllocated != 8:
         raise ValueError("Pillow writes 8-bit JPEG only")
     buf = io.BytesIO()

@@ -64,6 +64,18 @@ def test_lossy_syntax_decodes_close_to_the_original(ts, bits, signed):
     assert float(np.abs(image.pixels - reference).mean()) < 0.03
 
 
+def test_twelve_bit_jpeg_extended_written_by_libjpeg_turbo_decodes_close_to_the_original():
+    pytest.importorskip("imagecodecs")
+    arr, ds = _original(12, False)
+    data = encode(ds, uid.JPEGExtended12Bit)
+    frame = next(pydicom.encaps.generate_frames(pydicom.dcmread(io.BytesIO(data)).PixelData, number_of_frames=1))
+    assert frame[frame.find(b"\xff\xc1") + 4] == 12  # SOF1 with 12-bit sample precision
+    reference = read(encode(ds, uid.ExplicitVRLittleEndian)).pixels
+    image = read(data)
+    assert image.transfer_syntax == uid.JPEGExtended12Bit
+    assert float(np.abs(image.pixels - reference).mean()) < 0.01
+
+
 def test_multi_frame_uses_the_first_frame_and_says_so():
     frames = np.stack([chest_like(seed=1), chest_like(seed=2)])
     ds = base_dataset(frames, bits_stored=12)
