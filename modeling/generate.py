@@ -373,7 +373,7 @@ def _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tok
         return caches, jax.tree_util.tree_map(lambda a: a[flat], sp), pos[flat]
 
     def cond(state):
-        step, alive_logp, fin_score = state[0], state[2], state[6]
+        step, alive_logp, fin_score = state[0], state[2], state[7]
         best_alive = jnp.max(alive_logp, 1) / (step.astype(jnp.float32) + 1) ** length_penalty
         hopeless = jnp.all((jnp.min(fin_score, 1) >= best_alive) | ~active)
         return (step < max_new_tokens) & ~hopeless
