@@ -140,3 +140,27 @@ def test_a_rejected_draft_leaves_the_worklist_with_its_reason(review_env):
     open_ids = [row["report_id"] for row in client.get("/v1/worklist", headers=ada, params={"limit": 200}).json()["items"]]
     assert report_id not in open_ids
     assert client.get(f"{base}/fhir", headers=ada).json()["status"] == "cancelled"
+
+
+def test_the_fhir_report_carries_the_signed_text_its_hash_and_the_signature(review_env):
+    import base64
+    import hashlib
+
+    client, ada = review_env.client, review_env.headers["dr-ada"]
+    _, report_id = store_draft(review_env.settings, DRAFT, bundle_id="fhir-bundle@1")
+    base = f"/v1/reports/{report_id}"
+    client.post(f"{base}/claim", headers=ada)
+    client.post(f"{base}/sign", json={"password": "ada-correct-horse-1", "meaning": "review", "version": 1}, headers=ada)
+    response = client.get(f"{base}/fhir", headers=review_env.headers["ops-admin"])
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    resource = response.json()
+    assert (resource["resourceType"], resource["id"], resource["status"]) == ("DiagnosticReport", report_id, "final")
+    form = resource["presentedForm"][0]
+    text = base64.b64decode(form["data"]).decode()
+    assert text == DRAFT and base64.b64decode(form["hash"]) == hashlib.sha1(DRAFT.encode()).digest()
+    assert resource["conclusion"] == "No acute cardiopulmonary process."
+    assert resource["resultsInterpreter"] == [{"display": "dr-ada"}]
+    signature = next(e for e in resource["extension"] if e["url"].endswith("/signature"))
+    fields = {f["url"]: next(v for k, v in f.items() if k.startswith("value")) for f in signature["extension"]}
+    assert (fields["signer"], fields["meaning"], fields["version"]) == ("dr-ada", "review", 1)
+    assert fields["contentSha256"] == hashlib.sha256(DRAFT.encode()).hexdigest()
