@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from service import pipeline
@@ -52,6 +52,7 @@ from service.models import (
 
 OPEN = ReportStatus.preliminary
 SIGNED = (ReportStatus.final, ReportStatus.amended)
+STATUS_ORDER = (ReportStatus.preliminary, ReportStatus.final, ReportStatus.amended, ReportStatus.rejected)
 
 
 class SignatureMeaning(enum.StrEnum):
@@ -198,6 +199,8 @@ class WorklistSort(enum.StrEnum):
     priority = "priority"  # highest priority first, then oldest
     age = "age"  # oldest draft first
     updated = "updated"  # most recently changed first
+    status = "status"  # by status (preliminary, final, amended, rejected), then priority
+    assignee = "assignee"  # unclaimed first, then by the holder's name, then oldest
 
 
 @dataclass(frozen=True)
@@ -219,11 +222,12 @@ def worklist(
     min_priority: int | None = None,
     created_after: dt.datetime | None = None,
     created_before: dt.datetime | None = None,
+    bundle_id: str | None = None,
     sort: WorklistSort = WorklistSort.priority,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[WorklistItem], int]:
-    """Reports filtered by status, assignee ("me", "none" or a user name), priority and draft age; (page, total)."""
+    """Reports filtered by status, assignee ("me", "none" or a user name), priority, draft age and bundle; (page, total)."""
     claimer = aliased(User)
     query = (
         select(Report, Study, Draft, claimer.name)
@@ -244,12 +248,17 @@ def worklist(
         conditions.append(Draft.created_at >= created_after)
     if created_before is not None:
         conditions.append(Draft.created_at < created_before)
+    if bundle_id is not None:
+        conditions.append(Draft.bundle_id == bundle_id)
     query = query.where(and_(*conditions))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     order = {
         WorklistSort.priority: (Report.priority.desc(), Draft.created_at.asc(), Report.id),
         WorklistSort.age: (Draft.created_at.asc(), Report.id),
         WorklistSort.updated: (func.coalesce(Report.updated_at, Report.created_at).desc(), Report.id),
+        WorklistSort.status: (case({s: i for i, s in enumerate(STATUS_ORDER)}, value=Report.status),
+                              Report.priority.desc(), Draft.created_at.asc(), Report.id),
+        WorklistSort.assignee: (claimer.name.is_not(None), claimer.name.asc(), Draft.created_at.asc(), Report.id),
     }[sort]
     rows = session.execute(query.order_by(*order).limit(limit).offset(offset)).all()
     return [WorklistItem(r, s, d, name) for r, s, d, name in rows], int(total)

@@ -287,7 +287,8 @@ IfMatch = Annotated[str | None, Header(description='The version the change is ba
     "/worklist",
     response_model=Worklist,
     summary="The worklist: reports filtered by status, assignee, priority and age; sorted; paged",
-    description="Roles: radiologist, admin. Default: open (preliminary) reports, highest priority then oldest first.",
+    description="Roles: radiologist, admin. Default: open (preliminary) reports, highest priority then oldest first. "
+    "Sorts: priority, age (oldest first), updated (newest first), status, assignee (unclaimed first).",
     openapi_extra=roles_doc(*READERS),
     responses=ERRORS,
 )
@@ -299,6 +300,7 @@ def get_worklist(
     min_priority: Annotated[int | None, Query(ge=-100, le=100)] = None,
     min_age_s: Annotated[float | None, Query(ge=0, le=1e9, description="Drafts at least this old.")] = None,
     max_age_s: Annotated[float | None, Query(ge=0, le=1e9, description="Drafts at most this old.")] = None,
+    bundle_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Drafts of this model bundle.")] = None,
     sort: review.WorklistSort = review.WorklistSort.priority,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -308,7 +310,7 @@ def get_worklist(
         session, user=user, statuses=status, assignee=assignee, min_priority=min_priority,
         created_before=now - dt.timedelta(seconds=min_age_s) if min_age_s is not None else None,
         created_after=now - dt.timedelta(seconds=max_age_s) if max_age_s is not None else None,
-        sort=sort, limit=limit, offset=offset,
+        bundle_id=bundle_id, sort=sort, limit=limit, offset=offset,
     )
     rows = [WorklistRow(report_id=i.report.id, study_id=i.study.id, study_uid=i.study.study_uid,
                         status=i.report.status.value, study_state=i.study.state.value, priority=i.report.priority,
