@@ -1,0 +1,138 @@
+"""Loaders: HF safetensors directories, big_vision .npz and our bundles load exactly, into the
+requested dtype and sharding, and name the offending tensor when something does not fit."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from modeling_helpers import CONFIG_A, random_params, random_pixels
+
+import modeling
+from modeling.bundle import save_bundle
+from modeling.convert import write_big_vision_npz, write_hf_checkpoint
+from modeling.formats import read_npz, read_safetensors
+from modeling.loaders import CheckpointError, config_from_npz_shapes
+
+CONFIG = CONFIG_A
+
+
+@pytest.fixture(scope="module")
+def params():
+    return random_params(CONFIG, seed=11)
+
+
+def _assert_same_params(a, b):
+    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+def test_hf_round_trip_is_exact_across_shards(params, tmp_path):
+    write_hf_checkpoint(tmp_path, CONFIG, params, max_shard_bytes=100_000)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    _assert_same_params(modeling.load_pretrained(tmp_path).params, params)
+
+
+def test_hf_loader_accepts_the_newer_transformers_names(params, tmp_path):
+    write_hf_checkpoint(tmp_path, CONFIG, params)
+    for shard in tmp_path.glob("*.safetensors"):
+        from modeling.formats import write_safetensors
+        renamed = {k.replace("language_model.model.", "model.language_model.")
+                    .replace("vision_tower.", "model.vision_tower."): np.array(v)
+                   for k, v in read_safetensors(shard).items()}
+        write_safetensors(shard, renamed)
+    (tmp_path / "model.safetensors.index.json").unlink()
+    _assert_same_params(modeling.load_pretrained(tmp_path).params, params)
+
+
+def test_hf_loader_names_a_tensor_with_the_wrong_shape(params, tmp_path):
+    write_hf_checkpoint(tmp_path, CONFIG, params)
+    (tmp_path / "model.safetensors.index.json").unlink()
+    shard = next(tmp_path.glob("*.safetensors"))
+    tensors = {k: np.array(v) for k, v in read_safetensors(shard).items()}
+    name = "language_model.model.layers.1.mlp.down_proj.weight"
+    tensors[name] = tensors[name][:, :-1]
+    from modeling.formats import write_safetensors
+    write_safetensors(shard, tensors)
+    with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.down_proj\.weight has shape"):
+        modeling.load_pretrained(tmp_path)
+
+
+def test_hf_loader_names_a_missing_tensor(params, tmp_path):
+    write_hf_checkpoint(tmp_path, CONFIG, params)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["text_config"]["num_hidden_layers"] += 1
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"language_model\.model\.layers\.3\..* is missing"):
+        modeling.load_pretrained(tmp_path)
+
+
+def test_npz_loads_into_bfloat16_and_infers_the_architecture(params, tmp_path):
+    bf16 = jax.tree_util.tree_map(lambda a: np.asarray(a).astype(ml_dtypes.bfloat16), params)
+    path = write_big_vision_npz(tmp_path / "pg.npz", bf16)
+    raw = read_npz(path)
+    assert raw["llm/final_norm/scale"].dtype == ml_dtypes.bfloat16  # stored as |V2, read back
+    model = modeling.load_pretrained(path, dtype="bfloat16")
+    inferred = model.config
+    assert inferred.text == CONFIG.text.__class__(**{
+        **CONFIG.text.__dict__, "sliding_window": None, "position_offset": 0,
+        "query_scale_before_matmul": True, "rms_norm_rsqrt": False, "attn_logits_softcap": 50.0})
+    assert inferred.vision.image_size == CONFIG.vision.image_size
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(model.params))
+    _assert_same_params(model.params, bf16)
+
+
+def test_npz_with_a_missing_tensor_is_refused_by_name(params, tmp_path):
+    flat = {k: np.asarray(v) for k, v in read_npz(write_big_vision_npz(tmp_path / "a.npz", params)).items()}
+    del flat["llm/layers/mlp/linear"]
+    np.savez(tmp_path / "b.npz", **flat)
+    with pytest.raises(CheckpointError, match="llm/layers/mlp/linear"):
+        modeling.load_pretrained(tmp_path / "b.npz", config=CONFIG)
+    del flat["llm/layers/mlp/gating_einsum"]
+    with pytest.raises(CheckpointError, match="llm/layers/mlp/gating_einsum is missing"):
+        config_from_npz_shapes({k: v.shape for k, v in flat.items()})
+
+
+def test_loading_with_a_mesh_places_parameters_with_named_sharding(params, tmp_path):
+    path = write_big_vision_npz(tmp_path / "pg.npz", params)
+    mesh = jax.make_mesh((1,), ("fsdp",))
+    model = modeling.load_pretrained(path, config=CONFIG, mesh=mesh)
+    table = model.params["llm"]["embedder"]["input_embedding"]
+    assert isinstance(table.sharding, jax.sharding.NamedSharding)
+    assert table.sharding.spec == jax.sharding.PartitionSpec("fsdp", None)
+
+
+def test_bundle_round_trip_keeps_params_tokenizer_and_defaults(params, tmp_path, tokenizer_path):
+    out = save_bundle(tmp_path / "bundle", CONFIG, params, tokenizer_path, {"steps": 3},
+                      generation={"max_new_tokens": 64, "beam_size": 2}, prompt="findings")
+    for name in ("config.json", "tokenizer.model", "metadata.json", "params"):
+        assert (out / name).exists()
+    model = modeling.load_pretrained(out)
+    assert model.config == CONFIG
+    assert model.prompt == "findings" and model.metadata == {"steps": 3}
+    assert model.generation_defaults["beam_size"] == 2
+    assert model.tokenizer.decode(model.tokenizer.encode("Lungs are clear.")) == "Lungs are clear."
+    _assert_same_params(model.params, params)
+    pixels = random_pixels(CONFIG, 1)
+    text = model.generate_text(pixels, ["findings"], 4)
+    assert isinstance(text[0], str)
+
+
+def test_bundle_restores_into_bfloat16(params, tmp_path, tokenizer_path):
+    out = save_bundle(tmp_path / "bundle", CONFIG, params, tokenizer_path, {})
+    model = modeling.load_pretrained(out, dtype="bfloat16")
+    leaf = model.params["llm"]["layers"]["mlp"]["linear"]
+    assert leaf.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(leaf), np.asarray(params["llm"]["layers"]["mlp"]["linear"]).astype(ml_dtypes.bfloat16))
+
+
+def test_unrecognised_path_gets_an_actionable_error(tmp_path):
+    with pytest.raises(CheckpointError, match="neither a model bundle"):
+        modeling.load_pretrained(tmp_path / "nothing.bin")

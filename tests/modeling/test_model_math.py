@@ -1,0 +1,87 @@
+"""Model building blocks: the prefix-LM mask, embedding scaling, soft-caps, padding, and a
+forward pass that is differentiable and runs in bfloat16."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from modeling_helpers import CONFIG_A, random_params, random_pixels
+
+from modeling.config import ModelConfig, TextConfig
+from modeling.model import embed_tokens, forward, make_attn_mask
+
+IDS = np.array([[2, 40, 41, 108, 50, 51, 52, 1]], np.int32)
+TYPES = np.array([[0, 0, 0, 0, 1, 1, 1, 1]], np.int32)
+
+
+def test_prefix_lm_mask_is_bidirectional_on_prefix_and_causal_on_suffix():
+    mask = make_attn_mask(jnp.array([[True] * 6]), jnp.array([[0, 0, 0, 1, 1, 1]]))
+    expected = np.array([
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 1, 1],
+    ], bool)
+    assert np.array_equal(np.asarray(mask[0]), expected)
+
+
+def test_padding_tokens_are_masked_out_of_every_row():
+    mask = make_attn_mask(jnp.array([[True, True, False]]), jnp.array([[0, 1, 1]]))
+    assert not np.asarray(mask)[0, :, 2].any() and not np.asarray(mask)[0, 2].any()
+
+
+def test_text_embedding_scale_is_rounded_to_the_table_dtype():
+    config = ModelConfig(text=TextConfig(width=3584))
+    table = jnp.ones((3, 3584), jnp.bfloat16)
+    out = embed_tokens(config, table, jnp.array([[1]]))
+    assert float(out[0, 0, 0]) == 59.75  # bf16(sqrt(3584)), not 59.866
+
+
+def test_right_padding_does_not_change_the_logits_of_real_tokens():
+    params = random_params(CONFIG_A, 1)
+    pixels = random_pixels(CONFIG_A, 1)
+    short = forward(CONFIG_A, params, pixels, IDS[:, :6], TYPES[:, :6])
+    padded_ids = np.concatenate([IDS[:, :6], np.zeros((1, 5), np.int32)], 1)
+    padded_types = np.concatenate([TYPES[:, :6], np.ones((1, 5), np.int32)], 1)
+    mask = np.arange(11)[None] < 6
+    padded = forward(CONFIG_A, params, pixels, padded_ids, padded_types, mask)
+    np.testing.assert_allclose(np.asarray(padded[:, :6]), np.asarray(short), atol=1e-5)
+
+
+def test_final_logit_softcap_is_tanh_of_the_uncapped_logits():
+    params = random_params(CONFIG_A, 2)
+    pixels = random_pixels(CONFIG_A, 1)
+    plain = forward(CONFIG_A, params, pixels, IDS, TYPES)
+    capped_config = CONFIG_A.replace(text={"final_logits_softcap": 0.5})
+    capped = forward(capped_config, params, pixels, IDS, TYPES)
+    np.testing.assert_allclose(np.asarray(capped), 0.5 * np.tanh(np.asarray(plain) / 0.5), atol=1e-6)
+    assert np.abs(np.asarray(capped)).max() <= 0.5
+
+
+def test_forward_is_differentiable_under_jit():
+    params = random_params(CONFIG_A, 3)
+    pixels = random_pixels(CONFIG_A, 2)
+    ids, types = np.repeat(IDS, 2, 0), np.repeat(TYPES, 2, 0)
+
+    @jax.jit
+    def loss(p):
+        logits = forward(CONFIG_A, p, pixels, ids[:, :-1], types[:, :-1])
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, ids[:, 1:, None], -1))
+
+    grads = jax.grad(loss)(params)
+    norms = [float(jnp.linalg.norm(g)) for g in jax.tree_util.tree_leaves(grads)]
+    assert all(np.isfinite(norms))
+    assert np.linalg.norm(np.asarray(grads["img"]["embedding"]["kernel"])) > 0  # reaches the image
+
+
+def test_bfloat16_compute_with_float32_params_stays_close():
+    params = random_params(CONFIG_A, 4)
+    pixels = random_pixels(CONFIG_A, 1)
+    full = np.asarray(forward(CONFIG_A, params, pixels, IDS, TYPES))
+    half = forward(CONFIG_A.replace(compute_dtype="bfloat16"), params, pixels, IDS, TYPES)
+    assert half.dtype == jnp.float32
+    assert np.abs(np.asarray(half) - full).max() < 0.05 * np.abs(full).max()
