@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # Review, sign-in and evaluations (issue 7; see service.accounts, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
     login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
+    claim_ttl_s: int = Field(4 * 3600, description="A claim on a report older than this may be taken over by another "
+                             "radiologist (so a report is never stuck with someone who left).")
     signature_key: str | None = Field(
         None, description="Secret that seals e-signatures (HMAC-SHA256). Unset: a random key kept in "
         "STORAGE_DIR/keys/signature.key, created on first use. Keep it out of the database.")
