@@ -267,24 +267,34 @@ def worklist(
 # --------------------------------------------------------------------------- claim, release, priority
 
 
-def claim(session: Session, report_id: str, user: User) -> Report:
-    """Take a preliminary report for review (idempotent for its holder); the study goes in_review."""
+def claim(session: Session, report_id: str, user: User, *, claim_ttl_s: float | None = None) -> Report:
+    """Take a preliminary report for review (idempotent for its holder); the study goes in_review.
+
+    Another radiologist's claim older than `claim_ttl_s` is taken over (and the audit event says from whom).
+    """
     report = get_report(session, report_id)
     if report.status != OPEN:
         raise ReportLocked(f"the report is {report.status.value}; only preliminary reports can be claimed")
     now = utcnow()
+    previous = report.claimed_by if report.claimed_by != user.id else None
+    free = [Report.claimed_by.is_(None), Report.claimed_by == user.id]
+    if claim_ttl_s is not None:
+        free.append(Report.claimed_at < now - dt.timedelta(seconds=claim_ttl_s))
     result = session.execute(
         update(Report)
-        .where(Report.id == report_id, Report.status == OPEN,
-               or_(Report.claimed_by.is_(None), Report.claimed_by == user.id))
-        .values(claimed_by=user.id, claimed_at=func.coalesce(Report.claimed_at, now), updated_at=now)
+        .where(Report.id == report_id, Report.status == OPEN, or_(*free))
+        .values(claimed_by=user.id,
+                claimed_at=case((Report.claimed_by == user.id, func.coalesce(Report.claimed_at, now)), else_=now),
+                updated_at=now)
         .execution_options(synchronize_session=False)
     )
     session.refresh(report)
     if result.rowcount != 1:
-        raise NotClaimed("another radiologist has claimed this report; it can be claimed once they release it",
+        raise NotClaimed("another radiologist has claimed this report; it can be claimed once they release it"
+                         + (f" or after {claim_ttl_s / 3600:g} h" if claim_ttl_s is not None else ""),
                          code="claimed_by_other")
-    _audit(session, user, "report.claim", report)
+    details = {"taken_over_from": session.get(User, previous).name} if previous is not None else {}
+    _audit(session, user, "report.claim", report, **details)
     _study_to(session, report, StudyState.in_review, user)
     return report
 

@@ -332,12 +332,13 @@ def get_report(report_id: ReportId, session: SessionDep, response: Response,
 
 
 @router.post("/reports/{report_id}/claim", response_model=ReportView, summary="Claim a preliminary report for review",
-             description="Role: radiologist. Idempotent for the holder; 409 when another radiologist holds it.",
+             description="Role: radiologist. Idempotent for the holder; 409 when another radiologist holds it, "
+             "unless their claim is older than CLAIM_TTL_S (then it is taken over, and the audit says from whom).",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def claim_report(report_id: ReportId, session: SessionDep, response: Response,
+def claim_report(report_id: ReportId, session: SessionDep, settings: SettingsDep, response: Response,
                  user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
     try:
-        return _respond(session, review.claim(session, report_id, user), response)
+        return _respond(session, review.claim(session, report_id, user, claim_ttl_s=settings.claim_ttl_s), response)
     except review.ReviewError as error:
         return _error(session, error)
 

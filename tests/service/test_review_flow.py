@@ -164,3 +164,24 @@ def test_the_fhir_report_carries_the_signed_text_its_hash_and_the_signature(revi
     fields = {f["url"]: next(v for k, v in f.items() if k.startswith("value")) for f in signature["extension"]}
     assert (fields["signer"], fields["meaning"], fields["version"]) == ("dr-ada", "review", 1)
     assert fields["contentSha256"] == hashlib.sha256(DRAFT.encode()).hexdigest()
+
+
+def test_a_claim_older_than_the_claim_lifetime_is_taken_over_and_audited(review_env):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from service.models import Report
+
+    client, ada, bob = review_env.client, review_env.headers["dr-ada"], review_env.headers["dr-bob"]
+    _, report_id = store_draft(review_env.settings, DRAFT)
+    base = f"/v1/reports/{report_id}"
+    client.post(f"{base}/claim", headers=ada)
+    assert client.post(f"{base}/claim", headers=bob).json()["code"] == "claimed_by_other"
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=review_env.settings.claim_ttl_s + 60)
+    with session_scope(review_env.url) as session:
+        session.execute(update(Report).where(Report.id == report_id).values(claimed_at=stale))
+    taken = client.post(f"{base}/claim", headers=bob)
+    assert taken.status_code == 200 and taken.json()["claimed_by"] == "dr-bob"
+    claims = [e for e in client.get(f"{base}/history", headers=bob).json()["events"] if e["action"] == "report.claim"]
+    assert [(e["actor"], e["details"].get("taken_over_from")) for e in claims] == [("dr-ada", None), ("dr-bob", "dr-ada")]
