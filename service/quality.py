@@ -189,7 +189,11 @@ def summarize(
     rejected_by_bundle: dict[str, int] = defaultdict(int)
     for _, bundle in session.execute(rejected_query).all():
         rejected_by_bundle[bundle] += 1
-    open_reports = session.scalar(select(func.count()).select_from(Report).where(Report.status == ReportStatus.preliminary))
+    open_query = select(func.count()).select_from(Report).join(Draft, Draft.id == Report.draft_id).where(
+        Report.status == ReportStatus.preliminary)
+    if bundle_id is not None:
+        open_query = open_query.where(Draft.bundle_id == bundle_id)
+    open_reports = session.scalar(open_query)
     summary: dict[str, Any] = {
         "window": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
                    "bundle_id": bundle_id, "period": period},

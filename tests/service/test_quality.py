@@ -49,11 +49,19 @@ def sign_pairs(env, pairs, bundle_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def signed(review_env):
-    """Bundles A and B (names unique to this module run) with their signed reports."""
+    """Bundles A and B (names unique to this module run) with their signed reports; A also has one rejected
+    draft and one still open."""
     tag = uuid.uuid4().hex[:8]
     bundles = {f"quality-a-{tag}@1": PAIRS_A, f"quality-b-{tag}@1": PAIRS_B}
     started = dt.datetime.now(dt.UTC)
     reports = {bundle: sign_pairs(review_env, pairs, bundle) for bundle, pairs in bundles.items()}
+    bundle_a = next(iter(bundles))
+    for action in ("reject", "leave open"):
+        _, report_id = store_draft(review_env.settings, NORMAL, bundle_id=bundle_a)
+        if action == "reject":
+            ada = review_env.headers["dr-ada"]
+            review_env.client.post(f"/v1/reports/{report_id}/claim", headers=ada)
+            review_env.client.post(f"/v1/reports/{report_id}/reject", json={"reason": "wrong study"}, headers=ada)
     return bundles, reports, started
 
 
@@ -119,3 +127,12 @@ def test_the_quality_page_shows_the_numbers_and_plots(review_env, signed):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     assert response.text.count("<img alt=") == 3 and "data:image/png;base64," in response.text
     assert bundle in response.text and "25.0%" in response.text  # accepted unchanged
+
+
+def test_rejected_and_open_drafts_are_counted_per_bundle_but_not_scored(review_env, signed):
+    bundles, _, _ = signed
+    bundle_a, bundle_b = bundles
+    summary = quality(review_env, bundle_id=bundle_a)
+    assert (summary["rejected"], summary["open_reports"], summary["overall"]["signed"]) == (1, 1, len(PAIRS_A))
+    assert summary["per_bundle"][bundle_a]["rejected_rate"] == 1 / (len(PAIRS_A) + 1)
+    assert quality(review_env, bundle_id=bundle_b)["rejected"] == 0
