@@ -73,12 +73,22 @@ def api_settings(database_url: str, tmp_path: Path, **overrides: object) -> Sett
     return Settings(**values)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session; tests copy it instead of migrating again."""
+    path = tmp_path_factory.mktemp("template") / "radreport.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def settings(sqlite_url: str, tmp_path: Path) -> Settings:
-    """Settings on a migrated SQLite database, small limits."""
-    migrate(sqlite_url)
-    return api_settings(sqlite_url, tmp_path, max_instance_bytes=2_000_000, max_upload_bytes=4_000_000,
-                        max_instances_per_upload=8)
+def settings(migrated_sqlite_template: Path, tmp_path: Path) -> Settings:
+    """Settings on a fresh migrated SQLite database, small limits."""
+    import shutil
+
+    shutil.copyfile(migrated_sqlite_template, tmp_path / "radreport.db")
+    return api_settings(f"sqlite:///{tmp_path / 'radreport.db'}", tmp_path, max_instance_bytes=2_000_000,
+                        max_upload_bytes=4_000_000, max_instances_per_upload=8)
 
 
 @pytest.fixture
