@@ -182,11 +182,13 @@ class Deidentifier:
 
     def deidentify(self, ds: Dataset, *, keep_pixels: bool = False) -> Dataset:
         """A de-identified copy of ``ds`` (the input is not modified); pixel data dropped by default."""
-        out = copy.deepcopy(ds)
-        if not keep_pixels:
-            for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
-                if tag in out:
-                    del out[tag]
+        source = ds
+        if not keep_pixels:  # drop pixels from a shallow copy first: never deep-copy megabytes
+            pixel_tags = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+            source = Dataset({tag: ds[tag] for tag in ds.keys() if tag not in pixel_tags})
+            if hasattr(ds, "file_meta"):
+                source.file_meta = ds.file_meta
+        out = copy.deepcopy(source)
         patient_id = str(ds.get("PatientID", "") or "")
         self._apply(out, profile_actions())
         if self.pseudonymize_patient_id and patient_id:
