@@ -8,8 +8,8 @@ b2 = 0.999, global-norm clip 1.0, linear warm-up over 5% then cosine to 0, FSDP 
 The paper re-swept the lr at 896 px and for 10B over {0.03, 0.1, 0.3, 1, 5} x 1e-4 without
 publishing the winners; start at 5e-6 and sweep with `--set optim.lr=...`.
 
-These presets start from a converted pretrained bundle: set `--set model.init=PATH` (a bundle
-made by `radreport convert` from `paligemma2-{3b,10b}-pt-{448,896}`).
+These presets start from a pretrained checkpoint: `--set model.init=PATH`, a Hugging Face
+`paligemma2-{3b,10b}-pt-{224,448,896}` directory, a big_vision .npz or a model bundle.
 
 Tiny presets train from scratch on this machine's CPU: `tiny` (seconds; tests) and `demo`
 (minutes; reaches useful scores on synthetic studies, see docs/training.md).
@@ -83,43 +83,43 @@ def tiny() -> TrainConfig:
 
 
 def demo() -> TrainConfig:
-    """The CPU demo: a from-scratch miniature PaliGemma 2 (64 image tokens, width 192) trained on
-    synthetic studies for about ten minutes on two cores."""
+    """The CPU demo: a from-scratch miniature PaliGemma 2 (112 px, 49 image tokens, width 128)
+    trained on synthetic studies for at most 14 minutes on two cores."""
     return TrainConfig(
         name="demo",
         model=ModelSection(
             preset="tiny",
             init="scratch",
-            tokenizer_vocab_size=640,
-            compute_dtype="float32",
+            tokenizer_vocab_size=1024,
+            compute_dtype="float32",  # CPUs have no fast bfloat16 matmuls
             overrides={
-                "vision.image_size": 128,
+                "vision.image_size": 112,
                 "vision.patch_size": 16,
-                "vision.width": 192,
-                "vision.depth": 4,
-                "vision.mlp_dim": 512,
+                "vision.width": 128,
+                "vision.depth": 3,
+                "vision.mlp_dim": 384,
                 "vision.num_heads": 4,
-                "text.width": 192,
-                "text.depth": 3,
-                "text.mlp_dim": 512,
+                "text.width": 128,
+                "text.depth": 2,
+                "text.mlp_dim": 384,
                 "text.num_heads": 4,
                 "text.num_kv_heads": 2,
-                "text.head_dim": 48,
-                "text.query_pre_attn_scalar": 48.0,
+                "text.head_dim": 32,
+                "text.query_pre_attn_scalar": 32.0,
                 "text.sliding_window": None,
             },
         ),
-        data=DataSection(text_len=160, augment=True, max_eval_examples=0),
+        data=DataSection(text_len=144, augment=True, max_eval_examples=0),
         optim=OptimSection(
-            lr=1e-3, warmup_fraction=0.05, end_lr_fraction=0.02, b2=0.98, batch_size=32,
-            epochs=0.0, steps=1200, grad_clip_norm=1.0, weight_decay=0.0,
+            lr=2e-3, warmup_fraction=0.03, end_lr_fraction=0.02, b2=0.98, batch_size=16,
+            epochs=0.0, steps=2400, grad_clip_norm=1.0, weight_decay=0.0,
         ),
         mesh=MeshSection(data=-1, fsdp=1),
         checkpoint=CheckpointSection(every_steps=200, keep=2, best_metric="radgraph_partial"),
-        eval=EvalSection(every_steps=300, max_new_tokens=128, batch_size=32, val_examples=64,
+        eval=EvalSection(every_steps=400, max_new_tokens=128, batch_size=32, val_examples=0,
                          test_examples=0),
         time_limit_s=14 * 60,
-        log_every=10,
+        log_every=20,
     )
 
 

@@ -12,6 +12,7 @@ divisible by the fsdp size is sharded over `fsdp` (big_vision's `fsdp` strategy)
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -32,11 +33,18 @@ class MeshError(ValueError):
 def maybe_initialize_distributed(config: MeshSection) -> None:
     """Join a multi-host run (GPU nodes, TPU slices) when the config asks for it.
 
-    On TPU slices and SLURM/Open MPI clusters `jax.distributed.initialize()` finds the coordinator
-    itself; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    On TPU slices, SLURM, Open MPI and Kubernetes `jax.distributed.initialize()` finds the
+    coordinator itself; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host.
     """
-    if config.distributed and not _distributed_is_initialized():
-        jax.distributed.initialize()
+    if not config.distributed or _distributed_is_initialized():
+        return
+    kwargs: dict[str, Any] = {}
+    if os.environ.get("JAX_NUM_PROCESSES"):
+        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    if os.environ.get("JAX_PROCESS_ID"):
+        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
 
 
 def _distributed_is_initialized() -> bool:

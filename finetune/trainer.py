@@ -116,8 +116,9 @@ class Run:
         self.process_count = jax.process_count()
         if config.model.init.startswith("REQUIRED:"):
             raise ConfigError(
-                f"preset {config.name} starts from a pretrained PaliGemma 2 bundle: add "
-                "--set model.init=PATH (a bundle converted from the matching pt checkpoint)"
+                f"preset {config.name} starts from a pretrained PaliGemma 2 checkpoint: add "
+                "--set model.init=PATH (a bundle, a Hugging Face paligemma2-*-pt-* directory or a "
+                "big_vision .npz; for .npz also --set model.tokenizer=paligemma_tokenizer.model)"
             )
         self.workdir = workdir_of(config)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,10 @@ class Run:
         if cfg.tokenizer:
             path = Path(cfg.tokenizer)
         elif cfg.init != "scratch":
-            path = Path(cfg.init) / "tokenizer.model"
+            init = Path(cfg.init)
+            candidates = [init / "tokenizer.model", init.with_suffix(".model"),
+                          init.parent / "tokenizer.model", init.parent / "paligemma_tokenizer.model"]
+            path = next((c for c in candidates if c.is_file()), candidates[0])
         else:
             path = self.workdir / "tokenizer.model"
             if not path.exists():
@@ -263,9 +267,7 @@ class Run:
         init = self.config.model.init
         if init == "scratch":
             return modeling.init_params(self.model_config, rng)
-        from modeling.bundle import load_bundle
-
-        base = load_bundle(Path(init))
+        base = modeling.load_pretrained(Path(init), tokenizer=self.tokenizer_path)
         self.model_config = self.model_config.replace(vision=base.config.vision, text=base.config.text)
         self.image_size = self.model_config.image_size
         self.forward = partial(modeling.forward, self.model_config)
@@ -527,7 +529,14 @@ class Run:
             pairs = data_lib.text_pairs(cfg.data, test)
             scores, _ = self.evaluate(params, test, pairs, f"{cfg.data.test_split}-{len(test)}")
             count = len(test)
-            self._log("held-out test: " + " ".join(f"{k}={v:.3f}" for k, v in sorted(scores.items())))
+            keys = ("chexpert_micro_f1_5", "radgraph_partial", "bleu4", "rougeL", "cider")
+            self._log(f"held-out {cfg.data.test_split} ({count} studies, checkpoint of step {step}): "
+                      + " ".join(f"{k}={scores[k]:.3f}" for k in keys if k in scores))
+            from finetune.metrics import MetricsWriter
+
+            writer = MetricsWriter(self.workdir, enabled=self.process_index == 0)
+            writer.write(result.steps, "test", {**scores, "checkpoint_step": step, "examples": count})
+            writer.close()
         metadata = {
             "created_by": "radreport finetune",
             "run": cfg.name,

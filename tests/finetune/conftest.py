@@ -17,6 +17,16 @@ if _ROOT not in sys.path[:1]:
     sys.path.insert(0, _ROOT)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory) -> Path:
+    """Runs of the same tiny config compile the same programs: keep them on disk for the session."""
+    from modeling.runtime import enable_compilation_cache
+
+    path = tmp_path_factory.mktemp("xla-cache")
+    enable_compilation_cache(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """(config, params, forward) of modeling's `tiny` preset (random weights)."""

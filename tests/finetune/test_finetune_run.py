@@ -46,13 +46,13 @@ def test_stopping_and_resuming_gives_the_same_run_as_training_straight(synth_tre
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_before_the_process_exits(synth_tree, tmp_path) -> None:
+def test_sigterm_saves_a_checkpoint_before_the_process_exits(synth_tree, tmp_path, compilation_cache) -> None:
     workdir = tmp_path / "run"
     command = [sys.executable, "-m", "radreport", "finetune", "--config", "tiny", "--data", str(synth_tree),
                "--workdir", str(workdir), "--set", "optim.steps=100000", "--set", "eval.every_steps=0",
                "--set", "checkpoint.every_steps=1000000", "--set", "checkpoint.async_save=true"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(compilation_cache))
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -76,13 +76,13 @@ def test_the_exported_bundle_holds_held_out_scores_under_evaluation_key_names(sy
     import evaluation
     from modeling import load_pretrained
 
-    cfg = tiny_config(synth_tree, tmp_path / "work", "optim.steps=3", "eval.every_steps=3")
+    cfg = tiny_config(synth_tree, tmp_path / "work", "optim.steps=4", "eval.every_steps=4")
     result = train(cfg, out_dir=tmp_path / "bundle")
     metadata = json.loads((tmp_path / "bundle" / "metadata.json").read_text())
     keys = set(evaluation.FAMILIES["nlg"] + evaluation.FAMILIES["radgraph"] + evaluation.FAMILIES["chexpert"])
     assert keys <= set(metadata["scores"])
     assert metadata["scores_split"] == "test" and metadata["scores_examples"] > 0
-    assert metadata["checkpoint_step"] == result.best_step == 3
+    assert metadata["checkpoint_step"] == result.best_step == 4
     assert metadata["data"]["target"] == "findings_impression"
     model = load_pretrained(tmp_path / "bundle")
     size = model.config.image_size
