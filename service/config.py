@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Review, sign-in and evaluations (issue 7; see service.accounts, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
     login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
+    login_max_failures: int = Field(10, description="Failed sign-ins of one user name within LOGIN_LOCKOUT_S before "
+                                    "sign-in is refused for that name (429) until the window passes.")
+    login_lockout_s: int = Field(15 * 60, description="Window of LOGIN_MAX_FAILURES (seconds).")
     claim_ttl_s: int = Field(4 * 3600, description="A claim on a report older than this may be taken over by another "
                              "radiologist (so a report is never stuck with someone who left).")
     signature_key: str | None = Field(
