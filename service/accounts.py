@@ -36,6 +36,15 @@ class CredentialError(AuthError):
     """A user name and password do not match an active account (deliberately vague)."""
 
 
+class TooManyFailures(AuthError):
+    """Too many failed sign-ins for this user name recently; sign-in is refused until the window passes."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed sign-ins for this user name; try again in {retry_after_s // 60 + 1} minutes "
+                         "or ask an administrator")
+        self.retry_after_s = retry_after_s
+
+
 @functools.cache
 def _hasher() -> PasswordHasher:
     # argon2id with the library's RFC 9106 "low memory" defaults (t=3, m=64 MiB, p=4).
@@ -82,8 +91,26 @@ def verify_password(session: Session, user: User, password: str) -> bool:
     return True
 
 
-def check_credentials(session: Session, name: str, password: str) -> User:
-    """The active user `name` if `password` matches; CredentialError otherwise (failure audited)."""
+def recent_failures(session: Session, name: str, window_s: int) -> list[dt.datetime]:
+    """Times of the failed sign-ins of user name `name` in the last `window_s` seconds (from the audit trail)."""
+    since = utcnow() - dt.timedelta(seconds=window_s)
+    return list(session.scalars(select(AuditEvent.at).where(AuditEvent.action == "login.failure",
+                                                            AuditEvent.actor == f"user:{name}"[:200],
+                                                            AuditEvent.at >= since).order_by(AuditEvent.at)))
+
+
+def check_credentials(session: Session, name: str, password: str, *, max_failures: int | None = None,
+                      lockout_s: int = 900) -> User:
+    """The active user `name` if `password` matches; CredentialError otherwise (failure audited).
+
+    With `max_failures`, a name that failed that often within `lockout_s` is refused without checking
+    the password (TooManyFailures), which caps online guessing.
+    """
+    if max_failures is not None:
+        failures = recent_failures(session, name, lockout_s)
+        if len(failures) >= max_failures:
+            retry = failures[-max_failures] + dt.timedelta(seconds=lockout_s) - utcnow()
+            raise TooManyFailures(max(int(retry.total_seconds()), 1))
     user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
     if user is None:
         _hasher().hash(password)  # spend the same time as a real check: no user enumeration by timing
@@ -94,9 +121,10 @@ def check_credentials(session: Session, name: str, password: str) -> User:
     raise CredentialError("unknown user name or wrong password")
 
 
-def login(session: Session, name: str, password: str, *, ttl_s: int, idle_s: int) -> tuple[str, LoginToken]:
+def login(session: Session, name: str, password: str, *, ttl_s: int, idle_s: int, max_failures: int | None = None,
+          lockout_s: int = 900) -> tuple[str, LoginToken]:
     """Check the password and issue a sign-in token: (token shown once, its row)."""
-    user = check_credentials(session, name, password)
+    user = check_credentials(session, name, password, max_failures=max_failures, lockout_s=lockout_s)
     token = LOGIN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = LoginToken(user_id=user.id, token_sha256=hash_token(token), created_at=now,

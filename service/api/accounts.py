@@ -46,14 +46,18 @@ class Me(BaseModel):
     summary="Sign in with user name and password; returns a short-lived bearer token",
     description="No token needed. Form fields `username` and `password` (OAuth2 password flow). The token "
     "expires after LOGIN_TTL_S or after LOGIN_IDLE_S without use; POST /v1/logout revokes it. Machines use API "
-    "keys instead. Failed attempts are audited. A hospital identity provider (OIDC) is described in docs/review.md.",
-    responses={401: {"model": Problem, "description": "Unknown user or wrong password"}},
+    "keys instead. Failed attempts are audited; after LOGIN_MAX_FAILURES within LOGIN_LOCKOUT_S the name is refused (429). A hospital identity provider (OIDC) is described in docs/review.md.",
+    responses={401: {"model": Problem, "description": "Unknown user or wrong password"},
+               429: {"model": Problem, "description": "Too many failed sign-ins for this name (LOGIN_MAX_FAILURES)"}},
 )
 def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep,
           settings: SettingsDep) -> LoginResponse:
     try:
         token, row = accounts.login(session, form.username, form.password, ttl_s=settings.login_ttl_s,
-                                    idle_s=settings.login_idle_s)
+                                    idle_s=settings.login_idle_s, max_failures=settings.login_max_failures,
+                                    lockout_s=settings.login_lockout_s)
+    except accounts.TooManyFailures as error:
+        raise HTTPException(429, detail=str(error), headers={"Retry-After": str(error.retry_after_s)}) from None
     except accounts.CredentialError as error:
         session.commit()  # keep the audit event of the failed attempt
         raise HTTPException(401, detail=str(error), headers={"WWW-Authenticate": "Bearer"}) from None

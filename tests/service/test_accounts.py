@@ -96,3 +96,20 @@ def test_the_cli_creates_a_person_who_can_sign_in(review_env, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert sign_in(review_env, "dr-cli", "cli-password-123").status_code == 200
+
+
+def test_repeated_failures_lock_the_name_out_for_the_window(review_env):
+    with session_scope(review_env.url) as session:
+        accounts.create_user(session, name="dr-guessed", role=Role.radiologist, password="guessed-pass-777")
+    for _ in range(3):
+        with pytest.raises(accounts.CredentialError), session_scope(review_env.url) as session:
+            try:
+                accounts.login(session, "dr-guessed", "wrong-guess-000", ttl_s=60, idle_s=60, max_failures=3)
+            finally:
+                session.commit()  # the failure's audit event counts, as the API commits it
+    with pytest.raises(accounts.TooManyFailures), session_scope(review_env.url) as session:
+        accounts.login(session, "dr-guessed", "guessed-pass-777", ttl_s=60, idle_s=60, max_failures=3)
+    with session_scope(review_env.url) as session:
+        token, _ = accounts.login(session, "dr-guessed", "guessed-pass-777", ttl_s=60, idle_s=60, max_failures=3,
+                                  lockout_s=0)
+    assert review_env.client.get("/v1/me", headers=bearer(token)).json()["user"] == "dr-guessed"
