@@ -82,6 +82,7 @@ PROJECTION_MODALITIES: frozenset[str] = frozenset(
 )
 
 _PIXEL_TAG = 0x7FE00010
+_ENCAPSULATED_NATIVE = _uid.UID("1.2.840.10008.1.2.1.98")  # Encapsulated Uncompressed Explicit VR LE
 _FOR_PROCESSING = {  # DX / MG / IO "For Processing" SOP classes
     "1.2.840.10008.5.1.4.1.1.1.1.1",
     "1.2.840.10008.5.1.4.1.1.1.2.1",
@@ -213,6 +214,7 @@ class RedactQuotedValues(logging.Filter):
         return True
 
 
+_LOG = logging.getLogger(__name__)
 _REDACT = RedactQuotedValues()
 for _name in ("pydicom", "pydicom.pixels.utils", "pydicom.pixels.decoders.base"):
     _logger = logging.getLogger(_name)
@@ -435,6 +437,12 @@ def _sniff_encapsulated(encapsulated: bytes) -> _uid.UID | None:
 def _check_pixels_present(ds: Dataset) -> None:
     if _PIXEL_TAG in ds:
         return
+    if 0x00287FE0 in ds:  # Pixel Data Provider URL: JPIP referenced, the pixels live on a server
+        raise UnsupportedTransferSyntaxError(
+            "The file references its pixels on a JPIP server instead of carrying them (JPIP "
+            "Referenced transfer syntax). Ask the sender for a full transfer with the pixel data "
+            "included (any non-JPIP transfer syntax)."
+        )
     if all(name in ds for name in ("Rows", "Columns", "BitsAllocated")) and not (
         0x7FE00008 in ds or 0x7FE00009 in ds
     ):
@@ -577,8 +585,8 @@ def _check_transfer_syntax(ts: _uid.UID) -> None:
             f"Unknown transfer syntax {ts}: it is not a DICOM standard encoding (perhaps a "
             f"private one). {_TRANSCODE}"
         )
-    if not ts.is_compressed:
-        return
+    if not ts.is_compressed or ts == _ENCAPSULATED_NATIVE:
+        return  # native, or encapsulated native frames (decoded here, see _encapsulated_native)
     try:
         decoder = pydicom.pixels.get_decoder(ts)
     except NotImplementedError:
@@ -651,6 +659,7 @@ def read(
         raise
     except BaseException as exc:  # never leak a decoder's error as a crash (Rust codecs panic
         # with pyo3's PanicException, which is a BaseException, not an Exception)
+        _LOG.error("unexpected %s while decoding; reported as corrupt_pixel_data", type(exc).__name__)
         raise CorruptPixelDataError(
             f"The image could not be decoded ({type(exc).__name__}). The pixel data is damaged or "
             "uses an encoding variant the decoders refuse; re-export it from the source system."
@@ -772,8 +781,35 @@ def _plugins(ts: _uid.UID) -> list[str | None]:
     return list(ordered) or [None]
 
 
+def _encapsulated_native(ds: Dataset, geo: _Geometry) -> np.ndarray:
+    """Frame 0 of Encapsulated Uncompressed Explicit VR Little Endian (no pydicom 3.0 decoder)."""
+    if geo.bits_allocated not in (8, 16, 32):
+        raise InvalidHeaderError(
+            f"Bits Allocated {geo.bits_allocated} cannot be encapsulated uncompressed; re-export it."
+        )
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=geo.frames))
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{geo.bits_allocated // 8}")
+    count = geo.rows * geo.columns * geo.samples
+    if len(frame) < count * dtype.itemsize:
+        raise PixelDataLengthError(_length_msg(len(frame), count * dtype.itemsize, geo))
+    arr = np.frombuffer(frame, dtype=dtype, count=count)
+    if geo.samples == 1:
+        arr = arr.reshape(geo.rows, geo.columns)
+    elif int(ds.get("PlanarConfiguration", 0) or 0) == 1:
+        arr = arr.reshape(geo.samples, geo.rows, geo.columns).transpose(1, 2, 0)
+    else:
+        arr = arr.reshape(geo.rows, geo.columns, geo.samples)
+    if geo.bits_stored < geo.bits_allocated:  # keep the stored bits only, sign-extended if signed
+        shift = geo.bits_allocated - geo.bits_stored
+        arr = (arr << shift) >> shift if signed else arr & ((1 << geo.bits_stored) - 1)
+    return np.ascontiguousarray(arr)
+
+
 def _decode_frame(ds: Dataset, ts: _uid.UID, geo: _Geometry) -> tuple[np.ndarray, str]:
     """Decode one frame with the first plugin of the fixed order that succeeds."""
+    if ts == _ENCAPSULATED_NATIVE:
+        return _encapsulated_native(ds, geo), "native"
     index = 0 if geo.frames > 1 else None
     failure: BaseException | None = None
     arr = None

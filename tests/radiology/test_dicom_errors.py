@@ -312,3 +312,13 @@ def test_missing_file_error_does_not_echo_the_path(tmp_path):
 def test_policy_rejects_nonsense_settings(kwargs):
     with pytest.raises(ValueError):
         ReadPolicy(**kwargs)
+
+
+def test_jpip_referenced_pixels_are_an_unsupported_syntax():
+    ds = pydicom.dcmread(io.BytesIO(_dx()))
+    del ds.PixelData
+    ds.PixelDataProviderURL = "https://jpip.example/pixels"
+    ds.file_meta.TransferSyntaxUID = uid.UID("1.2.840.10008.1.2.4.94")  # JPIP Referenced
+    with pytest.raises(UnsupportedTransferSyntaxError) as info:
+        read(to_bytes(ds))
+    assert "JPIP" in info.value.message

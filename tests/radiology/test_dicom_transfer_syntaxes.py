@@ -12,6 +12,7 @@ from pydicom import uid
 
 from radiology.dicom import read
 
+ENCAPSULATED_NATIVE = uid.UID("1.2.840.10008.1.2.1.98")
 DEPTHS = [(8, False), (10, False), (12, False), (16, False), (12, True), (14, True), (16, True)]
 
 
@@ -96,3 +97,17 @@ def test_decoder_choice_is_fixed_per_syntax(ts, decoder):
     bits = 8 if ts == uid.JPEGBaseline8Bit else 12
     _, ds = _original(bits, False)
     assert read(encode(ds, ts)).decoder == decoder
+
+
+@pytest.mark.parametrize(("bits", "signed"), [(12, False), (16, True), (8, False)])
+def test_encapsulated_uncompressed_is_decoded_although_pydicom_has_no_decoder(bits, signed):
+    arr, ds = _original(bits, signed)
+    enc = pydicom.dcmread(io.BytesIO(encode(ds, uid.ExplicitVRLittleEndian)))
+    enc.PixelData = pydicom.encaps.encapsulate([bytes(enc.PixelData)])
+    enc["PixelData"].VR = "OB"
+    enc.file_meta.TransferSyntaxUID = ENCAPSULATED_NATIVE
+    buf = io.BytesIO()
+    enc.save_as(buf, enforce_file_format=True)
+    image = read(buf.getvalue())
+    np.testing.assert_array_equal(image.pixels, read(encode(ds, uid.ExplicitVRLittleEndian)).pixels)
+    assert image.transfer_syntax == ENCAPSULATED_NATIVE
