@@ -30,7 +30,7 @@ def _original(bits: int, signed: bool):
     [(ts, b, s) for ts in NATIVE + LOSSLESS for b, s in DEPTHS],
     ids=[_case_id(ts, b, s) for ts in NATIVE + LOSSLESS for b, s in DEPTHS],
 )
-def test_lossless_syntax_decodes_to_the_same_image_as_the_uncompressed_original(ts, bits, signed):
+def test_lossless_syntax_decodes_to_the_same_image_as_the_uncompressed_original(ts, bits, signed, caplog):
     arr, ds = _original(bits, signed)
     data = encode(ds, ts)
     assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == ts
@@ -39,6 +39,7 @@ def test_lossless_syntax_decodes_to_the_same_image_as_the_uncompressed_original(
     assert image.transfer_syntax == ts
     assert image.pixels.dtype == np.float32 and image.pixels.shape == arr.shape
     np.testing.assert_array_equal(image.pixels, reference.pixels)
+    assert "unexpected" not in caplog.text  # no decoder fallback or wrapped internal error
 
 
 @pytest.mark.parametrize(("ts", "bits", "signed"), [(uid.ExplicitVRLittleEndian, b, s) for b, s in DEPTHS])
