@@ -47,10 +47,12 @@ def _sample_anatomy(rng: np.random.Generator, spec: StudySpec) -> Anatomy:
     if spec.view == "AP":
         cp -= rng.uniform(0.01, 0.04)  # portable films: lower lung volumes
     dome_r = cp - rng.uniform(0.10, 0.13)
-    ctr = rng.uniform(0.38, 0.465)
+    # Cardiothoracic ratio: normal hearts stay under 0.46, enlarged ones start at 0.60, so the
+    # difference is some 10 % of the chest width even at 128 px.
+    ctr = rng.uniform(0.37, 0.46)
     cardiomegaly = spec.get("Cardiomegaly")
     if cardiomegaly is not None:
-        lo, hi = ((0.585, 0.61), (0.615, 0.65), (0.655, 0.70))[
+        lo, hi = ((0.60, 0.63), (0.63, 0.67), (0.67, 0.72))[
             _SEVERITY_INDEX[cardiomegaly.severity]]
         ctr = rng.uniform(lo, hi)
     if spec.view == "AP":
@@ -169,7 +171,6 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     out_h, out_w = shape
     scale = min(1.0, RENDER_MAX / max(shape))
     h, w = max(64, round(out_h * scale)), max(64, round(out_w * scale))
-    px = 1.0 / h  # one render pixel in v units
     # Separate streams: the same seed gives the same patient, film and noise with or without a
     # finding, so a finding is the only difference between two renderings.
     anatomy_rng, finding_rng, acquire_rng = rng.spawn(3)
@@ -288,8 +289,8 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
             gap = np.zeros_like(a_c)
             if fracture is not None and fracture.detail == "rib" and i == frac_rib and s == frac_side:
                 af = 0.78 * span
-                centre = centre + 0.018 * (a_c > af)
-                gap = np.exp(-(((a_c - af) / 0.012) ** 2))
+                centre = centre + 0.028 * (a_c > af)  # displaced lateral fragment
+                gap = np.exp(-(((a_c - af) / 0.016) ** 4))
             # Anterior rib: from the lateral end, downward and medially; fainter.
             a_ant = np.clip((span - a_c) / (span * 0.6), 0, 1)
             centre_ant = v0 - 0.035 + 0.20 + 0.16 * a_ant
@@ -391,9 +392,11 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
             ry = (0.085, 0.11, 0.14)[k]
             ell = ((uu - cu) / (ry * 1.4 * 2 * aspect)) ** 2 + ((vv - cv) / ry) ** 2
             blob = (ell + 0.35 * _smooth_noise(rng, (h, w), 6 * h / 512)) < 1
-            blob_s = _blur(_blur(blob.astype(np.float32), 3.0 * h / 512) * lung(side_right), 1.0)
-            lung_air *= 1 - 0.9 * blob_s
-            extra += 0.04 * blob_s
+            # Ill-defined margins, patchy inside, bounded by the pleura.
+            blob_s = _blur(_blur(blob.astype(np.float32), 5.0 * h / 512) * lung(side_right), 1.0)
+            patchy = np.clip(0.85 + 0.15 * _smooth_noise(rng, (h, w), 3 * h / 512), 0.6, 1.0)
+            lung_air *= 1 - 0.9 * blob_s * patchy
+            extra += 0.01 * blob_s
             # Air bronchograms: dark branching lines inside the consolidation.
             br = np.zeros((h, w), np.float32)
             for _ in range(4):
@@ -514,14 +517,15 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     # Devices are drawn last: radio-opaque, on top of everything.
     devices = np.zeros((h, w), np.float32)
     for name in spec.devices:
-        devices = np.maximum(devices, _draw_device(name, rng, (h, w), an, carina, dome_l, px))
+        devices = np.maximum(devices, _draw_device(name, rng, (h, w), an, carina, dome_l))
     density += devices
 
     img = np.clip(density, 0, None)
     return _acquire(img, acquire_rng, (out_h, out_w))
 
 
-def _draw_device(name: str, rng, shape, an: Anatomy, carina: float, dome_l: float, px: float):
+def _draw_device(name: str, rng, shape, an: Anatomy, carina: float, dome_l: float) -> np.ndarray:
+    """One radio-opaque device (tube, line, pacemaker) on an empty canvas."""
     h, w = shape
     canvas = np.zeros(shape, np.float32)
 
@@ -627,7 +631,8 @@ def render_lateral(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     front = -0.55 + 0.2 * (1 - t) ** 2
     back = 0.5 - 0.15 * (1 - t) ** 3
     floor = dome + (cp - dome) * np.clip((uu - 0.0) / 0.5, 0, 1) ** 2  # posterior sulcus deepest
-    lung = (vv > apex) & (uu > front) & (uu < back) & (vv < floor)
+    dome_cap = ((uu + 0.02) / 0.52) ** 2 + ((vv - apex - 0.14) / 0.14) ** 2 <= 1  # rounded apex
+    lung = (vv > apex) & (uu > front) & (uu < back) & (vv < floor) & (dome_cap | (vv > apex + 0.14))
     lung_air = _blur(lung.astype(np.float32), 1.5)
     lung_air *= 0.7 + 0.3 * _blur(lung.astype(np.float32), 20 * h / 512)
     # Heart: anterior and inferior.
@@ -644,6 +649,10 @@ def render_lateral(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
     bones += 0.08 * _blur(((uu > -0.66) & (uu < -0.6) & (vv > apex) & (vv < dome)).astype(np.float32), 1)
     hila = np.exp(-(((uu - 0.1) / (2 * aspect * 0.08)) ** 2 + ((vv - 0.42) / 0.07) ** 2))
     extra = 0.08 * hila
+    # Trachea: an air column running down and back to the hilum.
+    trachea_u = -0.05 + 0.25 * np.clip(vv / 0.42, 0, 1)
+    trachea = (np.abs(uu - trachea_u) < 0.035) & (vv < 0.4)
+    extra -= 0.08 * _blur(trachea.astype(np.float32), 1.5)
 
     eff = spec.get("Pleural Effusion")
     if eff is not None:

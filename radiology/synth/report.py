@@ -416,10 +416,9 @@ def write_report(spec: StudySpec, rng: np.random.Generator) -> tuple[str, Labels
         negatives.append(_no_fracture(rng))
     normal = not positives or all(lab.keys() == {"Support Devices"} for _, lab in positives)
 
-    findings_sentences = positives[:1] + negatives[:0] + positives[1:]
-    # Negatives go between lung and heart statements in real reports; keep it simple but varied.
-    insert_at = int(rng.integers(len(findings_sentences) + 1))
-    findings_sentences = findings_sentences[:insert_at] + negatives + findings_sentences[insert_at:]
+    # The negatives come as one block somewhere among the positive statements.
+    insert_at = int(rng.integers(len(positives) + 1))
+    findings_sentences = positives[:insert_at] + negatives + positives[insert_at:]
 
     comparison = _pick(rng, _COMPARISONS)
     has_prior = comparison not in ("None.", "None available.")
