@@ -101,12 +101,17 @@ def backfill(session: Session, limit: int = 200) -> int:
 
 
 def _pairs(session: Session, rows: Sequence[DraftScore]) -> tuple[list[str], list[str]]:
-    draft_text = dict(session.execute(select(Draft.id, Draft.text).where(Draft.id.in_([r.draft_id for r in rows]))).all())
-    signed_text = {}
-    for row in rows:
-        signed_text[row.id] = session.scalar(select(ReportVersion.text).where(
-            ReportVersion.report_id == row.report_id, ReportVersion.version == row.signed_version))
-    return [draft_text[r.draft_id] for r in rows], [signed_text[r.id] for r in rows]
+    draft_text: dict[str, str] = {}
+    version_text: dict[tuple[str, int], str] = {}
+    for start in range(0, len(rows), 500):  # bounded IN lists
+        chunk = rows[start : start + 500]
+        draft_text.update(session.execute(select(Draft.id, Draft.text)
+                                          .where(Draft.id.in_([r.draft_id for r in chunk]))).tuples().all())
+        versions = session.execute(select(ReportVersion.report_id, ReportVersion.version, ReportVersion.text)
+                                   .where(ReportVersion.report_id.in_([r.report_id for r in chunk]))).tuples().all()
+        version_text.update({(report_id, version): text for report_id, version, text in versions})
+    return ([draft_text[r.draft_id] for r in rows],
+            [version_text[(r.report_id, r.signed_version)] for r in rows])
 
 
 def _group(rows: Sequence[DraftScore], drafts: Sequence[str], signed: Sequence[str]) -> dict[str, Any]:
