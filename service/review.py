@@ -534,15 +534,21 @@ def verify(session: Session, report_id: str, key: bytes) -> list[SignatureCheck]
 # --------------------------------------------------------------------------- history
 
 
-def history(session: Session, report_id: str) -> tuple[Report, list[ReportVersion], list[AuditEvent]]:
-    """Every version (oldest first) and every audit event of the report and its study, in order."""
+def record_read(session: Session, report: Report, user: User, view: str) -> None:
+    """Audit that `user` read the report (HIPAA 164.312(b): reads of patient information are recorded too)."""
+    _audit(session, user, "report.read", report, view=view)
+
+
+def history(session: Session, report_id: str, *, include_reads: bool = False
+            ) -> tuple[Report, list[ReportVersion], list[AuditEvent]]:
+    """Every version (oldest first) and every audit event of the report and its study, in order (reads on request)."""
     report = get_report(session, report_id)
     versions = list(session.scalars(select(ReportVersion).where(ReportVersion.report_id == report.id)
                                     .order_by(ReportVersion.version)))
-    events = list(session.scalars(
-        select(AuditEvent).where(or_(AuditEvent.report_id == report.id, AuditEvent.study_id == report.study_id))
-        .order_by(AuditEvent.at, AuditEvent.id)
-    ))
+    query = select(AuditEvent).where(or_(AuditEvent.report_id == report.id, AuditEvent.study_id == report.study_id))
+    if not include_reads:
+        query = query.where(AuditEvent.action != "report.read")
+    events = list(session.scalars(query.order_by(AuditEvent.at, AuditEvent.id)))
     return report, versions, events
 
 

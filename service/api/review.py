@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -324,11 +324,13 @@ def get_worklist(
 @router.get("/reports/{report_id}", response_model=ReportView, summary="A report at its current version (ETag = version)",
             description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
 def get_report(report_id: ReportId, session: SessionDep, response: Response,
-               _: Annotated[User, Depends(require(*READERS))]) -> ReportView | JSONResponse:
+               user: Annotated[User, Depends(require(*READERS))]) -> ReportView | JSONResponse:
     try:
-        return _respond(session, review.get_report(session, report_id), response)
+        report = review.get_report(session, report_id)
     except review.ReviewError as error:
         return _error(session, error)
+    review.record_read(session, report, user, "report")
+    return _respond(session, report, response)
 
 
 @router.post("/reports/{report_id}/claim", response_model=ReportView, summary="Claim a preliminary report for review",
@@ -441,14 +443,17 @@ def prioritize_report(report_id: ReportId, body: PriorityRequest, session: Sessi
 
 @router.get("/reports/{report_id}/history", response_model=History,
             summary="Every version (with diffs) and every event (who, when, what), oldest first",
-            description="Roles: radiologist, admin. Append-only: versions and events are never changed or deleted.",
+            description="Roles: radiologist, admin. Append-only: versions and events are never changed or deleted. "
+            "Reads of the report (GET report, history, FHIR) are audited too and listed with `reads=true`.",
             openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
-def get_history(report_id: ReportId, session: SessionDep,
-                _: Annotated[User, Depends(require(*READERS))]) -> History | JSONResponse:
+def get_history(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))],
+                reads: Annotated[bool, Query(description="Also list who read the report (report.read events).")] = False,
+                ) -> History | JSONResponse:
     try:
-        report, versions, events = review.history(session, report_id)
+        report, versions, events = review.history(session, report_id, include_reads=reads)
     except review.ReviewError as error:
         return _error(session, error)
+    review.record_read(session, report, user, "history")
     signed = {s.version for s in review.signatures_of(session, report.id)}
     out_versions = []
     for i, version in enumerate(versions):
@@ -479,12 +484,12 @@ def verify_report(report_id: ReportId, session: SessionDep, settings: SettingsDe
             "cancelled (draft rejected). Media type application/fhir+json.",
             openapi_extra=roles_doc(*READERS), response_class=JSONResponse,
             responses={**REPORT_ERRORS, 200: {"content": {"application/fhir+json": {}}}})
-def get_fhir(report_id: ReportId, session: SessionDep, request: Request,
-             _: Annotated[User, Depends(require(*READERS))]) -> JSONResponse:
+def get_fhir(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))]) -> JSONResponse:
     try:
         report = review.get_report(session, report_id)
     except review.ReviewError as error:
         return _error(session, error)
+    review.record_read(session, report, user, "fhir")
     resource = fhir.diagnostic_report(report, session.get(Study, report.study_id), session.get(Draft, report.draft_id),
                                       review.current_version(session, report), review.signatures_of(session, report.id))
     return JSONResponse(resource, media_type="application/fhir+json",

@@ -104,3 +104,16 @@ def test_every_write_appears_in_the_audit_trail_with_its_user(review_env, tmp_pa
         done.add((method, template))
     writes_in_api = {(m, p) for m, p, _ in operations(review_env) if m in ("post", "put", "delete", "patch")}
     assert writes_in_api | {("post", "/v1/login")} == done
+
+
+def test_reads_of_a_report_are_audited_with_their_user_and_listed_on_request(review_env):
+    client, admin = review_env.client, review_env.headers["ops-admin"]
+    _, report_id = store_draft(review_env.settings, DRAFT)
+    for path in ("", "/fhir", "/history"):
+        assert client.get(f"/v1/reports/{report_id}{path}", headers=admin).status_code == 200
+    default = client.get(f"/v1/reports/{report_id}/history", headers=admin).json()["events"]
+    assert not [e for e in default if e["action"] == "report.read"]
+    reads = [e for e in client.get(f"/v1/reports/{report_id}/history", params={"reads": True}, headers=admin).json()["events"]
+             if e["action"] == "report.read"]
+    assert [(e["actor"], e["details"]["view"]) for e in reads] == [
+        ("ops-admin", "report"), ("ops-admin", "fhir"), ("ops-admin", "history"), ("ops-admin", "history")]
