@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from review_helpers import store_draft
 from service_helpers import make_dicom
 
@@ -154,6 +155,7 @@ def test_the_fhir_report_carries_the_signed_text_its_hash_and_the_signature(revi
     response = client.get(f"{base}/fhir", headers=review_env.headers["ops-admin"])
     assert response.headers["content-type"].startswith("application/fhir+json")
     resource = response.json()
+    DiagnosticReport.model_validate(resource)  # a valid FHIR R4 (R4B) DiagnosticReport
     assert (resource["resourceType"], resource["id"], resource["status"]) == ("DiagnosticReport", report_id, "final")
     form = resource["presentedForm"][0]
     text = base64.b64decode(form["data"]).decode()
