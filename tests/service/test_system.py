@@ -166,9 +166,15 @@ def test_a_repeated_upload_does_not_make_a_second_draft(sqlite_system):
 
 def test_studies_waiting_together_are_drafted_in_one_batch(sqlite_system):
     h = sqlite_system
-    ids = [h.upload(h.study_files(1)) for _ in range(4)]
+    worker = next(p for p in h.system.processes if p.name.startswith("worker-generate"))
+    worker.signal(signal.SIGSTOP)  # studies pile up in the generate queue while the worker is frozen
+    try:
+        ids = [h.upload(h.study_files(1)) for _ in range(4)]
+        wait_for(lambda: all(h.status(s)["state"] == "ingested" for s in ids), 60, what="ingest")
+    finally:
+        worker.signal(signal.SIGCONT)
     results = h.wait_terminal(ids)
-    assert max(r["timings"]["generate_batch_size"] for r in results.values()) > 1
+    assert [r["timings"]["generate_batch_size"] for r in results.values()] == [2, 2, 2, 2]
 
 
 def test_findings_are_extracted_by_the_score_worker(sqlite_system):
