@@ -210,6 +210,7 @@ def summarize(
         "per_bundle": {},
         "over_time": [],
         "per_finding": {},
+        "assessment": {"accepted": 0, "modified": 0, "rejected": sum(rejected_by_bundle.values())},
     }
     if not rows:
         return summary
@@ -220,6 +221,8 @@ def summarize(
         return _group(members, [drafts[index[m.id]] for m in members], [signed[index[m.id]] for m in members])
 
     summary["overall"] = group(rows)
+    accepted = summary["overall"]["accepted_unchanged"]
+    summary["assessment"] = {"accepted": accepted, "modified": len(rows) - accepted, "rejected": summary["rejected"]}
     by_bundle: dict[str, list[DraftScore]] = defaultdict(list)
     by_time: dict[str, list[DraftScore]] = defaultdict(list)
     for row in rows:

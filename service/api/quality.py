@@ -32,6 +32,8 @@ class QualitySummary(BaseModel):
     per_bundle: dict[str, dict[str, Any]]
     over_time: list[dict[str, Any]]
     per_finding: dict[str, dict[str, float]]
+    assessment: dict[str, int] = Field(description="IHE AI result assessment counts: drafts accepted unchanged, "
+                                       "modified before signing, rejected.")
     series: dict[str, Any] | None = None
 
 

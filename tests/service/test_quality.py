@@ -135,4 +135,5 @@ def test_rejected_and_open_drafts_are_counted_per_bundle_but_not_scored(review_e
     summary = quality(review_env, bundle_id=bundle_a)
     assert (summary["rejected"], summary["open_reports"], summary["overall"]["signed"]) == (1, 1, len(PAIRS_A))
     assert summary["per_bundle"][bundle_a]["rejected_rate"] == 1 / (len(PAIRS_A) + 1)
+    assert summary["assessment"] == {"accepted": 1, "modified": 3, "rejected": 1}
     assert quality(review_env, bundle_id=bundle_b)["rejected"] == 0
