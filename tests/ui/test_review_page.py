@@ -1,0 +1,250 @@
+"""The review page end to end in headless Chromium against the real API and workers.
+
+Scenario order matters inside `test_a_radiologist_reviews_edits_merges_and_signs_a_study` (one study,
+one flow); the other tests use their own studies or sessions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("ui_fixtures")
+from ui_fixtures import HOSTILE, PASSWORDS, PREVIEW_SIDE, sign_in  # noqa: E402
+
+pytest_plugins = ["ui_fixtures"]
+pytestmark = pytest.mark.slow
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+ADDED_BY_RADIOLOGIST = "Possible small right pneumothorax."
+ADDED_BY_API = "Degenerative changes of the thoracic spine."
+
+
+@pytest.fixture
+def page(browser, seeded):
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"the page raised: {errors}"
+
+
+def open_report(page, report_id: str) -> float:
+    """Click the study's link in the worklist; seconds until its image and draft are shown."""
+    link = page.locator(f'tr[data-report-id="{report_id}"] a.study-link')
+    started = time.perf_counter()
+    link.click()
+    page.wait_for_selector('body[data-study-ready="true"]')
+    return time.perf_counter() - started
+
+
+def section(page, name: str):
+    return page.get_by_label(name, exact=True)
+
+
+def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
+    study = seeded.realistic
+    report_id = study["report_id"]
+    sign_in(page, seeded.api_url, "dr-ada")
+
+    # The worklist: state, age, priority, assignee for every drafted study, highest priority first.
+    rows = page.locator("#worklist-body tr")
+    rows.first.wait_for()
+    ids = [rows.nth(i).get_attribute("data-report-id") for i in range(rows.count())]
+    assert set(ids) >= {report_id, *(s["report_id"] for s in seeded.noise)}
+    assert ids[0] == seeded.noise[0]["report_id"]  # priority 20 first, then 10
+    assert ids[1] == report_id
+    hostile_row = page.locator(f'tr[data-report-id="{seeded.hostile["report_id"]}"]')
+    assert "dr-bob" in hostile_row.inner_text()
+    assert "Urgent (10)" in page.locator(f'tr[data-report-id="{report_id}"]').inner_text()
+    page.screenshot(path=str(DOCS / "review_worklist.png"))
+
+    # Open the study: both images and the draft by section.
+    seconds = open_report(page, report_id)
+    in_page_ms = int(page.locator("body").get_attribute("data-study-shown-ms"))
+    print(f"\nstudy click -> image and draft shown: {seconds * 1000:.0f} ms (measured in the page: {in_page_ms} ms)")
+    frontal = page.locator('canvas[data-view^="frontal"]')
+    lateral = page.locator('canvas[data-view^="lateral"]')
+    frontal.wait_for()
+    lateral.wait_for()
+    assert section(page, "Findings").input_value() in study["draft"]
+    assert section(page, "Impression").input_value() in study["draft"]
+    assert frontal.get_attribute("data-resolution") == "preview"
+    assert frontal.get_attribute("data-source-width") == str(PREVIEW_SIDE)
+
+    # Window/level by dragging on the frontal image, a preset, invert, full resolution on demand.
+    before = frontal.screenshot()
+    box = frontal.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 - 120, box["y"] + box["height"] / 2 + 60, steps=6)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('canvas[data-view^=frontal]').dataset.window !== '0.500,1.000'")
+    center, width = map(float, frontal.get_attribute("data-window").split(","))
+    assert width < 1.0 and center > 0.5
+    assert frontal.screenshot() != before
+    tools = page.get_by_role("toolbar", name=re.compile(r"^Frontal \((PA|AP)\) image tools$"))
+    tools.get_by_role("combobox").select_option("lung")
+    assert frontal.get_attribute("data-window") == "0.400,0.700"
+    frontal.focus()
+    page.keyboard.press("i")
+    assert tools.get_by_role("button", name="Invert").get_attribute("aria-pressed") == "true"
+    tools.get_by_role("button", name="Full resolution").click()
+    page.wait_for_selector('canvas[data-view^="frontal"][data-resolution="full"]')
+    assert frontal.get_attribute("data-source-width") == "256"
+
+    # Claim, edit a section: the findings and the diff against the AI draft follow the text.
+    page.get_by_role("button", name="Claim to edit").click()
+    findings = section(page, "Findings")
+    page.wait_for_function("!document.getElementById('section-0-findings').readOnly")
+    findings.press("End")
+    findings.type(" " + ADDED_BY_RADIOLOGIST)
+    page.wait_for_selector("#diff-text ins")
+    assert ADDED_BY_RADIOLOGIST.split()[-1] in page.locator("#diff-text ins").all_inner_texts()[-1] or \
+        "pneumothorax" in " ".join(page.locator("#diff-text ins").all_inner_texts())
+    page.wait_for_function("[...document.querySelectorAll('#findings-text mark.f-uncertain')].some(m => m.textContent === 'pneumothorax')")
+    page.keyboard.press("Control+s")
+    page.get_by_text("Saved as version 2.").first.wait_for()
+
+    # Meanwhile the same report is edited through the API (another window of the same radiologist).
+    with seeded.client("dr-ada") as ada:
+        current = ada.get(f"/v1/reports/{report_id}").json()["current"]
+        other = current["text"].replace("IMPRESSION:", f"{ADDED_BY_API}\n\nIMPRESSION:")
+        assert ada.put(f"/v1/reports/{report_id}", json={"text": other}, headers={"If-Match": '"2"'}).status_code == 200
+
+    # The page's next save meets the conflict: a clear message and a merge view; merged, it saves.
+    impression = section(page, "Impression")
+    impression.press("End")
+    impression.type(" Recommend follow-up radiograph.")
+    page.keyboard.press("Control+s")
+    merge = page.get_by_role("dialog", name="Someone saved this report meanwhile")
+    merge.wait_for()
+    assert "version 3" in page.locator("#save-message").inner_text()
+    assert ADDED_BY_API in page.locator("#merge-theirs").inner_text()
+    mine = page.get_by_label("Merged text (starts as yours; edit it to combine both)")
+    merged = mine.input_value().replace("IMPRESSION:", f"{ADDED_BY_API}\n\nIMPRESSION:")
+    mine.fill(merged)
+    merge.get_by_role("button", name="Save merged text").click()
+    page.get_by_text("Merged and saved as version 4.").first.wait_for()
+    with seeded.client("dr-ada") as ada:
+        saved = ada.get(f"/v1/reports/{report_id}").json()["current"]
+    assert saved["version"] == 4 and saved["text"] == merged
+    assert ADDED_BY_RADIOLOGIST in saved["text"] and ADDED_BY_API in saved["text"]
+    assert "Recommend follow-up radiograph." in saved["text"]
+    page.wait_for_selector("#diff-text ins")
+    page.screenshot(path=str(DOCS / "review_study.png"))
+
+    # Sign: confirmation with the meaning, a wrong password is refused, the right one signs.
+    page.keyboard.press("Control+Shift+S")
+    sign = page.get_by_role("dialog", name="Sign this report")
+    sign.wait_for()
+    assert "version 4" in sign.inner_text()
+    assert "approve this report as the final report" in sign.inner_text()
+    assert sign.get_by_label("approval", exact=False).is_checked()
+    sign.get_by_label("Re-enter your password").fill("not-my-password")
+    sign.get_by_role("button", name="Sign", exact=True).click()
+    sign.get_by_text("The password is not correct. Nothing was signed.").wait_for()
+    sign.get_by_label("Re-enter your password").fill(PASSWORDS["dr-ada"])
+    sign.get_by_role("button", name="Sign", exact=True).click()
+    page.get_by_text("Signed by dr-ada").first.wait_for()
+    assert page.locator("#report-status").inner_text() == "final"
+    assert section(page, "Findings").get_attribute("readonly") is not None
+
+    # History: every version with its diff and every event, oldest first.
+    page.keyboard.press("Alt+h")
+    versions = page.locator("#history-versions > li")
+    versions.nth(3).wait_for()
+    assert [versions.nth(i).get_attribute("data-version") for i in range(versions.count())] == ["1", "2", "3", "4"]
+    assert "signed" in versions.nth(3).inner_text()
+    events = page.locator("#history-events").inner_text()
+    for action in ("claim", "edit", "sign"):
+        assert action in events
+    assert events.index("claim") < events.index("sign")
+
+
+def test_report_text_with_html_and_script_shows_as_text(page, seeded):
+    sign_in(page, seeded.api_url, "dr-ada")
+    open_report(page, seeded.hostile["report_id"])
+    findings = section(page, "Findings")
+    assert findings.input_value().startswith("<script>window.__pwned = 1</script><img src=x")
+    assert findings.get_attribute("readonly") is not None  # dr-bob holds the claim
+    for container in ("#findings-text", "#diff-text"):
+        box = page.locator(container)
+        assert box.locator("script, img, iframe, b").count() == 0
+        assert "<script>window.__pwned = 1</script>" in box.inner_text()
+    assert "<iframe src=\"/v1/me\"></iframe>" in page.locator("#findings-text").inner_text()
+    page.keyboard.press("Alt+h")
+    page.locator("#history-versions > li").nth(1).wait_for()
+    assert page.locator("#pane-history").locator("script, img, iframe, b").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    assert HOSTILE.splitlines()[0][:40] in page.locator("#history-versions").inner_text()
+
+
+def test_next_unread_is_one_key_away_and_studies_step_by_keyboard(page, seeded):
+    sign_in(page, seeded.api_url, "dr-bob")
+    page.locator("#worklist-body tr").first.wait_for()
+    first_unread = page.locator("#worklist-body tr.unread").first.get_attribute("data-report-id")
+    page.keyboard.press("n")
+    page.wait_for_selector('body[data-study-ready="true"]')
+    assert page.url.endswith(f"#/study/{first_unread}")
+    page.keyboard.press("Alt+n")
+    page.wait_for_function(f"!location.hash.endsWith('{first_unread}')")
+    page.wait_for_selector('body[data-study-ready="true"]')
+    page.keyboard.press("Alt+p")
+    page.wait_for_function(f"location.hash.endsWith('{first_unread}')")
+    page.keyboard.press("Escape")
+    page.get_by_role("heading", name="Worklist").wait_for()
+    page.keyboard.press("n")
+    page.wait_for_function(f"!location.hash.endsWith('{first_unread}') && location.hash.startsWith('#/study/')")
+
+
+def test_signing_out_and_an_ended_session_return_to_the_sign_in_form(page, seeded):
+    sign_in(page, seeded.api_url, "dr-bob")
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('radreport.session')).token")
+    with seeded.client("dr-bob") as bob:  # the session ends behind the page (as on expiry)
+        assert bob.post("/v1/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_text("Your session has ended").wait_for()
+    assert page.get_by_role("heading", name="Sign in to review reports").is_visible()
+
+    sign_in(page, seeded.api_url, "dr-bob")
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('radreport.session')).token")
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_text("You are signed out.").wait_for()
+    with seeded.client("dr-bob") as bob:
+        assert bob.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_the_study_view_fits_the_screen_with_labelled_controls(browser, seeded, size):
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]}, bypass_csp=True)
+    page = context.new_page()
+    try:
+        sign_in(page, seeded.api_url, "dr-bob")
+        open_report(page, seeded.noise[1]["report_id"])
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        for selector in ("canvas[data-view^=frontal]", "canvas[data-view^=lateral]", "#editor textarea", "#diff-text",
+                         "#findings-text", "#sign-button", "#save-button"):
+            box = page.locator(selector).first.bounding_box()
+            assert box and box["width"] > 40 and box["x"] + box["width"] <= size[0] and box["y"] < size[1], selector
+        unlabeled = page.evaluate("""[...document.querySelectorAll('#study-view button, #study-view select, #study-view textarea, #study-view canvas')]
+            .filter(e => e.offsetParent !== null)
+            .filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length) || e.textContent.trim()))
+            .map(e => e.outerHTML.slice(0, 80))""")
+        assert unlabeled == []
+        order = []
+        page.locator("#back-button").focus()
+        for _ in range(12):
+            order.append(page.evaluate("document.activeElement.id || document.activeElement.getAttribute('aria-label') || document.activeElement.textContent.trim()"))
+            page.keyboard.press("Tab")
+        print(order)
+        # study bar first, then the images' tools and canvases, then the editor
+        assert order.index("back-button") < order.index("claim-button") < order.index("Frontal (PA) window preset")
+        assert order.index("Frontal (PA) window preset") < order.index("Lateral (LATERAL) window preset")
+    finally:
+        context.close()

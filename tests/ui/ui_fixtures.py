@@ -1,0 +1,158 @@
+"""Pytest plugin of the review page tests (`pytest_plugins = ["ui_fixtures"]`): the whole system with real workers, seeded studies, headless Chromium.
+
+One system per test session (private Redis, `radreport serve`, an ingest+score worker and a generate
+worker on a tiny random bundle, SQLite). Studies are synthetic chest X-rays (`radiology.synth`),
+uploaded through the API and ingested by the real worker. A random bundle writes noise, so the one
+study whose draft the tests read as a radiologist would is drafted like this: its description carries
+the fault-injection pause marker, the generate worker claims it and pauses, and meanwhile the test
+stores a realistic draft with the worker's own `_store_draft` (as the review tests do); the worker's
+own store then finds the study drafted and writes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "service"))
+
+from review_helpers import PASSWORDS, create_people, store_draft  # noqa: E402
+from service_helpers import bearer, build_tiny_bundle  # noqa: E402
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAUSE_MARKER = "UI-PAUSE"
+PREVIEW_SIDE = 128  # IMAGE_CACHE_SIZE: the PNG route serves this; full resolution is the 256 px original
+HOSTILE = ("FINDINGS: <script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> "
+           "Small left pleural effusion. <b>bold</b> &amp; more.\n\nIMPRESSION: <iframe src=\"/v1/me\"></iframe>Effusion.")
+
+
+@dataclass
+class Seeded:
+    """The running system, people's API headers and the studies the tests use."""
+
+    api_url: str
+    database_url: str
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    realistic: dict = field(default_factory=dict)  # study_id, report_id, draft text
+    noise: list[dict] = field(default_factory=list)
+    hostile: dict = field(default_factory=dict)
+
+    def client(self, who: str) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, headers=self.headers[who], timeout=30)
+
+
+def _synthetic_files(seed: int, description_suffix: str = "") -> tuple[list[bytes], str]:
+    """DICOM files (PA + lateral) of a synthetic study and its findings/impression as a draft text."""
+    import pydicom
+
+    from radiology import reports
+    from radiology.synth.dataset import generate_study
+
+    study = generate_study(seed, size=(256, 256), lateral=True)
+    files = []
+    for image in study.images:
+        ds = pydicom.dcmread(io.BytesIO(image.dicom))
+        if description_suffix:
+            ds.StudyDescription = f"{ds.StudyDescription} {description_suffix}"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        files.append(out.getvalue())
+    parsed = reports.parse(study.report)
+    return files, f"FINDINGS: {parsed.findings}\n\nIMPRESSION: {parsed.impression}"
+
+
+def _upload(client: httpx.Client, files: list[bytes]) -> str:
+    response = client.post("/v1/studies", files=[("files", (f"{i}.dcm", f, "application/dicom")) for i, f in enumerate(files)])
+    assert response.status_code == 202, response.text
+    return response.json()["study_id"]
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    """The system with four drafted studies: one realistic, two from the tiny model, one hostile text."""
+    from service.db import session_scope
+    from service.generation import bundle_id_of
+    from service.models import Role
+    from service.security import create_api_key
+    from service.system import LocalSystem, wait_for
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/ensure_browser.sh (make test does)")
+    work = tmp_path_factory.mktemp("ui-system")
+    bundle = build_tiny_bundle(work / "bundle")
+    env = {"RECONCILE_INTERVAL_S": "1", "RECONCILE_AFTER_S": "30", "MAX_NEW_TOKENS": "8", "BATCH_SIZE": "2",
+           "BATCH_WAIT_MS": "200", "WORKER_CONCURRENCY": "1", "IMAGE_CACHE_SIZE": str(PREVIEW_SIDE),
+           "FAULT_PAUSE_MARKER": PAUSE_MARKER, "FAULT_PAUSE_S": "6", "LOGIN_IDLE_S": "1800",
+           "JAX_CACHE_DIR": str(work / "jax-cache")}
+    system = LocalSystem(work / "system", model_bundle=bundle, env=env, redis_url="")
+    system.start(workers=["ingest,score", "generate"])
+    try:
+        settings = system.settings()
+        create_people(settings)
+        with session_scope(system.database_url) as session:
+            uploader = bearer(create_api_key(session, name="ui-pacs", role=Role.uploader))
+        seeded = Seeded(system.api_url, system.database_url, {"uploader": uploader})
+        for name in ("dr-ada", "dr-bob"):
+            response = httpx.post(system.api_url + "/v1/login", data={"username": name, "password": PASSWORDS[name]})
+            seeded.headers[name] = bearer(response.json()["access_token"])
+        system.wait_workers_ready(timeout=240)
+        with seeded.client("uploader") as up:
+            files, draft_text = _synthetic_files(11, PAUSE_MARKER)
+            realistic = _upload(up, files)
+            noise = [_upload(up, _synthetic_files(seed)[0]) for seed in (12, 13, 14)]
+        with seeded.client("dr-ada") as ada:
+            def state(study_id: str) -> str:
+                return ada.get(f"/v1/studies/{study_id}").json()["state"]
+
+            wait_for(lambda: state(realistic) == "generating", 120, interval=0.1, what="the paused generation")
+            _, report_id = store_draft(settings, draft_text, study_id=realistic, bundle_id=bundle_id_of(bundle))
+            seeded.realistic = {"study_id": realistic, "report_id": report_id, "draft": draft_text}
+            wait_for(lambda: all(state(s) == "draft_ready" for s in noise), 180, interval=0.3, what="drafts by the worker")
+            for study_id in noise:
+                report = ada.get(f"/v1/studies/{study_id}/report").json()
+                seeded.noise.append({"study_id": study_id, "report_id": report["report_id"], "draft": report["text"]})
+        # Worklist variety: priorities, and one study under review by dr-bob with a hostile text.
+        with seeded.client("dr-bob") as bob:
+            assert bob.post(f"/v1/reports/{report_id}/priority", json={"priority": 10}).status_code == 200
+            assert bob.post(f"/v1/reports/{seeded.noise[0]['report_id']}/priority", json={"priority": 20}).status_code == 200
+            hostile = seeded.noise[2]
+            assert bob.post(f"/v1/reports/{hostile['report_id']}/claim").status_code == 200
+            edited = bob.put(f"/v1/reports/{hostile['report_id']}", json={"text": HOSTILE, "version": 1})
+            assert edited.status_code == 200, edited.text
+            seeded.hostile = hostile
+        yield seeded
+    finally:
+        system.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's Chromium, headless, through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/ensure_browser.sh (make test does)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(page, api_url: str, name: str) -> None:  # noqa: ANN001 - playwright Page
+    """Open the page and sign in through its form."""
+    page.goto(api_url + "/ui/")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password", exact=True).fill(PASSWORDS[name])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Worklist").wait_for()
