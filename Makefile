@@ -20,6 +20,7 @@ services:
 
 # The whole suite, slow tests included (CI runs this).
 test: setup services
+	bash scripts/ensure_browser.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the tests marked slow.
