@@ -1,0 +1,150 @@
+"""Greedy decoding speed: our jit generation vs transformers (torch, eager attention) on the same
+random weights in one run, on the CPU, float32, batch 1 and 8.
+
+Prints tokens/s for both and their ratio, our batch-8/batch-1 scaling, and the fraction of the
+memory-bandwidth roofline: a decoded token must read the decoder weights and the (tied) output
+embedding once, so tokens/s <= copy bandwidth / those bytes. Bandwidth is measured here with a
+large numpy copy (bytes copied per second).
+
+    .venv/bin/python bench/generate.py                      # both configurations
+    .venv/bin/python bench/generate.py --configs tiny-10m --new-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def copy_bandwidth(gib: float = 0.5, repeats: int = 5) -> float:
+    """Bytes per second of a large memory-to-memory copy (best of `repeats`)."""
+    a = np.ones(int(gib * 2**30) // 4, np.float32)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    best = min(_timed(lambda: np.copyto(b, a)) for _ in range(repeats))
+    return a.nbytes / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def decode_bytes_per_token(config, dtype_bytes: int = 4) -> int:
+    """Bytes of weights a decode step must read: all decoder layers, final norm, embedding."""
+    import modeling
+
+    llm = modeling.abstract_params(config)["llm"]
+    return modeling.count_params(llm) * dtype_bytes
+
+
+def random_weights(config, seed: int = 0):
+    import jax.numpy as jnp
+
+    from modeling.model import param_shapes
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(shape):
+        return jnp.asarray(rng.normal(0.0, 0.05, shape).astype(np.float32))
+
+    import jax
+
+    return jax.tree_util.tree_map(leaf, param_shapes(config), is_leaf=lambda x: isinstance(x, tuple))
+
+
+def bench_config(name: str, new_tokens: int, batches: tuple[int, ...], repeats: int) -> dict:
+    import torch
+    import transformers
+
+    import modeling
+    from modeling.convert import write_hf_checkpoint
+    from modeling.runtime import PaliGemma
+
+    config = modeling.PRESETS[name].hf_compatible()
+    params = random_weights(config)
+    ours = PaliGemma(config, params, eos_id=-1)  # no early stop: every row decodes new_tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        write_hf_checkpoint(Path(tmp), config, params)
+        hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+            tmp, attn_implementation="eager", dtype=torch.float32).eval()
+    rng = np.random.default_rng(0)
+    size = config.image_size
+    pixels = rng.uniform(-1, 1, (max(batches), size, size, 3)).astype(np.float32)
+    prompt = [2, *range(10, 17), 108]
+    results = {"params": modeling.count_params(params)}
+
+    for batch in batches:
+        prompts = [prompt] * batch
+
+        def run_ours(n: int, prompts=prompts, batch=batch) -> list:
+            return ours.generate(pixels[:batch], prompts, n)
+
+        ids = torch.tensor([[config.text.vocab_size] * config.num_image_tokens + prompt] * batch)
+        px = torch.tensor(pixels[:batch].transpose(0, 3, 1, 2))
+
+        def run_hf(n: int, ids=ids, px=px) -> torch.Tensor:
+            with torch.no_grad():
+                return hf.generate(input_ids=ids, pixel_values=px, attention_mask=torch.ones_like(ids),
+                                   token_type_ids=torch.zeros_like(ids), max_new_tokens=n,
+                                   min_new_tokens=n, do_sample=False, pad_token_id=0)
+
+        run_ours(new_tokens)  # compile
+        run_ours(1)
+        run_hf(2)  # warm up
+        t_ours = min(_timed(lambda: run_ours(new_tokens)) for _ in range(repeats))
+        t_ours_1 = min(_timed(lambda: run_ours(1)) for _ in range(repeats))
+        t_hf = min(_timed(lambda: run_hf(new_tokens)) for _ in range(max(1, repeats - 1)))
+        out_ours, out_hf = run_ours(8), run_hf(8)[:, ids.shape[1]:].tolist()
+        results[batch] = {
+            "ours_tps": batch * new_tokens / t_ours,
+            "hf_tps": batch * new_tokens / t_hf,
+            # steady-state decode rate (prefill and vision tower subtracted)
+            "ours_decode_tps": batch * (new_tokens - 1) / max(t_ours - t_ours_1, 1e-9),
+            "same_tokens": out_ours == out_hf,
+        }
+    results["bytes_per_token"] = decode_bytes_per_token(config)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["tiny-10m", "tiny-65m"])
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import jax
+    import torch
+
+    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+          f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
+    bandwidth = copy_bandwidth()
+    print(f"memory copy bandwidth: {bandwidth / 1e9:.1f} GB/s")
+    header = (f"{'config':10} {'params':>7} {'batch':>5} {'ours tok/s':>10} {'hf tok/s':>9} "
+              f"{'ratio':>6} {'decode tok/s':>12} {'roofline':>9} {'same tokens':>11}")
+    print(header)
+    for name in args.configs:
+        res = bench_config(name, args.new_tokens, tuple(args.batches), args.repeats)
+        bound = bandwidth / res["bytes_per_token"]
+        for batch in args.batches:
+            r = res[batch]
+            roof = r["ours_decode_tps"] / bound if batch == 1 else float("nan")
+            print(f"{name:10} {res['params'] / 1e6:6.1f}M {batch:5d} {r['ours_tps']:10.1f} "
+                  f"{r['hf_tps']:9.1f} {r['ours_tps'] / r['hf_tps']:5.2f}x {r['ours_decode_tps']:12.1f} "
+                  f"{roof:8.0%} {str(r['same_tokens']):>11}")
+        if 1 in res and 8 in res:
+            print(f"{name:10} batch 8 / batch 1 tokens/s: {res[8]['ours_tps'] / res[1]['ours_tps']:.2f}x "
+                  f"(decode only {res[8]['ours_decode_tps'] / res[1]['ours_decode_tps']:.2f}x); "
+                  f"roofline bound {bound:.0f} tok/s at {res['bytes_per_token'] / 1e6:.0f} MB/token")
+
+
+if __name__ == "__main__":
+    main()
