@@ -389,13 +389,13 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
             else:
                 cv = an.cp_v - 0.16
             cu = s * rng.uniform(0.33, 0.45)
-            ry = (0.085, 0.11, 0.14)[k]
+            ry = (0.10, 0.12, 0.15)[k]
             ell = ((uu - cu) / (ry * 1.4 * 2 * aspect)) ** 2 + ((vv - cv) / ry) ** 2
             blob = (ell + 0.35 * _smooth_noise(rng, (h, w), 6 * h / 512)) < 1
             # Ill-defined margins, patchy inside, bounded by the pleura.
             blob_s = _blur(_blur(blob.astype(np.float32), 5.0 * h / 512) * lung(side_right), 1.0)
             patchy = np.clip(0.85 + 0.15 * _smooth_noise(rng, (h, w), 3 * h / 512), 0.6, 1.0)
-            lung_air *= 1 - 0.9 * blob_s * patchy
+            lung_air *= 1 - 0.95 * blob_s * patchy
             extra += 0.01 * blob_s
             # Air bronchograms: dark branching lines inside the consolidation.
             br = np.zeros((h, w), np.float32)

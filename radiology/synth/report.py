@@ -363,6 +363,13 @@ _DEVICE_INDICATIONS = (
 )
 _COMPARISONS = ("None.", "___", "Chest radiograph from ___.", "Prior study of ___.",
                 "Chest radiographs ___ and ___.", "None available.")
+_INTERVAL = (
+    "This is new compared to the prior study.",
+    "This has increased since the prior radiograph.",
+    "This is slightly decreased compared to the prior exam.",
+    "This is unchanged from the prior study.",
+    "Not substantially changed compared to the prior.",
+)
 _EXAMS = {"PA": ("CHEST (PA AND LAT)", "CHEST (PA AND LAT)", "CHEST (PA)"),
           "AP": ("CHEST (PORTABLE AP)", "CHEST (PORTABLE AP)")}
 
@@ -416,12 +423,17 @@ def write_report(spec: StudySpec, rng: np.random.Generator) -> tuple[str, Labels
         negatives.append(_no_fracture(rng))
     normal = not positives or all(lab.keys() == {"Support Devices"} for _, lab in positives)
 
+    comparison = _pick(rng, _COMPARISONS)
+    has_prior = comparison not in ("None.", "None available.")
+    if has_prior and positives and rng.random() < 0.35:
+        # Interval change relative to the prior study (the picture shows only the present).
+        i = int(rng.integers(len(positives)))
+        text, lab = positives[i]
+        positives[i] = (f"{text} {_pick(rng, _INTERVAL)}", lab)
+
     # The negatives come as one block somewhere among the positive statements.
     insert_at = int(rng.integers(len(positives) + 1))
     findings_sentences = positives[:insert_at] + negatives + positives[insert_at:]
-
-    comparison = _pick(rng, _COMPARISONS)
-    has_prior = comparison not in ("None.", "None available.")
 
     # Impression: the positives restated briefly, or a normal statement.
     impression: list[Sentence] = []

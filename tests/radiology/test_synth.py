@@ -255,3 +255,10 @@ def test_mild_core_findings_brighten_their_region_at_224_px(name):
         without = _render((), seed)
         gains.append(float((with_finding - without)[rows, cols].mean()))
     assert min(gains) > 0.03, gains
+
+
+def test_labels_equal_what_the_project_chexpert_labeler_reads_from_the_report():
+    chexpert = pytest.importorskip("evaluation.chexpert", reason="evaluation package not present")
+    for _, sections, labels in _reports(300):
+        text = " ".join(x for x in (sections.findings, sections.impression) if x)
+        assert chexpert.label(text) == labels, text
