@@ -186,6 +186,18 @@ def _int(value: str | None) -> int:
         return 0
 
 
+def _acquired(date: str | None, time: str | None) -> str | None:
+    """'YYYYMMDDHHMMSS.fff' from the tables' StudyDate and StudyTime (a float that lost its
+    leading zeros: 84935.0 is 08:49:35), so that the strings sort in time order."""
+    if not date:
+        return None
+    try:
+        clock = f"{float(time):010.3f}" if time else ""
+    except ValueError:
+        clock = ""
+    return f"{int(float(date)):08d}{clock}"
+
+
 def _image_suffix(root: Path, first_folder: Path | None, image_format: str) -> str:
     if image_format in ("dcm", "jpg"):
         return image_format
@@ -272,7 +284,7 @@ def read_dataset(
         for row in rows:
             meta = metadata.get(row["dicom_id"], {})
             view = (meta.get("ViewPosition") or "").strip().upper() or None
-            when = (meta.get("StudyDate", "") + meta.get("StudyTime", "")) or None
+            when = _acquired(meta.get("StudyDate"), meta.get("StudyTime"))
             instances.append(_Instance(row["dicom_id"], view, _int(meta.get("Rows")),
                                        _int(meta.get("Columns")), when))
         frontal, lateral, known = choose_views(instances)

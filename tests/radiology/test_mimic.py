@@ -208,3 +208,11 @@ def test_layout_check_reports_an_invalid_chexpert_value(tree):
         lines.append(",".join(values))
     _rewrite(tree, "chexpert", "\n".join(lines) + "\n")
     assert any("CheXpert values other than" in p and "2.0" in p for p in check_layout(tree))
+
+
+def test_table_times_without_leading_zeros_sort_in_time_order():
+    from radiology.mimic import _acquired
+
+    morning, evening = _acquired("21800506", "84935.0"), _acquired("21800506", "213014.531")
+    assert morning < evening
+    assert _acquired(None, "1.0") is None
