@@ -2,7 +2,7 @@
 
 Names and identifiers are obviously synthetic yet shaped like real ones ("Mockley^Margaret^A",
 patient ID "SYN4821937"), so tests elsewhere can assert that they never reach a log line.
-Pixel encodings vary on purpose (12/16 bits stored, MONOCHROME1/2, five transfer syntaxes) so
+Pixel encodings vary on purpose (12/16 bits stored, MONOCHROME1/2, six transfer syntaxes) so
 that every decoding path of `radiology.dicom` sees synthetic data.
 """
 
@@ -22,6 +22,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLSLossless,
     RLELossless,
 )
 
@@ -30,12 +31,14 @@ DX_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage -
 
 #: Transfer syntaxes written, with the probability of each.
 TRANSFER_SYNTAXES: dict[UID, float] = {
-    ExplicitVRLittleEndian: 0.35,
+    ExplicitVRLittleEndian: 0.3,
     ImplicitVRLittleEndian: 0.15,
     RLELossless: 0.2,
     JPEG2000Lossless: 0.2,
-    DeflatedExplicitVRLittleEndian: 0.1,
+    JPEGLSLossless: 0.1,
+    DeflatedExplicitVRLittleEndian: 0.05,
 }
+_ENCODERS = {RLELossless: "pylibjpeg", JPEG2000Lossless: "pylibjpeg", JPEGLSLossless: "pyjpegls"}
 
 _FAMILY_HEAD = ("Mock", "Synth", "Fake", "Test", "Sample", "Faux", "Proxy", "Dummy", "Placebo")
 _FAMILY_TAIL = ("ley", "worth", "ington", "son", "berg", "field", "stead", "ford", "wick", "more")
@@ -203,8 +206,8 @@ def encode_image(
     ds.file_meta = meta
 
     ts = encoding.transfer_syntax
-    if ts in (RLELossless, JPEG2000Lossless):
-        ds.compress(ts, pixels, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    if ts in _ENCODERS:
+        ds.compress(ts, pixels, encoding_plugin=_ENCODERS[ts], generate_instance_uid=False)
     else:
         meta.TransferSyntaxUID = ts
     buffer = io.BytesIO()
