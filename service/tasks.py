@@ -313,14 +313,34 @@ def _maybe_inject_fault(settings: Settings, store: BlobStore, study_ids: list[st
 
 
 def _generate(settings: Settings, study_id: str, worker: str) -> None:
-    from radiology import reports as report_sections
-
     model = load_model(settings)
     store = BlobStore(settings.storage_dir)
     with session_scope(settings.database_url) as session:
         retake = session.get(Study, study_id).generate_attempts > 1
     # A study retaken after a lost worker runs alone, so a poison study cannot take others down.
     batch = [study_id] if retake else _gather_batch(settings, study_id, worker)
+    try:
+        _generate_batch(settings, batch, worker, model, store)
+    except BaseException:
+        # The first study is settled by _run_stage; give the others back so another delivery takes them.
+        _release_all(settings, batch[1:], worker)
+        raise
+
+
+def _release_all(settings: Settings, study_ids: list[str], worker: str) -> None:
+    try:
+        with session_scope(settings.database_url) as session:
+            for sid in study_ids:
+                study = session.get(Study, sid)
+                if study is not None and study.state == StudyState.generating and study.lease_owner == worker:
+                    pipeline.release(session, study, "generate", undo_attempt=True)
+    except TRANSIENT:
+        pass  # their leases stop being renewed once this task ends, and expire
+
+
+def _generate_batch(settings: Settings, batch: list[str], worker: str, model: Any, store: BlobStore) -> None:
+    from radiology import reports as report_sections
+
     _maybe_inject_fault(settings, store, batch)
     with session_scope(settings.database_url) as session:
         shas = {sid: session.get(Study, sid).frontal_sha256 for sid in batch}

@@ -167,12 +167,13 @@ def test_a_repeated_upload_does_not_make_a_second_draft(sqlite_system):
 def test_studies_waiting_together_are_drafted_in_one_batch(sqlite_system):
     h = sqlite_system
     worker = next(p for p in h.system.processes if p.name.startswith("worker-generate"))
-    worker.signal(signal.SIGSTOP)  # studies pile up in the generate queue while the worker is frozen
+    worker.stop()  # studies pile up in the generate queue while no generate worker runs
     try:
         ids = [h.upload(h.study_files(1)) for _ in range(4)]
         wait_for(lambda: all(h.status(s)["state"] == "ingested" for s in ids), 60, what="ingest")
     finally:
-        worker.signal(signal.SIGCONT)
+        worker.start()
+        worker.restart = True
     results = h.wait_terminal(ids)
     assert [r["timings"]["generate_batch_size"] for r in results.values()] == [2, 2, 2, 2]
 
