@@ -23,7 +23,8 @@ COPY evaluation evaluation
 COPY finetune finetune
 COPY service service
 RUN pip install . \
- && if [ -n "$JAX_EXTRA" ]; then pip install "jax[$JAX_EXTRA]"; fi
+ && if [ -n "$JAX_EXTRA" ]; then \
+      pip install "jax[$JAX_EXTRA]==$(python -c 'import jax; print(jax.__version__)')"; fi
 
 RUN mkdir -p /data/store /jax-cache && chown -R radreport /data /jax-cache
 USER radreport
