@@ -222,8 +222,8 @@ def findings_of(text: str) -> FindingsView:
         anatomy = []
         for relation, target in e.get("relations", []):
             if relation == "located_at" and target in raw:
-                modifiers = [t["tokens"] for t in raw.values() if ["modify", target] in t.get("relations", [])]
-                anatomy.append(" ".join([*modifiers, raw[target]["tokens"]]))
+                words = [t for t in raw.values() if ["modify", target] in t.get("relations", [])] + [raw[target]]
+                anatomy.append(" ".join(t["tokens"] for t in sorted(words, key=lambda t: int(t["start_ix"]))))
         entities.append(Entity(id=str(key), text=text[start:end], label=e["label"],
                                certainty=CERTAINTY.get(e["label"], "other"), start=start, end=end,
                                anatomy=anatomy, relations=[list(r) for r in e.get("relations", [])]))

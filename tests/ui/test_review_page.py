@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from service.system import wait_for
+
 pytest.register_assert_rewrite("ui_fixtures")
-from ui_fixtures import HOSTILE, PASSWORDS, PREVIEW_SIDE, sign_in  # noqa: E402
+from ui_fixtures import HOSTILE, PASSWORDS, PREVIEW_SIDE, save_screenshot, sign_in  # noqa: E402
 
 pytest_plugins = ["ui_fixtures"]
 pytestmark = pytest.mark.slow
@@ -62,7 +64,9 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
     hostile_row = page.locator(f'tr[data-report-id="{seeded.hostile["report_id"]}"]')
     assert "dr-bob" in hostile_row.inner_text()
     assert "Urgent (10)" in page.locator(f'tr[data-report-id="{report_id}"]').inner_text()
-    page.screenshot(path=str(DOCS / "review_worklist.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert save_screenshot(page, DOCS / "review_worklist.png", clip={"x": 0, "y": 0, "width": 1280, "height": 420}) < 400_000
+    page.set_viewport_size({"width": 1920, "height": 1080})
 
     # Open the study: both images and the draft by section.
     seconds = open_report(page, report_id)
@@ -94,6 +98,10 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
     frontal.focus()
     page.keyboard.press("i")
     assert tools.get_by_role("button", name="Invert").get_attribute("aria-pressed") == "true"
+    inverted = frontal.screenshot()
+    page.keyboard.press("i")
+    assert tools.get_by_role("button", name="Invert").get_attribute("aria-pressed") == "false"
+    assert frontal.screenshot() != inverted
     tools.get_by_role("button", name="Full resolution").click()
     page.wait_for_selector('canvas[data-view^="frontal"][data-resolution="full"]')
     assert frontal.get_attribute("data-source-width") == "256"
@@ -113,6 +121,7 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
 
     # Meanwhile the same report is edited through the API (another window of the same radiologist).
     with seeded.client("dr-ada") as ada:
+        wait_for(lambda: ada.get(f"/v1/reports/{report_id}").json()["current"]["version"] == 2, 10, what="version 2")
         current = ada.get(f"/v1/reports/{report_id}").json()["current"]
         other = current["text"].replace("IMPRESSION:", f"{ADDED_BY_API}\n\nIMPRESSION:")
         assert ada.put(f"/v1/reports/{report_id}", json={"text": other}, headers={"If-Match": '"2"'}).status_code == 200
@@ -132,12 +141,13 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
     merge.get_by_role("button", name="Save merged text").click()
     page.get_by_text("Merged and saved as version 4.").first.wait_for()
     with seeded.client("dr-ada") as ada:
+        wait_for(lambda: ada.get(f"/v1/reports/{report_id}").json()["current"]["version"] == 4, 10, what="version 4")
         saved = ada.get(f"/v1/reports/{report_id}").json()["current"]
     assert saved["version"] == 4 and saved["text"] == merged
     assert ADDED_BY_RADIOLOGIST in saved["text"] and ADDED_BY_API in saved["text"]
     assert "Recommend follow-up radiograph." in saved["text"]
     page.wait_for_selector("#diff-text ins")
-    page.screenshot(path=str(DOCS / "review_study.png"))
+    assert save_screenshot(page, DOCS / "review_study.png") < 400_000
 
     # Sign: confirmation with the meaning, a wrong password is refused, the right one signs.
     page.keyboard.press("Control+Shift+S")
@@ -153,6 +163,7 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
     sign.get_by_role("button", name="Sign", exact=True).click()
     page.get_by_text("Signed by dr-ada").first.wait_for()
     assert page.locator("#report-status").inner_text() == "final"
+    assert "signed by dr-ada" in page.locator("#claim-info").inner_text()
     assert section(page, "Findings").get_attribute("readonly") is not None
 
     # History: every version with its diff and every event, oldest first.
@@ -208,6 +219,8 @@ def test_signing_out_and_an_ended_session_return_to_the_sign_in_form(page, seede
     token = page.evaluate("JSON.parse(sessionStorage.getItem('radreport.session')).token")
     with seeded.client("dr-bob") as bob:  # the session ends behind the page (as on expiry)
         assert bob.post("/v1/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
+        wait_for(lambda: bob.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401, 10,
+                 what="the token to be refused")
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("Your session has ended").wait_for()
     assert page.get_by_role("heading", name="Sign in to review reports").is_visible()
@@ -217,7 +230,8 @@ def test_signing_out_and_an_ended_session_return_to_the_sign_in_form(page, seede
     page.get_by_role("button", name="Sign out").click()
     page.get_by_text("You are signed out.").wait_for()
     with seeded.client("dr-bob") as bob:
-        assert bob.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        wait_for(lambda: bob.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401, 10,
+                 what="the signed-out token to be refused")
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
@@ -242,7 +256,6 @@ def test_the_study_view_fits_the_screen_with_labelled_controls(browser, seeded, 
         for _ in range(12):
             order.append(page.evaluate("document.activeElement.id || document.activeElement.getAttribute('aria-label') || document.activeElement.textContent.trim()"))
             page.keyboard.press("Tab")
-        print(order)
         # study bar first, then the images' tools and canvases, then the editor
         assert order.index("back-button") < order.index("claim-button") < order.index("Frontal (PA) window preset")
         assert order.index("Frontal (PA) window preset") < order.index("Lateral (LATERAL) window preset")

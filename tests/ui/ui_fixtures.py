@@ -128,8 +128,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
             assert bob.post(f"/v1/reports/{seeded.noise[0]['report_id']}/priority", json={"priority": 20}).status_code == 200
             hostile = seeded.noise[2]
             assert bob.post(f"/v1/reports/{hostile['report_id']}/claim").status_code == 200
-            edited = bob.put(f"/v1/reports/{hostile['report_id']}", json={"text": HOSTILE, "version": 1})
-            assert edited.status_code == 200, edited.text
+            # The API commits after it answers, so the claim may need a moment to be visible to the edit.
+            wait_for(lambda: bob.put(f"/v1/reports/{hostile['report_id']}",
+                                     json={"text": HOSTILE, "version": 1}).status_code == 200, 10, interval=0.1,
+                     what="the hostile edit")
             seeded.hostile = hostile
         yield seeded
     finally:
@@ -156,3 +158,22 @@ def sign_in(page, api_url: str, name: str) -> None:  # noqa: ANN001 - playwright
     page.get_by_label("Password", exact=True).fill(PASSWORDS[name])
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Worklist").wait_for()
+
+
+def save_screenshot(page, path: Path, limit: int = 380_000, **options: object) -> int:  # noqa: ANN001 - Page
+    """A screenshot for docs/: a full-colour PNG, or, when that is over `limit` bytes, 256 colours:
+    128 grey levels (the images) and the 128 commonest other colours (the page's accents)."""
+    import numpy as np
+    from PIL import Image
+
+    shot = Image.open(io.BytesIO(page.screenshot(**options))).convert("RGB")
+    shot.save(path, optimize=True)
+    if path.stat().st_size > limit:
+        pixels = np.asarray(shot).reshape(-1, 3).astype(np.int16)
+        colourful = pixels[(pixels.max(axis=1) - pixels.min(axis=1)) > 12].astype(np.uint8)
+        accents = Image.fromarray(colourful.reshape(1, -1, 3)).quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+        greys = [v for g in range(0, 256, 2) for v in (g + 1, g + 1, g + 1)]
+        palette = Image.new("P", (1, 1))
+        palette.putpalette(greys + accents.getpalette()[: 128 * 3])
+        shot.quantize(palette=palette, dither=Image.Dither.NONE).save(path, optimize=True)
+    return path.stat().st_size

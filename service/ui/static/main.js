@@ -59,6 +59,12 @@ function priorityLabel(p) {
   return "Routine";
 }
 
+function message(text, kind = "ok") {
+  const box = $("save-message");
+  box.textContent = text;
+  box.dataset.kind = kind;
+}
+
 function errorText(error) {
   if (error instanceof ApiError) return `${error.message}${error.code ? ` (${error.code})` : ""}`;
   return `The page could not reach the server (${error.message}). Check the connection and try again.`;
@@ -160,7 +166,9 @@ async function loadWorklist() {
 
 function renderWorklist(page) {
   const me = session()?.user;
-  $("worklist-caption").textContent = `${page.total} report${page.total === 1 ? "" : "s"} · ${state.items.filter((i) => !state.visited.has(i.report_id) && !i.claimed_by).length} unread`;
+  const unreadCount = state.items.filter((i) => !state.visited.has(i.report_id)).length;
+  const mine = state.items.filter((i) => i.claimed_by === me).length;
+  $("worklist-caption").textContent = `${page.total} report${page.total === 1 ? "" : "s"} · ${unreadCount} unread · ${mine} claimed by you`;
   const rows = state.items.map((item, index) => {
     const unread = !state.visited.has(item.report_id);
     const open = el("a", { href: `#/study/${encodeURIComponent(item.report_id)}`, class: "study-link",
@@ -269,7 +277,7 @@ let analyseTimer = null;
 function onEdit() {
   const study = state.study;
   study.dirty = currentText() !== study.report.current.text;
-  $("save-message").textContent = study.dirty ? "Unsaved changes." : "";
+  message(study.dirty ? "Unsaved changes." : "", "warn");
   $("save-button").classList.toggle("attention", study.dirty);
   clearTimeout(analyseTimer);
   analyseTimer = setTimeout(guard(analyse), 300);
@@ -302,10 +310,22 @@ function renderFindings(text, result) {
   }
   if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
   box.replaceChildren(...nodes);
-  const observations = entities.filter((e) => e.certainty !== "anatomy" && e.certainty !== "other");
-  const list = observations.map((e) => el("li", { class: `f-${e.certainty}` },
-    el("span", { class: "chip" }, e.certainty), " ", el("strong", {}, e.text),
-    e.anatomy.length ? el("span", { class: "muted" }, ` at ${e.anatomy.join(", ")}`) : null));
+  // One line per observation: its modifiers ("modify" relations) folded in, with the anatomy it is at.
+  const byId = new Map(entities.map((e) => [e.id, e]));
+  const modifiers = new Map();
+  for (const e of entities) {
+    for (const [relation, target] of e.relations) {
+      if (relation === "modify" && byId.has(target)) modifiers.set(target, [...(modifiers.get(target) || []), e]);
+    }
+  }
+  const heads = entities.filter((e) => e.certainty !== "anatomy" && e.certainty !== "other"
+    && !e.relations.some(([relation, target]) => relation === "modify" && byId.has(target)));
+  const list = heads.map((e) => {
+    const words = [...(modifiers.get(e.id) || []).filter((m) => m.certainty !== "anatomy").map((m) => m.text), e.text];
+    return el("li", { class: `f-${e.certainty}` },
+      el("span", { class: "chip" }, e.certainty), " ", el("strong", {}, words.join(" ")),
+      e.anatomy.length ? el("span", { class: "muted" }, ` · ${e.anatomy.join(", ")}`) : null);
+  });
   if (!list.length) list.push(el("li", { class: "muted" }, "No findings extracted from this text."));
   $("findings-list").replaceChildren(...list);
 }
@@ -372,7 +392,10 @@ function renderStudyHeader() {
   badge.textContent = report.status;
   badge.className = `badge s-${report.status}`;
   $("version-label").textContent = `version ${report.current.version} · by ${report.current.author}`;
-  $("claim-info").textContent = report.claimed_by ? `claimed by ${report.claimed_by}` : "unassigned";
+  const signature = report.signatures[report.signatures.length - 1];
+  $("claim-info").textContent = signature
+    ? `signed by ${signature.signer} · ${when(signature.signed_at)} · ${signature.meaning}`
+    : report.claimed_by ? `claimed by ${report.claimed_by}` : "unassigned";
   const open = report.status === "preliminary";
   $("claim-button").hidden = !(open && !report.claimed_by);
   $("release-button").hidden = !(open && report.claimed_by === me);
@@ -418,23 +441,23 @@ async function save() {
     return false;
   }
   if (!study.dirty) {
-    $("save-message").textContent = `Nothing to save: version ${study.report.current.version} is current.`;
+    message(`Nothing to save: version ${study.report.current.version} is current.`);
     return true;
   }
   const text = currentText();
   try {
     const report = await api.save(study.report.report_id, text, study.report.current.version);
     await refreshReport(report);
-    $("save-message").textContent = `Saved as version ${report.current.version}.`;
+    message(`Saved as version ${report.current.version}.`);
     announce(`Saved as version ${report.current.version}.`);
     return true;
   } catch (error) {
     if (error instanceof ApiError && error.status === 409 && error.code === "version_conflict" && error.body.current) {
-      $("save-message").textContent = `Not saved: version ${error.body.current.version} was saved meanwhile by ${error.body.current.author}. Merge below.`;
+      message(`Not saved: version ${error.body.current.version} was saved meanwhile by ${error.body.current.author}. Compare and merge in the dialog.`, "warn");
       openMerge(text, error.body.current);
       return false;
     }
-    $("save-message").textContent = `Not saved: ${errorText(error)}`;
+    message(`Not saved: ${errorText(error)}`, "warn");
     throw error;
   }
 }
@@ -462,7 +485,7 @@ async function saveMerged(event) {
     const report = await api.save(study.report.report_id, text, current.version);
     $("merge-dialog").close();
     await refreshReport(report);
-    $("save-message").textContent = `Merged and saved as version ${report.current.version}.`;
+    message(`Merged and saved as version ${report.current.version}.`);
     announce(`Merged and saved as version ${report.current.version}.`);
   } catch (error) {
     if (error instanceof ApiError && error.status === 409 && error.body.current) {
@@ -478,7 +501,7 @@ async function takeTheirs() {
   $("merge-dialog").close();
   const report = await api.report(state.study.report.report_id);
   await refreshReport(report);
-  $("save-message").textContent = `Your changes were discarded; showing version ${report.current.version}.`;
+  message(`Your changes were discarded; showing version ${report.current.version}.`, "warn");
 }
 
 // ------------------------------------------------------------------ signing
@@ -516,7 +539,7 @@ async function confirmSign(event) {
     $("sign-dialog").close();
     await refreshReport(report);
     const signature = report.signatures[report.signatures.length - 1];
-    $("save-message").textContent = `Signed by ${signature.signer} at ${when(signature.signed_at)} (${signature.meaning}): the report is final.`;
+    message(`Signed by ${signature.signer} at ${when(signature.signed_at)} (${signature.meaning}): the report is final.`);
     announce("Signed. The report is final.");
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
