@@ -30,13 +30,14 @@ from modeling.config import ModelConfig
 from modeling.model import (
     MASK_VALUE,
     Params,
-    apply_rope,
     attend,
     decoder_block,
     embed_inputs,
     embed_tokens,
     make_attn_mask,
     rms_norm,
+    rope_sincos,
+    rotate,
     sequence_layout,
     sliding_window_mask,
 )
@@ -81,36 +82,35 @@ def _decode_weights(config: ModelConfig, llm: Params) -> list[dict[str, jax.Arra
     return out
 
 
-def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array, pos: jax.Array,
-                cache: tuple[jax.Array, jax.Array], j: int, slot: jax.Array, visible: jax.Array
-                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One decoder block for one new token per row. x [B, D]; cache k, v [n, B, R, K, H] of
-    which this layer owns entry j."""
+def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
+                rope: tuple[jax.Array, jax.Array], cache: tuple[jax.Array, jax.Array], j: int,
+                slot: jax.Array, visible: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One decoder block for one new token per row. x [B, D]; cache k, v [n, B, K, R, H] of
+    which this layer owns entry j (heads before slots, so attention needs no transposes)."""
     t = config.text
     N, K, H = t.num_heads, t.num_kv_heads, t.head_dim
     b = x.shape[0]
     h = rms_norm(t, x, w["pre_attention_norm"])
     qkv = h @ w["qkv"]
-    q = qkv[:, : N * H].reshape(b, 1, N, H)
-    k = qkv[:, N * H: (N + K) * H].reshape(b, 1, K, H)
-    v = qkv[:, (N + K) * H:].reshape(b, 1, K, H)
-    q = apply_rope(q, pos[:, None], t.rope_base)
+    q = rotate(qkv[:, : N * H].reshape(b, 1, N, H), *rope)
     if t.query_scale_before_matmul:
         q = q * jnp.asarray(t.query_pre_attn_scalar ** -0.5, q.dtype)
-    k = apply_rope(k, pos[:, None], t.rope_base)
+    k = rotate(qkv[:, N * H: (N + K) * H].reshape(b, 1, K, H), *rope)
+    v = qkv[:, (N + K) * H:].reshape(b, K, 1, H)
     ck_all, cv_all = cache
-    ck_all = jax.lax.dynamic_update_slice(ck_all, k[None].astype(ck_all.dtype), (j, 0, slot, 0, 0))
-    cv_all = jax.lax.dynamic_update_slice(cv_all, v[None].astype(cv_all.dtype), (j, 0, slot, 0, 0))
+    k = k.reshape(b, K, 1, H)
+    ck_all = jax.lax.dynamic_update_slice(ck_all, k[None].astype(ck_all.dtype), (j, 0, 0, slot, 0))
+    cv_all = jax.lax.dynamic_update_slice(cv_all, v[None].astype(cv_all.dtype), (j, 0, 0, slot, 0))
     ck, cv = ck_all[j], cv_all[j]
     qg = q.reshape(b, K, N // K, H)
-    logits = jnp.einsum("BKGH,BSKH->BKGS", qg, ck.astype(q.dtype)).astype(jnp.float32)
+    logits = jnp.einsum("BKGH,BKSH->BKGS", qg, ck.astype(q.dtype)).astype(jnp.float32)
     if not t.query_scale_before_matmul:
         logits = logits * (t.query_pre_attn_scalar ** -0.5)
     if t.attn_logits_softcap:
         logits = jnp.tanh(logits / t.attn_logits_softcap) * t.attn_logits_softcap
     logits = jnp.where(visible[:, None, None, :], logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-    a = jnp.einsum("BKGS,BSKH->BKGH", probs, cv.astype(x.dtype)).reshape(b, N * H)
+    a = jnp.einsum("BKGS,BKSH->BKGH", probs, cv.astype(x.dtype)).reshape(b, N * H)
     x = x + rms_norm(t, a @ w["o"], w["post_attention_norm"])
     h = rms_norm(t, x, w["pre_ffw_norm"])
     gu = h @ w["gate_up"]
@@ -180,6 +180,7 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     src = jnp.clip(src, 0, s0 - 1)
     ks = jnp.take_along_axis(ks, src[None, :, :, None, None], axis=2)  # [L, B, S0, K, H]
     vs = jnp.take_along_axis(vs, src[None, :, :, None, None], axis=2)
+    ks, vs = ks.transpose(0, 1, 3, 2, 4), vs.transpose(0, 1, 3, 2, 4)  # [L, B, K, S0, H]
     aligned_pos = jnp.where(src_valid, jnp.take_along_axis(positions, src, 1), -1)
     caches = {}
     slot_pos = {}
@@ -187,10 +188,10 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
         k, v = ks[np.array(layers)], vs[np.array(layers)]
         if r < cache_len:
             ring = _ring_sources(s0, r)
-            k, v = k[:, :, np.maximum(ring, 0)], v[:, :, np.maximum(ring, 0)]
+            k, v = k[:, :, :, np.maximum(ring, 0)], v[:, :, :, np.maximum(ring, 0)]
             sp = jnp.where(jnp.asarray(ring >= 0)[None], aligned_pos[:, np.maximum(ring, 0)], -1)
         else:
-            pad = [(0, 0), (0, 0), (0, cache_len - s0), (0, 0), (0, 0)]
+            pad = [(0, 0), (0, 0), (0, 0), (0, cache_len - s0), (0, 0)]
             k, v = jnp.pad(k, pad), jnp.pad(v, pad)
             sp = jnp.pad(aligned_pos, [(0, 0), (0, cache_len - s0)], constant_values=-1)
         caches[r] = (k, v)
@@ -203,7 +204,7 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
 
 def _cache_groups(config: ModelConfig, cache_len: int) -> dict[int, list[int]]:
     """Layers grouped by cache length (ring size): {R: [layer indices]}; each group's caches
-    are stacked into one [n_layers, B, R, K, H] array."""
+    are stacked into one [n_layers, B, K, R, H] array."""
     groups: dict[int, list[int]] = {}
     for i in range(config.text.depth):
         groups.setdefault(_ring_size(config, i, cache_len), []).append(i)
@@ -258,9 +259,10 @@ def _decode_step(config, params, weights, token, pos, caches, slot_pos, step_ind
     caches = dict(caches)
     where = {i: (r, j) for r, layers in _cache_groups(config, cache_len).items()
              for j, i in enumerate(layers)}
+    rope = rope_sincos(pos[:, None], t.head_dim, t.rope_base)  # shared by every layer
     for i in range(t.depth):  # layer order matters: x flows through them in sequence
         r, j = where[i]
-        x, caches[r] = _step_block(config, weights[i], x, pos, caches[r], j, idx % r,
+        x, caches[r] = _step_block(config, weights[i], x, rope, caches[r], j, idx % r,
                                    visible[(r, t.is_sliding(i))])
     return _final_logits(config, params["llm"], x), caches, new_slot_pos
 

@@ -212,14 +212,23 @@ def rms_norm(cfg: TextConfig, x: jax.Array, scale: jax.Array) -> jax.Array:
     return (xf * inv * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary embedding, half-split convention. x [B, T, N, H], positions [B, T]."""
-    half = x.shape[-1] // 2
-    timescale = base ** (2.0 * jnp.arange(half, dtype=jnp.float32) / x.shape[-1])
-    rad = positions.astype(jnp.float32)[..., None, None] / timescale  # [B, T, 1, H/2]
-    sin, cos = jnp.sin(rad), jnp.cos(rad)
+def rope_sincos(positions: jax.Array, head_dim: int, base: float) -> tuple[jax.Array, jax.Array]:
+    """sin, cos [B, T, 1, H/2] of rotary embedding angles positions / base ** (2i / H)."""
+    half = head_dim // 2
+    timescale = base ** (2.0 * jnp.arange(half, dtype=jnp.float32) / head_dim)
+    rad = positions.astype(jnp.float32)[..., None, None] / timescale
+    return jnp.sin(rad), jnp.cos(rad)
+
+
+def rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+    """Apply rotary embedding (half-split convention) given `rope_sincos` tables."""
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """Rotary embedding, half-split convention. x [B, T, N, H], positions [B, T]."""
+    return rotate(x, *rope_sincos(positions, x.shape[-1], base))
 
 
 def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array) -> jax.Array:

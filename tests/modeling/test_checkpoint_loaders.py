@@ -136,3 +136,34 @@ def test_bundle_restores_into_bfloat16(params, tmp_path, tokenizer_path):
 def test_unrecognised_path_gets_an_actionable_error(tmp_path):
     with pytest.raises(CheckpointError, match="neither a model bundle"):
         modeling.load_pretrained(tmp_path / "nothing.bin")
+
+
+SHARDED_LOAD = """
+import sys, jax, numpy as np
+sys.path.insert(0, {helpers!r})
+from modeling_helpers import CONFIG_A
+import modeling
+mesh = jax.make_mesh((4,), ("fsdp",))
+model = modeling.load_pretrained({path!r}, dtype="bfloat16", config=CONFIG_A, mesh=mesh)
+table = model.params["llm"]["embedder"]["input_embedding"]
+print(len(jax.devices()), table.dtype, table.shape, sorted({{s.data.shape for s in table.addressable_shards}}))
+"""
+
+
+@pytest.mark.slow
+def test_loading_onto_a_four_device_mesh_gives_each_device_its_slice(params, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write_big_vision_npz(tmp_path / "pg.npz", params)
+    code = SHARDED_LOAD.format(helpers=str(Path(__file__).parent), path=str(path))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr
+    rows = CONFIG.text.vocab_size
+    assert out.stdout.split()[:2] == ["4", "bfloat16"]
+    assert f"[({rows // 4}, {CONFIG.text.width})]" in out.stdout  # a quarter of the rows each

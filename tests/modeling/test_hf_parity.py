@@ -90,7 +90,7 @@ def test_big_vision_npz_of_the_same_weights_matches_transformers(parity_case, tm
     pixels, ids, types = _prefix_suffix_batch(config, seed=2)
     ref = _hf_logits(hf_model, config, pixels, ids, types)
     assert np.abs(model.logits(pixels, ids, types) - ref).max() <= TOL
-    prompt = PROMPTS[0]
-    ours = model.generate(pixels[:1], [prompt], 32)[0]
-    ref_tokens = _hf_greedy(hf_model, config, pixels[:1], prompt, 32)
+    pixels = random_pixels(config, len(PROMPTS), seed=4)
+    ours = model.generate(pixels, PROMPTS, 32)[0]  # the batch shape compiled above: no new program
+    ref_tokens = _hf_greedy(hf_model, config, pixels[:1], PROMPTS[0], 32)
     assert ours == ref_tokens[: ref_tokens.index(1) if 1 in ref_tokens else 32]

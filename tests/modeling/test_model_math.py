@@ -9,7 +9,10 @@ import numpy as np
 from modeling_helpers import CONFIG_A, random_params, random_pixels
 
 from modeling.config import ModelConfig, TextConfig
-from modeling.model import embed_tokens, forward, make_attn_mask
+from modeling.model import embed_tokens, make_attn_mask
+from modeling.model import forward as _forward
+
+forward = jax.jit(_forward, static_argnums=0)
 
 IDS = np.array([[2, 40, 41, 108, 50, 51, 52, 1]], np.int32)
 TYPES = np.array([[0, 0, 0, 0, 1, 1, 1, 1]], np.int32)
@@ -68,7 +71,7 @@ def test_forward_is_differentiable_under_jit():
 
     @jax.jit
     def loss(p):
-        logits = forward(CONFIG_A, p, pixels, ids[:, :-1], types[:, :-1])
+        logits = _forward(CONFIG_A, p, pixels, ids[:, :-1], types[:, :-1])
         logp = jax.nn.log_softmax(logits)
         return -jnp.mean(jnp.take_along_axis(logp, ids[:, 1:, None], -1))
 
