@@ -138,6 +138,15 @@ class EvalSection:
 
 
 @dataclass
+class VisionWarmupSection:
+    """From-scratch runs: first train the vision tower on the training studies' labels."""
+
+    steps: int = 0  # 0 = off
+    lr: float = 2e-3
+    batch_size: int = 32
+
+
+@dataclass
 class TrainConfig:
     """Everything one fine-tuning run needs."""
 
@@ -148,6 +157,7 @@ class TrainConfig:
     mesh: MeshSection = field(default_factory=MeshSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    vision_warmup: VisionWarmupSection = field(default_factory=VisionWarmupSection)
     seed: int = 0
     # Checkpoints, logs and caches (default: runs/<name>).
     workdir: str | None = None

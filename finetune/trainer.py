@@ -111,6 +111,7 @@ class Run:
 
         self.config = config
         self.console = console
+        self.started = time.time()  # time_limit_s counts from here (caching and warm-up included)
         sharding.maybe_initialize_distributed(config.mesh)
         self.process_index = jax.process_index()
         self.process_count = jax.process_count()
@@ -219,7 +220,10 @@ class Run:
         # Parameters: init, split into trainable / frozen, shard.
         rng = jax.random.PRNGKey(cfg.seed)
         init_rng, lora_rng, self.state_rng = jax.random.split(rng, 3)
-        flat = optim.flatten(self._initial_params(init_rng))
+        initial = self._initial_params(init_rng)
+        if cfg.vision_warmup.steps > 0:
+            initial = dict(initial, img=self._warm_vision(initial["img"]))
+        flat = optim.flatten(initial)
         trainable, frozen = optim.split_params(flat, cfg.optim.trainable)
         if cfg.optim.trainable == "lora":
             self.lora_axes = optim.lora_axes(
@@ -272,6 +276,39 @@ class Run:
         self.image_size = self.model_config.image_size
         self.forward = partial(modeling.forward, self.model_config)
         return base.params
+
+    def _warm_vision(self, img: dict[str, Any]) -> dict[str, Any]:
+        """The vision tower after the label warm-up (computed once per workdir, then reused)."""
+        import jax
+
+        from finetune import optim
+        from finetune.vision_warmup import label_matrix, warm_up_vision
+
+        cfg = self.config
+        if cfg.model.init != "scratch" or self.process_count > 1:
+            raise ConfigError("vision_warmup is for single-host runs from scratch (model.init=scratch)")
+        path = self.workdir / "vision_warmup.npz"
+        if path.exists():
+            saved = np.load(path)
+            return optim.unflatten({k: jax.numpy.asarray(saved[k]) for k in saved.files})
+        labels, names = label_matrix(self.train_examples)
+        images = self._images(self.train_examples, cfg.data.train_split)
+        warm, history = warm_up_vision(
+            self.model_config, img, images, labels, cfg.vision_warmup.steps, cfg.vision_warmup.lr,
+            cfg.vision_warmup.batch_size, cfg.seed, cfg.data.augment, log=self._log,
+        )
+        if self.process_index == 0:
+            from finetune.metrics import MetricsWriter
+
+            writer = MetricsWriter(self.workdir)
+            for row in history:
+                writer.write(row["step"], "vision_warmup", {k: v for k, v in row.items() if k != "step"})
+            writer.close()
+            flat = {k: np.asarray(v) for k, v in optim.flatten(jax.device_get(warm)).items()}
+            tmp = self.workdir / "vision_warmup.tmp.npz"
+            np.savez(tmp, **flat)
+            tmp.replace(path)
+        return warm
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -394,12 +431,24 @@ class Run:
                   if isinstance(v, int | float)}
         return scores, hypotheses
 
-    def validate(self) -> dict[str, float]:
-        """Scores on the first `eval.val_examples` validation studies with the current params."""
+    def validate(self, step: int) -> dict[str, float]:
+        """Scores on the first `eval.val_examples` validation studies with the current params;
+        the generated reports go to <workdir>/predictions/val-<step>.jsonl."""
         n = self.config.eval.val_examples or len(self.val_examples)
         examples, pairs = self.val_examples[:n], self.val_pairs[:n]
-        scores, _ = self.evaluate(self.params(), examples, pairs, f"{self.config.data.val_split}-{n}")
+        scores, hypotheses = self.evaluate(self.params(), examples, pairs, f"{self.config.data.val_split}-{n}")
+        self._write_predictions(f"val-{step}", pairs, hypotheses)
         return scores
+
+    def _write_predictions(self, name: str, pairs: list[data_lib.TextPair], hypotheses: list[str]) -> None:
+        if self.process_index != 0:
+            return
+        folder = self.workdir / "predictions"
+        folder.mkdir(exist_ok=True)
+        with (folder / f"{name}.jsonl").open("w") as handle:
+            for pair, hypothesis in zip(pairs, hypotheses, strict=True):
+                handle.write(json.dumps({"study_id": pair.study_id, "prompt": pair.prefix,
+                                         "reference": pair.target, "generated": hypothesis}) + "\n")
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -428,7 +477,6 @@ class Run:
         step = int(jax.device_get(self.state["step"]))
         writer = MetricsWriter(self.workdir, enabled=self.process_index == 0)
         val_metrics: dict[str, float] = {}
-        started = time.time()
         train_seconds = 0.0
         bar = tqdm(
             total=self.total_steps, initial=step, desc=cfg.name, unit="step",
@@ -463,13 +511,13 @@ class Run:
                         bar.set_postfix(loss=f"{last_loss:.3f}", ex_s=f"{rate:.1f}")
                         window_start, window_steps = time.time(), 0
                     bar.update(1)
-                    time_up = cfg.time_limit_s > 0 and time.time() - started > cfg.time_limit_s
+                    time_up = cfg.time_limit_s > 0 and time.time() - self.started > cfg.time_limit_s
                     validate_now = cfg.eval.every_steps > 0 and (
                         step % cfg.eval.every_steps == 0 or step == self.total_steps or time_up
                     )
                     if validate_now:
                         eval_start = time.time()
-                        val_metrics = self.validate()
+                        val_metrics = self.validate(step)
                         writer.write(step, "val", val_metrics)
                         self._log(
                             f"step {step}: val {cfg.checkpoint.best_metric}="
@@ -527,7 +575,8 @@ class Run:
         if cfg.eval.test_examples >= 0:
             test = data_lib.read_split(cfg.data, cfg.data.test_split, cfg.eval.test_examples)
             pairs = data_lib.text_pairs(cfg.data, test)
-            scores, _ = self.evaluate(params, test, pairs, f"{cfg.data.test_split}-{len(test)}")
+            scores, hypotheses = self.evaluate(params, test, pairs, f"{cfg.data.test_split}-{len(test)}")
+            self._write_predictions(f"{cfg.data.test_split}-step{step}", pairs, hypotheses)
             count = len(test)
             keys = ("chexpert_micro_f1_5", "radgraph_partial", "bleu4", "rougeL", "cider")
             self._log(f"held-out {cfg.data.test_split} ({count} studies, checkpoint of step {step}): "
