@@ -78,6 +78,8 @@ def make_contact_sheet(out: str | Path, seed: int = 3, size: int = 512) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from radiology.reports import parse
+
     cols = 5
     rows = int(np.ceil(len(EXAMPLES) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.0, rows * 3.9))
@@ -86,8 +88,11 @@ def make_contact_sheet(out: str | Path, seed: int = 3, size: int = 512) -> Path:
     for i, (ax, (name, findings, devices)) in enumerate(zip(axes.flat, EXAMPLES, strict=False)):
         view = "AP" if devices else "PA"
         spec = StudySpec(findings, view, False, "M", 64, devices)
-        study = generate_study(np.random.default_rng([seed, i]), spec=spec, size=(size, size),
-                               dicom=False, lateral=False)
+        for attempt in range(10):  # a report with a FINDINGS section reads best here
+            study = generate_study(np.random.default_rng([seed, i, attempt]), spec=spec,
+                                   size=(size, size), dicom=False, lateral=False)
+            if parse(study.report).findings:
+                break
         ax.imshow(study.frontal.pixels, cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
         ax.set_title(name, fontsize=10, fontweight="bold")
         caption = "\n".join(textwrap.wrap(report_line(study.report, name), 44)[:3])
