@@ -167,3 +167,17 @@ def test_loading_onto_a_four_device_mesh_gives_each_device_its_slice(params, tmp
     rows = CONFIG.text.vocab_size
     assert out.stdout.split()[:2] == ["4", "bfloat16"]
     assert f"[({rows // 4}, {CONFIG.text.width})]" in out.stdout  # a quarter of the rows each
+
+
+def test_npz_reader_memory_maps_stored_members_and_reads_compressed_ones(tmp_path):
+    arrays = {"a/b": np.arange(12, dtype=np.float32).reshape(3, 4),
+              "c": np.asfortranarray(np.ones((2, 3), np.float32)),
+              "bf": np.arange(4, dtype=np.float32).astype(ml_dtypes.bfloat16).view("V2")}
+    np.savez(tmp_path / "plain.npz", **arrays)
+    np.savez_compressed(tmp_path / "zipped.npz", **arrays)
+    plain, zipped = read_npz(tmp_path / "plain.npz"), read_npz(tmp_path / "zipped.npz")
+    assert isinstance(plain["a/b"], np.memmap) and not isinstance(zipped["a/b"], np.memmap)
+    for got in (plain, zipped):
+        np.testing.assert_array_equal(got["a/b"], arrays["a/b"])
+        np.testing.assert_array_equal(got["c"], arrays["c"])
+        assert got["bf"].dtype == ml_dtypes.bfloat16 and got["bf"].astype(np.float32).tolist() == [0, 1, 2, 3]

@@ -35,7 +35,7 @@ def _hf_greedy(hf_model, config, pixels, prompt, steps):
     with torch.no_grad():
         out = hf_model.generate(input_ids=ids, pixel_values=torch.tensor(pixels.transpose(0, 3, 1, 2)),
                                 token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids),
-                                max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                                max_new_tokens=steps, do_sample=False,
                                 eos_token_id=1, pad_token_id=0)
     return out[0, ids.shape[1]:].tolist()
 
