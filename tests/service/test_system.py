@@ -91,7 +91,8 @@ def start_system(workdir: Path, bundle: Path, database_url: str | None) -> Local
         "MAX_ATTEMPTS": "2", "BATCH_SIZE": "2", "BATCH_WAIT_MS": "300", "MAX_NEW_TOKENS": "8",
         "FAULT_KILL_MARKER": KILL_MARKER, "FAULT_PAUSE_MARKER": PAUSE_MARKER, "FAULT_PAUSE_S": "30",
         "WORKER_CONCURRENCY": "1", "VISIBILITY_TIMEOUT_S": "3600",
-        "JAX_CACHE_DIR": str(workdir.parent / "jax-cache"),
+        # Compiled programs persist across runs under var/ (ignored by git): repeated runs skip compiling.
+        "JAX_CACHE_DIR": str(Path(__file__).resolve().parents[2] / "var" / "test-jax-cache"),
     }
     system = LocalSystem(workdir, database_url=database_url, model_bundle=bundle, env=env, redis_url="")
     system.start(workers=["ingest,score", "generate"])
