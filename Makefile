@@ -21,7 +21,7 @@ services:
 # The whole suite, slow tests included (CI runs this).
 test: setup services
 	bash scripts/ensure_browser.sh
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # Everything but the tests marked slow.
 test-fast: setup services
