@@ -59,7 +59,7 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
     rows.first.wait_for()
     ids = [rows.nth(i).get_attribute("data-report-id") for i in range(rows.count())]
     assert set(ids) >= {report_id, *(s["report_id"] for s in seeded.noise)}
-    assert ids[0] == seeded.noise[0]["report_id"]  # priority 20 first, then 10
+    assert ids[0] == seeded.stat  # priority 20 first, then 10
     assert ids[1] == report_id
     hostile_row = page.locator(f'tr[data-report-id="{seeded.hostile["report_id"]}"]')
     assert "dr-bob" in hostile_row.inner_text()
@@ -196,6 +196,51 @@ def test_report_text_with_html_and_script_shows_as_text(page, seeded):
     assert HOSTILE.splitlines()[0][:40] in page.locator("#history-versions").inner_text()
 
 
+def worklist_ids(page) -> list[str]:
+    return page.locator("#worklist-body tr[data-report-id]").evaluate_all("rows => rows.map(r => r.dataset.reportId)")
+
+
+def wait_worklist(page, predicate, what: str) -> list[str]:
+    """The worklist's report ids once `predicate` holds for them (the page reloads it after each change)."""
+    wait_for(lambda: predicate(worklist_ids(page)), 10, what=what)
+    return worklist_ids(page)
+
+
+def test_the_worklist_filters_sorts_and_claims(page, seeded):
+    sign_in(page, seeded.api_url, "dr-bob")
+    page.locator("#worklist-body tr").first.wait_for()
+    everything = worklist_ids(page)
+    hostile, first = seeded.hostile["report_id"], seeded.stat
+    page.get_by_label("Assignee").select_option("none")
+    wait_worklist(page, lambda ids: hostile not in ids and first in ids, "unassigned reports only")
+    page.get_by_label("Assignee").select_option("me")
+    wait_worklist(page, lambda ids: ids == [hostile], "dr-bob's reports only")
+    page.get_by_label("Assignee").select_option("")
+    page.get_by_label("Min. priority").fill("10")
+    page.get_by_label("Min. priority").dispatch_event("change")
+    urgent = set(everything) & {first, seeded.realistic["report_id"]}
+    wait_worklist(page, lambda ids: set(ids) == urgent, "priority 10 and more")
+    page.get_by_label("Min. priority").fill("")
+    page.get_by_label("Min. priority").dispatch_event("change")
+    wait_worklist(page, lambda ids: set(ids) == set(everything), "every open report again")
+    assert worklist_ids(page)[0] == first  # priority 20 first
+    for sort in ("age", "updated"):
+        with seeded.client("dr-bob") as bob:
+            expected = [r["report_id"] for r in bob.get("/v1/worklist", params={"sort": sort}).json()["items"]]
+        page.get_by_label("Sort by").select_option(sort)
+        wait_worklist(page, lambda ids, expected=expected: ids == expected, f"the worklist sorted by {sort}")
+    assert worklist_ids(page)[0] == hostile  # edited last during seeding: most recently updated first
+    page.get_by_role("button", name=f"Claim study …{first_uid(seeded, first)}").click()
+    page.locator(f'tr[data-report-id="{first}"]').get_by_text("dr-bob").wait_for()
+    with seeded.client("dr-bob") as bob:
+        assert bob.get(f"/v1/reports/{first}").json()["claimed_by"] == "dr-bob"
+
+
+def first_uid(seeded, report_id: str) -> str:
+    with seeded.client("dr-bob") as bob:
+        return bob.get(f"/v1/reports/{report_id}").json()["study_uid"][-12:]
+
+
 def test_next_unread_is_one_key_away_and_studies_step_by_keyboard(page, seeded):
     sign_in(page, seeded.api_url, "dr-bob")
     page.locator("#worklist-body tr").first.wait_for()
@@ -240,7 +285,7 @@ def test_the_study_view_fits_the_screen_with_labelled_controls(browser, seeded, 
     page = context.new_page()
     try:
         sign_in(page, seeded.api_url, "dr-bob")
-        open_report(page, seeded.noise[1]["report_id"])
+        open_report(page, seeded.routine)
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
         for selector in ("canvas[data-view^=frontal]", "canvas[data-view^=lateral]", "#editor textarea", "#diff-text",
                          "#findings-text", "#sign-button", "#save-button"):

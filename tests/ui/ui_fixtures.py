@@ -47,6 +47,8 @@ class Seeded:
     realistic: dict = field(default_factory=dict)  # study_id, report_id, draft text
     noise: list[dict] = field(default_factory=list)
     hostile: dict = field(default_factory=dict)
+    stat: str = ""  # report id of the newest open draft, set to priority 20 (so priority and age orders differ)
+    routine: str = ""  # report id of an open draft nobody claims
 
     def client(self, who: str) -> httpx.Client:
         return httpx.Client(base_url=self.api_url, headers=self.headers[who], timeout=30)
@@ -124,9 +126,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
                 seeded.noise.append({"study_id": study_id, "report_id": report["report_id"], "draft": report["text"]})
         # Worklist variety: priorities, and one study under review by dr-bob with a hostile text.
         with seeded.client("dr-bob") as bob:
+            by_age = [r["report_id"] for r in bob.get("/v1/worklist", params={"sort": "age"}).json()["items"]]
+            seeded.noise.sort(key=lambda n: by_age.index(n["report_id"]))  # oldest first
+            hostile, seeded.routine, seeded.stat = seeded.noise[0], seeded.noise[1]["report_id"], seeded.noise[2]["report_id"]
             assert bob.post(f"/v1/reports/{report_id}/priority", json={"priority": 10}).status_code == 200
-            assert bob.post(f"/v1/reports/{seeded.noise[0]['report_id']}/priority", json={"priority": 20}).status_code == 200
-            hostile = seeded.noise[2]
+            assert bob.post(f"/v1/reports/{seeded.stat}/priority", json={"priority": 20}).status_code == 200
             assert bob.post(f"/v1/reports/{hostile['report_id']}/claim").status_code == 200
             # The API commits after it answers, so the claim may need a moment to be visible to the edit.
             wait_for(lambda: bob.put(f"/v1/reports/{hostile['report_id']}",

@@ -665,7 +665,9 @@ async function start() {
   if (!$("filter-status").options.length) {
     $("filter-status").replaceChildren(el("option", { value: "" }, "Open (preliminary)"),
       ...state.config.statuses.map((s) => el("option", { value: s }, s)));
-    $("filter-sort").replaceChildren(...state.config.sorts.map((s) => el("option", { value: s }, s === "priority" ? "Priority, then oldest" : s === "age" ? "Oldest first" : "Recently updated")));
+    const sortNames = { priority: "Priority, then oldest", age: "Oldest first", updated: "Recently updated",
+      status: "Status, then priority", assignee: "Assignee (unclaimed first)" };
+    $("filter-sort").replaceChildren(...state.config.sorts.map((s) => el("option", { value: s }, sortNames[s] || s)));
   }
   renderSession();
   if (!location.hash || location.hash === "#/" || location.hash === "#") location.hash = "#/worklist";
