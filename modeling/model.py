@@ -356,8 +356,9 @@ def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
 
 
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
-                  mask: jax.Array, sliding_mask: jax.Array) -> jax.Array:
-    """All decoder blocks over a whole sequence (scan over the stacked layers)."""
+                  mask: jax.Array, sliding_mask: jax.Array, remat: bool = False) -> jax.Array:
+    """All decoder blocks over a whole sequence (scan over the stacked layers); `remat`
+    recomputes each block's activations in the backward pass instead of storing them."""
     cfg = config.text
 
     def body(x: jax.Array, inputs: tuple[Params, jax.Array]) -> tuple[jax.Array, None]:
@@ -369,18 +370,22 @@ def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax
         x = decoder_block(cfg, p, x, positions, lambda q, k, v: attend(cfg, q, k, v, layer_mask))
         return x, None
 
+    if remat:
+        body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
     x, _ = jax.lax.scan(body, x, (llm["layers"], jnp.arange(cfg.depth)))
     return x
 
 
 def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_ids: jax.Array,
-            token_type_ids: jax.Array, input_mask: jax.Array | None = None) -> jax.Array:
+            token_type_ids: jax.Array, input_mask: jax.Array | None = None, *,
+            remat: bool = False) -> jax.Array:
     """Logits [N, T, V] (float32) for the text positions. Pure, differentiable, jit-friendly.
 
     pixel_values [N, H, W, 3] in [-1, 1]; input_ids [N, T] text tokens (BOS, prefix, "\\n",
     suffix, EOS, pads); token_type_ids [N, T] 0 for the prefix, 1 for the suffix; input_mask
     [N, T] marks real tokens of a right-padded batch (None: all real). logits[:, i] predicts
-    token i + 1.
+    token i + 1. remat=True rematerialises each decoder block in the backward pass (memory for
+    compute when training).
     """
     x = embed_inputs(config, params, pixel_values, input_ids)
     valid, mask_ar, positions = sequence_layout(config, token_type_ids, input_mask)
@@ -389,5 +394,5 @@ def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_
     if config.text.sliding_window is not None:
         in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
         sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
-    x = decode_layers(config, params["llm"], x, positions, mask, sliding)
+    x = decode_layers(config, params["llm"], x, positions, mask, sliding, remat=remat)
     return output_logits(config, params["llm"], x[:, config.num_image_tokens:])

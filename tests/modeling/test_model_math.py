@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from modeling_helpers import CONFIG_A, random_params, random_pixels
 
 from modeling.config import ModelConfig, TextConfig
@@ -88,3 +89,17 @@ def test_bfloat16_compute_with_float32_params_stays_close():
     half = forward(CONFIG_A.replace(compute_dtype="bfloat16"), params, pixels, IDS, TYPES)
     assert half.dtype == jnp.float32
     assert np.abs(np.asarray(half) - full).max() < 0.05 * np.abs(full).max()
+
+
+@pytest.mark.slow
+def test_rematerialised_forward_gives_the_same_gradients():
+    params = random_params(CONFIG_A, 5)
+    pixels = random_pixels(CONFIG_A, 1)
+
+    def loss(p, remat):
+        return jnp.sum(_forward(CONFIG_A, p, pixels, IDS, TYPES, remat=remat) ** 2)
+
+    plain = jax.jit(jax.grad(lambda p: loss(p, False)))(params)
+    remat = jax.jit(jax.grad(lambda p: loss(p, True)))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(remat), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
