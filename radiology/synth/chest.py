@@ -392,9 +392,21 @@ def render_frontal(spec: StudySpec, rng: np.random.Generator, shape: tuple[int, 
             ry = (0.10, 0.12, 0.15)[k]
             ell = ((uu - cu) / (ry * 1.4 * 2 * aspect)) ** 2 + ((vv - cv) / ry) ** 2
             blob = (ell + 0.35 * _smooth_noise(rng, (h, w), 6 * h / 512)) < 1
-            # Ill-defined margins, patchy inside, bounded by the pleura.
-            blob_s = _blur(_blur(blob.astype(np.float32), 5.0 * h / 512) * lung(side_right), 1.0)
-            patchy = np.clip(0.85 + 0.15 * _smooth_noise(rng, (h, w), 3 * h / 512), 0.6, 1.0)
+            # Lobar consolidation stops at a fissure: a sharp, straight border (below an upper
+            # lobe, above the middle lobe / lingula); a lower lobe one reaches the diaphragm and
+            # effaces it.
+            dome = dome_r if side_right else dome_l
+            if "upper" in zone:
+                fissure = cv + 0.6 * ry
+                blob = (blob | ((ell < 1.8) & (vv > cv))) & (vv < fissure)
+            elif "middle" in zone or "lingula" in zone:
+                fissure = cv - 0.6 * ry
+                blob = (blob | ((ell < 1.8) & (vv < cv))) & (vv > fissure)
+            elif "lower" in zone:
+                blob = blob | ((ell < 2.2) & (vv > cv) & (vv < dome + 0.02))
+            # Ill-defined outer margins, dense and nearly homogeneous inside, within the pleura.
+            blob_s = _blur(_blur(blob.astype(np.float32), 2.5 * h / 512) * lung(side_right), 1.0)
+            patchy = np.clip(0.92 + 0.08 * _smooth_noise(rng, (h, w), 3 * h / 512), 0.75, 1.0)
             lung_air *= 1 - 0.95 * blob_s * patchy
             extra += 0.01 * blob_s
             # Air bronchograms: dark branching lines inside the consolidation.
