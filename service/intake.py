@@ -19,9 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from radiology.dicom import sanitize_preamble
 from service.config import Settings
 from service.models import AuditEvent, Instance, Study, StudyState, User
-from service.storage import BlobStore, zero_preamble
+from service.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def inspect_instance(data: bytes, settings: Settings) -> InstanceHeader:
         )
     if len(data) < 132 or data[128:132] != b"DICM":
         raise InstanceRejected("not_dicom", 0xC000, "not a DICOM Part 10 file (no 'DICM' marker after the preamble)")
-    data = zero_preamble(data)
+    data = sanitize_preamble(data)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), defer_size=1024)
         if not getattr(dataset, "file_meta", None) or "TransferSyntaxUID" not in dataset.file_meta:

@@ -10,18 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-DICOM_PREAMBLE_BYTES = 128
-
-
-def zero_preamble(data: bytes) -> bytes:
-    """Zero the 128-byte Part 10 preamble (CVE-2019-11687: it can hide an executable header).
-
-    Files without the `DICM` magic after the preamble are returned unchanged.
-    """
-    if len(data) >= 132 and data[128:132] == b"DICM" and any(data[:128]):
-        return bytes(DICOM_PREAMBLE_BYTES) + data[DICOM_PREAMBLE_BYTES:]
-    return data
-
 
 class BlobStore:
     """Blobs under `root/ab/cd/<sha256>`; writing the same content twice stores it once."""
