@@ -105,6 +105,21 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded):
     tools.get_by_role("button", name="Full resolution").click()
     page.wait_for_selector('canvas[data-view^="frontal"][data-resolution="full"]')
     assert frontal.get_attribute("data-source-width") == "256"
+    readout = page.locator("figure.viewport output").first
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)  # zoom in at the pointer
+    page.wait_for_function("!document.querySelector('figure.viewport output').textContent.endsWith('· 100%')")
+    assert int(readout.inner_text().rsplit("·", 1)[1].strip().rstrip("%")) > 100
+    zoomed = frontal.screenshot()
+    page.keyboard.down("Shift")
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2 + 40, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert frontal.screenshot() != zoomed  # panned
+    assert frontal.get_attribute("data-window") == "0.400,0.700"  # a pan is not a window change
+    tools.get_by_role("button", name="Reset").click()
+    tools.get_by_role("combobox").select_option("lung")
 
     # Claim, edit a section: the findings and the diff against the AI draft follow the text.
     page.get_by_role("button", name="Claim to edit").click()
@@ -211,23 +226,23 @@ def test_the_worklist_filters_sorts_and_claims(page, seeded):
     page.locator("#worklist-body tr").first.wait_for()
     everything = worklist_ids(page)
     hostile, first = seeded.hostile["report_id"], seeded.stat
-    page.get_by_label("Assignee").select_option("none")
+    page.get_by_label("Assignee", exact=True).select_option("none")
     wait_worklist(page, lambda ids: hostile not in ids and first in ids, "unassigned reports only")
-    page.get_by_label("Assignee").select_option("me")
+    page.get_by_label("Assignee", exact=True).select_option("me")
     wait_worklist(page, lambda ids: ids == [hostile], "dr-bob's reports only")
-    page.get_by_label("Assignee").select_option("")
-    page.get_by_label("Min. priority").fill("10")
-    page.get_by_label("Min. priority").dispatch_event("change")
+    page.get_by_label("Assignee", exact=True).select_option("")
+    page.get_by_label("Min. priority", exact=True).fill("10")
+    page.get_by_label("Min. priority", exact=True).dispatch_event("change")
     urgent = set(everything) & {first, seeded.realistic["report_id"]}
     wait_worklist(page, lambda ids: set(ids) == urgent, "priority 10 and more")
-    page.get_by_label("Min. priority").fill("")
-    page.get_by_label("Min. priority").dispatch_event("change")
+    page.get_by_label("Min. priority", exact=True).fill("")
+    page.get_by_label("Min. priority", exact=True).dispatch_event("change")
     wait_worklist(page, lambda ids: set(ids) == set(everything), "every open report again")
     assert worklist_ids(page)[0] == first  # priority 20 first
     for sort in ("age", "updated"):
         with seeded.client("dr-bob") as bob:
             expected = [r["report_id"] for r in bob.get("/v1/worklist", params={"sort": sort}).json()["items"]]
-        page.get_by_label("Sort by").select_option(sort)
+        page.get_by_label("Sort by", exact=True).select_option(sort)
         wait_worklist(page, lambda ids, expected=expected: ids == expected, f"the worklist sorted by {sort}")
     assert worklist_ids(page)[0] == hostile  # edited last during seeding: most recently updated first
     page.get_by_role("button", name=f"Claim study …{first_uid(seeded, first)}").click()

@@ -666,7 +666,7 @@ async function start() {
     $("filter-status").replaceChildren(el("option", { value: "" }, "Open (preliminary)"),
       ...state.config.statuses.map((s) => el("option", { value: s }, s)));
     const sortNames = { priority: "Priority, then oldest", age: "Oldest first", updated: "Recently updated",
-      status: "Status, then priority", assignee: "Assignee (unclaimed first)" };
+      status: "Status", assignee: "Unclaimed first" };
     $("filter-sort").replaceChildren(...state.config.sorts.map((s) => el("option", { value: s }, sortNames[s] || s)));
   }
   renderSession();
