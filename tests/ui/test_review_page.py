@@ -211,6 +211,33 @@ def test_report_text_with_html_and_script_shows_as_text(page, seeded):
     assert HOSTILE.splitlines()[0][:40] in page.locator("#history-versions").inner_text()
 
 
+PRESET_DIFFERENCE = """async ([studyId, preset]) => {
+    const figure = [...document.querySelectorAll('figure.viewport')].find(f => f.viewport.image.index === 1);
+    const viewport = figure.viewport;
+    viewport.applyPreset(preset);
+    const token = JSON.parse(sessionStorage.getItem('radreport.session')).token;
+    const response = await fetch(`/v1/studies/${studyId}/images/1.png?window=${preset}`,
+                                 {headers: {Authorization: `Bearer ${token}`}});
+    const bitmap = await createImageBitmap(await response.blob());
+    const scratch = new OffscreenCanvas(bitmap.width, bitmap.height);
+    scratch.getContext('2d').drawImage(bitmap, 0, 0);
+    const server = scratch.getContext('2d').getImageData(0, 0, bitmap.width, bitmap.height).data;
+    const page = viewport.processed.getContext('2d').getImageData(0, 0, bitmap.width, bitmap.height).data;
+    let worst = 0;
+    for (let i = 0; i < server.length; i += 4) worst = Math.max(worst, Math.abs(server[i] - page[i]));
+    return [worst, viewport.processed.width === bitmap.width, viewport.processed.height === bitmap.height];
+}"""
+
+
+@pytest.mark.parametrize("preset", ["lung", "bone"])
+def test_a_preset_in_the_page_shows_what_the_server_renders_with_it(page, seeded, preset):
+    sign_in(page, seeded.api_url, "dr-bob")
+    open_report(page, seeded.routine)
+    worst, same_width, same_height = page.evaluate(PRESET_DIFFERENCE, [seeded.noise[1]["study_id"], preset])
+    assert same_width and same_height
+    assert worst <= 2  # the page windows the 8-bit full-range render; the server windows the float image
+
+
 def worklist_ids(page) -> list[str]:
     return page.locator("#worklist-body tr[data-report-id]").evaluate_all("rows => rows.map(r => r.dataset.reportId)")
 

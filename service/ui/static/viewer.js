@@ -59,6 +59,7 @@ export class Viewport {
       el("div", { class: "canvas-wrap" }, this.canvas),
       this.readout);
     this.processed = document.createElement("canvas");
+    this.root.viewport = this; // for checks from the browser console and the end-to-end tests
     this.bindPointer();
     new ResizeObserver(() => this.draw()).observe(this.canvas);
   }
