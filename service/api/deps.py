@@ -42,7 +42,8 @@ def get_store(request: Request) -> BlobStore:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so the next request sees the change.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 
 
