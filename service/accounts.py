@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.models import AuditEvent, LoginToken, Role, User, utcnow
-from service.security import AuthError, hash_token
+from service.security import AuthError, RoleConflict, get_or_create_user, hash_token
 
 LOGIN_PREFIX = "rrs_"
 MIN_PASSWORD_LENGTH = 12
@@ -65,14 +65,10 @@ def check_password_strength(password: str) -> None:
 def create_user(session: Session, *, name: str, role: Role, password: str, actor: str = "cli:admin") -> User:
     """Create a person's account with a password, or set the password of an existing user of that role."""
     check_password_strength(password)
-    user = session.scalar(select(User).where(User.name == name))
-    if user is None:
-        user = User(name=name, role=role)
-        session.add(user)
-        session.flush()
-        session.add(AuditEvent(actor=actor, action="user.create", details={"user": name, "role": role.value}))
-    elif user.role != role:
-        raise AccountError(f"user {name!r} already exists with role {user.role.value}, not {role.value}")
+    try:
+        user = get_or_create_user(session, name=name, role=role, actor=actor)
+    except RoleConflict as error:
+        raise AccountError(str(error)) from error
     user.password_hash = hash_password(password)
     session.add(AuditEvent(actor=actor, action="user.set_password", user_id=None, details={"user": name}))
     return user

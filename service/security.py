@@ -22,10 +22,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_api_key(session: Session, *, name: str, role: Role, actor: str = "cli:admin") -> str:
-    """Create (or reuse) user `name` with `role` and a new API key for it; returns the token once.
+class RoleConflict(ValueError):
+    """A user name already exists with another role (a user keeps one role)."""
 
-    A user keeps one role: asking for another role for an existing name is an error.
+
+def get_or_create_user(session: Session, *, name: str, role: Role, actor: str) -> User:
+    """The user called `name`, created with `role` (and audited) when absent.
+
+    Raises RoleConflict when the name already belongs to a user of another role.
     """
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
@@ -34,7 +38,16 @@ def create_api_key(session: Session, *, name: str, role: Role, actor: str = "cli
         session.flush()
         session.add(AuditEvent(actor=actor, action="user.create", details={"user": name, "role": role.value}))
     elif user.role != role:
-        raise ValueError(f"user {name!r} already exists with role {user.role.value}, not {role.value}")
+        raise RoleConflict(f"user {name!r} already exists with role {user.role.value}, not {role.value}")
+    return user
+
+
+def create_api_key(session: Session, *, name: str, role: Role, actor: str = "cli:admin") -> str:
+    """Create (or reuse) user `name` with `role` and a new API key for it; returns the token once.
+
+    A user keeps one role: asking for another role for an existing name is an error.
+    """
+    user = get_or_create_user(session, name=name, role=role, actor=actor)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(user_id=user.id, prefix=token[:10], token_sha256=hash_token(token))
     session.add(key)
