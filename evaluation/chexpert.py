@@ -51,6 +51,8 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from radiology.labels import CHEXPERT_5, CHEXPERT_14
+
 __all__ = [
     "CHEXPERT_14",
     "CHEXPERT_5",
@@ -67,29 +69,6 @@ NEGATIVE = 0.0
 SCOPE_CHARS = 250  # the farthest a negation / uncertainty cue reaches, in characters
 UNCERTAIN = -1.0
 
-CHEXPERT_14: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
-CHEXPERT_5: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Pleural Effusion",
-)
 
 _OTHER = "_other finding"  # blocks No Finding, produces no label of its own
 

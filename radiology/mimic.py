@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from radiology.labels import CHEXPERT_14
+
 TABLE_STEMS = {
     "split": "mimic-cxr-2.0.0-split",
     "metadata": "mimic-cxr-2.0.0-metadata",
@@ -39,11 +41,7 @@ METADATA_COLUMNS = (
     "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
     "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning",
 )
-CHEXPERT_LABELS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
-    "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other",
-    "Pneumonia", "Pneumothorax", "Support Devices",
-)
+CHEXPERT_LABELS = CHEXPERT_14
 CHEXPERT_COLUMNS = ("subject_id", "study_id", *CHEXPERT_LABELS)
 SPLITS = ("train", "validate", "test")
 TARGETS = ("findings", "impression", "findings_impression")

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from radiology.mimic import CHEXPERT_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS
 from radiology.synth.chest import render_frontal, render_lateral
 from radiology.synth.dicomfile import choose_encoding, encode_image, fake_patient, uid
-from radiology.synth.findings import CHEXPERT_FINDINGS, StudySpec, sample_spec
+from radiology.synth.findings import StudySpec, sample_spec
 from radiology.synth.report import Labels, write_report
 
 #: Frontal image sizes (rows, columns) and how often each is drawn.
@@ -40,13 +41,6 @@ IMAGE_SIZES: tuple[tuple[tuple[int, int], float], ...] = (
 )
 SPLIT_FRACTIONS = {"train": 0.8, "validate": 0.1, "test": 0.1}
 
-METADATA_COLUMNS = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning",
-)
-SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
-CHEXPERT_COLUMNS = ("subject_id", "study_id", *CHEXPERT_FINDINGS)
 
 
 @dataclass

@@ -13,32 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: The 14 CheXpert observations, in the column order of `mimic-cxr-2.0.0-chexpert.csv`.
-CHEXPERT_FINDINGS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
+from radiology.labels import CHEXPERT_5, CHEXPERT_14
 
-#: The five findings scored by CheXpert-style F1 in report-generation papers.
-CORE_FINDINGS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Pleural Effusion",
-)
+CHEXPERT_FINDINGS = CHEXPERT_14  # the names used across the synthetic generator
+CORE_FINDINGS = CHEXPERT_5
 
 #: Probability that a study shows each finding (drawn independently, except Pneumonia, which
 #: is only drawn for studies with consolidation or lung opacity).
