@@ -130,14 +130,13 @@ def main() -> None:
 
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
-    bandwidth = copy_bandwidth()
-    print(f"memory copy bandwidth: {bandwidth / 1e9:.1f} GB/s")
     header = (f"{'config':10} {'params':>7} {'batch':>5} | {'end-to-end tok/s: ours':>22} {'hf':>7} "
               f"{'ratio':>6} | {'decode tok/s: ours':>18} {'hf':>7} {'ratio':>6} {'roofline':>8} | "
               f"{'same tokens':>11}")
     print(header)
     for name in args.configs:
         res = bench_config(name, args.new_tokens, tuple(args.batches), args.repeats)
+        bandwidth = copy_bandwidth()  # measured right after the runs it bounds
         bound = bandwidth / res["bytes_per_token"]
         for batch in args.batches:
             r = res[batch]
@@ -150,7 +149,8 @@ def main() -> None:
         if 1 in res and 8 in res:
             print(f"{name:10} batch 8 / batch 1 tokens/s: {res[8]['ours_tps'] / res[1]['ours_tps']:.2f}x "
                   f"(decode only {res[8]['ours_decode_tps'] / res[1]['ours_decode_tps']:.2f}x); "
-                  f"roofline bound {bound:.0f} tok/s at {res['bytes_per_token'] / 1e6:.0f} MB/token")
+                  f"roofline bound {bound:.0f} tok/s = {bandwidth / 1e9:.1f} GB/s copy bandwidth / "
+                  f"{res['bytes_per_token'] / 1e6:.0f} MB/token")
 
 
 if __name__ == "__main__":
