@@ -41,17 +41,18 @@ def plot_learning_curve(workdir: Path, out: Path, title: str = "") -> Path:
             right.plot(*zip(*points, strict=True), marker="o", color=color, label=f"val {label}")
         if target is not None:
             right.axhline(target, color=color, ls="--", lw=0.8)
-        for r in test:
+        for i, r in enumerate(test):  # plotted at the step of the checkpoint that was scored
             if key in r:
-                right.scatter([r["step"]], [r[key]], marker="*", s=120, color=color,
-                              label=f"held-out test {label}" if key != "bleu4" else None)
+                right.scatter([r.get("checkpoint_step", r["step"])], [r[key]], marker="*", s=140,
+                              color=color, edgecolors="black", linewidths=0.5, zorder=3,
+                              label=f"held-out test {label}" if i == len(test) - 1 else None)
     right.set_xlabel("step")
     right.set_ylabel("score")
     right.set_ylim(0, 1)
     right.grid(alpha=0.3)
     right.legend(fontsize=7, loc="lower right")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -1,0 +1,69 @@
+"""Vision warm-up labels, the learning-curve plot and the multi-host greedy decoder."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from finetune import decode
+from finetune.plot import plot_learning_curve
+from finetune.vision_warmup import label_matrix, warm_up_vision
+
+
+class _Study:
+    def __init__(self, labels: dict) -> None:
+        self.labels = labels
+
+
+def test_warmup_targets_count_positive_and_uncertain_labels_only() -> None:
+    studies = [_Study({"Edema": 1.0, "Cardiomegaly": 0.0}), _Study({"Edema": -1.0, "Cardiomegaly": None}),
+               _Study({"Edema": None, "Cardiomegaly": 1.0})]
+    matrix, names = label_matrix(studies)
+    assert names == ["Cardiomegaly", "Edema"]
+    np.testing.assert_array_equal(matrix, [[0, 1], [0, 1], [1, 0]])
+
+
+def test_warmup_trains_the_vision_tower_and_keeps_its_structure(tiny_model) -> None:
+    config, params, _ = tiny_model
+    size = config.image_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (8, size, size), dtype=np.uint8)
+    labels = (images.mean(axis=(1, 2)) > 127).astype(np.float32)[:, None]
+    warm, history = warm_up_vision(config, params["img"], images, labels, steps=20, lr=1e-2,
+                                   batch_size=4, seed=0, augment=False)
+    assert jax.tree.structure(warm) == jax.tree.structure(params["img"])
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                                         warm, params["img"]))
+    assert any(moved) and history[-1]["step"] == 20
+
+
+def test_the_learning_curve_is_drawn_from_metrics_jsonl(tmp_path) -> None:
+    rows = [{"step": s, "kind": "train", "loss": 3.0 / s} for s in range(1, 30)]
+    rows += [{"step": 10, "kind": "val", "chexpert_micro_f1_5": 0.4, "radgraph_partial": 0.3, "bleu4": 0.1},
+             {"step": 29, "kind": "test", "chexpert_micro_f1_5": 0.8, "radgraph_partial": 0.6}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = plot_learning_curve(tmp_path, tmp_path / "curve.png", title="t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_the_fixed_shape_decoder_matches_the_cached_decoder(tiny_model) -> None:
+    from modeling.runtime import PaliGemma
+
+    config, params, forward = tiny_model
+    rng = np.random.default_rng(1)
+    pixels = rng.uniform(-1, 1, (2, config.image_size, config.image_size, 3)).astype(np.float32)
+    prompts = [[2, 5, 6, 7, 9], [2, 8, 9]]
+    cached = PaliGemma(config, params, None, eos_id=1).generate(pixels, prompts, 6)
+    ids = np.zeros((2, 5), np.int32)
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt)] = prompt
+    greedy = jax.jit(decode.make_greedy_decoder(forward, eos_id=1, max_new_tokens=6))
+    out = np.asarray(greedy(params, pixels, ids, np.asarray([5, 3], np.int32)))
+    for row in range(2):
+        tokens = out[row].tolist()
+        tokens = tokens[: tokens.index(1)] if 1 in tokens else tokens
+        assert tokens == cached[row]
