@@ -85,6 +85,7 @@ def make_mesh(config: MeshSection, devices: Sequence[Any] | None = None) -> Mesh
 
         grid = mesh_utils.create_device_mesh((data, fsdp), devices=devices)
     except (AssertionError, ValueError, NotImplementedError):
+        # mesh_utils knows TPU/GPU topologies only; CPU (and simulated) devices keep their order.
         grid = np.asarray(devices).reshape(data, fsdp)
     return Mesh(grid, BATCH_AXES)
 
