@@ -2,10 +2,11 @@
 
 Both sides train the same miniature PaliGemma 2 (the `demo` preset's architecture by default:
 SigLIP + projector + Gemma 2, random init, float32) on the same batch and sequence length with
-AdamW and the loss on suffix tokens only. Prints examples/s of each and their ratio; then the
+AdamW and the loss on suffix tokens only, in interleaved rounds. Prints examples/s of each and the
+median ratio of the rounds; our step is built as the preset trains it (`model.unroll_layers`); then the
 step time of our step on 8 simulated CPU devices (data=2 x fsdp=4) in a subprocess.
 
-    .venv/bin/python bench/train_step.py [--batch 16] [--steps 5] [--config demo]
+    .venv/bin/python bench/train_step.py [--batch 16] [--steps 5] [--rounds 5] [--config demo]
 """
 
 from __future__ import annotations
@@ -16,20 +17,23 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_config(name: str, vocab: int):
+    """(ModelConfig, text tokens per example, unroll_layers) of a finetune preset."""
     from finetune.config import load_config
     from finetune.trainer import model_config_for
 
     cfg = load_config(name)
-    return model_config_for(cfg, vocab), cfg.data.text_len
+    return model_config_for(cfg, vocab), cfg.data.text_len, cfg.model.unroll_layers
 
 
 def make_batch(config, batch: int, length: int, prefix: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
@@ -48,7 +52,9 @@ def make_batch(config, batch: int, length: int, prefix: int = 20, seed: int = 0)
     }
 
 
-def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple[int, int] | None = None) -> dict:
+def jax_step(config, batch: dict[str, np.ndarray], mesh_shape: tuple[int, int] | None = None,
+             unroll: bool = False):
+    """(run one step and wait for it, first-step seconds incl. compile, last loss getter)."""
     import jax
     import jax.numpy as jnp
 
@@ -67,26 +73,42 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple
     state = jax.device_put(state, shardings)
     frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh))
     step = jax.jit(
-        make_train_step(partial(modeling.forward, config), tx, compute_dtype=jnp.float32),
+        make_train_step(partial(modeling.forward, config, unroll=unroll), tx, compute_dtype=jnp.float32),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
     device_batch = sharding.global_batch(batch, mesh)
+    box = {"state": state, "loss": None}
+
+    def run() -> None:
+        box["state"], metrics = step(box["state"], frozen, device_batch)
+        box["loss"] = metrics["loss"]
+        jax.block_until_ready(box["loss"])
+
+    first = _timed(run)
+    return run, first, lambda: float(box["loss"])
+
+
+def _timed(fn: Callable[[], object], repeats: int = 1) -> float:
+    """Mean seconds per call over `repeats` back-to-back calls."""
     start = time.perf_counter()
-    state, metrics = step(state, frozen, device_batch)
-    jax.block_until_ready(metrics["loss"])
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = step(state, frozen, device_batch)
-    jax.block_until_ready(metrics["loss"])
-    step_s = (time.perf_counter() - start) / steps
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple[int, int] | None = None,
+             unroll: bool = False) -> dict:
+    run, first, loss = jax_step(config, batch, mesh_shape, unroll)
+    step_s = _timed(run, steps)
     n = batch["input_ids"].shape[0]
-    return {"step_s": step_s, "examples_per_s": n / step_s, "first_step_s": compile_s,
-            "loss": float(metrics["loss"]), "devices": data * fsdp}
+    data, fsdp = mesh_shape or (1, 1)
+    return {"step_s": step_s, "examples_per_s": n / step_s, "first_step_s": first,
+            "loss": loss(), "devices": data * fsdp}
 
 
-def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> dict:
+def torch_step(config, batch: dict[str, np.ndarray]):
+    """(run one step, first-step seconds, last loss getter, torch threads)."""
     import torch
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
@@ -110,24 +132,19 @@ def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> dict:
     pixels = torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy())
     attention = torch.ones_like(input_ids)
 
-    def step() -> float:
+    box = {"loss": None}
+
+    def run() -> None:
         optimizer.zero_grad(set_to_none=True)
         out = model(input_ids=input_ids, pixel_values=pixels, token_type_ids=token_type,
                     attention_mask=attention, labels=labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        return float(out.loss)
+        box["loss"] = out.loss.detach()
 
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    step_s = (time.perf_counter() - start) / steps
-    return {"step_s": step_s, "examples_per_s": n / step_s, "first_step_s": first, "loss": loss,
-            "threads": torch.get_num_threads()}
+    first = _timed(run)
+    return run, first, lambda: float(box["loss"]), torch.get_num_threads()
 
 
 def main() -> None:
@@ -136,28 +153,43 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=0, help="text tokens (default: the preset's)")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of ours and theirs")
     parser.add_argument("--skip-multidevice", action="store_true")
     parser.add_argument("--multidevice-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    config, text_len = model_config(args.config, args.vocab)
+    config, text_len, unroll = model_config(args.config, args.vocab)
     length = args.length or text_len
     batch = make_batch(config, args.batch, length)
     if args.multidevice_only:
-        print(json.dumps(time_jax(config, batch, args.steps, mesh_shape=(2, 4))))
+        print(json.dumps(time_jax(config, batch, args.steps, mesh_shape=(2, 4), unroll=unroll)))
         return
 
     print(f"model: {args.config} preset architecture, {config.num_image_tokens} image tokens + "
-          f"{length} text tokens, batch {args.batch}, float32, AdamW, {os.cpu_count()} CPUs")
-    ours = time_jax(config, batch, args.steps)
-    theirs = time_torch(config, batch, args.steps)
+          f"{length} text tokens, batch {args.batch}, float32, AdamW, {os.cpu_count()} CPUs, "
+          f"layer scans {'unrolled' if unroll else 'rolled'}")
+    ours, ours_first, ours_loss = jax_step(config, batch, unroll=unroll)
+    theirs, theirs_first, theirs_loss, threads = torch_step(config, batch)
+    # Interleave: each round times `steps` of ours then `steps` of theirs, so both see the same
+    # machine; the ratio of each round is reported by its median (shared machines are noisy).
+    # A pause before each block lets the other library's worker threads stop spinning.
+    rounds = []
+    for _ in tqdm(range(args.rounds), desc="rounds", leave=False):
+        time.sleep(0.5)
+        ours_round = _timed(ours, args.steps)
+        time.sleep(0.5)
+        rounds.append((ours_round, _timed(theirs, args.steps)))
+    ours_s = float(np.median([r[0] for r in rounds]))
+    theirs_s = float(np.median([r[1] for r in rounds]))
+    ratios = sorted(r[1] / r[0] for r in rounds)
+    n = args.batch
     print(f"{'':28s}{'examples/s':>12s}{'step (s)':>10s}{'first step (s)':>16s}{'loss':>8s}")
-    print(f"{'radreport (JAX, jit)':28s}{ours['examples_per_s']:12.1f}{ours['step_s']:10.3f}"
-          f"{ours['first_step_s']:16.1f}{ours['loss']:8.3f}")
-    print(f"{'transformers (torch, eager)':28s}{theirs['examples_per_s']:12.1f}{theirs['step_s']:10.3f}"
-          f"{theirs['first_step_s']:16.1f}{theirs['loss']:8.3f}")
-    print(f"ratio (ours / transformers): {ours['examples_per_s'] / theirs['examples_per_s']:.2f}x")
+    print(f"{'radreport (JAX, jit)':28s}{n / ours_s:12.1f}{ours_s:10.3f}{ours_first:16.1f}{ours_loss():8.3f}")
+    print(f"{'transformers (torch, eager)':28s}{n / theirs_s:12.1f}{theirs_s:10.3f}{theirs_first:16.1f}"
+          f"{theirs_loss():8.3f}   ({threads} threads)")
+    print(f"ratio (ours / transformers): {float(np.median(ratios)):.2f}x median of {len(rounds)} rounds "
+          f"of {args.steps} steps each (range {ratios[0]:.2f}-{ratios[-1]:.2f}x)")
 
     if not args.skip_multidevice:
         env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
@@ -168,7 +200,7 @@ def main() -> None:
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         multi = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"8 simulated CPU devices (data=2 x fsdp=4): {multi['step_s']:.3f} s/step, "
-              f"{multi['examples_per_s']:.1f} examples/s (1 device: {ours['step_s']:.3f} s/step; "
+              f"{multi['examples_per_s']:.1f} examples/s (1 device: {ours_s:.3f} s/step; "
               "simulated devices share the same cores, so this checks the sharded program, not speed-up)")
 
 

@@ -44,6 +44,9 @@ class ModelSection:
     tokenizer_vocab_size: int = 512
     # Forward/backward dtype; parameters (master weights) stay float32.
     compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # Unroll the scans over the layer stacks: faster steps for few-layer models on CPU, but a
+    # program (and compile time) that grows with depth; keep False for the 26+ layer models.
+    unroll_layers: bool = False
 
 
 @dataclass

@@ -73,7 +73,8 @@ def tiny() -> TrainConfig:
     return TrainConfig(
         name="tiny",
         model=ModelSection(preset="tiny", init="scratch", tokenizer_vocab_size=384,
-                           compute_dtype="float32", overrides={"text.sliding_window": None}),
+                           compute_dtype="float32", unroll_layers=True,
+                           overrides={"text.sliding_window": None}),
         data=DataSection(text_len=64, max_train_examples=0, max_eval_examples=8),
         optim=OptimSection(lr=3e-3, warmup_fraction=0.1, batch_size=4, steps=6, grad_clip_norm=1.0),
         mesh=MeshSection(data=-1, fsdp=1),
@@ -93,6 +94,7 @@ def demo() -> TrainConfig:
             init="scratch",
             tokenizer_vocab_size=1024,
             compute_dtype="float32",  # CPUs have no fast bfloat16 matmuls
+            unroll_layers=True,  # 3 + 2 layers: see bench/train_step.py
             overrides={
                 "vision.image_size": 112,
                 "vision.patch_size": 16,

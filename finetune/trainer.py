@@ -199,7 +199,7 @@ class Run:
         vocab = self.tokenizer.vocab_size if cfg.model.init == "scratch" else None
         self.model_config = model_config_for(cfg, vocab)
         self.image_size = self.model_config.image_size
-        self.forward = partial(modeling.forward, self.model_config)
+        self.forward = partial(modeling.forward, self.model_config, unroll=cfg.model.unroll_layers)
 
         # Steps and batches.
         self.mesh = sharding.make_mesh(cfg.mesh)
@@ -274,7 +274,8 @@ class Run:
         base = modeling.load_pretrained(Path(init), tokenizer=self.tokenizer_path)
         self.model_config = self.model_config.replace(vision=base.config.vision, text=base.config.text)
         self.image_size = self.model_config.image_size
-        self.forward = partial(modeling.forward, self.model_config)
+        self.forward = partial(modeling.forward, self.model_config,
+                               unroll=self.config.model.unroll_layers)
         return base.params
 
     def _warm_vision(self, img: dict[str, Any]) -> dict[str, Any]:

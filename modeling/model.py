@@ -177,25 +177,31 @@ def _vit_block(cfg: VisionConfig, p: Params, x: jax.Array) -> jax.Array:
     return x + h @ mlp["Dense_1"]["kernel"].astype(dt) + mlp["Dense_1"]["bias"].astype(dt)
 
 
-def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array) -> jax.Array:
+def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
+                 unroll: bool = False) -> jax.Array:
     """[B, size, size, 3] in [-1, 1] -> projected image tokens [B, P, D] (compute dtype).
 
     Patches are taken row-major (token = row * grid + col); no CLS token, no pooling; the
-    projector output is added to the sequence unscaled (big_vision)."""
+    projector output is added to the sequence unscaled (big_vision). `unroll` unrolls the
+    scan over the encoder blocks (see `forward`)."""
     cfg = config.vision
     dt = jnp.dtype(config.compute_dtype)
-    x = jax.lax.conv_general_dilated(
-        pixel_values.astype(dt), img["embedding"]["kernel"].astype(dt),
-        window_strides=(cfg.patch_size, cfg.patch_size), padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    ) + img["embedding"]["bias"].astype(dt)
-    b, gh, gw, c = x.shape
-    x = x.reshape(b, gh * gw, c) + img["pos_embedding"].astype(dt)
+    # The stride-p VALID convolution written as a matmul over flattened (row, col, channel)
+    # patches: the same sums, and its gradient is a plain matmul where XLA's CPU backend would
+    # run a slow dilated convolution for the kernel's gradient.
+    b, height, width, channels = pixel_values.shape
+    p = cfg.patch_size
+    gh, gw = height // p, width // p
+    patches = pixel_values[:, : gh * p, : gw * p].astype(dt).reshape(b, gh, p, gw, p, channels)
+    patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * channels)
+    kernel = img["embedding"]["kernel"].astype(dt).reshape(p * p * channels, -1)
+    x = patches @ kernel + img["embedding"]["bias"].astype(dt)
+    x = x + img["pos_embedding"].astype(dt)
 
     def body(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
         return _vit_block(cfg, p, x), None
 
-    x, _ = jax.lax.scan(body, x, img["Transformer"]["encoderblock"])
+    x, _ = jax.lax.scan(body, x, img["Transformer"]["encoderblock"], unroll=unroll)
     norm = img["Transformer"]["encoder_norm"]
     x = _layer_norm(cfg, x, norm["scale"], norm["bias"])
     return x @ img["head"]["kernel"].astype(dt) + img["head"]["bias"].astype(dt)
@@ -253,19 +259,26 @@ def project_qkv(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array
 
 def attend(cfg: TextConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
            ) -> jax.Array:
-    """Grouped-query attention with logit soft-cap. mask [B, T, S] bool -> [B, T, N, H]."""
+    """Grouped-query attention with logit soft-cap. mask [B, T, S] bool -> [B, T, N, H].
+
+    The G query heads that share a kv head are folded into the query axis, so both products
+    are plain batched matmuls over [B, K] with the key axis last: XLA's CPU backend otherwise
+    transposes the [B, K, G, T, S] probabilities in the backward pass.
+    """
     b, t, n, h = q.shape
-    kh = k.shape[2]
-    q = q.reshape(b, t, kh, n // kh, h)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k).astype(jnp.float32)
+    s, kh = k.shape[1], k.shape[2]
+    g = n // kh
+    q = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * t, h)
+    logits = jnp.einsum("BKQH,BSKH->BKQS", q, k).astype(jnp.float32)
     if not cfg.query_scale_before_matmul:
         logits = logits * (cfg.query_pre_attn_scalar ** -0.5)
     if cfg.attn_logits_softcap:
         logits = jnp.tanh(logits / cfg.attn_logits_softcap) * cfg.attn_logits_softcap
-    logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
+    mask = jnp.broadcast_to(mask[:, None, None], (b, 1, g, t, s)).reshape(b, 1, g * t, s)
+    logits = jnp.where(mask, logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
-    return out.reshape(b, t, n, h)
+    out = jnp.einsum("BKQS,BSKH->BKQH", probs, v)
+    return out.reshape(b, kh, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 def decoder_block(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array,
@@ -329,9 +342,9 @@ def sliding_window_mask(cfg: TextConfig, positions: jax.Array, key_positions: ja
 
 
 def embed_inputs(config: ModelConfig, params: Params, pixel_values: jax.Array,
-                 input_ids: jax.Array) -> jax.Array:
+                 input_ids: jax.Array, *, unroll: bool = False) -> jax.Array:
     """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype."""
-    zimg = encode_image(config, params["img"], pixel_values)
+    zimg = encode_image(config, params["img"], pixel_values, unroll=unroll)
     table = params["llm"]["embedder"]["input_embedding"]
     if config.image_embed_hf_roundtrip:  # transformers 4.x: /sqrt(D) then * dtype(sqrt(D))
         root = math.sqrt(config.text.width)
@@ -356,9 +369,11 @@ def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
 
 
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
-                  mask: jax.Array, sliding_mask: jax.Array, remat: bool = False) -> jax.Array:
+                  mask: jax.Array, sliding_mask: jax.Array, remat: bool = False,
+                  unroll: bool = False) -> jax.Array:
     """All decoder blocks over a whole sequence (scan over the stacked layers); `remat`
-    recomputes each block's activations in the backward pass instead of storing them."""
+    recomputes each block's activations in the backward pass instead of storing them;
+    `unroll` unrolls the scan (see `forward`)."""
     cfg = config.text
 
     def body(x: jax.Array, inputs: tuple[Params, jax.Array]) -> tuple[jax.Array, None]:
@@ -372,27 +387,29 @@ def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax
 
     if remat:
         body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-    x, _ = jax.lax.scan(body, x, (llm["layers"], jnp.arange(cfg.depth)))
+    x, _ = jax.lax.scan(body, x, (llm["layers"], jnp.arange(cfg.depth)), unroll=unroll)
     return x
 
 
 def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_ids: jax.Array,
             token_type_ids: jax.Array, input_mask: jax.Array | None = None, *,
-            remat: bool = False) -> jax.Array:
+            remat: bool = False, unroll: bool = False) -> jax.Array:
     """Logits [N, T, V] (float32) for the text positions. Pure, differentiable, jit-friendly.
 
     pixel_values [N, H, W, 3] in [-1, 1]; input_ids [N, T] text tokens (BOS, prefix, "\\n",
     suffix, EOS, pads); token_type_ids [N, T] 0 for the prefix, 1 for the suffix; input_mask
     [N, T] marks real tokens of a right-padded batch (None: all real). logits[:, i] predicts
     token i + 1. remat=True rematerialises each decoder block in the backward pass (memory for
-    compute when training).
+    compute when training). unroll=True unrolls the scans over the layer stacks: the same
+    result, a program that grows with depth, and for the few-layer CPU presets a faster
+    training step (XLA then fuses across layers and skips the loop's stacked-residual copies).
     """
-    x = embed_inputs(config, params, pixel_values, input_ids)
+    x = embed_inputs(config, params, pixel_values, input_ids, unroll=unroll)
     valid, mask_ar, positions = sequence_layout(config, token_type_ids, input_mask)
     mask = make_attn_mask(valid, mask_ar)
     sliding = jnp.ones_like(mask)
     if config.text.sliding_window is not None:
         in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
         sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
-    x = decode_layers(config, params["llm"], x, positions, mask, sliding, remat=remat)
+    x = decode_layers(config, params["llm"], x, positions, mask, sliding, remat=remat, unroll=unroll)
     return output_logits(config, params["llm"], x[:, config.num_image_tokens:])

@@ -103,3 +103,20 @@ def test_rematerialised_forward_gives_the_same_gradients():
     remat = jax.jit(jax.grad(lambda p: loss(p, True)))(params)
     for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(remat), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_unrolled_layer_scans_give_the_same_logits_and_gradients():
+    params = random_params(CONFIG_A, 6)
+    pixels = random_pixels(CONFIG_A, 2)
+    ids, types = np.repeat(IDS, 2, axis=0), np.repeat(TYPES, 2, axis=0)
+
+    def loss(p, unroll):
+        return jnp.sum(_forward(CONFIG_A, p, pixels, ids, types, unroll=unroll) ** 2)
+
+    rolled = jax.jit(jax.value_and_grad(lambda p: loss(p, False)))(params)
+    unrolled = jax.jit(jax.value_and_grad(lambda p: loss(p, True)))(params)
+    np.testing.assert_allclose(float(rolled[0]), float(unrolled[0]), rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(rolled[1]), jax.tree_util.tree_leaves(unrolled[1]),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(unrolled[1]))
