@@ -283,7 +283,7 @@ class Run:
         import jax
 
         from finetune import optim
-        from finetune.vision_warmup import label_matrix, warm_up_vision
+        from finetune.vision_warmup import label_matrix, label_rows, warm_up_vision
 
         cfg = self.config
         if cfg.model.init != "scratch" or self.process_count > 1:
@@ -294,9 +294,14 @@ class Run:
             return optim.unflatten({k: jax.numpy.asarray(saved[k]) for k in saved.files})
         labels, names = label_matrix(self.train_examples)
         images = self._images(self.train_examples, cfg.data.train_split)
+        validation = None
+        if self.val_examples:
+            validation = (self._images(self.val_examples, f"{cfg.data.val_split}-{len(self.val_examples)}"),
+                          label_rows(self.val_examples, names))
         warm, history = warm_up_vision(
             self.model_config, img, images, labels, cfg.vision_warmup.steps, cfg.vision_warmup.lr,
             cfg.vision_warmup.batch_size, cfg.seed, cfg.data.augment, log=self._log,
+            unroll=cfg.model.unroll_layers, validation=validation,
         )
         if self.process_index == 0:
             from finetune.metrics import MetricsWriter

@@ -27,12 +27,17 @@ def label_matrix(examples: list[Any]) -> tuple[np.ndarray, list[str]]:
             "vision_warmup needs CheXpert labels (mimic-cxr-2.0.0-chexpert.csv) for the training "
             "studies; set vision_warmup.steps=0 to train without it"
         )
+    return label_rows(examples, names), names
+
+
+def label_rows(examples: list[Any], names: list[str]) -> np.ndarray:
+    """float32 [N, len(names)]: 1 where an example's label is positive or uncertain."""
     matrix = np.zeros((len(examples), len(names)), np.float32)
     for row, example in enumerate(examples):
         for col, name in enumerate(names):
             if (example.labels or {}).get(name) in (1.0, -1.0):
                 matrix[row, col] = 1.0
-    return matrix, names
+    return matrix
 
 
 def warm_up_vision(
@@ -46,8 +51,14 @@ def warm_up_vision(
     seed: int,
     augment: bool,
     log: Any = None,
+    unroll: bool = False,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Train `img_params` (the `img/...` subtree) on (images, labels); returns them and a log."""
+    """Train `img_params` (the `img/...` subtree) on (images, labels); returns them and a log.
+
+    With `validation` = (images, labels) of held-out studies, the last log row also holds the
+    classifier's micro-F1 over all labels there (`val_label_micro_f1`): whether the tower sees.
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -68,7 +79,7 @@ def warm_up_vision(
     prevalence = jnp.asarray(labels.mean(axis=0))
 
     def loss_fn(params: dict[str, Any], pixels: jax.Array, targets: jax.Array) -> jax.Array:
-        tokens = encode_image(model_config, params["img"], pixels)  # [B, P, D]
+        tokens = encode_image(model_config, params["img"], pixels, unroll=unroll)  # [B, P, D]
         pooled = tokens.mean(axis=1)
         logits = pooled @ params["head"]["kernel"] + params["head"]["bias"]
         return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
@@ -99,7 +110,24 @@ def warm_up_vision(
             running = value if running is None else 0.7 * running + 0.3 * value
             history.append({"step": index + 1, "loss": value, "smoothed_loss": running,
                             "prior_only_loss": baseline})
+    if validation is not None and history:
+        val_images, val_labels = validation
+
+        @jax.jit
+        def predict(params, pixels):
+            pooled = encode_image(model_config, params["img"], pixels, unroll=unroll).mean(axis=1)
+            return pooled @ params["head"]["kernel"] + params["head"]["bias"] > 0
+
+        predicted = np.concatenate([
+            np.asarray(predict(params, data_lib.to_pixels(np.asarray(val_images[i: i + batch_size]))))
+            for i in range(0, len(val_images), batch_size)
+        ])
+        truth = val_labels > 0.5
+        tp = float((predicted & truth).sum())
+        history[-1]["val_label_micro_f1"] = 2 * tp / max(float(predicted.sum() + truth.sum()), 1.0)
     if log is not None and history:
+        held_out = (f"; held-out label micro-F1 {history[-1]['val_label_micro_f1']:.3f}"
+                    if "val_label_micro_f1" in history[-1] else "")
         log(f"vision warm-up: label loss {history[-1]['smoothed_loss']:.3f} "
-            f"(label-frequency prior: {baseline:.3f}) after {steps} steps")
+            f"(label-frequency prior: {baseline:.3f}) after {steps} steps{held_out}")
     return params["img"], history
