@@ -115,14 +115,14 @@ def demo() -> TrainConfig:
         data=DataSection(text_len=144, augment=True, max_eval_examples=0),
         # The SigLIP tower first learns the training studies' labels (see vision_warmup.py), then
         # stays frozen while the projector and Gemma learn to write reports about what it sees.
-        vision_warmup=VisionWarmupSection(steps=1500, lr=3e-3, batch_size=32),
+        vision_warmup=VisionWarmupSection(steps=7000, lr=3e-3, batch_size=32),
         optim=OptimSection(
             lr=2e-3, warmup_fraction=0.03, end_lr_fraction=0.02, b2=0.98, batch_size=16,
-            epochs=0.0, steps=700, grad_clip_norm=1.0, weight_decay=0.0, trainable="vision_frozen",
+            epochs=0.0, steps=1000, grad_clip_norm=1.0, weight_decay=0.0, trainable="vision_frozen",
         ),
         mesh=MeshSection(data=-1, fsdp=1),
-        checkpoint=CheckpointSection(every_steps=150, keep=2, best_metric="radgraph_partial"),
-        eval=EvalSection(every_steps=175, max_new_tokens=128, batch_size=32, val_examples=0,
+        checkpoint=CheckpointSection(every_steps=250, keep=2, best_metric="radgraph_partial"),
+        eval=EvalSection(every_steps=250, max_new_tokens=128, batch_size=32, val_examples=0,
                          test_examples=0),
         # Everything before export (caching, warm-up, training, validation) within 14 minutes.
         time_limit_s=14 * 60,

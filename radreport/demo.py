@@ -19,7 +19,7 @@ DEFAULT_WORKDIR = Path("var/demo")
 
 def demo(
     workdir: Path = typer.Option(DEFAULT_WORKDIR, help="Where the demo keeps its data and bundle."),
-    studies: int = typer.Option(600, help="Synthetic studies to train and evaluate on."),
+    studies: int = typer.Option(2000, help="Synthetic studies to train and evaluate on."),
     upload: int = typer.Option(6, help="Studies to upload through the API."),
     seed: int = typer.Option(0, help="Seed of the synthetic data."),
     serve: bool = typer.Option(False, help="Keep the system up after the demo (Ctrl-C stops it)."),
