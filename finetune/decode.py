@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from modeling.generate import greedy_token
+
 
 def prompt_arrays(tokenizer: Any, prompts: Sequence[str], prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids [B, prompt_len] right-padded, lengths [B]) of `[BOS prefix "\\n"]` for each prompt."""
@@ -55,7 +57,7 @@ def make_greedy_decoder(
             cur = lengths + i  # next write position per example
             input_mask = positions < cur[:, None]
             logits = forward(params, pixels, ids, token_type, input_mask)
-            next_token = jnp.argmax(logits[rows, cur - 1], axis=-1).astype(jnp.int32)
+            next_token = greedy_token(logits[rows, cur - 1])
             next_token = jnp.where(done, eos_id, next_token)
             ids = ids.at[rows, cur].set(next_token)
             out = out.at[:, i].set(next_token)
