@@ -147,6 +147,10 @@ class VisionWarmupSection:
     steps: int = 0  # 0 = off
     lr: float = 2e-3
     batch_size: int = 32
+    # With a run time limit (`time_limit_s`), the warm-up stops early once this fraction of it
+    # has passed, leaving the rest for the report training (a slow or busy machine still gets
+    # a report model rather than a warm tower and no training).
+    max_time_fraction: float = 0.6
 
 
 @dataclass

@@ -302,6 +302,8 @@ class Run:
             self.model_config, img, images, labels, cfg.vision_warmup.steps, cfg.vision_warmup.lr,
             cfg.vision_warmup.batch_size, cfg.seed, cfg.data.augment, log=self._log,
             unroll=cfg.model.unroll_layers, validation=validation,
+            deadline=(self.started + cfg.vision_warmup.max_time_fraction * cfg.time_limit_s
+                      if cfg.time_limit_s > 0 else None),
         )
         if self.process_index == 0:
             from finetune.metrics import MetricsWriter

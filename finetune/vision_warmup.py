@@ -11,6 +11,7 @@ them as mimic-cxr-2.0.0-chexpert.csv; `radreport synth` writes the same table).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,11 @@ def warm_up_vision(
     log: Any = None,
     unroll: bool = False,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    deadline: float | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Train `img_params` (the `img/...` subtree) on (images, labels); returns them and a log.
+
+    `deadline` (a `time.time()` value) stops the loop early, after the step that passes it.
 
     With `validation` = (images, labels) of held-out studies, the last log row also holds the
     classifier's micro-F1 over all labels there (`val_label_micro_f1`): whether the tower sees.
@@ -96,7 +100,10 @@ def warm_up_vision(
     baseline = float(optax.sigmoid_binary_cross_entropy(
         jnp.log(prevalence / (1 - prevalence + 1e-6) + 1e-6)[None], jnp.asarray(labels)).mean())
     running = None
+    done = 0
     for index in tqdm(range(steps), desc="vision warm-up", unit="step"):
+        if deadline is not None and time.time() > deadline:
+            break
         if len(order) < batch_size:
             order.extend(generator.permutation(len(images)).tolist())
         rows, order = order[:batch_size], order[batch_size:]
@@ -105,7 +112,9 @@ def warm_up_vision(
             batch = np.stack([data_lib.augment({"image": image}, generator)["image"] for image in batch])
         pixels = data_lib.to_pixels(batch)
         params, opt_state, loss = step(params, opt_state, pixels, labels[rows])
-        if (index + 1) % 20 == 0 or index + 1 == steps:
+        done = index + 1
+        if (index + 1) % 20 == 0 or index + 1 == steps or (
+                deadline is not None and time.time() > deadline):
             value = float(loss)
             running = value if running is None else 0.7 * running + 0.3 * value
             history.append({"step": index + 1, "loss": value, "smoothed_loss": running,
@@ -128,6 +137,7 @@ def warm_up_vision(
     if log is not None and history:
         held_out = (f"; held-out label micro-F1 {history[-1]['val_label_micro_f1']:.3f}"
                     if "val_label_micro_f1" in history[-1] else "")
+        cut = f" (stopped at the time budget, of {steps} planned)" if done < steps else ""
         log(f"vision warm-up: label loss {history[-1]['smoothed_loss']:.3f} "
-            f"(label-frequency prior: {baseline:.3f}) after {steps} steps{held_out}")
+            f"(label-frequency prior: {baseline:.3f}) after {done} steps{cut}{held_out}")
     return params["img"], history

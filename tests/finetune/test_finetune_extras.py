@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import jax
 import numpy as np
@@ -38,6 +39,22 @@ def test_warmup_trains_the_vision_tower_and_keeps_its_structure(tiny_model) -> N
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
                                          warm, params["img"]))
     assert any(moved) and history[-1]["step"] == 20
+
+
+def test_warmup_reports_held_out_label_f1_and_stops_at_its_deadline(tiny_model) -> None:
+    config, params, _ = tiny_model
+    size = config.image_size
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (8, size, size), dtype=np.uint8)
+    labels = (images.mean(axis=(1, 2)) > 127).astype(np.float32)[:, None]
+    logged: list[str] = []
+    _, history = warm_up_vision(config, params["img"], images, labels, steps=10_000, lr=1e-2,
+                                batch_size=4, seed=0, augment=False, log=logged.append,
+                                validation=(images, labels), deadline=time.time() + 3.0)
+    assert history and history[-1]["step"] < 10_000
+    assert 0.0 <= history[-1]["val_label_micro_f1"] <= 1.0
+    assert "stopped at the time budget, of 10000 planned" in logged[-1]
+    assert "held-out label micro-F1" in logged[-1]
 
 
 def test_the_learning_curve_is_drawn_from_metrics_jsonl(tmp_path) -> None:
