@@ -224,7 +224,8 @@ def greedy_token(logits: jax.Array) -> jax.Array:
     """int32 index of the largest logit of each row, the first one on ties (as `jnp.argmax`).
 
     A max and a masked min, two plain reductions: XLA's CPU backend runs `argmax`'s (value,
-    index) reduction ~6x slower, which cost a sixth of a batch-8 decode step over a 16k vocab.
+    index) reduction ~6x slower; over a 16k vocabulary at batch 8 it took ~0.29 ms of a ~2.3 ms
+    decode step.
     """
     vocab = logits.shape[-1]
     best = jnp.max(logits, axis=-1, keepdims=True)

@@ -131,3 +131,16 @@ def test_after_warmup_100_varied_requests_compile_nothing_new():
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
+
+
+def test_greedy_token_is_argmax_with_ties_going_to_the_first_index():
+    from modeling.generate import greedy_token
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 1000)).astype(np.float32)
+    logits[1, [7, 500, 999]] = 50.0  # a three-way tie: the first wins
+    logits[2, :] = -3.0  # all equal
+    logits[3, 999] = 1e9  # the last index
+    got = np.asarray(jax.jit(greedy_token)(logits))
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
+    assert got[1] == 7 and got[2] == 0 and got[3] == 999 and got.dtype == np.int32
