@@ -27,12 +27,15 @@ def test_warmup_targets_count_positive_and_uncertain_labels_only() -> None:
     np.testing.assert_array_equal(matrix, [[0, 1], [0, 1], [1, 0]])
 
 
+def _bright_or_dark(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """8 random uint8 images and one label: is the image brighter than mid-grey."""
+    images = np.random.default_rng(seed).integers(0, 255, (8, size, size), dtype=np.uint8)
+    return images, (images.mean(axis=(1, 2)) > 127).astype(np.float32)[:, None]
+
+
 def test_warmup_trains_the_vision_tower_and_keeps_its_structure(tiny_model) -> None:
     config, params, _ = tiny_model
-    size = config.image_size
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (8, size, size), dtype=np.uint8)
-    labels = (images.mean(axis=(1, 2)) > 127).astype(np.float32)[:, None]
+    images, labels = _bright_or_dark(config.image_size, 0)
     warm, history = warm_up_vision(config, params["img"], images, labels, steps=20, lr=1e-2,
                                    batch_size=4, seed=0, augment=False)
     assert jax.tree.structure(warm) == jax.tree.structure(params["img"])
@@ -43,10 +46,7 @@ def test_warmup_trains_the_vision_tower_and_keeps_its_structure(tiny_model) -> N
 
 def test_warmup_reports_held_out_label_f1_and_stops_at_its_deadline(tiny_model) -> None:
     config, params, _ = tiny_model
-    size = config.image_size
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 255, (8, size, size), dtype=np.uint8)
-    labels = (images.mean(axis=(1, 2)) > 127).astype(np.float32)[:, None]
+    images, labels = _bright_or_dark(config.image_size, 1)
     logged: list[str] = []
     _, history = warm_up_vision(config, params["img"], images, labels, steps=10_000, lr=1e-2,
                                 batch_size=4, seed=0, augment=False, log=logged.append,
