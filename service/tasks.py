@@ -334,8 +334,11 @@ def _release_all(settings: Settings, study_ids: list[str], worker: str) -> None:
                 study = session.get(Study, sid)
                 if study is not None and study.state == StudyState.generating and study.lease_owner == worker:
                     pipeline.release(session, study, "generate", undo_attempt=True)
-    except TRANSIENT:
-        pass  # their leases stop being renewed once this task ends, and expire
+    except TRANSIENT as error:
+        # Nothing is lost: their leases stop being renewed once this task ends, expire, and the
+        # reconciler hands the studies out again.
+        log.warning("could not release %d batched studies (%s); their leases will expire",
+                    len(study_ids), type(error).__name__)
 
 
 def _generate_batch(settings: Settings, batch: list[str], worker: str, model: Any, store: BlobStore) -> None:
