@@ -157,24 +157,36 @@ def _layer_norm(cfg: VisionConfig, x: jax.Array, scale: jax.Array, bias: jax.Arr
     return (y + bias.astype(jnp.float32)).astype(x.dtype)
 
 
+def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., Din] @ w [Din, Dout] as one 2-D matmul over the flattened leading axes.
+
+    The same sums as `x @ w`; written 2-D because XLA's CPU backend lays out the backward pass
+    of a 3-D x @ w with transposed elementwise fusions (a GeGLU block's gradient ran ~3x slower;
+    see docs/training.md)."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
 def _vit_block(cfg: VisionConfig, p: Params, x: jax.Array) -> jax.Array:
     dt = x.dtype
     att = p["MultiHeadDotProductAttention_0"]
+    b, s, d = x.shape
+    n, hd = cfg.num_heads, cfg.head_dim
     h = _layer_norm(cfg, x, p["LayerNorm_0"]["scale"], p["LayerNorm_0"]["bias"])
-    q, k, v = (
-        jnp.einsum("BSD,DNH->BSNH", h, att[n]["kernel"].astype(dt)) + att[n]["bias"].astype(dt)
-        for n in ("query", "key", "value")
-    )
+    names = ("query", "key", "value")
+    w_qkv = jnp.concatenate([att[k]["kernel"].astype(dt).reshape(d, n * hd) for k in names], 1)
+    b_qkv = jnp.concatenate([att[k]["bias"].astype(dt).reshape(n * hd) for k in names])
+    qkv = (dense(h, w_qkv) + b_qkv).reshape(b, s, 3, n, hd)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = q / jnp.sqrt(jnp.asarray(cfg.head_dim, dt))  # flax scales q before the product
     logits = jnp.einsum("BTNH,BSNH->BNTS", q, k)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)
-    o = jnp.einsum("BNTS,BSNH->BTNH", probs, v)
-    x = x + jnp.einsum("BTNH,NHD->BTD", o, att["out"]["kernel"].astype(dt)) + att["out"]["bias"].astype(dt)
+    o = jnp.einsum("BNTS,BSNH->BTNH", probs, v).reshape(b, s, n * hd)
+    x = x + dense(o, att["out"]["kernel"].astype(dt).reshape(n * hd, d)) + att["out"]["bias"].astype(dt)
     mlp = p["MlpBlock_0"]
     h = _layer_norm(cfg, x, p["LayerNorm_1"]["scale"], p["LayerNorm_1"]["bias"])
-    h = h @ mlp["Dense_0"]["kernel"].astype(dt) + mlp["Dense_0"]["bias"].astype(dt)
+    h = dense(h, mlp["Dense_0"]["kernel"].astype(dt)) + mlp["Dense_0"]["bias"].astype(dt)
     h = jax.nn.gelu(h, approximate=True)
-    return x + h @ mlp["Dense_1"]["kernel"].astype(dt) + mlp["Dense_1"]["bias"].astype(dt)
+    return x + dense(h, mlp["Dense_1"]["kernel"].astype(dt)) + mlp["Dense_1"]["bias"].astype(dt)
 
 
 def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
@@ -195,7 +207,7 @@ def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
     patches = pixel_values[:, : gh * p, : gw * p].astype(dt).reshape(b, gh, p, gw, p, channels)
     patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * channels)
     kernel = img["embedding"]["kernel"].astype(dt).reshape(p * p * channels, -1)
-    x = patches @ kernel + img["embedding"]["bias"].astype(dt)
+    x = dense(patches, kernel) + img["embedding"]["bias"].astype(dt)
     x = x + img["pos_embedding"].astype(dt)
 
     def body(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
@@ -204,7 +216,7 @@ def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
     x, _ = jax.lax.scan(body, x, img["Transformer"]["encoderblock"], unroll=unroll)
     norm = img["Transformer"]["encoder_norm"]
     x = _layer_norm(cfg, x, norm["scale"], norm["bias"])
-    return x @ img["head"]["kernel"].astype(dt) + img["head"]["bias"].astype(dt)
+    return dense(x, img["head"]["kernel"].astype(dt)) + img["head"]["bias"].astype(dt)
 
 
 # ----------------------------------------------------------------------------- Gemma 2 pieces
@@ -244,15 +256,45 @@ def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array) -> jax.A
     return x.astype(config.compute_dtype)
 
 
-def project_qkv(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array
+def fused_block_weights(cfg: TextConfig, p: Params, dtype: Any) -> dict[str, jax.Array]:
+    """One decoder block's matmul-ready 2-D weights in `dtype`: "qkv" [D, (N + 2K) H] (q | k | v),
+    "o" [N H, D], "gate_up" [D, 2F] (GELU gate | up), "down" [F, D]. Built from the checkpoint
+    layout on every call (small copies next to the activations they multiply)."""
+    D, N, K, H = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    attn, mlp = p["attn"], p["mlp"]
+    q = attn["q_einsum"]["w"].astype(dtype).transpose(1, 0, 2).reshape(D, N * H)
+    kv = attn["kv_einsum"]["w"].astype(dtype).transpose(2, 0, 1, 3).reshape(D, 2 * K * H)
+    gating = mlp["gating_einsum"].astype(dtype)
+    return {
+        "qkv": jnp.concatenate([q, kv], axis=1),
+        "o": attn["attn_vec_einsum"]["w"].astype(dtype).reshape(N * H, D),
+        "gate_up": jnp.concatenate([gating[0], gating[1]], axis=1),
+        "down": mlp["linear"].astype(dtype),
+    }
+
+
+def split_qkv(cfg: TextConfig, qkv: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """[..., (N + 2K) H] -> q [..., N, H], k [..., K, H], v [..., K, H] (no RoPE yet)."""
+    N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    lead = qkv.shape[:-1]
+    return (qkv[..., : N * H].reshape(*lead, N, H), qkv[..., N * H: (N + K) * H].reshape(*lead, K, H),
+            qkv[..., (N + K) * H:].reshape(*lead, K, H))
+
+
+def geglu(cfg: TextConfig, gate_up: jax.Array) -> jax.Array:
+    """GELU(tanh)(gate) * up of a fused [..., 2F] projection."""
+    f = cfg.mlp_dim
+    return jax.nn.gelu(gate_up[..., :f], approximate=True) * gate_up[..., f:]
+
+
+def project_qkv(cfg: TextConfig, w: dict[str, jax.Array], x: jax.Array, positions: jax.Array
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """q [B,T,N,H] (RoPE'd, pre-scaled when `query_scale_before_matmul`), k, v [B,T,K,H]."""
-    dt = x.dtype
-    q = jnp.einsum("BTD,NDH->BTNH", x, p["q_einsum"]["w"].astype(dt))
-    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, p["kv_einsum"]["w"].astype(dt))
+    """q [B,T,N,H] (RoPE'd, pre-scaled when `query_scale_before_matmul`), k, v [B,T,K,H];
+    `w` from `fused_block_weights`."""
+    q, k, v = split_qkv(cfg, dense(x, w["qkv"]))
     q = apply_rope(q, positions, cfg.rope_base)
     if cfg.query_scale_before_matmul:
-        q = q * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, dt)
+        q = q * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, x.dtype)
     k = apply_rope(k, positions, cfg.rope_base)
     return q, k, v
 
@@ -284,16 +326,14 @@ def attend(cfg: TextConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.
 def decoder_block(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array,
                   attention: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]) -> jax.Array:
     """One Gemma 2 block; `attention(q, k, v)` supplies the keys it attends to (mask, cache)."""
-    dt = x.dtype
+    w = fused_block_weights(cfg, p, x.dtype)
     h = rms_norm(cfg, x, p["pre_attention_norm"]["scale"])
-    q, k, v = project_qkv(cfg, p["attn"], h, positions)
+    q, k, v = project_qkv(cfg, w, h, positions)
     a = attention(q, k, v)
-    a = jnp.einsum("BTNH,NHD->BTD", a, p["attn"]["attn_vec_einsum"]["w"].astype(dt))
+    a = dense(a.reshape(*a.shape[:-2], -1), w["o"])
     x = x + rms_norm(cfg, a, p["post_attention_norm"]["scale"])
     h = rms_norm(cfg, x, p["pre_ffw_norm"]["scale"])
-    w = p["mlp"]["gating_einsum"].astype(dt)
-    gate = jax.nn.gelu(h @ w[0], approximate=True)
-    m = (gate * (h @ w[1])) @ p["mlp"]["linear"].astype(dt)
+    m = dense(geglu(cfg, dense(h, w["gate_up"])), w["down"])
     return x + rms_norm(cfg, m, p["post_ffw_norm"]["scale"])
 
 
