@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends curl libgomp1 procps \
+ && apt-get install -y --no-install-recommends curl libgomp1 libjemalloc2 procps \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 radreport
 

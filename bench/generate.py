@@ -124,12 +124,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    # Both libraries run in this process on the same allocator: jemalloc where installed
+    # (RADREPORT_MALLOC=system for glibc's); see radreport/allocator.py.
+    from radreport.allocator import active_allocator, reexec_with_jemalloc
+
+    reexec_with_jemalloc()
 
     import jax
     import torch
 
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
+          f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}, malloc {active_allocator()}")
     header = (f"{'config':10} {'params':>7} {'batch':>5} | {'end-to-end tok/s: ours':>22} {'hf':>7} "
               f"{'ratio':>6} | {'decode tok/s: ours':>18} {'hf':>7} {'ratio':>6} {'roofline':>8} | "
               f"{'same tokens':>11}")

@@ -158,6 +158,11 @@ def main() -> None:
     parser.add_argument("--skip-multidevice", action="store_true")
     parser.add_argument("--multidevice-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Both libraries run in this process on the same allocator: jemalloc where installed
+    # (RADREPORT_MALLOC=system for glibc's); see radreport/allocator.py.
+    from radreport.allocator import active_allocator, reexec_with_jemalloc
+
+    reexec_with_jemalloc()
 
     config, text_len, unroll = model_config(args.config, args.vocab)
     length = args.length or text_len
@@ -168,7 +173,7 @@ def main() -> None:
 
     print(f"model: {args.config} preset architecture, {config.num_image_tokens} image tokens + "
           f"{length} text tokens, batch {args.batch}, float32, AdamW, {os.cpu_count()} CPUs, "
-          f"layer scans {'unrolled' if unroll else 'rolled'}")
+          f"layer scans {'unrolled' if unroll else 'rolled'}, malloc {active_allocator()}")
     ours, ours_first, ours_loss = jax_step(config, batch, unroll=unroll)
     theirs, theirs_first, theirs_loss, threads = torch_step(config, batch)
     # Interleave: each round times `steps` of ours then `steps` of theirs, so both see the same

@@ -34,12 +34,15 @@ from modeling.model import (
     decoder_block,
     embed_inputs,
     embed_tokens,
+    fused_block_weights,
+    geglu,
     make_attn_mask,
     rms_norm,
     rope_sincos,
     rotate,
     sequence_layout,
     sliding_window_mask,
+    split_qkv,
 )
 
 STRATEGIES = ("greedy", "sample", "beam")
@@ -60,25 +63,16 @@ class Plan:
 
 
 def _decode_weights(config: ModelConfig, llm: Params) -> list[dict[str, jax.Array]]:
-    """Per-layer matmul-ready weights (fused q|k|v and gate|up), built once per call, outside
-    the decode loop, in the compute dtype."""
+    """Per-layer matmul-ready weights (`fused_block_weights` plus the norm scales), built once
+    per call, outside the decode loop, in the compute dtype."""
     t = config.text
     dt = jnp.dtype(config.compute_dtype)
-    lp = llm["layers"]
-    D, N, K, H = t.width, t.num_heads, t.num_kv_heads, t.head_dim
     out = []
     for i in range(t.depth):
-        q = lp["attn"]["q_einsum"]["w"][i].astype(dt).transpose(1, 0, 2).reshape(D, N * H)
-        kv = lp["attn"]["kv_einsum"]["w"][i].astype(dt).transpose(2, 0, 1, 3).reshape(D, 2 * K * H)
-        gating = lp["mlp"]["gating_einsum"][i].astype(dt)
-        out.append({
-            "qkv": jnp.concatenate([q, kv], axis=1),
-            "o": lp["attn"]["attn_vec_einsum"]["w"][i].astype(dt).reshape(N * H, D),
-            "gate_up": jnp.concatenate([gating[0], gating[1]], axis=1),
-            "down": lp["mlp"]["linear"][i].astype(dt),
-            **{name: lp[name]["scale"][i] for name in
-               ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")},
-        })
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i], llm["layers"])
+        out.append({**fused_block_weights(t, p, dt),
+                    **{name: p[name]["scale"] for name in
+                       ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")}})
     return out
 
 
@@ -92,14 +86,13 @@ def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
     N, K, H = t.num_heads, t.num_kv_heads, t.head_dim
     b = x.shape[0]
     h = rms_norm(t, x, w["pre_attention_norm"])
-    qkv = h @ w["qkv"]
-    q = rotate(qkv[:, : N * H].reshape(b, 1, N, H), *rope)
+    q, k, v = split_qkv(t, (h @ w["qkv"])[:, None])  # [B, 1, heads, H]
+    q = rotate(q, *rope)
     if t.query_scale_before_matmul:
         q = q * jnp.asarray(t.query_pre_attn_scalar ** -0.5, q.dtype)
-    k = rotate(qkv[:, N * H: (N + K) * H].reshape(b, 1, K, H), *rope)
-    v = qkv[:, (N + K) * H:].reshape(b, K, 1, H)
+    k = rotate(k, *rope).reshape(b, K, 1, H)
+    v = v.reshape(b, K, 1, H)
     ck, cv = cache
-    k = k.reshape(b, K, 1, H)
     ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, slot, 0))
     cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, slot, 0))
     qg = q.reshape(b, K, N // K, H)
@@ -113,10 +106,7 @@ def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
     a = jnp.einsum("BKGS,BKSH->BKGH", probs, cv.astype(x.dtype)).reshape(b, N * H)
     x = x + rms_norm(t, a @ w["o"], w["post_attention_norm"])
     h = rms_norm(t, x, w["pre_ffw_norm"])
-    gu = h @ w["gate_up"]
-    f = t.mlp_dim
-    m = jax.nn.gelu(gu[:, :f], approximate=True) * gu[:, f:]
-    x = x + rms_norm(t, m @ w["down"], w["post_ffw_norm"])
+    x = x + rms_norm(t, geglu(t, h @ w["gate_up"]) @ w["down"], w["post_ffw_norm"])
     return x, (ck, cv)
 
 

@@ -10,6 +10,8 @@ import importlib
 
 import typer
 
+from radreport.allocator import reexec_with_jemalloc
+
 app = typer.Typer(
     name="radreport",
     help="Chest X-ray report generation with PaliGemma 2: synth, finetune, evaluate, generate, serve.",
@@ -38,5 +40,7 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point used by `python -m radreport`."""
+    """Entry point of the `radreport` script and `python -m radreport`: on Linux with jemalloc
+    installed, first re-executes itself with it preloaded (see `radreport.allocator`)."""
+    reexec_with_jemalloc()
     app()
