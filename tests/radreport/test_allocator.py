@@ -58,9 +58,13 @@ def test_env_changes_nothing_when_off_preloaded_or_missing(tmp_path, monkeypatch
     assert allocator.jemalloc_env({}) is None
 
 
+def _env_without_preload() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+
+
 def _probe(**env: str) -> tuple[str, float]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    done = subprocess.run([sys.executable, "-c", PROBE], env={**clean, "JAX_PLATFORMS": "cpu", **env},
+    done = subprocess.run([sys.executable, "-c", PROBE],
+                          env={**_env_without_preload(), "JAX_PLATFORMS": "cpu", **env},
                           capture_output=True, text=True, timeout=300, check=True)
     name, faults = done.stdout.split()
     return name, float(faults)
@@ -79,12 +83,14 @@ def test_reexec_keeps_xla_buffers_mapped():
 
 
 @needs_jemalloc
-def test_radreport_command_runs_on_jemalloc(repo_root):
-    """`python -m radreport` re-executes itself before running the command (workers too)."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    code = ("import sys, runpy; sys.argv = ['radreport', '--help'];"
-            "import radreport.cli as c; c.app = lambda: print(__import__('radreport.allocator')"
-            ".allocator.active_allocator()); c.main()")
-    done = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True,
-                          timeout=120, check=True, cwd=repo_root)
+def test_radreport_main_reexecutes_before_the_command(repo_root):
+    """`radreport.cli.main` (the `radreport` script, `python -m radreport`, and so the workers
+    that service/system.py starts with it) runs its command on jemalloc: the command here is
+    replaced by one that prints the allocator of the process it runs in."""
+    code = ("import radreport.cli as cli\n"
+            "from radreport.allocator import active_allocator\n"
+            "cli.app = lambda: print(active_allocator())\n"
+            "cli.main()\n")
+    done = subprocess.run([sys.executable, "-c", code], env=_env_without_preload(), capture_output=True,
+                          text=True, timeout=120, check=True, cwd=repo_root)
     assert done.stdout.strip() == "jemalloc"
