@@ -324,11 +324,18 @@ def attend(cfg: TextConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.
 
 
 def decoder_block(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array,
-                  attention: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]) -> jax.Array:
-    """One Gemma 2 block; `attention(q, k, v)` supplies the keys it attends to (mask, cache)."""
+                  attention: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+                  queries_from: int = 0) -> jax.Array:
+    """One Gemma 2 block; `attention(q, k, v)` supplies the keys it attends to (mask, cache).
+
+    queries_from=n computes the block's output for positions n: only (every position still
+    supplies keys and values): a last layer whose first n outputs nobody reads skips their
+    queries, attention rows and MLP; the result is x[:, n:] of the full block's."""
     w = fused_block_weights(cfg, p, x.dtype)
     h = rms_norm(cfg, x, p["pre_attention_norm"]["scale"])
     q, k, v = project_qkv(cfg, w, h, positions)
+    if queries_from:
+        x, q = x[:, queries_from:], q[:, queries_from:]
     a = attention(q, k, v)
     a = dense(a.reshape(*a.shape[:-2], -1), w["o"])
     x = x + rms_norm(cfg, a, p["post_attention_norm"]["scale"])
@@ -410,24 +417,31 @@ def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
 
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
                   mask: jax.Array, sliding_mask: jax.Array, remat: bool = False,
-                  unroll: bool = False) -> jax.Array:
+                  unroll: bool = False, outputs_from: int = 0) -> jax.Array:
     """All decoder blocks over a whole sequence (scan over the stacked layers); `remat`
     recomputes each block's activations in the backward pass instead of storing them;
-    `unroll` unrolls the scan (see `forward`)."""
+    `unroll` unrolls the scan (see `forward`). Returns x[:, outputs_from:] of the last block,
+    whose queries for the positions before `outputs_from` are never computed."""
     cfg = config.text
 
-    def body(x: jax.Array, inputs: tuple[Params, jax.Array]) -> tuple[jax.Array, None]:
-        p, layer = inputs
+    def block(x: jax.Array, p: Params, layer: jax.Array, queries_from: int) -> jax.Array:
+        layer_mask = mask
         if cfg.sliding_window is not None:
             layer_mask = jnp.where(layer % 2 == 0, mask & sliding_mask, mask)
-        else:
-            layer_mask = mask
-        x = decoder_block(cfg, p, x, positions, lambda q, k, v: attend(cfg, q, k, v, layer_mask))
-        return x, None
+        layer_mask = layer_mask[:, queries_from:]
+        return decoder_block(cfg, p, x, positions, lambda q, k, v: attend(cfg, q, k, v, layer_mask),
+                             queries_from)
 
     if remat:
-        body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-    x, _ = jax.lax.scan(body, x, (llm["layers"], jnp.arange(cfg.depth)), unroll=unroll)
+        block = jax.checkpoint(block, policy=jax.checkpoint_policies.nothing_saveable,
+                               static_argnums=(3,))
+    scanned = cfg.depth - 1 if outputs_from else cfg.depth
+    layers = jax.tree_util.tree_map(lambda a: a[:scanned], llm["layers"]) if outputs_from else llm["layers"]
+    x, _ = jax.lax.scan(lambda x, inputs: (block(x, *inputs, 0), None), x,
+                        (layers, jnp.arange(scanned)), unroll=unroll)
+    if outputs_from:
+        last = jax.tree_util.tree_map(lambda a: a[-1], llm["layers"])
+        x = block(x, last, jnp.asarray(cfg.depth - 1), outputs_from)
     return x
 
 
@@ -451,5 +465,6 @@ def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_
     if config.text.sliding_window is not None:
         in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
         sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
-    x = decode_layers(config, params["llm"], x, positions, mask, sliding, remat=remat, unroll=unroll)
-    return output_logits(config, params["llm"], x[:, config.num_image_tokens:])
+    x = decode_layers(config, params["llm"], x, positions, mask, sliding, remat=remat, unroll=unroll,
+                      outputs_from=config.num_image_tokens)
+    return output_logits(config, params["llm"], x)

@@ -120,3 +120,35 @@ def test_unrolled_layer_scans_give_the_same_logits_and_gradients():
                     strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(unrolled[1]))
+
+
+@pytest.mark.parametrize("remat,unroll", [(False, False), (True, False), (False, True)])
+def test_last_layer_skipping_leading_queries_equals_the_full_stack(remat, unroll):
+    """decode_layers(outputs_from=n) (what `forward` uses to skip the image positions' queries
+    and MLP in the last block) is the full stack's x[:, n:], values and gradients."""
+    from modeling.model import decode_layers, embed_inputs, sequence_layout, sliding_window_mask
+
+    config = CONFIG_A
+    params = random_params(config, 7)
+    pixels = random_pixels(config, 2)
+    ids, types = np.repeat(IDS, 2, axis=0), np.repeat(TYPES, 2, axis=0)
+    x = embed_inputs(config, params, pixels, ids)
+    valid, mask_ar, positions = sequence_layout(config, types, None)
+    mask = make_attn_mask(valid, mask_ar)
+    in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
+    sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
+    n = config.num_image_tokens + 2
+    assert x.shape[1] > config.text.sliding_window > 0 and config.text.depth % 2 == 1
+
+    def run(llm, outputs_from):
+        out = decode_layers(config, llm, x, positions, mask, sliding, remat=remat, unroll=unroll,
+                            outputs_from=outputs_from)
+        return out if outputs_from else out[:, n:]
+
+    full, skipped = jax.jit(lambda p: run(p, 0))(params["llm"]), jax.jit(lambda p: run(p, n))(params["llm"])
+    assert skipped.shape == (2, x.shape[1] - n, config.text.width)
+    np.testing.assert_allclose(np.asarray(skipped), np.asarray(full), rtol=1e-5, atol=1e-5)
+    grads = [jax.jit(jax.grad(lambda p, k=k: jnp.sum(run(p, k) ** 2)))(params["llm"]) for k in (0, n)]
+    for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads), strict=True):
+        # float32 sums in another order: relative differences of a few 1e-4 on small entries
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
