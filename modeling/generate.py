@@ -149,19 +149,27 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
         sliding = mask
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
 
-    def body(x: jax.Array, inputs: tuple[Params, jax.Array]):
+    def body(x: jax.Array, inputs: tuple[Params, jax.Array], queries_from: int = 0):
         layer_p, layer = inputs
         kv: dict[str, jax.Array] = {}
 
         def attention(q, k, v):
             kv["k"], kv["v"] = k, v
             m = jnp.where(layer % 2 == 0, sliding, mask) if t.sliding_window is not None else mask
-            return attend(t, q, k, v, m)
+            return attend(t, q, k, v, m[:, queries_from:])
 
-        x = decoder_block(t, layer_p, x, positions, attention)
+        x = decoder_block(t, layer_p, x, positions, attention, queries_from)
         return x, (kv["k"].astype(cache_dtype), kv["v"].astype(cache_dtype))
 
-    x, (ks, vs) = jax.lax.scan(body, x, (params["llm"]["layers"], jnp.arange(t.depth)))
+    # Every layer but the last over the whole sequence; the last only needs outputs at the text
+    # positions (the logits of each row's last prompt token), so it skips the image queries.
+    layers = params["llm"]["layers"]
+    x, (ks, vs) = jax.lax.scan(body, x, (jax.tree_util.tree_map(lambda a: a[:-1], layers),
+                                         jnp.arange(t.depth - 1)))
+    x, (k_last, v_last) = body(x, (jax.tree_util.tree_map(lambda a: a[-1], layers),
+                                   jnp.asarray(t.depth - 1)), p)
+    ks = jnp.concatenate([ks, k_last[None]])
+    vs = jnp.concatenate([vs, v_last[None]])
 
     # Right-align: slot s of row b holds prefill index s - shift_b.
     shift = tp - lengths
@@ -187,7 +195,7 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
         for j, layer in enumerate(layers):
             caches[layer] = (k[j], v[j])  # [B, K, R, H]
         slot_pos[r] = sp
-    last = jnp.take_along_axis(x, (p + lengths - 1)[:, None, None], axis=1)[:, 0]
+    last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]  # x: text positions
     logits = _final_logits(config, params["llm"], last)
     next_pos = p + lengths + t.position_offset  # slot positions include the offset too
     return logits, tuple(caches), slot_pos, next_pos
