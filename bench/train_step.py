@@ -2,11 +2,14 @@
 
 Both sides train the same miniature PaliGemma 2 (the `demo` preset's architecture by default:
 SigLIP + projector + Gemma 2, random init, float32) on the same batch and sequence length with
-AdamW and the loss on suffix tokens only, in interleaved rounds. Prints examples/s of each and the
+AdamW and the loss on suffix tokens only, in interleaved rounds; everything trains unless
+`--trainable` names one of finetune's other modes (the demo's report steps train with the vision
+tower frozen: `--trainable vision_frozen`), the same on both sides. Prints examples/s of each and the
 median ratio of the rounds; our step is built as the preset trains it (`model.unroll_layers`); then the
 step time of our step on 8 simulated CPU devices (data=2 x fsdp=4) in a subprocess.
 
     .venv/bin/python bench/train_step.py [--batch 16] [--steps 5] [--rounds 5] [--config demo]
+                                         [--trainable all|vision_frozen|llm]
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def make_batch(config, batch: int, length: int, prefix: int = 20, seed: int = 0)
 
 
 def jax_step(config, batch: dict[str, np.ndarray], mesh_shape: tuple[int, int] | None = None,
-             unroll: bool = False):
+             unroll: bool = False, trainable_mode: str = "all"):
     """(run one step and wait for it, first-step seconds incl. compile, last loss getter)."""
     import jax
     import jax.numpy as jnp
@@ -64,7 +67,7 @@ def jax_step(config, batch: dict[str, np.ndarray], mesh_shape: tuple[int, int] |
     from finetune.step import init_state, make_train_step
 
     params = modeling.init_params(config, jax.random.PRNGKey(0))
-    trainable, frozen = optim.split_params(optim.flatten(params), "all")
+    trainable, frozen = optim.split_params(optim.flatten(params), trainable_mode)
     tx = optim.make_optimizer(OptimSection(lr=1e-4, warmup_fraction=0.0), 1000)
     data, fsdp = mesh_shape or (1, 1)
     mesh = sharding.make_mesh(MeshSection(data=data, fsdp=fsdp), jax.devices()[: data * fsdp])
@@ -98,8 +101,8 @@ def _timed(fn: Callable[[], object], repeats: int = 1) -> float:
 
 
 def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple[int, int] | None = None,
-             unroll: bool = False) -> dict:
-    run, first, loss = jax_step(config, batch, mesh_shape, unroll)
+             unroll: bool = False, trainable_mode: str = "all") -> dict:
+    run, first, loss = jax_step(config, batch, mesh_shape, unroll, trainable_mode)
     step_s = _timed(run, steps)
     n = batch["input_ids"].shape[0]
     data, fsdp = mesh_shape or (1, 1)
@@ -107,7 +110,11 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple
             "loss": loss(), "devices": data * fsdp}
 
 
-def torch_step(config, batch: dict[str, np.ndarray]):
+# finetune's `optim.trainable` modes as transformers module names that stay frozen.
+TORCH_FROZEN = {"all": (), "vision_frozen": ("vision_tower",), "llm": ("vision_tower", "multi_modal_projector")}
+
+
+def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"):
     """(run one step, first-step seconds, last loss getter, torch threads)."""
     import torch
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
@@ -120,7 +127,11 @@ def torch_step(config, batch: dict[str, np.ndarray]):
     model = PaliGemmaForConditionalGeneration(PaliGemmaConfig.from_dict(hf))
     model.config._attn_implementation = "eager"
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    for name, param in model.named_parameters():
+        if any(part in name.split(".") for part in TORCH_FROZEN[trainable_mode]):
+            param.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     n, length = batch["input_ids"].shape
     image_tokens = config.num_image_tokens
     image_ids = np.full((n, image_tokens), hf["image_token_index"], np.int64)
@@ -139,7 +150,7 @@ def torch_step(config, batch: dict[str, np.ndarray]):
         out = model(input_ids=input_ids, pixel_values=pixels, token_type_ids=token_type,
                     attention_mask=attention, labels=labels)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         box["loss"] = out.loss.detach()
 
@@ -155,6 +166,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=0, help="text tokens (default: the preset's)")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of ours and theirs")
+    parser.add_argument("--trainable", default="all", choices=sorted(TORCH_FROZEN),
+                        help="what trains on both sides (finetune's optim.trainable; the demo's "
+                             "report steps use vision_frozen)")
     parser.add_argument("--skip-multidevice", action="store_true")
     parser.add_argument("--multidevice-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -168,14 +182,16 @@ def main() -> None:
     length = args.length or text_len
     batch = make_batch(config, args.batch, length)
     if args.multidevice_only:
-        print(json.dumps(time_jax(config, batch, args.steps, mesh_shape=(2, 4), unroll=unroll)))
+        print(json.dumps(time_jax(config, batch, args.steps, mesh_shape=(2, 4), unroll=unroll,
+                                  trainable_mode=args.trainable)))
         return
 
     print(f"model: {args.config} preset architecture, {config.num_image_tokens} image tokens + "
-          f"{length} text tokens, batch {args.batch}, float32, AdamW, {os.cpu_count()} CPUs, "
+          f"{length} text tokens, batch {args.batch}, float32, AdamW, trains {args.trainable}, "
+          f"{os.cpu_count()} CPUs, "
           f"layer scans {'unrolled' if unroll else 'rolled'}, malloc {active_allocator()}")
-    ours, ours_first, ours_loss = jax_step(config, batch, unroll=unroll)
-    theirs, theirs_first, theirs_loss, threads = torch_step(config, batch)
+    ours, ours_first, ours_loss = jax_step(config, batch, unroll=unroll, trainable_mode=args.trainable)
+    theirs, theirs_first, theirs_loss, threads = torch_step(config, batch, args.trainable)
     # Interleave: each round times `steps` of ours then `steps` of theirs, so both see the same
     # machine; the ratio of each round is reported by its median (shared machines are noisy).
     # A pause before each block lets the other library's worker threads stop spinning.
@@ -201,7 +217,7 @@ def main() -> None:
                    PYTHONPATH=str(ROOT))
         command = [sys.executable, __file__, "--multidevice-only", "--config", args.config,
                    "--vocab", str(args.vocab), "--batch", str(args.batch), "--length", str(length),
-                   "--steps", str(args.steps)]
+                   "--steps", str(args.steps), "--trainable", args.trainable]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         multi = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"8 simulated CPU devices (data=2 x fsdp=4): {multi['step_s']:.3f} s/step, "
