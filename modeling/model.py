@@ -328,8 +328,8 @@ def decoder_block(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array
                   queries_from: int = 0) -> jax.Array:
     """One Gemma 2 block; `attention(q, k, v)` supplies the keys it attends to (mask, cache).
 
-    queries_from=n computes the block's output for positions n: only (every position still
-    supplies keys and values): a last layer whose first n outputs nobody reads skips their
+    queries_from=n computes the block's output only for positions n and after (every position
+    still supplies keys and values): a last layer whose first n outputs nobody reads skips their
     queries, attention rows and MLP; the result is x[:, n:] of the full block's."""
     w = fused_block_weights(cfg, p, x.dtype)
     h = rms_norm(cfg, x, p["pre_attention_norm"]["scale"])
