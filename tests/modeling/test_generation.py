@@ -52,6 +52,18 @@ def test_greedy_decode_equals_argmax_of_the_full_forward_pass(model, pixels):
         assert _teacher_forced(model, pixels[i], prompt, out[i]).argmax(-1).tolist() == out[i]
 
 
+def test_one_layer_model_decodes_the_argmax_of_its_forward_pass(pixels):
+    """The prefill runs its last layer apart from a scan over the others: with one layer that
+    scan is empty."""
+    import dataclasses
+
+    config = dataclasses.replace(CONFIG_A, text=dataclasses.replace(CONFIG_A.text, depth=1))
+    one = PaliGemma(config, random_params(config, seed=1), **BUCKETS)
+    out = one.generate(pixels, PROMPTS, 12)
+    for i, prompt in enumerate(PROMPTS):
+        assert _teacher_forced(one, pixels[i], prompt, out[i]).argmax(-1).tolist() == out[i]
+
+
 def test_ragged_batch_gives_each_row_what_it_gets_alone(model, pixels):
     batch = model.generate(pixels, PROMPTS, 12)
     alone = [model.generate(pixels[i:i + 1], [p], 12)[0] for i, p in enumerate(PROMPTS)]

@@ -122,13 +122,17 @@ def test_unrolled_layer_scans_give_the_same_logits_and_gradients():
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(unrolled[1]))
 
 
-@pytest.mark.parametrize("remat,unroll", [(False, False), (True, False), (False, True)])
-def test_last_layer_skipping_leading_queries_equals_the_full_stack(remat, unroll):
+@pytest.mark.parametrize("remat,unroll,depth", [(False, False, 3), (True, False, 3), (False, True, 3),
+                                                (False, False, 1)])
+def test_last_layer_skipping_leading_queries_equals_the_full_stack(remat, unroll, depth):
     """decode_layers(outputs_from=n) (what `forward` uses to skip the image positions' queries
-    and MLP in the last block) is the full stack's x[:, n:], values and gradients."""
+    and MLP in the last block) is the full stack's x[:, n:], values and gradients; with one
+    layer the scan before the last block is empty."""
+    import dataclasses
+
     from modeling.model import decode_layers, embed_inputs, sequence_layout, sliding_window_mask
 
-    config = CONFIG_A
+    config = dataclasses.replace(CONFIG_A, text=dataclasses.replace(CONFIG_A.text, depth=depth))
     params = random_params(config, 7)
     pixels = random_pixels(config, 2)
     ids, types = np.repeat(IDS, 2, axis=0), np.repeat(TYPES, 2, axis=0)
