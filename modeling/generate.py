@@ -30,8 +30,7 @@ from modeling.config import ModelConfig
 from modeling.model import (
     MASK_VALUE,
     Params,
-    attend,
-    decoder_block,
+    decode_layers,
     embed_inputs,
     embed_tokens,
     fused_block_weights,
@@ -144,32 +143,15 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     valid, mask_ar, positions = sequence_layout(config, jnp.zeros_like(text), input_mask)
     mask = make_attn_mask(valid, mask_ar)
     if t.sliding_window is not None and not t.sliding_window_prefix_exempt:
-        sliding = mask & sliding_window_mask(t, positions, positions)
+        sliding = sliding_window_mask(t, positions, positions)
     else:  # the whole prompt is prefix: transformers exempts it from the window
-        sliding = mask
+        sliding = jnp.ones_like(mask)
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
-
-    def body(x: jax.Array, inputs: tuple[Params, jax.Array], queries_from: int = 0):
-        layer_p, layer = inputs
-        kv: dict[str, jax.Array] = {}
-
-        def attention(q, k, v):
-            kv["k"], kv["v"] = k, v
-            m = jnp.where(layer % 2 == 0, sliding, mask) if t.sliding_window is not None else mask
-            return attend(t, q, k, v, m[:, queries_from:])
-
-        x = decoder_block(t, layer_p, x, positions, attention, queries_from)
-        return x, (kv["k"].astype(cache_dtype), kv["v"].astype(cache_dtype))
-
-    # Every layer but the last over the whole sequence; the last only needs outputs at the text
-    # positions (the logits of each row's last prompt token), so it skips the image queries.
-    layers = params["llm"]["layers"]
-    x, (ks, vs) = jax.lax.scan(body, x, (jax.tree_util.tree_map(lambda a: a[:-1], layers),
-                                         jnp.arange(t.depth - 1)))
-    x, (k_last, v_last) = body(x, (jax.tree_util.tree_map(lambda a: a[-1], layers),
-                                   jnp.asarray(t.depth - 1)), p)
-    ks = jnp.concatenate([ks, k_last[None]])
-    vs = jnp.concatenate([vs, v_last[None]])
+    # Only the text positions' outputs are read (each row's last prompt token), so the last
+    # layer skips the image positions' queries.
+    x, (ks, vs) = decode_layers(config, params["llm"], x, positions, mask, sliding,
+                                outputs_from=p, with_kv=True)
+    ks, vs = ks.astype(cache_dtype), vs.astype(cache_dtype)
 
     # Right-align: slot s of row b holds prefill index s - shift_b.
     shift = tp - lengths

@@ -417,32 +417,42 @@ def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
 
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
                   mask: jax.Array, sliding_mask: jax.Array, remat: bool = False,
-                  unroll: bool = False, outputs_from: int = 0) -> jax.Array:
+                  unroll: bool = False, outputs_from: int = 0, with_kv: bool = False
+                  ) -> jax.Array | tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """All decoder blocks over a whole sequence (scan over the stacked layers); `remat`
     recomputes each block's activations in the backward pass instead of storing them;
     `unroll` unrolls the scan (see `forward`). Returns x[:, outputs_from:] of the last block,
-    whose queries for the positions before `outputs_from` are never computed."""
+    whose queries for the positions before `outputs_from` are never computed; with `with_kv`,
+    also every layer's keys and values (k, v), each [L, B, S, K, H] (the prefill's caches)."""
     cfg = config.text
 
-    def block(x: jax.Array, p: Params, layer: jax.Array, queries_from: int) -> jax.Array:
+    def block(x: jax.Array, p: Params, layer: jax.Array, queries_from: int):
         layer_mask = mask
         if cfg.sliding_window is not None:
             layer_mask = jnp.where(layer % 2 == 0, mask & sliding_mask, mask)
         layer_mask = layer_mask[:, queries_from:]
-        return decoder_block(cfg, p, x, positions, lambda q, k, v: attend(cfg, q, k, v, layer_mask),
-                             queries_from)
+        kv: dict[str, jax.Array] = {}
+
+        def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+            kv["k"], kv["v"] = k, v
+            return attend(cfg, q, k, v, layer_mask)
+
+        x = decoder_block(cfg, p, x, positions, attention, queries_from)
+        return x, ((kv["k"], kv["v"]) if with_kv else None)
 
     if remat:
         block = jax.checkpoint(block, policy=jax.checkpoint_policies.nothing_saveable,
                                static_argnums=(3,))
     scanned = cfg.depth - 1 if outputs_from else cfg.depth
     layers = jax.tree_util.tree_map(lambda a: a[:scanned], llm["layers"]) if outputs_from else llm["layers"]
-    x, _ = jax.lax.scan(lambda x, inputs: (block(x, *inputs, 0), None), x,
-                        (layers, jnp.arange(scanned)), unroll=unroll)
+    x, kv = jax.lax.scan(lambda x, inputs: block(x, *inputs, 0), x, (layers, jnp.arange(scanned)),
+                         unroll=unroll)
     if outputs_from:
         last = jax.tree_util.tree_map(lambda a: a[-1], llm["layers"])
-        x = block(x, last, jnp.asarray(cfg.depth - 1), outputs_from)
-    return x
+        x, kv_last = block(x, last, jnp.asarray(cfg.depth - 1), outputs_from)
+        if with_kv:
+            kv = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), kv, kv_last)
+    return (x, kv) if with_kv else x
 
 
 def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_ids: jax.Array,
