@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from modeling import cpu_kernels
 from modeling.config import ModelConfig
 from modeling.model import (
     MASK_VALUE,
@@ -61,18 +62,40 @@ class Plan:
 # ----------------------------------------------------------------------------- decode weights
 
 
-def _decode_weights(config: ModelConfig, llm: Params) -> list[dict[str, jax.Array]]:
-    """Per-layer matmul-ready weights (`fused_block_weights` plus the norm scales), built once
-    per call, outside the decode loop, in the compute dtype."""
+def _uses_cpu_kernel(config: ModelConfig) -> bool:
+    """Whether the decode loop multiplies with `cpu_kernels` (CPU backend, float32 compute)."""
+    return jnp.dtype(config.compute_dtype) == jnp.float32 and cpu_kernels.available()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode_weights(config: ModelConfig, params: Params) -> dict[str, Any]:
+    """The decode loop's matmul-ready weights, in the compute dtype: "layers", per layer
+    `fused_block_weights` plus the norm scales, and "table", the output embedding for the
+    logits. With the CPU kernel the matrices are `cpu_kernels.Panels` (the embedding transposed
+    to [D, V] first); otherwise "table" is None and the logits read the embedding as it is.
+
+    A copy of the language model's weights: `runtime.PaliGemma` builds it once per model (the
+    packing costs ~5x a decode step) and passes it to every `generate_tokens` call."""
+    llm = params["llm"]
     t = config.text
     dt = jnp.dtype(config.compute_dtype)
-    out = []
+    kernel = _uses_cpu_kernel(config)
+    layers = []
     for i in range(t.depth):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], llm["layers"])
-        out.append({**fused_block_weights(t, p, dt),
-                    **{name: p[name]["scale"] for name in
-                       ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")}})
-    return out
+        mats = fused_block_weights(t, p, dt)
+        if kernel:
+            mats = {name: cpu_kernels.pack(w) for name, w in mats.items()}
+        layers.append({**mats, **{name: p[name]["scale"] for name in
+                                  ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
+                                   "post_ffw_norm")}})
+    table = cpu_kernels.pack(llm["embedder"]["input_embedding"].T) if kernel else None
+    return {"layers": layers, "table": table}
+
+
+def _mm(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
+    """x [B, K] @ w [K, N], with the CPU kernel when `w` was packed for it."""
+    return cpu_kernels.matmul(x, w) if isinstance(w, cpu_kernels.Panels) else x @ w
 
 
 def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
@@ -85,7 +108,7 @@ def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
     N, K, H = t.num_heads, t.num_kv_heads, t.head_dim
     b = x.shape[0]
     h = rms_norm(t, x, w["pre_attention_norm"])
-    q, k, v = split_qkv(t, (h @ w["qkv"])[:, None])  # [B, 1, heads, H]
+    q, k, v = split_qkv(t, _mm(h, w["qkv"])[:, None])  # [B, 1, heads, H]
     q = rotate(q, *rope)
     if t.query_scale_before_matmul:
         q = q * jnp.asarray(t.query_pre_attn_scalar ** -0.5, q.dtype)
@@ -103,17 +126,23 @@ def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
     logits = jnp.where(visible[:, None, None, :], logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
     a = jnp.einsum("BKGS,BKSH->BKGH", probs, cv.astype(x.dtype)).reshape(b, N * H)
-    x = x + rms_norm(t, a @ w["o"], w["post_attention_norm"])
+    x = x + rms_norm(t, _mm(a, w["o"]), w["post_attention_norm"])
     h = rms_norm(t, x, w["pre_ffw_norm"])
-    x = x + rms_norm(t, geglu(t, h @ w["gate_up"]) @ w["down"], w["post_ffw_norm"])
+    x = x + rms_norm(t, _mm(geglu(t, _mm(h, w["gate_up"])), w["down"]), w["post_ffw_norm"])
     return x, (ck, cv)
 
 
-def _final_logits(config: ModelConfig, llm: Params, x: jax.Array) -> jax.Array:
+def _final_logits(config: ModelConfig, llm: Params, x: jax.Array,
+                  table: cpu_kernels.Panels | None = None) -> jax.Array:
+    """Soft-capped float32 logits [B, V] of the last hidden states x [B, D]; `table` is the
+    embedding packed for the CPU kernel (`decode_weights`), else the embedding is read as is."""
     t = config.text
     x = rms_norm(t, x, llm["final_norm"]["scale"])
-    table = llm["embedder"]["input_embedding"]
-    logits = jax.lax.dot_general(x, table.astype(x.dtype), (((1,), (1,)), ((), ())))
+    if table is not None:
+        logits = cpu_kernels.matmul(x, table)
+    else:
+        embedding = llm["embedder"]["input_embedding"]
+        logits = jax.lax.dot_general(x, embedding.astype(x.dtype), (((1,), (1,)), ((), ())))
     logits = logits.astype(jnp.float32)
     if t.final_logits_softcap:
         logits = jnp.tanh(logits / t.final_logits_softcap) * t.final_logits_softcap
@@ -254,30 +283,30 @@ def _decode_step(config, params, weights, token, pos, caches, slot_pos, step_ind
     rope = rope_sincos(pos[:, None], t.head_dim, t.rope_base)  # shared by every layer
     for i in range(t.depth):  # layer order matters: x flows through them in sequence
         r = _ring_size(config, i, cache_len)
-        x, caches[i] = _step_block(config, weights[i], x, rope, caches[i], idx % r,
+        x, caches[i] = _step_block(config, weights["layers"][i], x, rope, caches[i], idx % r,
                                    visible[(r, t.is_sliding(i))])
-    return _final_logits(config, params["llm"], x), tuple(caches), new_slot_pos
+    return _final_logits(config, params["llm"], x, weights["table"]), tuple(caches), new_slot_pos
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan"))
-def generate_tokens(config: ModelConfig, plan: Plan, params: Params, pixel_values: jax.Array,
-                    text: jax.Array, lengths: jax.Array, active: jax.Array,
+def generate_tokens(config: ModelConfig, plan: Plan, params: Params, weights: dict[str, Any],
+                    pixel_values: jax.Array, text: jax.Array, lengths: jax.Array, active: jax.Array,
                     max_new_tokens: jax.Array, eos_id: jax.Array, key: jax.Array,
                     temperature: jax.Array, top_k: jax.Array, top_p: jax.Array,
                     length_penalty: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Generate up to `max_new_tokens` (<= plan.new_tokens) tokens per row.
 
-    text [B, Tp] right-padded prompts (BOS prefix "\\n"), lengths [B], active [B] (False for
-    batch padding rows). Returns (tokens [B, new_tokens], number of tokens before EOS [B]).
+    weights: `decode_weights(config, params)`. text [B, Tp] right-padded prompts (BOS prefix
+    "\\n"), lengths [B], active [B] (False for batch padding rows). Returns (tokens
+    [B, new_tokens], number of tokens before EOS [B]).
     """
     if plan.strategy == "beam":
-        return _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tokens,
-                     eos_id, length_penalty)
+        return _beam(config, plan, params, weights, pixel_values, text, lengths, active,
+                     max_new_tokens, eos_id, length_penalty)
     b, tp = text.shape
     s0 = config.num_image_tokens + tp
     cache_len = s0 + plan.new_tokens
     logits, caches, slot_pos, pos = _prefill(config, params, pixel_values, text, lengths, cache_len)
-    weights = _decode_weights(config, params["llm"])
 
     def choose(logits: jax.Array, step: jax.Array) -> jax.Array:
         if plan.strategy == "greedy":
@@ -309,8 +338,8 @@ def generate_tokens(config: ModelConfig, plan: Plan, params: Params, pixel_value
     return state[1], state[4]
 
 
-def _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tokens, eos_id,
-          length_penalty):
+def _beam(config, plan, params, weights, pixel_values, text, lengths, active, max_new_tokens,
+          eos_id, length_penalty):
     """Beam search; a finished hypothesis scores sum(logp) / len ** length_penalty."""
     nb = plan.beam_size
     b, tp = text.shape
@@ -321,7 +350,6 @@ def _beam(config, plan, params, pixel_values, text, lengths, active, max_new_tok
     caches = jax.tree_util.tree_map(rep, caches)
     slot_pos = jax.tree_util.tree_map(rep, slot_pos)
     pos = rep(pos)
-    weights = _decode_weights(config, params["llm"])
     n = plan.new_tokens
     neg = jnp.float32(-1e30)
 

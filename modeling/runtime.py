@@ -8,6 +8,7 @@ and nothing afterwards.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,14 @@ class PaliGemma:
         self.metadata = metadata or {}
         self.generation_defaults = generation_defaults or {}
         self.prompt = prompt
+
+    @functools.cached_property
+    def decode_weights(self) -> dict[str, Any]:
+        """The decode loop's copy of the language model's weights (`generate.decode_weights`),
+        built on the first generate call and kept: float32 on a CPU it is packed for the CPU
+        decode kernel (`modeling.cpu_kernels`), a transposing copy that costs about five decode
+        steps, so it is done once per model rather than once per call."""
+        return gen.decode_weights(self.config, self.params)
 
     # ------------------------------------------------------------------ scoring
 
@@ -124,7 +133,7 @@ class PaliGemma:
         px = np.zeros((plan.batch, *pixels.shape[1:]), np.float32)
         px[:n] = pixels
         tokens, counts = gen.generate_tokens(
-            self.config, plan, self.params, px, text, length_arr, active,
+            self.config, plan, self.params, self.decode_weights, px, text, length_arr, active,
             np.int32(max_new_tokens), np.int32(self.eos_id), jax.random.key(int(opts["seed"])),
             np.float32(opts["temperature"]), np.int32(opts["top_k"]), np.float32(opts["top_p"]),
             np.float32(opts["length_penalty"]))

@@ -1,0 +1,182 @@
+"""The CPU decode loop's small-batch matmul: a C++ XLA FFI kernel, compiled on first use.
+
+At decode time every weight matrix meets a handful of rows (one per sequence). XLA:CPU gives
+those matmuls to YNNPACK, which repacks the weight matrix on every call; at 8 rows the repacking
+costs as much as the multiply and the decode step takes ~2x the time of a 1-row step
+(bench/generate.py). `kernels/panel_matmul.cc` reads weights that `pack` laid out once per
+generate call, outside the decode loop, as contiguous column panels, and multiplies all rows in
+one pass over them.
+
+The kernel is compiled for this machine (`-march=native`) by the C++ compiler (`$CXX`, else
+`g++`/`c++`/`clang++`) against the XLA FFI headers that jaxlib ships, into
+`$RADREPORT_KERNEL_CACHE` (default `~/.cache/radreport/kernels`), keyed by the source, the
+compiler flags, jaxlib's version and this CPU's feature flags; `make setup` builds it once
+(`python -m modeling.cpu_kernels`). Where it cannot be built (no compiler, a failed build,
+not Linux or macOS) or `RADREPORT_CPU_KERNELS=0`, `available()` says why in the log once and
+generation keeps XLA's matmuls: same results to float32 rounding, slower at batch > 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels") / "panel_matmul.cc"
+TARGET = "radreport_panel_matmul"
+ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's matmuls
+ENV_CACHE = "RADREPORT_KERNEL_CACHE"
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+
+
+class KernelBuildError(RuntimeError):
+    """The kernel could not be compiled or loaded here (the message says why)."""
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    """This CPU's model and feature flags (what -march=native compiles for)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines()
+            if line.split(":")[0].strip() in ("flags", "Features", "model name", "CPU part")]
+    return "\n".join(sorted(set(keep)))
+
+
+def library_path(compiler: str) -> Path:
+    """Where the kernel built by `compiler` for this machine is cached."""
+    import jaxlib
+
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
+                 jaxlib.__version__.encode(), _cpu_signature().encode()):
+        key.update(part)
+        key.update(b"\0")
+    root = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "radreport" / "kernels")
+    return root / f"panel_matmul-{key.hexdigest()[:16]}.so"
+
+
+def build(force: bool = False) -> Path:
+    """Compile the kernel (unless cached) and return the shared library's path."""
+    if not sys.platform.startswith(("linux", "darwin")):
+        raise KernelBuildError(f"no kernel build on {sys.platform}")
+    compiler = _compiler()
+    if compiler is None:
+        raise KernelBuildError("no C++ compiler found (set CXX, or install g++)")
+    path = library_path(compiler)
+    if path.is_file() and not force:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent workers each build into their own file; the rename is atomic.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise KernelBuildError(f"{Path(compiler).name} failed (exit {done.returncode}): "
+                                   f"{done.stderr.strip()[-2000:]}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@dataclass(frozen=True)
+class Kernel:
+    path: Path
+    width: int  # panel width W of `pack`'s layout
+
+
+@functools.cache
+def load() -> Kernel:
+    """Build (or find) the kernel and register it with XLA for the CPU platform, once."""
+    path = build()
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(path))
+    except OSError as e:
+        raise KernelBuildError(f"cannot load {path}: {e}") from e
+    lib.panel_width.restype = ctypes.c_int64
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.panel_matmul), platform="cpu")
+    return Kernel(path, int(lib.panel_width()))
+
+
+@functools.cache
+def available() -> bool:
+    """Whether generation on this (CPU) backend uses the kernel; logs the reason once if not."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        log.info("CPU decode kernel switched off (%s=0): XLA matmuls", ENV_SWITCH)
+        return False
+    if jax.default_backend() != "cpu":
+        return False
+    try:
+        kernel = load()
+    except (KernelBuildError, OSError, subprocess.SubprocessError) as e:
+        log.warning("CPU decode kernel unavailable, decoding with XLA matmuls: %s", e)
+        return False
+    log.info("CPU decode kernel: %s (panel width %d)", kernel.path, kernel.width)
+    return True
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Panels:
+    """A [K, N] float32 matrix as column panels [P, K, W] (zero-padded to P * W columns)."""
+
+    data: jax.Array
+    n: int = field(metadata={"static": True})
+
+
+def pack(w: jax.Array) -> Panels:
+    """[K, N] float32 -> `Panels` for `matmul` (a copy; do it outside the decode loop)."""
+    width = load().width
+    k, n = w.shape
+    p = -(-n // width)
+    padded = jnp.pad(w.astype(jnp.float32), ((0, 0), (0, p * width - n)))
+    return Panels(padded.reshape(k, p, width).transpose(1, 0, 2), n)
+
+
+def matmul(x: jax.Array, w: Panels) -> jax.Array:
+    """x [M, K] float32 @ the packed [K, N] matrix -> [M, N] float32."""
+    p, _, width = w.data.shape
+    y = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], p * width), jnp.float32))(
+        x.astype(jnp.float32), w.data)
+    return y[:, : w.n]
+
+
+def main() -> None:
+    """`python -m modeling.cpu_kernels`: build the kernel now (make setup), say where or why not."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        kernel = load()
+    except KernelBuildError as e:
+        print(f"CPU decode kernel not built ({e}); generation will use XLA's matmuls")
+        return
+    print(f"CPU decode kernel: {kernel.path} (panel width {kernel.width})")
+
+
+if __name__ == "__main__":
+    main()
