@@ -62,24 +62,26 @@ class Plan:
 # ----------------------------------------------------------------------------- decode weights
 
 
-def _uses_cpu_kernel(config: ModelConfig) -> bool:
-    """Whether the decode loop multiplies with `cpu_kernels` (CPU backend, float32 compute)."""
+def uses_cpu_kernel(config: ModelConfig) -> bool:
+    """Whether the decode loop should multiply with `cpu_kernels` here (CPU backend, float32
+    compute, the kernel built)."""
     return jnp.dtype(config.compute_dtype) == jnp.float32 and cpu_kernels.available()
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def decode_weights(config: ModelConfig, params: Params) -> dict[str, Any]:
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[str, Any]:
     """The decode loop's matmul-ready weights, in the compute dtype: "layers", per layer
     `fused_block_weights` plus the norm scales, and "table", the output embedding for the
-    logits. With the CPU kernel the matrices are `cpu_kernels.Panels` (the embedding transposed
-    to [D, V] first); otherwise "table" is None and the logits read the embedding as it is.
+    logits. With `kernel` (`uses_cpu_kernel`) the matrices are `cpu_kernels.Panels` (the
+    embedding transposed to [D, V] first); otherwise "table" is None and the logits read the
+    embedding as it is.
 
-    A copy of the language model's weights: `runtime.PaliGemma` builds it once per model (the
-    packing costs ~5x a decode step) and passes it to every `generate_tokens` call."""
+    A copy of the language model's weights: `runtime.PaliGemma` builds it once per model
+    (packing the 65M bench model took ~140 ms, ~20 of its batch-1 decode steps) and passes it
+    to every `generate_tokens` call."""
     llm = params["llm"]
     t = config.text
     dt = jnp.dtype(config.compute_dtype)
-    kernel = _uses_cpu_kernel(config)
     layers = []
     for i in range(t.depth):
         p = jax.tree_util.tree_map(lambda a, i=i: a[i], llm["layers"])
@@ -296,7 +298,7 @@ def generate_tokens(config: ModelConfig, plan: Plan, params: Params, weights: di
                     length_penalty: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Generate up to `max_new_tokens` (<= plan.new_tokens) tokens per row.
 
-    weights: `decode_weights(config, params)`. text [B, Tp] right-padded prompts (BOS prefix
+    weights: `decode_weights(config, params, uses_cpu_kernel(config))`. text [B, Tp] right-padded prompts (BOS prefix
     "\\n"), lengths [B], active [B] (False for batch padding rows). Returns (tokens
     [B, new_tokens], number of tokens before EOS [B]).
     """

@@ -65,9 +65,9 @@ class PaliGemma:
     def decode_weights(self) -> dict[str, Any]:
         """The decode loop's copy of the language model's weights (`generate.decode_weights`),
         built on the first generate call and kept: float32 on a CPU it is packed for the CPU
-        decode kernel (`modeling.cpu_kernels`), a transposing copy that costs about five decode
-        steps, so it is done once per model rather than once per call."""
-        return gen.decode_weights(self.config, self.params)
+        decode kernel (`modeling.cpu_kernels`), a transposing copy that costs about twenty
+        batch-1 decode steps, so it is done once per model rather than once per call."""
+        return gen.decode_weights(self.config, self.params, gen.uses_cpu_kernel(self.config))
 
     # ------------------------------------------------------------------ scoring
 
