@@ -100,7 +100,7 @@ def _mm(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
     return cpu_kernels.matmul(x, w) if isinstance(w, cpu_kernels.Panels) else x @ w
 
 
-def _step_block(config: ModelConfig, w: dict[str, jax.Array], x: jax.Array,
+def _step_block(config: ModelConfig, w: dict[str, Any], x: jax.Array,
                 rope: tuple[jax.Array, jax.Array], cache: tuple[jax.Array, jax.Array],
                 slot: jax.Array, visible: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One decoder block for one new token per row. x [B, D]; this layer's cache k, v
@@ -298,9 +298,9 @@ def generate_tokens(config: ModelConfig, plan: Plan, params: Params, weights: di
                     length_penalty: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Generate up to `max_new_tokens` (<= plan.new_tokens) tokens per row.
 
-    weights: `decode_weights(config, params, uses_cpu_kernel(config))`. text [B, Tp] right-padded prompts (BOS prefix
-    "\\n"), lengths [B], active [B] (False for batch padding rows). Returns (tokens
-    [B, new_tokens], number of tokens before EOS [B]).
+    weights = decode_weights(config, params, uses_cpu_kernel(config)). text [B, Tp]
+    right-padded prompts (BOS prefix "\\n"), lengths [B], active [B] (False for batch padding
+    rows). Returns (tokens [B, new_tokens], number of tokens before EOS [B]).
     """
     if plan.strategy == "beam":
         return _beam(config, plan, params, weights, pixel_values, text, lengths, active,
