@@ -1,11 +1,17 @@
-"""The CPU decode loop's small-batch matmul: a C++ XLA FFI kernel, compiled on first use.
+"""The CPU decode loop's kernels: C++ XLA FFI custom calls, compiled on first use.
 
-At decode time every weight matrix meets a handful of rows (one per sequence). XLA:CPU gives
-those matmuls to YNNPACK, which repacks the weight matrix on every call; at 8 rows the repacking
-costs as much as the multiply and the decode step takes ~2x the time of a 1-row step
-(bench/generate.py). `kernels/panel_matmul.cc` reads weights that `pack` laid out once per
-generate call, outside the decode loop, as contiguous column panels, and multiplies all rows in
-one pass over them.
+`matmul`: at decode time every weight matrix meets a handful of rows (one per sequence).
+XLA:CPU gives those matmuls to YNNPACK, which repacks the weight matrix on every call; at 8 rows
+the repacking costs as much as the multiply and the decode step takes ~2x the time of a 1-row
+step (bench/generate.py). The kernel reads weights that `pack` laid out once per model, outside
+the decode loop, as contiguous column panels, and multiplies all rows in one pass over them.
+
+`attention`: the decode step's attention of one new token per row against its KV cache, fused
+(scores, soft-cap, mask, softmax, values) in one pass per (row, kv head) that reads only the
+visible cache slots; XLA runs it as two YNNPACK batched matmuls that pack the cache on every
+call, with the elementwise passes between them.
+
+Both live in `kernels/decode.cc`.
 
 The kernel is compiled for this machine (`-march=native`) by the C++ compiler (`$CXX`, else
 `g++`/`c++`/`clang++`) against the XLA FFI headers that jaxlib ships, into
@@ -33,11 +39,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels") / "panel_matmul.cc"
-TARGET = "radreport_panel_matmul"
+SOURCE = Path(__file__).with_name("kernels") / "decode.cc"
+MATMUL_TARGET = "radreport_panel_matmul"
+ATTENTION_TARGET = "radreport_decode_attention"
 ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's matmuls
 ENV_CACHE = "RADREPORT_KERNEL_CACHE"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -75,7 +83,7 @@ def library_path(compiler: str) -> Path:
         key.update(part)
         key.update(b"\0")
     root = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "radreport" / "kernels")
-    return root / f"panel_matmul-{key.hexdigest()[:16]}.so"
+    return root / f"decode-{key.hexdigest()[:16]}.so"
 
 
 def build(force: bool = False) -> Path:
@@ -120,7 +128,9 @@ def load() -> Kernel:
     except OSError as e:
         raise KernelBuildError(f"cannot load {path}: {e}") from e
     lib.panel_width.restype = ctypes.c_int64
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.panel_matmul), platform="cpu")
+    for target, symbol in ((MATMUL_TARGET, lib.panel_matmul),
+                           (ATTENTION_TARGET, lib.decode_attention)):
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     return Kernel(path, int(lib.panel_width()))
 
 
@@ -161,10 +171,34 @@ def pack(w: jax.Array) -> Panels:
 
 def matmul(x: jax.Array, w: Panels) -> jax.Array:
     """x [M, K] float32 @ the packed [K, N] matrix -> [M, N] float32."""
-    p, _, width = w.data.shape
-    y = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], p * width), jnp.float32))(
-        x.astype(jnp.float32), w.data)
-    return y[:, : w.n]
+    y = jax.ffi.ffi_call(MATMUL_TARGET, jax.ShapeDtypeStruct((x.shape[0], w.n), jnp.float32))
+    return y(x.astype(jnp.float32), w.data)
+
+
+ATTENTION_MAX_GROUP = 8  # query heads per kv head (kMaxGroup in decode.cc)
+
+
+def attention_fits(q: jax.Array, cache: jax.Array) -> bool:
+    """Whether `attention` takes these shapes and dtypes: q [B, K, G, H] float32 (compute) with
+    G <= 8, and a float32 cache (a bfloat16 cache stays with XLA)."""
+    return (q.dtype == jnp.float32 and cache.dtype == jnp.float32
+            and q.shape[2] <= ATTENTION_MAX_GROUP)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, visible: jax.Array, *, scale: float,
+              softcap: float | None, mask_value: float) -> jax.Array:
+    """One decode step's attention: q [B, K, G, H] (G query heads per kv head) against the
+    cache k, v [B, K, R, H], all float32, visible [B, R] bool -> [B, K, G, H] float32.
+
+    scores = (q . k) * scale, then softcap * tanh(scores / softcap) (None: no cap), mask_value
+    where not visible, softmax over R, @ v: the same as XLA's, to float32 rounding (the kernel's
+    exp and tanh are polynomial approximations within ~4e-7). G <= 8.
+    """
+    load()  # registers the target (cached)
+    out = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct(q.shape, jnp.float32))
+    return out(q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32),
+               visible.astype(jnp.bool_), scale=np.float32(scale),
+               softcap=np.float32(softcap or 0.0), mask_value=np.float32(mask_value))
 
 
 def main() -> None:

@@ -105,7 +105,9 @@ def _step_block(config: ModelConfig, w: dict[str, Any], x: jax.Array,
                 slot: jax.Array, visible: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One decoder block for one new token per row. x [B, D]; this layer's cache k, v
     [B, K, R, H] (heads before slots, so attention needs no transposes; one array per layer,
-    so the in-place update and the attention read need no per-step slice of a stacked cache)."""
+    so the in-place update and the attention read need no per-step slice of a stacked cache).
+    With weights packed for the CPU kernel (`decode_weights`), the attention is the kernel's
+    too (`cpu_kernels.attention`) where the cache is float32."""
     t = config.text
     N, K, H = t.num_heads, t.num_kv_heads, t.head_dim
     b = x.shape[0]
@@ -120,14 +122,20 @@ def _step_block(config: ModelConfig, w: dict[str, Any], x: jax.Array,
     ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, slot, 0))
     cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, slot, 0))
     qg = q.reshape(b, K, N // K, H)
-    logits = jnp.einsum("BKGH,BKSH->BKGS", qg, ck.astype(q.dtype)).astype(jnp.float32)
-    if not t.query_scale_before_matmul:
-        logits = logits * (t.query_pre_attn_scalar ** -0.5)
-    if t.attn_logits_softcap:
-        logits = jnp.tanh(logits / t.attn_logits_softcap) * t.attn_logits_softcap
-    logits = jnp.where(visible[:, None, None, :], logits, MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-    a = jnp.einsum("BKGS,BKSH->BKGH", probs, cv.astype(x.dtype)).reshape(b, N * H)
+    scale = 1.0 if t.query_scale_before_matmul else t.query_pre_attn_scalar ** -0.5
+    if isinstance(w["qkv"], cpu_kernels.Panels) and cpu_kernels.attention_fits(qg, ck):
+        a = cpu_kernels.attention(qg, ck, cv, visible, scale=scale,
+                                  softcap=t.attn_logits_softcap, mask_value=MASK_VALUE)
+    else:
+        logits = jnp.einsum("BKGH,BKSH->BKGS", qg, ck.astype(q.dtype)).astype(jnp.float32)
+        if not t.query_scale_before_matmul:
+            logits = logits * scale
+        if t.attn_logits_softcap:
+            logits = jnp.tanh(logits / t.attn_logits_softcap) * t.attn_logits_softcap
+        logits = jnp.where(visible[:, None, None, :], logits, MASK_VALUE)
+        probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
+        a = jnp.einsum("BKGS,BKSH->BKGH", probs, cv.astype(x.dtype))
+    a = a.astype(x.dtype).reshape(b, N * H)
     x = x + rms_norm(t, _mm(a, w["o"]), w["post_attention_norm"])
     h = rms_norm(t, x, w["pre_ffw_norm"])
     x = x + rms_norm(t, _mm(geglu(t, _mm(h, w["gate_up"])), w["down"]), w["post_ffw_norm"])

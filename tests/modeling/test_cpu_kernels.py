@@ -118,3 +118,78 @@ def test_generation_with_the_kernel_equals_generation_with_xla_matmuls(strategy,
         want = xla.generate(pixels[:rows], prompts[:rows], 24, strategy, **options)
         assert got == want
         assert all(len(t) == 24 for t in got)
+
+
+def _attention_reference(q, k, v, visible, scale, softcap, mask_value):
+    """float64 numpy: what the decode step's XLA attention computes."""
+    s = np.einsum("bkgh,bkrh->bkgr", q.astype(np.float64), k.astype(np.float64)) * scale
+    if softcap:
+        s = np.tanh(s / softcap) * softcap
+    s = np.where(visible[:, None, None, :], s, mask_value)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bkgr,bkrh->bkgh", p, v.astype(np.float64))
+
+
+@needs_kernel
+@pytest.mark.parametrize("b,kv,g,r,h", [(1, 1, 1, 1, 16), (8, 2, 2, 400, 64), (3, 2, 4, 37, 20),
+                                        (2, 1, 8, 129, 256), (1, 3, 3, 5, 7), (4, 2, 1, 17, 100)])
+@pytest.mark.parametrize("softcap", [None, 50.0, 1.0])
+def test_decode_attention_equals_numpy(b, kv, g, r, h, softcap) -> None:
+    """Query groups of 1 to 8 heads, head dims that are and are not multiples of the vector
+    width, slot counts with a scalar tail, hidden slots, and a row with no visible slot
+    (XLA's softmax then weighs every slot alike; so must the kernel)."""
+    rng = np.random.default_rng(b * 100 + r + h)
+    q = rng.normal(size=(b, kv, g, h)).astype(np.float32)
+    k = rng.normal(size=(b, kv, r, h)).astype(np.float32)
+    v = rng.normal(size=(b, kv, r, h)).astype(np.float32)
+    visible = rng.random((b, r)) < 0.7
+    visible[:, -1] = True
+    if b > 1:
+        visible[1] = False
+    scale = h ** -0.5
+    got = jax.jit(lambda *a: cpu_kernels.attention(
+        *a, scale=scale, softcap=softcap, mask_value=gen.MASK_VALUE))(q, k, v, visible)
+    want = _attention_reference(q, k, v, visible, scale, softcap, gen.MASK_VALUE)
+    assert got.shape == (b, kv, g, h) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-6)
+
+
+@needs_kernel
+def test_decode_attention_hidden_slots_are_never_read() -> None:
+    """A hidden slot holding NaN (a ring slot or a cache tail never written) changes nothing."""
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(2, 2, 2, 16)).astype(np.float32)
+    k = rng.normal(size=(2, 2, 9, 16)).astype(np.float32)
+    v = rng.normal(size=(2, 2, 9, 16)).astype(np.float32)
+    visible = np.ones((2, 9), bool)
+    visible[:, 6:] = False
+    want = _attention_reference(q, k, v, visible, 0.25, 50.0, gen.MASK_VALUE)
+    k[:, :, 6:], v[:, :, 6:] = np.nan, np.nan
+    got = cpu_kernels.attention(q, k, v, visible, scale=0.25, softcap=50.0, mask_value=gen.MASK_VALUE)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-6)
+
+
+def _decode_step_targets(config, kernel: bool) -> str:
+    """The jaxpr of one decode step of `config` with weights packed (or not) for the kernel."""
+    params = modeling.init_params(config, jax.random.PRNGKey(0))
+    weights = gen.decode_weights(config, params, kernel)
+    t = config.text
+    cache_len = 40
+    cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
+    caches = tuple((jnp.zeros((2, t.num_kv_heads, gen._ring_size(config, i, cache_len), t.head_dim),
+                              cache_dtype),) * 2 for i in range(t.depth))
+    slot_pos = {r: jnp.zeros((2, r), jnp.int32) for r in gen._cache_groups(config, cache_len)}
+    return str(jax.make_jaxpr(lambda tok, pos: gen._decode_step(
+        config, params, weights, tok, pos, caches, slot_pos, 30, cache_len))(
+            jnp.zeros(2, jnp.int32), jnp.full(2, 31, jnp.int32)))
+
+
+@needs_kernel
+def test_the_decode_step_uses_the_attention_kernel_where_it_fits() -> None:
+    config = modeling.PRESETS["tiny"]
+    assert cpu_kernels.ATTENTION_TARGET in _decode_step_targets(config, True)
+    assert cpu_kernels.ATTENTION_TARGET not in _decode_step_targets(config, False)
+    # a bfloat16 cache stays with XLA's attention (the matmuls keep the kernel)
+    step = _decode_step_targets(config.replace(cache_dtype="bfloat16"), True)
+    assert cpu_kernels.ATTENTION_TARGET not in step and cpu_kernels.MATMUL_TARGET in step

@@ -1,0 +1,385 @@
+// The CPU decode loop's kernels, as XLA FFI custom calls (see modeling/cpu_kernels.py, which
+// compiles this file on first use):
+//
+//   panel_matmul:      y[M, N] = x[M, K] @ B, B [K, N] given as column panels wp[P, K, W]
+//                      (zero-padded to P * W >= N columns)
+//   decode_attention:  one new query token per row against that row's KV cache
+//
+// panel_matmul. Decoding multiplies a few rows (one per sequence) by every weight matrix of the
+// model once per token. XLA:CPU hands such matmuls to YNNPACK, which repacks the weights on every
+// call: at 8 rows that costs about as much as the multiply itself. Here the weights are packed
+// once per model (outside the decode loop), so each panel is one contiguous stream that the
+// kernel reads once for all rows: the time stays close to that of reading the weights, whatever
+// the number of rows up to kRows.
+//
+// decode_attention. XLA runs the decode step's attention as two YNNPACK batched matmuls (scores,
+// then probabilities @ values) that pack the cache on every call, plus the soft-cap, mask and
+// softmax as separate passes. Here each (row, kv head) task reads its keys once for all the
+// query heads of its group, skips the slots the mask hides, and reads the visible values once.
+//
+// Threads: work items (panels, or (row, kv head) pairs) are handed out from an atomic counter to
+// the calling thread and to helpers scheduled on XLA's intra-op pool. The caller waits only for
+// items that some thread has claimed, so it never waits for a helper that the pool has not
+// started (no deadlock when every pool thread is busy); late helpers find nothing left and return.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kRows = 8;  // 8 x 3 accumulators of the 32 vector registers
+#elif defined(__AVX__)
+constexpr int kLanes = 8, kRows = 4;  // 4 x 3 accumulators of 16
+#else
+constexpr int kLanes = 4, kRows = 8;  // 128-bit vectors (NEON: 32 registers, SSE: spills)
+#endif
+constexpr int kVecs = 3;
+constexpr int64_t kWidth = kLanes * kVecs;  // panel width W
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+static inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+
+static inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
+
+// y[0:R, 0:cols] = (x[0:R, 0:K] @ w[0:K, 0:W])[:, 0:cols] (w one panel, row stride W; cols < W
+// only in the last panel of a matrix whose width is not a multiple of W).
+template <int R>
+static void tile(const float* __restrict x, int64_t ldx, const float* __restrict w, int64_t K,
+                 float* __restrict y, int64_t ldy, int64_t cols) {
+  Vec acc[R][kVecs];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = Vec{};
+  for (int64_t k = 0; k < K; ++k) {
+    Vec wk[kVecs];
+    for (int v = 0; v < kVecs; ++v) wk[v] = load(w + k * kWidth + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float xr = x[r * ldx + k];
+      for (int v = 0; v < kVecs; ++v) acc[r][v] += wk[v] * xr;
+    }
+  }
+  if (cols == kWidth) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kVecs; ++v) store(y + r * ldy + v * kLanes, acc[r][v]);
+    return;
+  }
+  for (int r = 0; r < R; ++r) {
+    float row[kWidth];
+    for (int v = 0; v < kVecs; ++v) store(row + v * kLanes, acc[r][v]);
+    std::memcpy(y + r * ldy, row, cols * sizeof(float));
+  }
+}
+
+// tile<rows> for a runtime rows in 1..R.
+template <int R>
+static void tile_rows(int64_t rows, const float* x, int64_t ldx, const float* w, int64_t K,
+                      float* y, int64_t ldy, int64_t cols) {
+  if constexpr (R > 0) {
+    if (rows == R) return tile<R>(x, ldx, w, K, y, ldy, cols);
+    tile_rows<R - 1>(rows, x, ldx, w, K, y, ldy, cols);
+  }
+}
+
+// Panel p of y [M, N] = x [M, K] @ panels.
+static void panel(const float* x, int64_t M, int64_t K, const float* wp, int64_t p, float* y,
+                  int64_t N) {
+  const float* w = wp + p * K * kWidth;
+  const int64_t cols = std::min<int64_t>(kWidth, N - p * kWidth);
+  for (int64_t m = 0; m < M; m += kRows) {
+    tile_rows<kRows>(std::min<int64_t>(kRows, M - m), x + m * K, K, w, K, y + m * N + p * kWidth,
+                     N, cols);
+  }
+}
+
+// Runs work(i) for i in [0, n) on the calling thread and up to n - 1 pool helpers (see the
+// header: the caller waits only for items that some thread has claimed).
+template <typename Work>
+static void parallel_for(ffi::ThreadPool& pool, int64_t n, Work work) {
+  struct Progress {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  if (n <= 0) return;
+  auto progress = std::make_shared<Progress>();
+  auto run = [=]() {
+    for (int64_t i; (i = progress->next.fetch_add(1, std::memory_order_relaxed)) < n;) {
+      work(i);
+      progress->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([run]() { run(); });
+  run();
+  while (progress->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+static ffi::Error PanelMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> panels, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions();
+  auto pd = panels.dimensions();
+  auto yd = y->dimensions();
+  if (xd.size() != 2 || pd.size() != 3 || pd[1] != xd[1] || pd[2] != kWidth ||
+      yd.size() != 2 || yd[0] != xd[0] || yd[1] > pd[0] * kWidth ||
+      yd[1] <= (pd[0] - 1) * kWidth) {
+    return ffi::Error::InvalidArgument(
+        "panel_matmul: expected x [M, K], panels [P, K, panel_width()], y [M, N] with "
+        "(P - 1) * panel_width() < N <= P * panel_width()");
+  }
+  const int64_t M = xd[0], K = xd[1], P = pd[0], N = yd[1];
+  const float* xs = x.typed_data();
+  const float* ws = panels.typed_data();
+  float* ys = y->typed_data();
+  if (M == 0) return ffi::Error::Success();
+  parallel_for(pool, P, [=](int64_t p) { panel(xs, M, K, ws, p, ys, N); });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------- decode attention
+
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+static inline Vec splat(float s) { return Vec{} + s; }
+
+// tanh as Eigen's and XLA's float rational approximation (|error| < 4e-7 against float64).
+static inline Vec vtanh(Vec x) {
+  const Vec c = splat(7.90531110763549805f);
+  x = x > c ? c : x;
+  x = x < -c ? -c : x;
+  const Vec x2 = x * x;
+  Vec p = splat(-2.76076847742355e-16f);
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  p = p * x;
+  Vec q = splat(1.19825839466702e-06f);
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p / q;
+}
+
+// exp for x <= 0 (softmax after subtracting the maximum): Cody-Waite reduction to
+// r in [-ln2/2, ln2/2], a degree-6 polynomial, and 2^n from the exponent bits; exactly 0 below
+// the smallest normal float's logarithm, as float exp underflows.
+static inline Vec vexp(Vec x) {
+  const Vec lo = splat(-87.33654f);
+  const Vec xc = x < lo ? lo : x;
+  const Vec n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  Vec r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  Vec p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const IVec bits = (__builtin_convertvector(n, IVec) + 127) << 23;
+  Vec scale;
+  std::memcpy(&scale, &bits, sizeof(Vec));
+  const Vec y = p * scale;
+  return x < lo ? Vec{} : y;
+}
+
+// v + v rotated by W lanes.
+template <int W>
+static inline Vec fold(Vec v) {
+  IVec idx;
+  for (int i = 0; i < kLanes; ++i) idx[i] = (i + W) & (kLanes - 1);
+  return v + __builtin_shuffle(v, idx);
+}
+
+// The sum of v's lanes, as a tree of rotations (a scalar loop would add them one by one).
+static inline float hsum(Vec v) {
+  if constexpr (kLanes >= 16) v = fold<8>(v);
+  if constexpr (kLanes >= 8) v = fold<4>(v);
+  v = fold<2>(v);
+  return fold<1>(v)[0];
+}
+
+constexpr int64_t kMaxGroup = 8;  // query heads per kv head (Gemma 2: 2)
+
+struct AttentionShape {
+  int64_t G, R, H;  // query heads per kv head, cache slots, head dim
+  float scale, softcap, mask_value;
+};
+
+// s[g] = q[g] . k (g < G), with the head dim in vectors and a scalar tail.
+template <int G>
+static inline void dots(const float* __restrict q, const float* __restrict k, int64_t H,
+                        float* s) {
+  Vec acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = Vec{};
+  int64_t h = 0;
+  for (; h + kLanes <= H; h += kLanes) {
+    const Vec kv = load(k + h);
+    for (int g = 0; g < G; ++g) acc[g] += load(q + g * H + h) * kv;
+  }
+  for (int g = 0; g < G; ++g) {
+    float t = hsum(acc[g]);
+    for (int64_t j = h; j < H; ++j) t += q[g * H + j] * k[j];
+    s[g] = t;
+  }
+}
+
+// One (row, kv head): q [G, H], k, v [R, H], visible [R] -> out [G, H]. `scores` holds G * R.
+template <int G>
+static void attend(const AttentionShape& a, const float* q, const float* k, const float* v,
+                   const bool* visible, float* scores, float* out) {
+  const int64_t R = a.R, H = a.H;
+  bool any = false;
+  for (int64_t t = 0; t < R; ++t) any |= visible[t];
+  float s[G];
+  for (int64_t t = 0; t < R; ++t) {
+    if (!visible[t]) {
+      for (int g = 0; g < G; ++g) scores[g * R + t] = a.mask_value;
+      continue;
+    }
+    dots<G>(q, k + t * H, H, s);
+    for (int g = 0; g < G; ++g) scores[g * R + t] = s[g] * a.scale;
+  }
+  // soft-cap, mask, softmax over each query head's R scores (a scalar tail after the vectors)
+  float inv_sum[G];
+  for (int g = 0; g < G; ++g) {
+    float* sg = scores + g * R;
+    int64_t t = 0;
+    if (a.softcap > 0.0f) {
+      for (; t + kLanes <= R; t += kLanes) store(sg + t, vtanh(load(sg + t) / a.softcap) * a.softcap);
+      for (; t < R; ++t) {
+        Vec x = splat(sg[t]);
+        sg[t] = (vtanh(x / a.softcap) * a.softcap)[0];
+      }
+    }
+    // masked slots again (the soft-cap moved the mask value)
+    for (t = 0; t < R; ++t)
+      if (!visible[t]) sg[t] = a.mask_value;
+    float m = sg[0];
+    for (t = 1; t < R; ++t) m = std::max(m, sg[t]);
+    Vec sum = Vec{};
+    for (t = 0; t + kLanes <= R; t += kLanes) {
+      const Vec e = vexp(load(sg + t) - m);
+      store(sg + t, e);
+      sum += e;
+    }
+    float total = hsum(sum);
+    for (; t < R; ++t) {
+      const float e = vexp(splat(sg[t] - m))[0];
+      sg[t] = e;
+      total += e;
+    }
+    inv_sum[g] = 1.0f / total;
+  }
+  // out[g] = sum_t p[g, t] v[t] / sum[g], over the visible slots (all when none is: then every
+  // score is the mask value and the weights are uniform, as in XLA's softmax); one pass per
+  // vector of the head dim, its G accumulators in registers.
+  int64_t h = 0;
+  for (; h + kLanes <= H; h += kLanes) {
+    Vec acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = Vec{};
+    for (int64_t t = 0; t < R; ++t) {
+      if (any && !visible[t]) continue;
+      const Vec vv = load(v + t * H + h);
+      for (int g = 0; g < G; ++g) acc[g] += scores[g * R + t] * vv;
+    }
+    for (int g = 0; g < G; ++g) store(out + g * H + h, acc[g] * inv_sum[g]);
+  }
+  for (; h < H; ++h) {
+    float acc[G] = {};
+    for (int64_t t = 0; t < R; ++t) {
+      if (any && !visible[t]) continue;
+      for (int g = 0; g < G; ++g) acc[g] += scores[g * R + t] * v[t * H + h];
+    }
+    for (int g = 0; g < G; ++g) out[g * H + h] = acc[g] * inv_sum[g];
+  }
+}
+
+template <int G>
+static void attend_group(int64_t group, const AttentionShape& a, const float* q, const float* k,
+                         const float* v, const bool* visible, float* scores, float* out) {
+  if constexpr (G > 0) {
+    if (group == G) return attend<G>(a, q, k, v, visible, scores, out);
+    attend_group<G - 1>(group, a, q, k, v, visible, scores, out);
+  }
+}
+
+//   q [B, K, G, H], k, v [B, K, R, H], visible [B, R] -> out [B, K, G, H]
+// scores = (q . k) * scale, soft-capped as softcap * tanh(scores / softcap) when softcap > 0,
+// mask_value where !visible, softmax over R, then @ v: XLA's decode-step attention, fused.
+static ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
+                                  ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                                  ffi::Buffer<ffi::PRED> visible, ffi::ResultBuffer<ffi::F32> out,
+                                  float scale, float softcap, float mask_value) {
+  auto qd = q.dimensions();
+  auto kd = k.dimensions();
+  auto vd = v.dimensions();
+  auto md = visible.dimensions();
+  auto od = out->dimensions();
+  bool ok = qd.size() == 4 && kd.size() == 4 && vd.size() == 4 && md.size() == 2 &&
+            od.size() == 4;
+  for (int i = 0; ok && i < 4; ++i) ok = kd[i] == vd[i] && qd[i] == od[i];
+  ok = ok && kd[0] == qd[0] && kd[1] == qd[1] && kd[3] == qd[3] && md[0] == qd[0] &&
+       md[1] == kd[2];
+  if (!ok) {
+    return ffi::Error::InvalidArgument(
+        "decode_attention: expected q [B, K, G, H], k and v [B, K, R, H], visible [B, R], "
+        "out [B, K, G, H]");
+  }
+  const int64_t B = qd[0], K = qd[1], G = qd[2], H = qd[3], R = kd[2];
+  if (G > kMaxGroup) {
+    return ffi::Error::InvalidArgument("decode_attention: at most 8 query heads per kv head");
+  }
+  if (B * K * G * H == 0) return ffi::Error::Success();
+  if (R == 0) return ffi::Error::InvalidArgument("decode_attention: empty cache");
+  const AttentionShape a{G, R, H, scale, softcap, mask_value};
+  const float* qs = q.typed_data();
+  const float* ks = k.typed_data();
+  const float* vs = v.typed_data();
+  const bool* ms = visible.typed_data();
+  float* os = out->typed_data();
+  parallel_for(pool, B * K, [=](int64_t task) {
+    thread_local std::unique_ptr<float[]> scores;
+    thread_local int64_t capacity = 0;
+    if (capacity < G * R) {
+      scores.reset(new float[G * R]);
+      capacity = G * R;
+    }
+    const int64_t b = task / K;
+    attend_group<kMaxGroup>(G, a, qs + task * G * H, ks + task * R * H, vs + task * R * H,
+                            ms + b * R, scores.get(), os + task * G * H);
+  });
+  return ffi::Error::Success();
+}
+
+extern "C" int64_t panel_width() { return kWidth; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(panel_matmul, PanelMatmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(decode_attention, DecodeAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("scale")
+                                  .Attr<float>("softcap")
+                                  .Attr<float>("mask_value"));
