@@ -11,7 +11,10 @@ the decode loop, as contiguous column panels, and multiplies all rows in one pas
 visible cache slots; XLA runs it as two YNNPACK batched matmuls that pack the cache on every
 call, with the elementwise passes between them.
 
-Both live in `kernels/decode.cc`.
+`greedy_argmax`: greedy decoding's next token in one pass over the logits (XLA takes three: a
+max, a compare-select and a min).
+
+All three live in `kernels/decode.cc`.
 
 The kernel is compiled for this machine (`-march=native`) by the C++ compiler (`$CXX`, else
 `g++`/`c++`/`clang++`) against the XLA FFI headers that jaxlib ships, into
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels") / "decode.cc"
 MATMUL_TARGET = "radreport_panel_matmul"
 ATTENTION_TARGET = "radreport_decode_attention"
+ARGMAX_TARGET = "radreport_greedy_argmax"
 ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's matmuls
 ENV_CACHE = "RADREPORT_KERNEL_CACHE"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -129,7 +133,8 @@ def load() -> Kernel:
         raise KernelBuildError(f"cannot load {path}: {e}") from e
     lib.panel_width.restype = ctypes.c_int64
     for target, symbol in ((MATMUL_TARGET, lib.panel_matmul),
-                           (ATTENTION_TARGET, lib.decode_attention)):
+                           (ATTENTION_TARGET, lib.decode_attention),
+                           (ARGMAX_TARGET, lib.greedy_argmax)):
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     return Kernel(path, int(lib.panel_width()))
 
@@ -199,6 +204,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, visible: jax.Array, *, s
     return out(q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32),
                visible.astype(jnp.bool_), scale=np.float32(scale),
                softcap=np.float32(softcap or 0.0), mask_value=np.float32(mask_value))
+
+
+def greedy_argmax(logits: jax.Array) -> jax.Array:
+    """int32 [B]: each row's first largest value of logits [B, V] (V - 1 for a row holding a
+    NaN), in one pass: `generate.greedy_token`'s result."""
+    load()
+    out = jax.ffi.ffi_call(ARGMAX_TARGET, jax.ShapeDtypeStruct(logits.shape[:1], jnp.int32))
+    return out(logits.astype(jnp.float32))
 
 
 def main() -> None:

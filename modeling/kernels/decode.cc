@@ -4,6 +4,7 @@
 //   panel_matmul:      y[M, N] = x[M, K] @ B, B [K, N] given as column panels wp[P, K, W]
 //                      (zero-padded to P * W >= N columns)
 //   decode_attention:  one new query token per row against that row's KV cache
+//   greedy_argmax:     each row's first largest logit (greedy decoding's next token)
 //
 // panel_matmul. Decoding multiplies a few rows (one per sequence) by every weight matrix of the
 // model once per token. XLA:CPU hands such matmuls to YNNPACK, which repacks the weights on every
@@ -25,7 +26,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -363,6 +366,65 @@ static ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------- greedy argmax
+
+// The index of row x[0:V]'s first largest value; V - 1 for a row holding a NaN (what
+// generate.greedy_token gives: the NaN maximum equals nothing).
+static int32_t row_argmax(const float* x, int64_t V) {
+  Vec best = splat(-std::numeric_limits<float>::infinity());
+  IVec at = IVec{} + int32_t(V);
+  IVec lane;
+  for (int i = 0; i < kLanes; ++i) lane[i] = i;
+  Vec nan = Vec{};
+  int64_t v = 0;
+  for (; v + kLanes <= V; v += kLanes) {
+    const Vec x_v = load(x + v);
+    nan += x_v - x_v;  // NaN stays NaN; inf - inf is NaN too, so check infinities separately
+    const IVec better = x_v > best;  // strictly: the first index of a tie stays
+    best = better ? x_v : best;
+    at = better ? lane + int32_t(v) : at;
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t index = V;
+  for (int i = 0; i < kLanes; ++i) {
+    if (best[i] > m || (best[i] == m && at[i] < index)) {
+      m = best[i];
+      index = at[i];
+    }
+  }
+  bool has_nan = false;
+  for (int i = 0; i < kLanes; ++i) has_nan |= nan[i] != 0.0f;
+  for (; v < V; ++v) {
+    has_nan |= std::isnan(x[v]);
+    if (x[v] > m) {
+      m = x[v];
+      index = v;
+    }
+  }
+  if (has_nan) {  // the vector check also flags +-inf (inf - inf): look again, exactly
+    has_nan = false;
+    for (int64_t j = 0; j < V && !has_nan; ++j) has_nan = std::isnan(x[j]);
+  }
+  if (has_nan) return int32_t(V - 1);
+  if (index >= V) return 0;  // every value is -inf: the first
+  return int32_t(index);
+}
+
+//   x [B, V] float32 -> [B] int32
+static ffi::Error GreedyArgmax(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                               ffi::ResultBuffer<ffi::S32> out) {
+  auto xd = x.dimensions();
+  auto od = out->dimensions();
+  if (xd.size() != 2 || od.size() != 1 || od[0] != xd[0] || xd[1] == 0) {
+    return ffi::Error::InvalidArgument("greedy_argmax: expected x [B, V] with V > 0, out [B]");
+  }
+  const int64_t V = xd[1];
+  const float* xs = x.typed_data();
+  int32_t* os = out->typed_data();
+  parallel_for(pool, xd[0], [=](int64_t b) { os[b] = row_argmax(xs + b * V, V); });
+  return ffi::Error::Success();
+}
+
 extern "C" int64_t panel_width() { return kWidth; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(panel_matmul, PanelMatmul,
@@ -371,6 +433,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(panel_matmul, PanelMatmul,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(greedy_argmax, GreedyArgmax,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(decode_attention, DecodeAttention,
                               ffi::Ffi::Bind()

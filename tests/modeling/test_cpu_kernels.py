@@ -193,3 +193,23 @@ def test_the_decode_step_uses_the_attention_kernel_where_it_fits() -> None:
     # a bfloat16 cache stays with XLA's attention (the matmuls keep the kernel)
     step = _decode_step_targets(config.replace(cache_dtype="bfloat16"), True)
     assert cpu_kernels.ATTENTION_TARGET not in step and cpu_kernels.MATMUL_TARGET in step
+
+
+@needs_kernel
+@pytest.mark.parametrize("vocab", [1, 5, 16, 17, 100, 16384])
+def test_greedy_argmax_equals_greedy_token(vocab: int) -> None:
+    """Random rows, ties (the first index wins), a row of -inf, a row of NaN (vocab - 1), an inf
+    in the last column, a constant row; vocabularies below, at and past the vector width."""
+    rng = np.random.default_rng(vocab)
+    x = rng.normal(size=(7, vocab)).astype(np.float32)
+    x[1] = np.round(x[1])
+    x[2] = -np.inf
+    x[3] = np.nan
+    x[4, -1] = np.inf
+    x[5] = 7.0
+    x[6, : vocab // 2] = -np.inf
+    got = np.asarray(jax.jit(cpu_kernels.greedy_argmax)(x))
+    want = np.asarray(jax.jit(gen.greedy_token)(x))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    assert got[3] == vocab - 1 and got[2] == 0
