@@ -5,9 +5,9 @@ Prints tokens/s for both and their ratio, end to end (vision tower + prefill + d
 the decode loop alone (a run of N tokens minus a run of 1), our batch-8/batch-1 scaling, and
 the fraction of the memory-bandwidth roofline: a decoded token must read the decoder weights and
 the (tied) output embedding once, so tokens/s <= copy bandwidth / those bytes. Bandwidth is
-measured here with a large numpy copy (bytes copied per second). Our decode loop multiplies with
-the CPU kernel of `modeling/cpu_kernels.py` where it is built (the header says which);
-RADREPORT_CPU_KERNELS=0 times XLA's matmuls instead.
+measured here with a large numpy copy (bytes copied per second). Our decode loop runs its
+matmuls, attention and greedy choice with the CPU kernels of `modeling/cpu_kernels.py` where
+they are built (the header says which); RADREPORT_CPU_KERNELS=0 times XLA's instead.
 
     .venv/bin/python bench/generate.py                      # both configurations
     .venv/bin/python bench/generate.py --configs tiny-10m --new-tokens 64
@@ -137,10 +137,11 @@ def main() -> None:
 
     from modeling import cpu_kernels
 
-    matmuls = "CPU kernel (modeling/cpu_kernels.py)" if cpu_kernels.available() else "XLA"
+    matmuls = ("CPU kernels (modeling/cpu_kernels.py: matmuls, attention, greedy argmax)"
+               if cpu_kernels.available() else "XLA")
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}, malloc {active_allocator()}, "
-          f"decode matmuls: {matmuls} (RADREPORT_CPU_KERNELS=0: XLA)")
+          f"decode loop: {matmuls} (RADREPORT_CPU_KERNELS=0: XLA)")
     header = (f"{'config':10} {'params':>7} {'batch':>5} | {'end-to-end tok/s: ours':>22} {'hf':>7} "
               f"{'ratio':>6} | {'decode tok/s: ours':>18} {'hf':>7} {'ratio':>6} {'roofline':>8} | "
               f"{'same tokens':>11}")
