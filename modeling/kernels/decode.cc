@@ -218,6 +218,32 @@ static inline float hsum(Vec v) {
   return fold<1>(v)[0];
 }
 
+// v + v rotated by W lanes within each half.
+template <int W>
+static inline Vec fold_half(Vec v) {
+  constexpr int kHalf = kLanes / 2;
+  IVec idx;
+  for (int i = 0; i < kLanes; ++i) idx[i] = (i & ~(kHalf - 1)) | ((i + W) & (kHalf - 1));
+  return v + __builtin_shuffle(v, idx);
+}
+
+// The lane sums of a and b: one vector holds both halves' partial sums, then folds within halves
+// (9 shuffles and adds at 16 lanes, where two hsum calls take 16).
+static inline void hsum2(Vec a, Vec b, float* sa, float* sb) {
+  constexpr int kHalf = kLanes / 2;
+  IVec lo, hi;
+  for (int i = 0; i < kHalf; ++i) {
+    lo[i] = i, lo[i + kHalf] = kLanes + i;
+    hi[i] = kHalf + i, hi[i + kHalf] = kLanes + kHalf + i;
+  }
+  Vec m = __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+  if constexpr (kHalf >= 8) m = fold_half<4>(m);
+  if constexpr (kHalf >= 4) m = fold_half<2>(m);
+  m = fold_half<1>(m);
+  *sa = m[0];
+  *sb = m[kHalf];
+}
+
 constexpr int64_t kMaxGroup = 8;  // query heads per kv head (Gemma 2: 2)
 constexpr int64_t kAheadBytes = 4096;  // how far ahead of the cache reads to prefetch
 
@@ -242,11 +268,11 @@ static inline void dots(const float* __restrict q, const float* __restrict k, in
     const Vec kv = load(k + h);
     for (int g = 0; g < G; ++g) acc[g] += load(q + g * H + h) * kv;
   }
-  for (int g = 0; g < G; ++g) {
-    float t = hsum(acc[g]);
-    for (int64_t j = h; j < H; ++j) t += q[g * H + j] * k[j];
-    s[g] = t;
-  }
+  int g = 0;
+  for (; g + 1 < G; g += 2) hsum2(acc[g], acc[g + 1], s + g, s + g + 1);
+  if (g < G) s[g] = hsum(acc[g]);
+  for (g = 0; g < G; ++g)
+    for (int64_t j = h; j < H; ++j) s[g] += q[g * H + j] * k[j];
 }
 
 // One (row, kv head): q [G, H], k, v [R, H], visible [R] -> out [G, H]. `scores` holds G * R.
