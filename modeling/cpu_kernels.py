@@ -50,7 +50,7 @@ SOURCE = Path(__file__).with_name("kernels") / "decode.cc"
 MATMUL_TARGET = "radreport_panel_matmul"
 ATTENTION_TARGET = "radreport_decode_attention"
 ARGMAX_TARGET = "radreport_greedy_argmax"
-ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's matmuls
+ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's ops in the decode loop
 ENV_CACHE = "RADREPORT_KERNEL_CACHE"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 
