@@ -95,9 +95,15 @@ def decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[st
     return {"layers": layers, "table": table}
 
 
+def _packed(w: jax.Array | cpu_kernels.Panels | None) -> bool:
+    """Whether a decode weight was packed for the CPU kernels (`decode_weights(..., kernel=True)`):
+    the one signal the decode loop reads to use them (matmuls, attention, greedy argmax)."""
+    return isinstance(w, cpu_kernels.Panels)
+
+
 def _mm(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
     """x [B, K] @ w [K, N], with the CPU kernel when `w` was packed for it."""
-    return cpu_kernels.matmul(x, w) if isinstance(w, cpu_kernels.Panels) else x @ w
+    return cpu_kernels.matmul(x, w) if _packed(w) else x @ w
 
 
 def _step_block(config: ModelConfig, w: dict[str, Any], x: jax.Array,
@@ -123,7 +129,7 @@ def _step_block(config: ModelConfig, w: dict[str, Any], x: jax.Array,
     cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, slot, 0))
     qg = q.reshape(b, K, N // K, H)
     scale = 1.0 if t.query_scale_before_matmul else t.query_pre_attn_scalar ** -0.5
-    if isinstance(w["qkv"], cpu_kernels.Panels) and cpu_kernels.attention_fits(qg, ck):
+    if _packed(w["qkv"]) and cpu_kernels.attention_fits(qg, ck):
         a = cpu_kernels.attention(qg, ck, cv, visible, scale=scale,
                                   softcap=t.attn_logits_softcap, mask_value=MASK_VALUE)
     else:
@@ -320,7 +326,7 @@ def generate_tokens(config: ModelConfig, plan: Plan, params: Params, weights: di
     logits, caches, slot_pos, pos = _prefill(config, params, pixel_values, text, lengths, cache_len)
 
     def choose(logits: jax.Array, step: jax.Array) -> jax.Array:
-        if plan.strategy == "greedy" and weights["table"] is not None:  # packed for the kernels
+        if plan.strategy == "greedy" and _packed(weights["table"]):
             return cpu_kernels.greedy_argmax(logits)
         if plan.strategy == "greedy":
             return greedy_token(logits)
