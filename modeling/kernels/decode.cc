@@ -244,6 +244,35 @@ static inline void hsum2(Vec a, Vec b, float* sa, float* sb) {
   *sb = m[kHalf];
 }
 
+// x and y each hold kLanes / W lane sums in groups of W lanes; returns their 2 * kLanes / W sums
+// in groups of W / 2 lanes (x's first), each group the sum of its two halves.
+template <int W>
+static inline Vec combine(Vec x, Vec y) {
+  constexpr int n = kLanes / W, half = W / 2;
+  IVec lo, hi;
+  for (int d = 0; d < 2 * n; ++d) {
+    const int from = d < n ? d * W : kLanes + (d - n) * W;
+    for (int j = 0; j < half; ++j) {
+      lo[d * half + j] = from + j;
+      hi[d * half + j] = from + half + j;
+    }
+  }
+  return __builtin_shuffle(x, y, lo) + __builtin_shuffle(x, y, hi);
+}
+
+// Lane i of the result is the sum of v[i]'s lanes (i < kLanes; v is overwritten): a transposing
+// tree of kLanes - 1 pair combines, 2 shuffles each, where kLanes hsum calls take 4 apiece.
+template <int W = kLanes>
+static inline Vec transpose_sum(Vec* v) {
+  constexpr int n = W;  // vectors at this level
+  for (int i = 0; i < n / 2; ++i) v[i] = combine<W>(v[2 * i], v[2 * i + 1]);
+  if constexpr (W > 2) {
+    return transpose_sum<W / 2>(v);
+  } else {
+    return v[0];
+  }
+}
+
 constexpr int64_t kMaxGroup = 8;  // query heads per kv head (Gemma 2: 2)
 constexpr int64_t kAheadBytes = 4096;  // how far ahead of the cache reads to prefetch
 
@@ -275,6 +304,57 @@ static inline void dots(const float* __restrict q, const float* __restrict k, in
     for (int64_t j = h; j < H; ++j) s[g] += q[g * H + j] * k[j];
 }
 
+// scores[g * R + t + j] = (q[g] . k[t + j]) * scale for the kLanes / G slots j of a block that
+// are all visible: the G * (kLanes / G) dot products' vectors reduced by one transpose_sum.
+template <int G>
+static inline void block_dots(const float* __restrict q, const float* __restrict k, int64_t H,
+                              float scale, float* scores, int64_t R) {
+  constexpr int S = kLanes / G;
+  Vec acc[kLanes];
+  for (int i = 0; i < kLanes; ++i) acc[i] = Vec{};
+  int64_t h = 0;
+  for (; h + kLanes <= H; h += kLanes) {
+    Vec qv[G];
+    for (int g = 0; g < G; ++g) qv[g] = load(q + g * H + h);
+    for (int j = 0; j < S; ++j) {
+      const Vec kv = load(k + j * H + h);
+      for (int g = 0; g < G; ++g) acc[g * S + j] += qv[g] * kv;
+    }
+  }
+  float sum[kLanes];
+  store(sum, transpose_sum(acc));
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < S; ++j) {
+      float s = sum[g * S + j];
+      for (int64_t i = h; i < H; ++i) s += q[g * H + i] * k[j * H + i];
+      scores[g * R + j] = s * scale;
+    }
+}
+
+// out[g, h:h + C * kLanes] = sum_t scores[g, t] v[t, h:h + C * kLanes] * inv_sum[g] over the
+// visible slots t (every slot when `any` is false). The pass at h == 0 prefetches whole rows
+// (the later ones find them in L2).
+template <int G, int C>
+static inline void weigh(const AttentionShape& a, const float* __restrict v, const bool* visible,
+                         bool any, const float* __restrict scores, const float* inv_sum,
+                         int64_t ahead, int64_t h, float* __restrict out) {
+  const int64_t R = a.R, H = a.H;
+  Vec acc[G][C];
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < C; ++c) acc[g][c] = Vec{};
+  for (int64_t t = 0; t < R; ++t) {
+    if (h == 0 && t + ahead < R && (!any || visible[t + ahead]))
+      prefetch_row(v + (t + ahead) * H, H);
+    if (any && !visible[t]) continue;
+    for (int c = 0; c < C; ++c) {
+      const Vec vv = load(v + t * H + h + c * kLanes);
+      for (int g = 0; g < G; ++g) acc[g][c] += scores[g * R + t] * vv;
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < C; ++c) store(out + g * H + h + c * kLanes, acc[g][c] * inv_sum[g]);
+}
+
 // One (row, kv head): q [G, H], k, v [R, H], visible [R] -> out [G, H]. `scores` holds G * R.
 template <int G>
 static void attend(const AttentionShape& a, const float* q, const float* k, const float* v,
@@ -284,14 +364,30 @@ static void attend(const AttentionShape& a, const float* q, const float* k, cons
   for (int64_t t = 0; t < R; ++t) any |= visible[t];
   float s[G];
   const int64_t ahead = std::max<int64_t>(1, kAheadBytes / (H * int64_t(sizeof(float))));
-  for (int64_t t = 0; t < R; ++t) {
+  // blocks of kLanes / G slots (kLanes / G dot products per query head at once) where every slot
+  // of the block is visible, one slot at a time elsewhere (hidden slots are never read)
+  for (int64_t t = 0; t < R;) {
+    if constexpr (kLanes % G == 0) {
+      constexpr int64_t S = kLanes / G;
+      bool all = t + S <= R;
+      for (int64_t j = 0; all && j < S; ++j) all = visible[t + j];
+      if (all) {
+        for (int64_t j = ahead; j < ahead + S && t + j < R; ++j)
+          if (visible[t + j]) prefetch_row(k + (t + j) * H, H);
+        block_dots<G>(q, k + t * H, H, a.scale, scores + t, R);
+        t += S;
+        continue;
+      }
+    }
     if (t + ahead < R && visible[t + ahead]) prefetch_row(k + (t + ahead) * H, H);
     if (!visible[t]) {
       for (int g = 0; g < G; ++g) scores[g * R + t] = a.mask_value;
+      ++t;
       continue;
     }
     dots<G>(q, k + t * H, H, s);
     for (int g = 0; g < G; ++g) scores[g * R + t] = s[g] * a.scale;
+    ++t;
   }
   // soft-cap, mask, softmax over each query head's R scores (a scalar tail after the vectors)
   float inv_sum[G];
@@ -326,21 +422,13 @@ static void attend(const AttentionShape& a, const float* q, const float* k, cons
   }
   // out[g] = sum_t p[g, t] v[t] / sum[g], over the visible slots (all when none is: then every
   // score is the mask value and the weights are uniform, as in XLA's softmax); one pass per
-  // vector of the head dim, its G accumulators in registers.
+  // C vectors of the head dim, its G * C accumulators in registers (independent FMA chains).
+  constexpr int C = G <= 2 ? 4 : G <= 4 ? 2 : 1;
   int64_t h = 0;
-  for (; h + kLanes <= H; h += kLanes) {
-    Vec acc[G];
-    for (int g = 0; g < G; ++g) acc[g] = Vec{};
-    for (int64_t t = 0; t < R; ++t) {
-      // the first pass brings the visible rows in whole (the later ones find them in L2)
-      if (h == 0 && t + ahead < R && (!any || visible[t + ahead]))
-        prefetch_row(v + (t + ahead) * H, H);
-      if (any && !visible[t]) continue;
-      const Vec vv = load(v + t * H + h);
-      for (int g = 0; g < G; ++g) acc[g] += scores[g * R + t] * vv;
-    }
-    for (int g = 0; g < G; ++g) store(out + g * H + h, acc[g] * inv_sum[g]);
-  }
+  for (; h + C * kLanes <= H; h += C * kLanes)
+    weigh<G, C>(a, v, visible, any, scores, inv_sum, ahead, h, out);
+  for (; h + kLanes <= H; h += kLanes)
+    weigh<G, 1>(a, v, visible, any, scores, inv_sum, ahead, h, out);
   for (; h < H; ++h) {
     float acc[G] = {};
     for (int64_t t = 0; t < R; ++t) {
