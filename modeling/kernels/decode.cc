@@ -218,6 +218,17 @@ static inline float hsum(Vec v) {
   return fold<1>(v)[0];
 }
 
+// The largest of v's lanes, as a tree of rotations.
+static inline float hmax(Vec v) {
+  for (int w = kLanes / 2; w > 0; w /= 2) {
+    IVec idx;
+    for (int i = 0; i < kLanes; ++i) idx[i] = (i + w) & (kLanes - 1);
+    const Vec r = __builtin_shuffle(v, idx);
+    v = r > v ? r : v;
+  }
+  return v[0];
+}
+
 // v + v rotated by W lanes within each half.
 template <int W>
 static inline Vec fold_half(Vec v) {
@@ -311,7 +322,8 @@ static inline void block_dots(const float* __restrict q, const float* __restrict
                               float scale, float* scores, int64_t R) {
   constexpr int S = kLanes / G;
   Vec acc[kLanes];
-  for (int i = 0; i < kLanes; ++i) acc[i] = Vec{};
+#pragma GCC unroll 16
+  for (int i = 0; i < kLanes; ++i) acc[i] = Vec{};  // (unrolled: registers, not a memset)
   int64_t h = 0;
   for (; h + kLanes <= H; h += kLanes) {
     Vec qv[G];
@@ -322,13 +334,16 @@ static inline void block_dots(const float* __restrict q, const float* __restrict
     }
   }
   float sum[kLanes];
-  store(sum, transpose_sum(acc));
-  for (int g = 0; g < G; ++g)
-    for (int j = 0; j < S; ++j) {
-      float s = sum[g * S + j];
-      for (int64_t i = h; i < H; ++i) s += q[g * H + i] * k[j * H + i];
-      scores[g * R + j] = s * scale;
-    }
+  store(sum, transpose_sum(acc) * scale);
+  if (h < H) {  // the head dim's scalar tail
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < S; ++j) {
+        float tail = 0.0f;
+        for (int64_t i = h; i < H; ++i) tail += q[g * H + i] * k[j * H + i];
+        sum[g * S + j] += tail * scale;
+      }
+  }
+  for (int g = 0; g < G; ++g) std::memcpy(scores + g * R, sum + g * S, S * sizeof(float));
 }
 
 // out[g, h:h + C * kLanes] = sum_t scores[g, t] v[t, h:h + C * kLanes] * inv_sum[g] over the
@@ -404,8 +419,14 @@ static void attend(const AttentionShape& a, const float* q, const float* k, cons
     // masked slots again (the soft-cap moved the mask value)
     for (t = 0; t < R; ++t)
       if (!visible[t]) sg[t] = a.mask_value;
-    float m = sg[0];
-    for (t = 1; t < R; ++t) m = std::max(m, sg[t]);
+    // the maximum, kLanes running maxima at a time (a scalar loop waits on each comparison)
+    Vec mv = splat(-std::numeric_limits<float>::infinity());
+    for (t = 0; t + kLanes <= R; t += kLanes) {
+      const Vec x = load(sg + t);
+      mv = x > mv ? x : mv;
+    }
+    float m = hmax(mv);
+    for (; t < R; ++t) m = std::max(m, sg[t]);
     Vec sum = Vec{};
     for (t = 0; t + kLanes <= R; t += kLanes) {
       const Vec e = vexp(load(sg + t) - m);

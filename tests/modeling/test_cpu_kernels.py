@@ -156,6 +156,26 @@ def test_decode_attention_equals_numpy(b, kv, g, r, h, softcap) -> None:
 
 
 @needs_kernel
+@pytest.mark.parametrize("r", [3, 40, 333])
+def test_decode_attention_is_stable_where_scores_exceed_exps_range(r: int) -> None:
+    """Without a soft-cap, scores of +-1000: exp overflows unless the softmax subtracts each
+    query head's true maximum (its largest score anywhere among the slots, vector or tail)."""
+    rng = np.random.default_rng(r)
+    q = (rng.normal(size=(2, 2, 2, 64)) * 30).astype(np.float32)
+    k = rng.normal(size=(2, 2, r, 64)).astype(np.float32)
+    v = rng.normal(size=(2, 2, r, 64)).astype(np.float32)
+    visible = np.ones((2, r), bool)
+    visible[1, ::3] = False
+    for at in (0, r // 2, r - 1):  # the largest score at the front, the middle, the tail
+        k[0, 0, at] = q[0, 0, 0] / np.linalg.norm(q[0, 0, 0]) * 4
+        want = _attention_reference(q, k, v, visible, 1.0, None, gen.MASK_VALUE)
+        got = cpu_kernels.attention(q, k, v, visible, scale=1.0, softcap=None,
+                                    mask_value=gen.MASK_VALUE)
+        assert np.isfinite(np.asarray(got)).all()
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernel
 def test_decode_attention_hidden_slots_are_never_read() -> None:
     """A hidden slot holding NaN (a ring slot or a cache tail never written) changes nothing."""
     rng = np.random.default_rng(1)
