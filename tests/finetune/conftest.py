@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-# The editable install's finder runs after the path finder, so `tests/modeling` (a folder without
-# __init__.py on sys.path via tests/conftest.py) would shadow the real `modeling` package as a
-# namespace package. Put the repository root first.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path[:1]:
-    sys.path.insert(0, _ROOT)
 
 
 @pytest.fixture(scope="session", autouse=True)

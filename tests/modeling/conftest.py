@@ -3,18 +3,11 @@ PaliGemma built from the same random weights as ours."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# tests/modeling would otherwise shadow the `modeling` package as a namespace package (pytest puts
-# tests/ on sys.path; the editable install's finder comes after path entries).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from modeling_helpers import PARITY_CONFIGS, REPORTS, random_params  # noqa: E402
+from tests.helpers.models import PARITY_CONFIGS, REPORTS, random_params
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,13 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-from modeling_helpers import CONFIG_A, random_params, random_pixels
 
 import modeling
 from modeling.bundle import save_bundle
 from modeling.convert import write_big_vision_npz, write_hf_checkpoint
 from modeling.formats import read_npz, read_safetensors
 from modeling.loaders import CheckpointError, config_from_npz_shapes
+from tests.helpers.models import CONFIG_A, random_params, random_pixels
 
 CONFIG = CONFIG_A
 
@@ -139,9 +139,8 @@ def test_unrecognised_path_gets_an_actionable_error(tmp_path):
 
 
 SHARDED_LOAD = """
-import sys, jax, numpy as np
-sys.path.insert(0, {helpers!r})
-from modeling_helpers import CONFIG_A
+import jax, numpy as np
+from tests.helpers.models import CONFIG_A
 import modeling
 mesh = jax.make_mesh((4,), ("fsdp",))
 model = modeling.load_pretrained({path!r}, dtype="bfloat16", config=CONFIG_A, mesh=mesh)
@@ -158,7 +157,7 @@ def test_loading_onto_a_four_device_mesh_gives_each_device_its_slice(params, tmp
     from pathlib import Path
 
     path = write_big_vision_npz(tmp_path / "pg.npz", params)
-    code = SHARDED_LOAD.format(helpers=str(Path(__file__).parent), path=str(path))
+    code = SHARDED_LOAD.format(path=str(path))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from modeling_helpers import CONFIG_A, random_params, random_pixels
 
 from modeling.runtime import GenerationError, PaliGemma
+from tests.helpers.models import CONFIG_A, random_params, random_pixels
 
 PROMPTS = [[2, 17, 33, 90, 41, 7, 108], [2, 250, 108], [2, 5, 6, 7, 8, 9, 10, 11, 12, 108]]
 # One bucket each, shared by all tests here (and the parity tests), so few programs compile.

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from modeling_helpers import random_pixels
 
 import modeling
 from modeling.convert import write_big_vision_npz
 from modeling.runtime import PaliGemma
+from tests.helpers.models import random_pixels
 
 TOL = 1e-4
 PROMPTS = [[2, 17, 33, 90, 41, 7, 108], [2, 250, 108], [2, 5, 6, 7, 8, 9, 10, 11, 12, 108]]

@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from modeling_helpers import CONFIG_A, random_params, random_pixels
 
 from modeling.config import ModelConfig, TextConfig
 from modeling.model import embed_tokens, make_attn_mask
 from modeling.model import forward as _forward
+from tests.helpers.models import CONFIG_A, random_params, random_pixels
 
 forward = jax.jit(_forward, static_argnums=0)
 

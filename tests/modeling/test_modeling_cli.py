@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from modeling_helpers import CONFIG_A, random_params
 from PIL import Image
 from typer.testing import CliRunner
 
 from modeling.convert import write_big_vision_npz
 from radreport.cli import app
+from tests.helpers.models import CONFIG_A, random_params
 
 
 @pytest.mark.slow

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modeling_helpers import REPORTS
 
 from modeling.tokenizer import Tokenizer, TokenizerError, train_tokenizer
+from tests.helpers.models import REPORTS
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import io
 
 import pydicom
 import pytest
-from dicom_factory import CR_STORAGE, base_dataset, chest_like, to_bytes
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from radiology.deid import SECRET_ENV, Deidentifier, has_burned_in_annotation, profile_actions
+from tests.helpers.dicom_factory import CR_STORAGE, base_dataset, chest_like, to_bytes
 
 SECRET = b"test-secret-0123456789abcdef"
 

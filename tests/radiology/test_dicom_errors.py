@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import base_dataset, chest_like, encode, to_bytes
 from PIL import Image
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -29,6 +28,7 @@ from radiology.dicom import (
     UnsupportedTransferSyntaxError,
     read,
 )
+from tests.helpers.dicom_factory import base_dataset, chest_like, encode, to_bytes
 
 
 def _dx(ts=uid.ExplicitVRLittleEndian, **attrs) -> bytes:

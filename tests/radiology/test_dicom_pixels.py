@@ -7,13 +7,19 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import base_dataset, chest_like, encode, raw_dataset_bytes, to_bytes
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from radiology.dicom import ReadPolicy, read, sanitize_preamble
 from radiology.dicom.pixels import window
+from tests.helpers.dicom_factory import (
+    base_dataset,
+    chest_like,
+    encode,
+    raw_dataset_bytes,
+    to_bytes,
+)
 
 ARR = chest_like(bits=12)
 

@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import LOSSLESS, LOSSY, NATIVE, base_dataset, chest_like, encode
 from pydicom import uid
 
 from radiology.dicom import read
+from tests.helpers.dicom_factory import LOSSLESS, LOSSY, NATIVE, base_dataset, chest_like, encode
 
 ENCAPSULATED_NATIVE = uid.UID("1.2.840.10008.1.2.1.98")
 DEPTHS = [(8, False), (10, False), (12, False), (16, False), (12, True), (14, True), (16, True)]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dicom_factory import base_dataset, chest_like, to_bytes
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from radiology.dicom import read, read_header
+from tests.helpers.dicom_factory import base_dataset, chest_like, to_bytes
 
 ARR = chest_like(rows=32, cols=32)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dicom_factory import base_dataset, chest_like, to_bytes
-
 from radiology.dicom import read, read_header
 from radiology.studies import choose_views, group_studies, order_instances
+from tests.helpers.dicom_factory import base_dataset, chest_like, to_bytes
 
 
 @dataclass(frozen=True)

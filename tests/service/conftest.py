@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-# pytest puts tests/ on sys.path (tests/conftest.py has no package), where tests/evaluation and
-# tests/modeling would shadow the real packages as namespace packages; the repository root wins.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pytest
+from fastapi.testclient import TestClient
 
-import pytest  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-
-from service.config import Settings  # noqa: E402
-from service.db import migrate, session_scope  # noqa: E402
-from service.models import Role  # noqa: E402
-from service.security import create_api_key  # noqa: E402
-
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: enqueueing fails fast, the DB keeps the truth
-
-
-def _postgres_available() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
-            return True
-    except Exception:
-        return False
+from service.config import Settings
+from service.db import migrate, session_scope
+from service.models import Role
+from service.security import create_api_key
+from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    if not _postgres_available():
+    if not postgres_available():
         pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not available")
     import psycopg
 
@@ -63,14 +46,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
     migrate(url)
     return url
-
-
-def api_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
-    """Settings for an in-process API without workers."""
-    values = dict(database_url=database_url, redis_url=DEAD_REDIS, storage_dir=tmp_path / "store",
-                  broker_timeout_s=0.5, reconcile_interval_s=0)
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +85,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def postgres_module_url() -> Iterator[str]:
     """Like `postgres_url`, for module-scoped systems."""
-    if not _postgres_available():
+    if not postgres_available():
         pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not available")
     import psycopg
 

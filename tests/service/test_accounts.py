@@ -8,15 +8,15 @@ import subprocess
 import sys
 
 import pytest
-from review_helpers import PASSWORDS
-from service_helpers import bearer
 from sqlalchemy import select, update
 
 from service import accounts
 from service.db import session_scope
 from service.models import AuditEvent, LoginToken, Role, User
+from tests.helpers.review import PASSWORDS
+from tests.helpers.service import bearer
 
-pytest_plugins = ["review_fixtures"]
+pytest_plugins = ["tests.helpers.review_fixtures"]
 
 
 def sign_in(env, name: str, password: str | None = None):

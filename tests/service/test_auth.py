@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import bearer
 
 from service.api import create_app
 from service.config import Settings
 from service.models import Role
+from tests.helpers.service import bearer
 
 ALL_ROLES = {r.value for r in Role}
 UNAUTHENTICATED = {"/healthz", "/readyz", "/v1/login"}  # login takes a password, not a token

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import httpx
-from service_helpers import bearer
 
 from service.system import free_port, wait_for
+from tests.helpers.service import bearer
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

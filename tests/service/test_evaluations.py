@@ -6,12 +6,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import bearer, build_tiny_bundle
 
 from service.db import session_scope
 from service.models import Role
 from service.security import create_api_key
 from service.system import LocalSystem, wait_for
+from tests.helpers.service import bearer, build_tiny_bundle
 
 RUN = {"split": "test", "batch_size": 4, "resamples": 50, "seed": 7}
 
@@ -56,10 +56,9 @@ def test_an_evaluation_through_the_api_equals_a_direct_run_on_the_same_split(inp
 
 
 def test_an_evaluation_of_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
-    from conftest import api_settings
-    from review_helpers import api
-
     from service.db import migrate
+    from tests.helpers.review import api
+    from tests.helpers.service import api_settings
 
     url = f"sqlite:///{tmp_path / 'radreport.db'}"
     migrate(url)
@@ -90,7 +89,7 @@ def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
         session.add(run)
         session.flush()
         run_id = run.id
-    from conftest import api_settings
+    from tests.helpers.service import api_settings
 
     watcher = ProgressWatcher(api_settings(url, tmp_path), run_id)
     seen = []

@@ -6,12 +6,12 @@ import datetime as dt
 import uuid
 
 import pytest
-from review_helpers import store_draft
 
 from evaluation import score
 from evaluation.clinical import clinical_f1, finding_names, label_many
+from tests.helpers.review import store_draft
 
-pytest_plugins = ["review_fixtures"]
+pytest_plugins = ["tests.helpers.review_fixtures"]
 
 NORMAL = "FINDINGS: Heart size is normal. The lungs are clear. No pleural effusion. IMPRESSION: No acute disease."
 EFFUSION = "FINDINGS: Small right pleural effusion. Heart size is normal. IMPRESSION: Small right pleural effusion."

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
-from review_helpers import store_draft
-from service_helpers import make_dicom
 
 from service import pipeline, tasks
 from service.db import session_scope
 from service.models import Draft, Study
+from tests.helpers.review import store_draft
+from tests.helpers.service import make_dicom
 
-pytest_plugins = ["review_fixtures"]
+pytest_plugins = ["tests.helpers.review_fixtures"]
 
 DRAFT = "FINDINGS: The heart is normal in size. The lungs are clear. IMPRESSION: No acute cardiopulmonary process."
 EDITED = ("FINDINGS: The heart is normal in size. Small left pleural effusion. IMPRESSION: Small left pleural "

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from review_helpers import PASSWORDS, store_draft
 from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.models import AuditEvent, Report, User
+from tests.helpers.review import PASSWORDS, store_draft
 
-pytest_plugins = ["review_fixtures"]
+pytest_plugins = ["tests.helpers.review_fixtures"]
 
 TAGS = {"review", "quality", "evaluations", "accounts"}
 PEOPLE = {"radiologist": "dr-ada", "admin": "ops-admin", "uploader": "pacs-clerk"}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from review_helpers import store_draft
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from service import review
 from service.db import get_engine, session_scope
+from tests.helpers.review import store_draft
 
-pytest_plugins = ["review_fixtures"]
+pytest_plugins = ["tests.helpers.review_fixtures"]
 
 DRAFT = "FINDINGS: Mild cardiomegaly. No pleural effusion. IMPRESSION: Mild cardiomegaly."
 SIGNED = "FINDINGS: Mild cardiomegaly. Small left pleural effusion. IMPRESSION: Mild cardiomegaly, small effusion."

@@ -6,13 +6,13 @@ import datetime as dt
 import uuid
 
 import pytest
-from review_helpers import store_draft
 from sqlalchemy import update
 
 from service.db import session_scope
 from service.models import Draft, Report
+from tests.helpers.review import store_draft
 
-pytest_plugins = ["review_fixtures"]
+pytest_plugins = ["tests.helpers.review_fixtures"]
 
 DRAFT = "FINDINGS: Lungs are clear. IMPRESSION: Normal chest."
 #: name -> (priority, draft age in minutes)

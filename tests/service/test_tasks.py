@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_helpers import make_dicom
 from sqlalchemy import select
 
 from service.config import get_settings
@@ -14,6 +13,7 @@ from service.intake import inspect_instance, register_instances
 from service.models import AuditEvent, Role, Study, StudyState
 from service.security import create_api_key
 from service.storage import BlobStore
+from tests.helpers.service import make_dicom
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import zipfile
 
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
-from service_helpers import BASIC_TEXT_SR, bearer, make_dicom, multipart_related, zip_of
 from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.models import AuditEvent, Instance, Study, StudyState
 from service.storage import BlobStore
+from tests.helpers.service import BASIC_TEXT_SR, bearer, make_dicom, multipart_related, zip_of
 
 
 def upload(client: TestClient, token: str, *files: bytes, content_type: str | None = None):

@@ -15,10 +15,10 @@ import pytest
 
 from service.system import wait_for
 
-pytest.register_assert_rewrite("ui_fixtures")
-from ui_fixtures import HOSTILE, PASSWORDS, PREVIEW_SIDE, save_screenshot, sign_in  # noqa: E402
+pytest.register_assert_rewrite("tests.helpers.ui_fixtures")
+from tests.helpers.ui_fixtures import HOSTILE, PASSWORDS, PREVIEW_SIDE, save_screenshot, sign_in  # noqa: E402
 
-pytest_plugins = ["ui_fixtures"]
+pytest_plugins = ["tests.helpers.ui_fixtures"]
 pytestmark = pytest.mark.slow
 
 # The screenshots are always taken and size-checked; they replace docs/review_*.png only with

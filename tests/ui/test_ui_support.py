@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from fastapi.testclient import TestClient  # noqa: E402
-
-from service.api.ui_support import findings_of, sections_of  # noqa: E402
+from service.api.ui_support import findings_of, sections_of
 
 REPORT = ("FINDINGS: Small left pleural effusion. No pneumothorax. Possible right lower lobe pneumonia.\n\n"
           "IMPRESSION: Left effusion.")

@@ -6,12 +6,12 @@ import types
 
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
-from service_helpers import bearer
 
 from service.accounts import create_user
 from service.config import Settings
 from service.db import session_scope
 from service.models import Role, Study, StudyState
+from tests.helpers.service import bearer
 
 PASSWORDS = {"dr-ada": "ada-correct-horse-1", "dr-bob": "bob-battery-staple-2", "ops-admin": "admin-long-pass-3",
              "pacs-clerk": "uploader-pass-4444"}

@@ -1,13 +1,40 @@
-"""Small synthetic DICOM files for the service tests (fake patients, tiny images)."""
+"""Helpers of the service tests: settings for an in-process API, and small synthetic DICOM files (fake
+patients, tiny images)."""
 
 from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from service.config import Settings
+
+POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: enqueueing fails fast, the DB keeps the truth
+
+
+def postgres_available() -> bool:
+    """Whether PostgreSQL answers at 127.0.0.1:5432 (database test)."""
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def api_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for an in-process API without workers."""
+    values = dict(database_url=database_url, redis_url=DEAD_REDIS, storage_dir=tmp_path / "store",
+                  broker_timeout_s=0.5, reconcile_interval_s=0)
+    values.update(overrides)
+    return Settings(**values)
+
 
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"

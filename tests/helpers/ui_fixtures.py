@@ -1,4 +1,4 @@
-"""Pytest plugin of the review page tests (`pytest_plugins = ["ui_fixtures"]`): the whole system with real workers, seeded studies, headless Chromium.
+"""Pytest plugin of the review page tests (`pytest_plugins = ["tests.helpers.ui_fixtures"]`): the whole system with real workers, seeded studies, headless Chromium.
 
 One system per test session (private Redis, `radreport serve`, an ingest+score worker and a generate
 worker on a tiny random bundle, SQLite). Studies are synthetic chest X-rays (`radiology.synth`),
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "service"))
+from tests.helpers.review import PASSWORDS, create_people, store_draft
+from tests.helpers.service import bearer, build_tiny_bundle
 
-from review_helpers import PASSWORDS, create_people, store_draft  # noqa: E402
-from service_helpers import bearer, build_tiny_bundle  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

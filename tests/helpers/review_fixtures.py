@@ -1,4 +1,4 @@
-"""Pytest plugin of the review tests (`pytest_plugins = ["review_fixtures"]`): the session-scoped `review_env`.
+"""Pytest plugin of the review tests (`pytest_plugins = ["tests.helpers.review_fixtures"]`): the session-scoped `review_env`.
 
 One migrated database per backend (SQLite, PostgreSQL) with its people signed in and an in-process
 API, shared by the review, quality and account tests (argon2 hashing and migrations are slow on 2
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from fastapi.testclient import TestClient
-from review_helpers import PASSWORDS, api, create_people, login
-from service_helpers import bearer
 
 from service.config import Settings
 from service.db import session_scope
 from service.models import Role
+from tests.helpers.review import PASSWORDS, api, create_people, login
+from tests.helpers.service import bearer
 
 
 @dataclass
@@ -38,16 +38,15 @@ class ReviewEnv:
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def review_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewEnv]:
     """One database per backend for the whole session, with people signed in (see the module docstring)."""
-    from conftest import POSTGRES_ADMIN, _postgres_available, api_settings
-
     from service.db import migrate
     from service.security import create_api_key
+    from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
 
     tmp = tmp_path_factory.mktemp(f"review-{request.param}")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'radreport.db'}"
     else:
-        if not _postgres_available():
+        if not postgres_available():
             pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not available")
         import psycopg
 
