@@ -40,8 +40,11 @@ bench: setup
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/train_step.py
 
+# ruff, the layer contracts of pyproject.toml (import-linter) and the private-name check.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q tests/test_architecture.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache var runs

@@ -7,8 +7,8 @@ Public API:
 
 from __future__ import annotations
 
-from finetune.config import ConfigError, TrainConfig, load_config
-from finetune.presets import PRESETS
+from finetune.config import ConfigError, TrainConfig
+from finetune.presets import PRESETS, load_config
 
 __all__ = ["PRESETS", "ConfigError", "TrainConfig", "load_config", "train"]
 

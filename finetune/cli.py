@@ -20,7 +20,8 @@ def finetune(
 
     from rich.console import Console
 
-    from finetune.config import ConfigError, load_config
+    from finetune.config import ConfigError
+    from finetune.presets import load_config
 
     console = Console(stderr=True)
     try:

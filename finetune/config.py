@@ -1,8 +1,9 @@
 """Typed fine-tuning configurations: dataclasses, `--set key=value` overrides, files and names.
 
-A run is described by one `TrainConfig`. It comes from a preset name (`finetune.presets`), or a
-JSON/TOML file holding a (partial) config, and is then adjusted with dotted overrides:
+A run is described by one `TrainConfig`. It comes from a preset name or a JSON/TOML file holding a
+(partial) config (`finetune.presets.load_config`), and is then adjusted with dotted overrides:
 
+    >>> from finetune.presets import load_config
     >>> cfg = load_config("demo", ["optim.lr=1e-3", "data.target=findings"])
     >>> cfg.optim.lr, cfg.data.target
     (0.001, 'findings')
@@ -12,11 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 
@@ -194,35 +193,6 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, raw = item.split("=", 1)
         _set_path(config, key.strip(), raw.strip())
     return config
-
-
-def load_config(name_or_file: str, overrides: list[str] | None = None) -> TrainConfig:
-    """A preset by name, or a JSON/TOML file (laid over its `base` preset if it names one)."""
-    from finetune.presets import PRESETS
-
-    if name_or_file in PRESETS:
-        config = PRESETS[name_or_file]()
-    else:
-        path = Path(name_or_file)
-        if not path.is_file():
-            raise ConfigError(
-                f"config {name_or_file!r} is neither a preset ({', '.join(sorted(PRESETS))}) "
-                "nor a readable .json/.toml file"
-            )
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        elif path.suffix == ".json":
-            data = json.loads(path.read_text())
-        else:
-            raise ConfigError(f"config file {path} must end in .json or .toml")
-        base_name = data.pop("base", None)
-        if base_name is not None and base_name not in PRESETS:
-            raise ConfigError(f"config file {path}: base {base_name!r} is not a preset")
-        base = PRESETS[base_name]() if base_name else TrainConfig()
-        config = from_dict(data, base)
-        if "name" not in data:
-            config.name = path.stem
-    return apply_overrides(config, overrides or [])
 
 
 def _copy(config: TrainConfig) -> TrainConfig:

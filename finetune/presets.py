@@ -17,10 +17,14 @@ Tiny presets train from scratch on this machine's CPU: `tiny` (seconds; tests) a
 
 from __future__ import annotations
 
+import json
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 
 from finetune.config import (
     CheckpointSection,
+    ConfigError,
     DataSection,
     EvalSection,
     MeshSection,
@@ -28,6 +32,8 @@ from finetune.config import (
     OptimSection,
     TrainConfig,
     VisionWarmupSection,
+    apply_overrides,
+    from_dict,
 )
 
 PRETRAINED_PLACEHOLDER = "REQUIRED:path/to/paligemma2-pt-bundle"
@@ -135,3 +141,30 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "demo": demo,
     **{f"mimic-{size}-{res}": _paper(size, res) for size in ("3b", "10b") for res in (224, 448, 896)},
 }
+
+
+def load_config(name_or_file: str, overrides: list[str] | None = None) -> TrainConfig:
+    """A preset by name, or a JSON/TOML file (laid over its `base` preset if it names one)."""
+    if name_or_file in PRESETS:
+        config = PRESETS[name_or_file]()
+    else:
+        path = Path(name_or_file)
+        if not path.is_file():
+            raise ConfigError(
+                f"config {name_or_file!r} is neither a preset ({', '.join(sorted(PRESETS))}) "
+                "nor a readable .json/.toml file"
+            )
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            raise ConfigError(f"config file {path} must end in .json or .toml")
+        base_name = data.pop("base", None)
+        if base_name is not None and base_name not in PRESETS:
+            raise ConfigError(f"config file {path}: base {base_name!r} is not a preset")
+        base = PRESETS[base_name]() if base_name else TrainConfig()
+        config = from_dict(data, base)
+        if "name" not in data:
+            config.name = path.stem
+    return apply_overrides(config, overrides or [])

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radiology.images import read_image
 from radiology.labels import CHEXPERT_14
 
 TABLE_STEMS = {
@@ -122,24 +123,11 @@ class Example:
 
     def load_image(self) -> np.ndarray:
         """The frontal image: float32 H×W in [0, 1], bright = dense (DICOM or JPEG)."""
-        return load_image(self.frontal_path)
+        return read_image(self.frontal_path)
 
     def load_lateral(self) -> np.ndarray | None:
         """The lateral image, or None when the study has none."""
-        return None if self.lateral_path is None else load_image(self.lateral_path)
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode a `.dcm` through `radiology.dicom.read` or a `.jpg`/`.png` as 8-bit grayscale."""
-    path = Path(path)
-    if path.suffix.lower() == ".dcm":
-        from radiology.dicom import read
-
-        return read(path).pixels
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        return None if self.lateral_path is None else read_image(self.lateral_path)
 
 
 class Dataset(Sequence[Example]):

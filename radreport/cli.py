@@ -20,7 +20,8 @@ app = typer.Typer(
 )
 
 # Layer order: the commands of lower layers first.
-_PACKAGES = ("radiology", "modeling", "evaluation", "finetune", "service", "radreport.demo")
+_PACKAGES = ("radiology", "modeling", "radreport.generate", "evaluation", "finetune", "service",
+             "radreport.demo")
 
 
 def _register_all() -> None:

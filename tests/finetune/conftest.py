@@ -67,7 +67,7 @@ def synth_tree(tmp_path_factory) -> Path:
 
 def tiny_run_config(data: Path, workdir: Path, *overrides: str):
     """The `tiny` preset on `data`, writing to `workdir`, with extra `key=value` overrides."""
-    from finetune.config import load_config
+    from finetune.presets import load_config
 
     cfg = load_config("tiny", list(overrides))
     cfg.data.root = str(data)

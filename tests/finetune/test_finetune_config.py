@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from finetune.config import ConfigError, apply_overrides, load_config
-from finetune.presets import PRESETS
+from finetune.config import ConfigError, apply_overrides
+from finetune.presets import PRESETS, load_config
 
 
 def test_paper_presets_follow_the_published_mimic_recipe() -> None:
