@@ -22,6 +22,7 @@ services:
 # The whole suite, slow tests included (CI runs this).
 test: setup services
 	bash scripts/ensure_browser.sh
+	bash scripts/ensure_pacs.sh
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # Everything but the tests marked slow.
