@@ -28,11 +28,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from service.db import session_scope
-from service.demo import find_studies
-from service.models import Role
-from service.security import create_api_key
-from service.system import LocalSystem, wait_for
+from service.auth.api_keys import create_api_key
+from service.core.db import session_scope
+from service.core.models import Role
+from service.dev.demo import find_studies
+from service.dev.system import LocalSystem, wait_for
 
 console = Console()
 

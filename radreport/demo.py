@@ -43,7 +43,7 @@ def demo(
     else:
         console.print(f"[dim]reusing the model bundle in {bundle_dir}[/dim]")
     console.rule("3. the service: upload studies, wait for drafts")
-    from service.demo import run_service_demo
+    from service.dev.demo import run_service_demo
 
     run_service_demo(data_dir=data_dir, bundle_dir=bundle_dir, studies=upload, keep_serving=serve,
                      console=console)

@@ -1,14 +1,5 @@
-"""The report service: DICOM in over HTTP and DICOMweb, Celery workers on Redis, drafts out.
+"""The report service: DICOM in over HTTP and DICOMweb, Celery workers on Redis, drafts out, review.
 
-Layout (one concern per module, domain logic in plain functions that take a session):
-  config      one pydantic-settings `Settings`, every knob an environment variable
-  db, models  SQLAlchemy 2 engine/session and the schema (migrations in `migrations/`)
-  storage     the content-addressed file store
-  security    API keys and roles
-  intake      DICOM upload validation and idempotent study/instance registration
-  stow        DICOMweb STOW-RS: multipart/related parser and the PS3.18 response
-  pipeline    the study state machine, audit trail, leases and the reconciler
-  tasks       Celery app and tasks (ingest, generate, score)
-  api         the FastAPI application
-  system      start and stop a whole local system (redis, API, workers)
+One package per domain; `service/README.md` has the table of what lives where. Imports point down:
+app and cli -> dev, ui, ops, worker -> review, quality, dicomweb, studies -> auth -> core.
 """

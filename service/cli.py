@@ -18,19 +18,19 @@ def serve(
     """Run the API (migrations first). Settings come from the environment (DATABASE_URL, REDIS_URL, STORAGE_DIR)."""
     import uvicorn
 
-    from service import logs
-    from service.config import get_settings
-    from service.db import migrate
+    from service.core import logs
+    from service.core.config import get_settings
+    from service.core.db import migrate
 
     settings = get_settings()
     logs.configure(settings.log_level)
     settings.ensure_dirs()
     migrate(settings.database_url)
     if workers > 1:
-        uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
                     access_log=False, log_config=None)
     else:
-        from service.api import create_app
+        from service.app import create_app
 
         uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
 
@@ -42,22 +42,21 @@ def worker(
 ) -> None:
     """Run a Celery worker. With `generate` it uses the solo pool (JAX is not fork-safe), loads
     MODEL_BUNDLE once and compiles its shape buckets before taking any task."""
-    from service import logs
-    from service.config import get_settings
+    from service.core import logs
+    from service.core.config import get_settings
+    from service.core.queues import EVALUATE, QUEUES
 
     settings = get_settings()
     logs.configure(settings.log_level)
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = set(chosen) - {"ingest", "generate", "score", "evaluate"}
+    unknown = set(chosen) - {*QUEUES, EVALUATE}
     if unknown or not chosen:
         raise typer.BadParameter(f"unknown queues {sorted(unknown)}; use ingest, generate, score, evaluate")
-    from service import (
-        review_tasks,  # noqa: F401 - registers radreport.evaluate (queue evaluate)
-        tasks,
-    )
+    from service.worker.app import celery_app
+    from service.worker.model import load_model
 
     if "generate" in chosen:
-        model = tasks.load_model(settings, warmup=True)
+        model = load_model(settings, warmup=True)
         typer.echo(f"model bundle {model.bundle_id} loaded in {model.load_s:.1f} s; "
                    f"buckets {model.buckets} compiled in {sum(model.compile_s.values()):.1f} s", err=True)
         pool, processes = "solo", 1
@@ -66,7 +65,7 @@ def worker(
     else:
         pool, processes = "prefork", concurrency or settings.worker_concurrency
     node = name or f"{'+'.join(chosen)}@{socket.gethostname()}:{os.getpid()}"
-    tasks.celery_app.worker_main([
+    celery_app().worker_main([
         "worker", "--queues", ",".join(chosen), "--pool", pool, "--concurrency", str(processes),
         "--hostname", node, "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
         "--prefetch-multiplier", "1",
@@ -79,10 +78,10 @@ def create_key(
     name: str = typer.Option(..., help="User (person or machine) the key belongs to."),
 ) -> None:
     """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
-    from service.config import get_settings
-    from service.db import migrate, session_scope
-    from service.models import Role
-    from service.security import create_api_key
+    from service.auth.api_keys import create_api_key
+    from service.core.config import get_settings
+    from service.core.db import migrate, session_scope
+    from service.core.models import Role
 
     try:
         chosen = Role(role)
@@ -103,9 +102,9 @@ def create_key(
 @admin_app.command("revoke-keys")
 def revoke_keys(name: str = typer.Option(..., help="User whose keys to revoke.")) -> None:
     """Revoke every API key of a user."""
-    from service.config import get_settings
-    from service.db import session_scope
-    from service.security import revoke_api_keys
+    from service.auth.api_keys import revoke_api_keys
+    from service.core.config import get_settings
+    from service.core.db import session_scope
 
     with session_scope(get_settings().database_url) as session:
         count = revoke_api_keys(session, name=name)
@@ -115,8 +114,8 @@ def revoke_keys(name: str = typer.Option(..., help="User whose keys to revoke.")
 @admin_app.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema up to date (what the compose `migrate` service runs)."""
-    from service.config import get_settings
-    from service.db import migrate
+    from service.core.config import get_settings
+    from service.core.db import migrate
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -127,9 +126,9 @@ def migrate_command() -> None:
 @admin_app.command("reconcile")
 def reconcile_command() -> None:
     """Re-enqueue unfinished work once (the API also does this periodically)."""
-    from service import logs
-    from service.config import get_settings
-    from service.tasks import reconcile
+    from service.core import logs
+    from service.core.config import get_settings
+    from service.studies.reconcile import reconcile
 
     settings = get_settings()
     logs.configure(settings.log_level)
@@ -145,10 +144,10 @@ def create_user_command(
     """Create a person's account with a password (argon2), or set a new password; they sign in at POST /v1/login."""
     import sys
 
-    from service.accounts import AccountError, create_user
-    from service.config import get_settings
-    from service.db import migrate, session_scope
-    from service.models import Role
+    from service.auth.accounts import AccountError, create_user
+    from service.core.config import get_settings
+    from service.core.db import migrate, session_scope
+    from service.core.models import Role
 
     try:
         chosen = Role(role)
@@ -173,9 +172,9 @@ def create_user_command(
 @admin_app.command("sign-out")
 def sign_out_command(name: str = typer.Option(..., help="User to sign out everywhere.")) -> None:
     """Revoke every sign-in token of a user (API keys: revoke-keys)."""
-    from service.accounts import AccountError, revoke_logins
-    from service.config import get_settings
-    from service.db import session_scope
+    from service.auth.accounts import AccountError, revoke_logins
+    from service.core.config import get_settings
+    from service.core.db import session_scope
 
     try:
         with session_scope(get_settings().database_url) as session:
@@ -192,9 +191,9 @@ def set_active_command(
     active: bool = typer.Option(..., "--active/--disabled", help="Enable or disable the account."),
 ) -> None:
     """Enable or disable an account; a disabled account's keys and sign-ins stop working at once."""
-    from service.accounts import AccountError, set_active
-    from service.config import get_settings
-    from service.db import session_scope
+    from service.auth.accounts import AccountError, set_active
+    from service.core.config import get_settings
+    from service.core.db import session_scope
 
     try:
         with session_scope(get_settings().database_url) as session:

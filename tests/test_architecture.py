@@ -21,7 +21,6 @@ BEING_REMOVED = {
     "evaluation/stats.py evaluation._check",
     "evaluation/stats.py evaluation._families",
     "evaluation/stats.py evaluation._options",
-    "service/api/ops.py service.tasks._jsonable",
     "bench/ingest.py radiology.dicom.reader._check_pixels_present",
     "bench/ingest.py radiology.dicom.reader._geometry",
     "bench/ingest.py radiology.dicom.reader._check_transfer_syntax",

@@ -1,11 +1,11 @@
-"""Alembic environment: runs migrations online against the URL set by `service.db.alembic_config`."""
+"""Alembic environment: runs migrations online against the URL set by `service.core.db.alembic_config`."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from service.models import Base
+from service.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,4 @@
-"""Serve the review page's static files at /ui/ and mount its helper routes (`service.api.ui_support`).
+"""Serve the review page's static files at /ui/ and mount its helper routes (`service.ui.support`).
 
 The page is plain ES modules, HTML and CSS under `service/ui/static/` (no build step, nothing from a
 CDN). Only files in that folder are served, by exact name; the page talks to the `/v1` API only.
@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
-from service.api import ui_support
+from service.ui import support
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -26,7 +26,7 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter()
-router.include_router(ui_support.router)
+router.include_router(support.router)
 
 
 def static_files() -> dict[str, Path]:

@@ -7,10 +7,10 @@ import types
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
-from service.accounts import create_user
-from service.config import Settings
-from service.db import session_scope
-from service.models import Role, Study, StudyState
+from service.auth.accounts import create_user
+from service.core.config import Settings
+from service.core.db import session_scope
+from service.core.models import Role, Study, StudyState
 from tests.helpers.service import bearer
 
 PASSWORDS = {"dr-ada": "ada-correct-horse-1", "dr-bob": "bob-battery-staple-2", "ops-admin": "admin-long-pass-3",
@@ -20,14 +20,13 @@ ROLES = {"dr-ada": Role.radiologist, "dr-bob": Role.radiologist, "ops-admin": Ro
 
 def store_draft(settings: Settings, text: str, *, bundle_id: str = "bundle-a@000000000001",
                 study_id: str | None = None) -> tuple[str, str]:
-    """Write a draft with the generate worker's own function (`tasks._store_draft`); (study id, report id).
+    """Write a draft with the generate worker's own function (`store_draft`); (study id, report id).
 
     Without `study_id` a new study is created in state `generating`; the text is the test's choice,
     so the tests know exactly what the AI "wrote".
     """
-    from radiology import reports as report_sections
-    from service import tasks
-    from service.models import Report
+    from service.core.models import Report
+    from service.worker.generate import store_draft as store_worker_draft
 
     if study_id is None:
         with session_scope(settings.database_url) as session:
@@ -36,7 +35,7 @@ def store_draft(settings: Settings, text: str, *, bundle_id: str = "bundle-a@000
             session.flush()
             study_id = study.id
     model = types.SimpleNamespace(bundle_id=bundle_id, generation_settings={"strategy": "greedy", "max_new_tokens": 64})
-    draft_id = tasks._store_draft(settings, study_id, text, model, "test-worker", 0.1, 1, report_sections)
+    draft_id = store_worker_draft(settings, study_id, text, model, "test-worker", 0.1, 1)
     if draft_id is None:
         raise RuntimeError("the worker code stored no draft (the study was not in state generating)")
     with session_scope(settings.database_url) as session:
@@ -61,6 +60,6 @@ def login(client: TestClient, name: str) -> dict[str, str]:
 
 def api(settings: Settings) -> TestClient:
     """An in-process API on `settings` (the caller enters it as a context manager)."""
-    from service.api import create_app
+    from service.app import create_app
 
     return TestClient(create_app(settings, run_reconciler=False))

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.db import session_scope
-from service.models import Role
+from service.core.config import Settings
+from service.core.db import session_scope
+from service.core.models import Role
 from tests.helpers.review import PASSWORDS, api, create_people, login
 from tests.helpers.service import bearer
 
@@ -38,8 +38,8 @@ class ReviewEnv:
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def review_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewEnv]:
     """One database per backend for the whole session, with people signed in (see the module docstring)."""
-    from service.db import migrate
-    from service.security import create_api_key
+    from service.auth.api_keys import create_api_key
+    from service.core.db import migrate
     from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
 
     tmp = tmp_path_factory.mktemp(f"review-{request.param}")

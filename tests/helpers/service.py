@@ -11,7 +11,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from service.config import Settings
+from service.core.config import Settings
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: enqueueing fails fast, the DB keeps the truth

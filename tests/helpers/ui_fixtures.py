@@ -80,11 +80,11 @@ def _upload(client: httpx.Client, files: list[bytes]) -> str:
 @pytest.fixture(scope="session")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     """The system with four drafted studies: one realistic, two from the tiny model, one hostile text."""
-    from service.db import session_scope
-    from service.generation import bundle_id_of
-    from service.models import Role
-    from service.security import create_api_key
-    from service.system import LocalSystem, wait_for
+    from service.auth.api_keys import create_api_key
+    from service.core.db import session_scope
+    from service.core.models import Role
+    from service.dev.system import LocalSystem, wait_for
+    from service.worker.model import bundle_id_of
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: run scripts/ensure_browser.sh (make test does)")

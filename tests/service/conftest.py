@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.db import migrate, session_scope
-from service.models import Role
-from service.security import create_api_key
+from service.auth.api_keys import create_api_key
+from service.core.config import Settings
+from service.core.db import migrate, session_scope
+from service.core.models import Role
 from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
 
 
@@ -27,7 +27,7 @@ def postgres_url() -> Iterator[str]:
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     yield f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
-    from service.db import get_engine
+    from service.core.db import get_engine
 
     get_engine.cache_clear()
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
@@ -76,7 +76,7 @@ def tokens(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """An in-process API client."""
-    from service.api import create_app
+    from service.app import create_app
 
     with TestClient(create_app(settings, run_reconciler=False)) as test_client:
         yield test_client

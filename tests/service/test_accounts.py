@@ -10,9 +10,9 @@ import sys
 import pytest
 from sqlalchemy import select, update
 
-from service import accounts
-from service.db import session_scope
-from service.models import AuditEvent, LoginToken, Role, User
+from service.auth import accounts
+from service.core.db import session_scope
+from service.core.models import AuditEvent, LoginToken, Role, User
 from tests.helpers.review import PASSWORDS
 from tests.helpers.service import bearer
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
-from service.config import Settings
-from service.models import Role
+from service.app import create_app
+from service.core.config import Settings
+from service.core.models import Role
 from tests.helpers.service import bearer
 
 ALL_ROLES = {r.value for r in Role}
@@ -63,8 +63,8 @@ def test_every_endpoint_admits_its_roles(client, settings, tokens):
 
 
 def test_a_revoked_key_is_refused(client, settings, tokens):
-    from service.db import session_scope
-    from service.security import revoke_api_keys
+    from service.auth.api_keys import revoke_api_keys
+    from service.core.db import session_scope
 
     assert client.get("/metrics", headers=bearer(tokens["admin"])).status_code == 200
     with session_scope(settings.database_url) as session:

@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from service.system import free_port, wait_for
+from service.dev.system import free_port, wait_for
 from tests.helpers.service import bearer
 
 

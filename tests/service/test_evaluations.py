@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.db import session_scope
-from service.models import Role
-from service.security import create_api_key
-from service.system import LocalSystem, wait_for
+from service.auth.api_keys import create_api_key
+from service.core.db import session_scope
+from service.core.models import Role
+from service.dev.system import LocalSystem, wait_for
 from tests.helpers.service import bearer, build_tiny_bundle
 
 RUN = {"split": "test", "batch_size": 4, "resamples": 50, "seed": 7}
@@ -56,7 +56,7 @@ def test_an_evaluation_through_the_api_equals_a_direct_run_on_the_same_split(inp
 
 
 def test_an_evaluation_of_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
-    from service.db import migrate
+    from service.core.db import migrate
     from tests.helpers.review import api
     from tests.helpers.service import api_settings
 
@@ -74,9 +74,9 @@ def test_an_evaluation_of_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
 def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
     from tqdm import tqdm
 
-    from service.db import migrate
-    from service.models import Evaluation, EvaluationState, User
-    from service.review_tasks import ProgressWatcher
+    from service.core.db import migrate
+    from service.core.models import Evaluation, EvaluationState, User
+    from service.worker.evaluate import ProgressWatcher
 
     url = f"sqlite:///{tmp_path / 'radreport.db'}"
     migrate(url)

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from service import pipeline
-from service.db import session_scope
-from service.models import AuditEvent, Draft, Study, StudyState, utcnow
+from service.core.db import session_scope
+from service.core.models import AuditEvent, Draft, Study, StudyState, utcnow
+from service.studies import pipeline
 
 
 def new_study(url: str, state: StudyState = StudyState.ingested, uid: str = "1.2.3") -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
-from service import pipeline, tasks
-from service.db import session_scope
-from service.models import Draft, Study
+from service.core.db import session_scope
+from service.core.models import Draft, Study
+from service.studies import pipeline
+from service.worker.ingest import ingest_claimed
 from tests.helpers.review import store_draft
 from tests.helpers.service import make_dicom
 
@@ -27,7 +28,7 @@ def upload_and_draft(settings, client, uploader: dict[str, str]) -> tuple[str, s
         with session_scope(settings.database_url) as session:
             assert pipeline.claim(session, study_id, stage, worker="test-worker", lease_s=60, max_attempts=3).status == "claimed"
         if stage == "ingest":
-            tasks._ingest(settings, study_id, "test-worker")
+            ingest_claimed(settings, study_id, "test-worker")
     return store_draft(settings, DRAFT, study_id=study_id)
 
 
@@ -174,7 +175,7 @@ def test_a_claim_older_than_the_claim_lifetime_is_taken_over_and_audited(review_
 
     from sqlalchemy import update
 
-    from service.models import Report
+    from service.core.models import Report
 
     client, ada, bob = review_env.client, review_env.headers["dr-ada"], review_env.headers["dr-bob"]
     _, report_id = store_draft(review_env.settings, DRAFT)

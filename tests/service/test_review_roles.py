@@ -6,8 +6,8 @@ import json
 
 from sqlalchemy import func, select
 
-from service.db import session_scope
-from service.models import AuditEvent, Report, User
+from service.core.db import session_scope
+from service.core.models import AuditEvent, Report, User
 from tests.helpers.review import PASSWORDS, store_draft
 
 pytest_plugins = ["tests.helpers.review_fixtures"]

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service import review
-from service.db import get_engine, session_scope
+from service.core.db import get_engine, session_scope
+from service.review import workflow
 from tests.helpers.review import store_draft
 
 pytest_plugins = ["tests.helpers.review_fixtures"]
@@ -55,7 +55,7 @@ def test_a_signature_verifies_against_the_hash_of_the_signed_text(review_env):
     result = verification(review_env, report_id)
     assert result["valid"] and result["signatures"][0]["problems"] == []
     signature = review_env.client.get(f"/v1/reports/{report_id}", headers=review_env.headers["dr-ada"]).json()["signatures"][0]
-    assert signature["content_sha256"] == review.content_sha256(SIGNED)
+    assert signature["content_sha256"] == workflow.content_sha256(SIGNED)
 
 
 def test_the_signature_fails_when_the_stored_text_is_altered_behind_the_api(review_env):
@@ -73,7 +73,7 @@ def test_the_seal_fails_when_text_and_recorded_hash_are_both_altered(review_env)
     tamper(review_env, "report_versions", "UPDATE report_versions SET text = :t WHERE report_id = :r AND version = 2",
            t=forged, r=report_id)
     tamper(review_env, "signatures", "UPDATE signatures SET content_sha256 = :h WHERE report_id = :r",
-           h=review.content_sha256(forged), r=report_id)
+           h=workflow.content_sha256(forged), r=report_id)
     problems = verification(review_env, report_id)["signatures"][0]["problems"]
     assert problems == ["the seal does not match the signature's fields (the signature record was altered)"]
 
@@ -81,7 +81,7 @@ def test_the_seal_fails_when_text_and_recorded_hash_are_both_altered(review_env)
 def test_signatures_do_not_verify_under_another_key(review_env):
     report_id = signed_report(review_env)
     with session_scope(review_env.url) as session:
-        checks = review.verify(session, report_id, b"some-other-key")
+        checks = workflow.verify(session, report_id, b"some-other-key")
     assert [c.valid for c in checks] == [False]
 
 

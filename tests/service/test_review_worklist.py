@@ -8,8 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from service.db import session_scope
-from service.models import Draft, Report
+from service.core.db import session_scope
+from service.core.models import Draft, Report
 from tests.helpers.review import store_draft
 
 pytest_plugins = ["tests.helpers.review_fixtures"]

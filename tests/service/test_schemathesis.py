@@ -11,11 +11,11 @@ import hypothesis
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
-from service.api import create_app
-from service.config import Settings
-from service.db import migrate, session_scope
-from service.models import Role
-from service.security import create_api_key
+from service.app import create_app
+from service.auth.api_keys import create_api_key
+from service.core.config import Settings
+from service.core.db import migrate, session_scope
+from service.core.models import Role
 
 # The schema must exist when the module is collected, so the app is built here, on a scratch SQLite.
 WORKDIR = Path(tempfile.mkdtemp(prefix="radreport-schemathesis-"))

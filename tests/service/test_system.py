@@ -16,10 +16,10 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from service.db import session_scope
-from service.models import AuditEvent, Draft, Role, Study, StudyState
-from service.security import create_api_key
-from service.system import LocalSystem, wait_for
+from service.auth.api_keys import create_api_key
+from service.core.db import session_scope
+from service.core.models import AuditEvent, Draft, Role, Study, StudyState
+from service.dev.system import LocalSystem, wait_for
 from tests.helpers.service import bearer, build_tiny_bundle, make_dicom, multipart_related
 
 pytestmark = pytest.mark.slow

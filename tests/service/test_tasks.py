@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from service.config import get_settings
-from service.db import session_scope
-from service.intake import inspect_instance, register_instances
-from service.models import AuditEvent, Role, Study, StudyState
-from service.security import create_api_key
-from service.storage import BlobStore
+from service.auth.api_keys import create_api_key
+from service.core.config import get_settings
+from service.core.db import session_scope
+from service.core.models import AuditEvent, Role, Study, StudyState
+from service.core.storage import BlobStore
+from service.studies.intake import inspect_instance, register_instances
+from service.worker.app import task
 from tests.helpers.service import make_dicom
 
 
@@ -32,7 +33,7 @@ def stored_study(settings, data: bytes) -> str:
     with session_scope(settings.database_url) as session:
         create_api_key(session, name="task-test", role=Role.uploader)
     with session_scope(settings.database_url) as session:
-        from service.models import User
+        from service.core.models import User
 
         user = session.scalar(select(User).where(User.name == "task-test"))
         registration = register_instances(session, BlobStore(Path(settings.storage_dir)),
@@ -41,10 +42,8 @@ def stored_study(settings, data: bytes) -> str:
 
 
 def test_a_good_study_is_ingested_with_its_frontal_image_chosen(env_settings):
-    from service.tasks import ingest_study
-
     study_id = stored_study(env_settings, make_dicom(view="PA"))
-    ingest_study.apply(args=[study_id])
+    task("ingest").apply(args=[study_id])
     with session_scope(env_settings.database_url) as session:
         study = session.get(Study, study_id)
         assert study.state == StudyState.ingested and study.frontal_sha256
@@ -52,11 +51,9 @@ def test_a_good_study_is_ingested_with_its_frontal_image_chosen(env_settings):
 
 
 def test_undecodable_input_fails_the_study_once_without_retry(env_settings):
-    from service.tasks import ingest_study
-
     good = make_dicom(size=128)
     study_id = stored_study(env_settings, good[: len(good) - 9000])  # pixel data cut short
-    ingest_study.apply(args=[study_id])
+    task("ingest").apply(args=[study_id])
     with session_scope(env_settings.database_url) as session:
         study = session.get(Study, study_id)
         assert study.state == StudyState.failed and study.failure_reason
@@ -65,13 +62,11 @@ def test_undecodable_input_fails_the_study_once_without_retry(env_settings):
 
 
 def test_a_transient_fault_is_retried_then_the_study_fails_with_its_cause(env_settings):
-    from service.tasks import ingest_study
-
     study_id = stored_study(env_settings, make_dicom())
     with session_scope(env_settings.database_url) as session:
         sha = session.get(Study, study_id).instances[0].sha256
     BlobStore(Path(env_settings.storage_dir)).path(sha).unlink()  # the file store "is down"
-    ingest_study.apply(args=[study_id])
+    task("ingest").apply(args=[study_id])
     with session_scope(env_settings.database_url) as session:
         study = session.get(Study, study_id)
         assert study.state == StudyState.failed and study.failure_code == "transient_fault_exhausted"

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from service.db import session_scope
-from service.models import AuditEvent, Instance, Study, StudyState
-from service.storage import BlobStore
+from service.core.db import session_scope
+from service.core.models import AuditEvent, Instance, Study, StudyState
+from service.core.storage import BlobStore
 from tests.helpers.service import BASIC_TEXT_SR, bearer, make_dicom, multipart_related, zip_of
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.system import wait_for
+from service.dev.system import wait_for
 
 pytest.register_assert_rewrite("tests.helpers.ui_fixtures")
 from tests.helpers.ui_fixtures import HOSTILE, PASSWORDS, PREVIEW_SIDE, save_screenshot, sign_in  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.ui_support import findings_of, sections_of
+from service.ui.support import findings_of, sections_of
 
 REPORT = ("FINDINGS: Small left pleural effusion. No pneumothorax. Possible right lower lobe pneumonia.\n\n"
           "IMPRESSION: Left effusion.")
@@ -13,11 +13,11 @@ REPORT = ("FINDINGS: Small left pleural effusion. No pneumothorax. Possible righ
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
-    from service.api import create_app
-    from service.config import Settings
-    from service.db import migrate, session_scope
-    from service.models import Role
-    from service.security import create_api_key
+    from service.app import create_app
+    from service.auth.api_keys import create_api_key
+    from service.core.config import Settings
+    from service.core.db import migrate, session_scope
+    from service.core.models import Role
 
     tmp = tmp_path_factory.mktemp("ui-support")
     url = f"sqlite:///{tmp / 'db.sqlite'}"
@@ -75,7 +75,7 @@ def test_the_helper_routes_refuse_uploaders_and_anonymous_callers(client):
 
 
 def test_the_config_names_the_server_s_window_presets(client):
-    from service.imaging import WINDOW_PRESETS
+    from service.studies.imaging import WINDOW_PRESETS
 
     presets = client.get("/v1/ui/config", headers=client.tokens["radiologist"]).json()["presets"]
     assert {p["name"]: (p["center"], p["width"]) for p in presets} == WINDOW_PRESETS

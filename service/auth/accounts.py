@@ -1,0 +1,189 @@
+"""People's accounts: argon2 password hashes, short-lived sign-in tokens, sign-out, re-authentication.
+
+Machines (a PACS, an integration engine) keep API keys (`service.auth.api_keys`); people sign in with
+a password at `POST /v1/login` and get a bearer token that expires after `LOGIN_TTL_S` or after
+`LOGIN_IDLE_S` without use (HIPAA 164.312(a)(2)(iii) automatic logoff), and that sign-out revokes.
+Both kinds of token travel in the same `Authorization: Bearer` header; sign-in tokens start with
+`rrs_`, API keys with `rr_`. A hospital that runs its own identity provider puts an OIDC-aware
+proxy or the `OIDC` variant described in docs/review.md in front; passwords then stay with the IdP.
+
+Every function takes the session explicitly and commits nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.auth.users import AuthError, RoleConflict, get_or_create_user, hash_token
+from service.core.models import AuditEvent, LoginToken, Role, User, utcnow
+
+LOGIN_PREFIX = "rrs_"
+MIN_PASSWORD_LENGTH = 12
+
+
+class AccountError(ValueError):
+    """An account cannot be created or changed as asked (the message says why)."""
+
+
+class CredentialError(AuthError):
+    """A user name and password do not match an active account (deliberately vague)."""
+
+
+class TooManyFailures(AuthError):
+    """Too many failed sign-ins for this user name recently; sign-in is refused until the window passes."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed sign-ins for this user name; try again in {retry_after_s // 60 + 1} minutes "
+                         "or ask an administrator")
+        self.retry_after_s = retry_after_s
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    # argon2id with the library's RFC 9106 "low memory" defaults (t=3, m=64 MiB, p=4).
+    return PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of `password` (salted; the parameters are stored in the hash)."""
+    return _hasher().hash(password)
+
+
+def check_password_strength(password: str) -> None:
+    """Refuse passwords too short to resist guessing (NIST SP 800-63B: length over composition)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def create_user(session: Session, *, name: str, role: Role, password: str, actor: str = "cli:admin") -> User:
+    """Create a person's account with a password, or set the password of an existing user of that role."""
+    check_password_strength(password)
+    try:
+        user = get_or_create_user(session, name=name, role=role, actor=actor)
+    except RoleConflict as error:
+        raise AccountError(str(error)) from error
+    user.password_hash = hash_password(password)
+    session.add(AuditEvent(actor=actor, action="user.set_password", user_id=None, details={"user": name}))
+    return user
+
+
+def verify_password(session: Session, user: User, password: str) -> bool:
+    """Whether `password` is the user's; rehashes transparently when the argon2 parameters changed."""
+    if not user.password_hash:
+        return False
+    try:
+        _hasher().verify(user.password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    if _hasher().check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return True
+
+
+def recent_failures(session: Session, name: str, window_s: int) -> list[dt.datetime]:
+    """Times of the failed sign-ins of user name `name` in the last `window_s` seconds (from the audit trail)."""
+    since = utcnow() - dt.timedelta(seconds=window_s)
+    return list(session.scalars(select(AuditEvent.at).where(AuditEvent.action == "login.failure",
+                                                            AuditEvent.actor == f"user:{name}"[:200],
+                                                            AuditEvent.at >= since).order_by(AuditEvent.at)))
+
+
+def check_credentials(session: Session, name: str, password: str, *, max_failures: int | None = None,
+                      lockout_s: int = 900) -> User:
+    """The active user `name` if `password` matches; CredentialError otherwise (failure audited).
+
+    With `max_failures`, a name that failed that often within `lockout_s` is refused without checking
+    the password (TooManyFailures), which caps online guessing.
+    """
+    if max_failures is not None:
+        failures = recent_failures(session, name, lockout_s)
+        if len(failures) >= max_failures:
+            retry = failures[-max_failures] + dt.timedelta(seconds=lockout_s) - utcnow()
+            raise TooManyFailures(max(int(retry.total_seconds()), 1))
+    user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
+    if user is None:
+        _hasher().hash(password)  # spend the same time as a real check: no user enumeration by timing
+    elif user.active and verify_password(session, user, password):
+        return user
+    session.add(AuditEvent(actor=f"user:{name}"[:200], user_id=user.id if user else None, action="login.failure",
+                           details={"user_known": user is not None}))
+    raise CredentialError("unknown user name or wrong password")
+
+
+def login(session: Session, name: str, password: str, *, ttl_s: int, idle_s: int, max_failures: int | None = None,
+          lockout_s: int = 900) -> tuple[str, LoginToken]:
+    """Check the password and issue a sign-in token: (token shown once, its row)."""
+    user = check_credentials(session, name, password, max_failures=max_failures, lockout_s=lockout_s)
+    token = LOGIN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    row = LoginToken(user_id=user.id, token_sha256=hash_token(token), created_at=now,
+                     expires_at=now + dt.timedelta(seconds=ttl_s), idle_s=idle_s, last_seen=now)
+    session.add(row)
+    session.flush()
+    session.add(AuditEvent(actor=user.name, user_id=user.id, action="login.success",
+                           details={"login_token_id": row.id, "expires_at": row.expires_at.isoformat()}))
+    return token, row
+
+
+def _token_row(session: Session, token: str) -> LoginToken | None:
+    return session.scalar(select(LoginToken).where(LoginToken.token_sha256 == hash_token(token)))
+
+
+def authenticate_login(session: Session, token: str) -> User:
+    """The active user of a live sign-in token (not expired, not idle too long, not revoked)."""
+    row = _token_row(session, token)
+    now = utcnow()
+    if row is None or row.revoked_at is not None:
+        raise AuthError("invalid or signed-out token; sign in again at POST /v1/login")
+    if now >= row.expires_at or now >= row.last_seen + dt.timedelta(seconds=row.idle_s):
+        raise AuthError("the sign-in has expired; sign in again at POST /v1/login")
+    if not row.user.active:
+        raise AuthError("this account is disabled")
+    # Touch at most every 10 s, so a busy client does not write on every request.
+    if now - row.last_seen > dt.timedelta(seconds=10):
+        session.execute(update(LoginToken).where(LoginToken.id == row.id).values(last_seen=now)
+                        .execution_options(synchronize_session=False))
+    return row.user
+
+
+def logout(session: Session, token: str, user: User) -> bool:
+    """Revoke the sign-in token `token`; False when it is not a sign-in token (API keys are revoked by admins)."""
+    if not token.startswith(LOGIN_PREFIX):
+        return False
+    row = _token_row(session, token)
+    if row is None or row.user_id != user.id:
+        return False
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(AuditEvent(actor=user.name, user_id=user.id, action="logout", details={"login_token_id": row.id}))
+    return True
+
+
+def revoke_logins(session: Session, *, name: str, actor: str = "cli:admin") -> int:
+    """Sign a user out everywhere (every live sign-in token revoked); returns how many."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise AccountError(f"no user named {name!r}")
+    rows = session.scalars(select(LoginToken).where(LoginToken.user_id == user.id, LoginToken.revoked_at.is_(None)))
+    count = 0
+    for row in rows:
+        row.revoked_at = utcnow()
+        count += 1
+    session.add(AuditEvent(actor=actor, action="login.revoke_all", details={"user": name, "count": count}))
+    return count
+
+
+def set_active(session: Session, *, name: str, active: bool, actor: str = "cli:admin") -> None:
+    """Enable or disable an account (a disabled account's keys and sign-ins stop working at once)."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise AccountError(f"no user named {name!r}")
+    user.active = active
+    session.add(AuditEvent(actor=actor, action="user.enable" if active else "user.disable", details={"user": name}))

@@ -1,0 +1,51 @@
+"""API keys of machines (a PACS, an integration engine): random bearer tokens stored as SHA-256."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.auth.users import AuthError, get_or_create_user, hash_token
+from service.core.models import ApiKey, AuditEvent, Role, User, utcnow
+
+TOKEN_PREFIX = "rr_"
+
+
+def create_api_key(session: Session, *, name: str, role: Role, actor: str = "cli:admin") -> str:
+    """Create (or reuse) user `name` with `role` and a new API key for it; returns the token once.
+
+    A user keeps one role: asking for another role for an existing name is an error.
+    """
+    user = get_or_create_user(session, name=name, role=role, actor=actor)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(user_id=user.id, prefix=token[:10], token_sha256=hash_token(token))
+    session.add(key)
+    session.flush()
+    session.add(
+        AuditEvent(actor=actor, action="api_key.create", details={"user": name, "key_id": key.id, "prefix": key.prefix})
+    )
+    return token
+
+
+def revoke_api_keys(session: Session, *, name: str, actor: str = "cli:admin") -> int:
+    """Revoke every active key of user `name`; returns how many were revoked."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise ValueError(f"no user named {name!r}")
+    count = 0
+    for key in user.api_keys:
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            count += 1
+    session.add(AuditEvent(actor=actor, action="api_key.revoke", details={"user": name, "count": count}))
+    return count
+
+
+def authenticate_api_key(session: Session, token: str) -> User:
+    """The active user owning API key `token`; raises AuthError otherwise (never logs the token)."""
+    key = session.scalar(select(ApiKey).where(ApiKey.token_sha256 == hash_token(token)))
+    if key is None or key.revoked_at is not None or not key.user.active:
+        raise AuthError("invalid or revoked token")
+    return key.user

@@ -1,0 +1,52 @@
+"""The current user as a dependency: `require(*roles)` admits exactly those roles; OpenAPI role docs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.auth.bearer import authenticate
+from service.auth.users import AuthError
+from service.core.deps import SessionDep
+from service.core.models import Role, User
+
+bearer = HTTPBearer(auto_error=False, description="An API key from `radreport admin create-key`.")
+
+
+def require(*roles: Role) -> Callable[..., User]:
+    """A dependency admitting exactly `roles`: 401 without a valid token, 403 for another role."""
+    allowed = frozenset(roles)
+
+    def dependency(
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> User:
+        try:
+            user = authenticate(session, credentials.credentials if credentials else None)
+        except AuthError as error:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, detail=str(error), headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        if user.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"role {user.role.value} may not do this; allowed: {', '.join(sorted(r.value for r in allowed))}",
+            )
+        return user
+
+    dependency.roles = allowed  # type: ignore[attr-defined]
+    return dependency
+
+
+def roles_doc(*roles: Role) -> dict[str, Any]:
+    """OpenAPI extras naming the roles of an endpoint."""
+    return {"x-roles": sorted(r.value for r in roles)}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, unknown or revoked bearer token"},
+    403: {"description": "The token's role may not use this endpoint"},
+}

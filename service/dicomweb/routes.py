@@ -1,0 +1,129 @@
+"""DICOMweb STOW-RS routes: POST /dicomweb/studies and /dicomweb/studies/{study}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from service.auth.deps import ERRORS, require, roles_doc
+from service.core.config import Settings
+from service.core.db import session_scope
+from service.core.deps import SettingsDep, StoreDep
+from service.core.models import Role, User
+from service.core.storage import BlobStore
+from service.dicomweb import stow
+from service.studies import intake
+from service.studies.reconcile import enqueue_and_mark
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+DICOM_JSON = "application/dicom+json"
+
+STOW_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {'multipart/related; type="application/dicom"': {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **roles_doc(Role.uploader),
+}
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {"description": "All instances stored", "content": {DICOM_JSON: {}}},
+    202: {"description": "Some instances stored; see FailedSOPSequence / WarningReason", "content": {DICOM_JSON: {}}},
+    400: {"description": "Malformed multipart body"},
+    409: {"description": "No instance stored; see FailedSOPSequence", "content": {DICOM_JSON: {}}},
+    413: {"description": "Body, part or instance count beyond the limits"},
+    415: {"description": "Not multipart/related with type application/dicom"},
+}
+
+
+async def _store(request: Request, settings: Settings, store: BlobStore, user: User, study_uid: str | None) -> JSONResponse:
+    try:
+        boundary = stow.boundary_of(request.headers.get("content-type"))
+        parts = await stow.parse_parts(
+            request.stream(), boundary, max_part_bytes=settings.max_instance_bytes,
+            max_parts=settings.max_instances_per_upload, max_total_bytes=settings.max_upload_bytes,
+        )
+    except stow.StowError as error:
+        return JSONResponse({"detail": error.message}, status_code=error.status_code)
+    return await run_in_threadpool(_register, request, settings, store, user, parts, study_uid)
+
+
+def _register(request: Request, settings: Settings, store: BlobStore, user: User, parts: list[stow.Part],
+              study_uid: str | None) -> JSONResponse:
+    failed: list[dict[str, Any]] = []
+    headers: list[intake.InstanceHeader] = []
+    for part in parts:
+        if part.content_type not in ("", stow.DICOM_MEDIA_TYPE):
+            failed.append({"reason": 0xC000})
+            continue
+        if part.too_large:
+            failed.append({"reason": 0xA700})
+            continue
+        try:
+            header = intake.inspect_instance(part.body, settings)
+        except intake.InstanceRejected as error:
+            failed.append({"reason": error.failure_reason})
+            continue
+        if study_uid is not None and header.study_uid != study_uid:
+            # PS3.18 10.5.3: an instance of another study than the target resource is not stored.
+            failed.append({"sop_class_uid": header.sop_class_uid, "sop_uid": header.sop_uid, "reason": 0xA900})
+            continue
+        headers.append(header)
+    referenced: list[dict[str, Any]] = []
+    study_ids: list[str] = []
+    warnings = 0
+    to_ingest: list[str] = []
+    if headers:
+        with session_scope(settings.database_url) as session:
+            user = session.merge(user)
+            registration = intake.register_instances(session, store, headers, user)
+            for item in registration.stored:
+                warning = 0xB000 if item.warning else None
+                warnings += warning is not None
+                referenced.append({"sop_class_uid": item.header.sop_class_uid, "sop_uid": item.header.sop_uid,
+                                   "warning": warning})
+                if item.study.id not in study_ids:
+                    study_ids.append(item.study.id)
+            to_ingest = list(registration.studies_to_ingest)
+    for study_id in to_ingest:
+        enqueue_and_mark(settings, "ingest", study_id)
+    body = stow.store_response(referenced, failed, retrieve_url=None)
+    code = stow.status_code_for(len(referenced), len(failed), warnings)
+    response_headers = {"X-Study-Status": ", ".join(f"/v1/studies/{sid}" for sid in study_ids)} if study_ids else {}
+    return JSONResponse(body, status_code=code, media_type=DICOM_JSON, headers=response_headers)
+
+
+@router.post(
+    "/studies",
+    summary="STOW-RS: store instances of any studies",
+    description="Role: uploader. PS3.18 Store Instances: multipart/related; type=\"application/dicom\" "
+    "(quoted or not). The response is the Store Instances Response in DICOM JSON. The `X-Study-Status` "
+    "header lists the status URLs of the studies touched.",
+    openapi_extra=STOW_DOC,
+    responses=STOW_RESPONSES,
+)
+async def stow_any(
+    request: Request, settings: SettingsDep, store: StoreDep, user: Annotated[User, Depends(require(Role.uploader))]
+) -> JSONResponse:
+    return await _store(request, settings, store, user, None)
+
+
+@router.post(
+    "/studies/{study_uid}",
+    summary="STOW-RS: store instances of one study",
+    description="Role: uploader. As POST /dicomweb/studies, but instances of another StudyInstanceUID "
+    "are refused (FailedSOPSequence, reason 0xA900).",
+    openapi_extra=STOW_DOC,
+    responses=STOW_RESPONSES,
+)
+async def stow_study(
+    study_uid: str,
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    user: Annotated[User, Depends(require(Role.uploader))],
+) -> JSONResponse:
+    return await _store(request, settings, store, user, study_uid)
