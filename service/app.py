@@ -12,9 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from service.auth import routes as auth_routes
+from service.core import errors
 from service.core.config import Settings, get_settings
 from service.core.middleware import BodySizeLimit
 from service.dicomweb import routes as dicomweb_routes
@@ -23,7 +23,6 @@ from service.ops.metrics import build_registry
 from service.quality import evaluation_routes
 from service.quality import routes as quality_routes
 from service.review import routes as review_routes
-from service.studies import intake
 from service.studies import routes as studies_routes
 from service.studies.reconcile import reconcile
 from service.ui import routes as ui_routes
@@ -65,9 +64,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     for router in ROUTERS:
         app.include_router(router)
 
-    @app.exception_handler(intake.UploadError)
-    async def upload_error(_: Request, error: intake.UploadError) -> JSONResponse:
-        return JSONResponse({"detail": error.message, "code": error.code}, status_code=error.status_code)
+    errors.install(app)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:

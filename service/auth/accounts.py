@@ -33,16 +33,24 @@ class AccountError(ValueError):
 
 
 class CredentialError(AuthError):
-    """A user name and password do not match an active account (deliberately vague)."""
+    """A user name and password do not match an active account (deliberately vague); the failed
+    attempt's audit event is kept (it counts toward the lockout)."""
+
+    keep_changes = True
 
 
 class TooManyFailures(AuthError):
     """Too many failed sign-ins for this user name recently; sign-in is refused until the window passes."""
 
+    status = 429
+
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"too many failed sign-ins for this user name; try again in {retry_after_s // 60 + 1} minutes "
                          "or ask an administrator")
         self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 @functools.cache

@@ -9,7 +9,6 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth.bearer import authenticate
-from service.auth.users import AuthError
 from service.core.deps import SessionDep
 from service.core.models import Role, User
 
@@ -17,19 +16,15 @@ bearer = HTTPBearer(auto_error=False, description="An API key from `radreport ad
 
 
 def require(*roles: Role) -> Callable[..., User]:
-    """A dependency admitting exactly `roles`: 401 without a valid token, 403 for another role."""
+    """A dependency admitting exactly `roles`: 401 without a valid token (AuthError), 403 for
+    another role."""
     allowed = frozenset(roles)
 
     def dependency(
         session: SessionDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> User:
-        try:
-            user = authenticate(session, credentials.credentials if credentials else None)
-        except AuthError as error:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, detail=str(error), headers={"WWW-Authenticate": "Bearer"}
-            ) from None
+        user = authenticate(session, credentials.credentials if credentials else None)
         if user.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

@@ -53,15 +53,9 @@ class Me(BaseModel):
 )
 def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep,
           settings: SettingsDep) -> LoginResponse:
-    try:
-        token, row = accounts.login(session, form.username, form.password, ttl_s=settings.login_ttl_s,
-                                    idle_s=settings.login_idle_s, max_failures=settings.login_max_failures,
-                                    lockout_s=settings.login_lockout_s)
-    except accounts.TooManyFailures as error:
-        raise HTTPException(429, detail=str(error), headers={"Retry-After": str(error.retry_after_s)}) from None
-    except accounts.CredentialError as error:
-        session.commit()  # keep the audit event of the failed attempt
-        raise HTTPException(401, detail=str(error), headers={"WWW-Authenticate": "Bearer"}) from None
+    token, row = accounts.login(session, form.username, form.password, ttl_s=settings.login_ttl_s,
+                                idle_s=settings.login_idle_s, max_failures=settings.login_max_failures,
+                                lockout_s=settings.login_lockout_s)
     return LoginResponse(access_token=token, expires_in=settings.login_ttl_s, expires_at=row.expires_at,
                          idle_timeout_s=row.idle_s, user=row.user.name, role=row.user.role.value)
 

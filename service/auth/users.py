@@ -8,11 +8,17 @@ import hashlib
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.core.errors import ServiceError
 from service.core.models import AuditEvent, Role, User
 
 
-class AuthError(Exception):
-    """A request's credentials are absent, unknown or revoked."""
+class AuthError(ServiceError):
+    """A request's credentials are absent, unknown or revoked (401, asking for a bearer token)."""
+
+    status = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
 
 
 class RoleConflict(ValueError):

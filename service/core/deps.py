@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.core.config import Settings
 from service.core.db import session_scope
+from service.core.errors import ServiceError
 from service.core.storage import BlobStore
 
 
@@ -19,9 +20,15 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """A session per request: committed when the handler returns, rolled back on error."""
+    """A session per request: committed when the handler returns, rolled back on error (except
+    what an error with `keep_changes` asks to keep, e.g. the audit event of a wrong password)."""
     with session_scope(request.app.state.settings.database_url) as session:
-        yield session
+        try:
+            yield session
+        except ServiceError as error:
+            if error.keep_changes:
+                session.commit()
+            raise
 
 
 def get_store(request: Request) -> BlobStore:

@@ -40,14 +40,11 @@ STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def _store(request: Request, settings: Settings, store: BlobStore, user: User, study_uid: str | None) -> JSONResponse:
-    try:
-        boundary = stow.boundary_of(request.headers.get("content-type"))
-        parts = await stow.parse_parts(
-            request.stream(), boundary, max_part_bytes=settings.max_instance_bytes,
-            max_parts=settings.max_instances_per_upload, max_total_bytes=settings.max_upload_bytes,
-        )
-    except stow.StowError as error:
-        return JSONResponse({"detail": error.message}, status_code=error.status_code)
+    boundary = stow.boundary_of(request.headers.get("content-type"))
+    parts = await stow.parse_parts(
+        request.stream(), boundary, max_part_bytes=settings.max_instance_bytes,
+        max_parts=settings.max_instances_per_upload, max_total_bytes=settings.max_upload_bytes,
+    )
     return await run_in_threadpool(_register, request, settings, store, user, parts, study_uid)
 
 

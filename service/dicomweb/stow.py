@@ -12,16 +12,16 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from service.core.errors import ServiceError
+
 DICOM_MEDIA_TYPE = "application/dicom"
 
 
-class StowError(Exception):
+class StowError(ServiceError):
     """A STOW-RS request refused as a whole (HTTP status and an actionable message)."""
 
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message, status=status)
 
 
 @dataclass

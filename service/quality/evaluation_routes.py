@@ -98,10 +98,7 @@ def _get(session, evaluation_id: str) -> Evaluation:
              responses={**ERRORS, 422: {"model": Problem}, 503: {"model": Problem}})
 def start_evaluation(body: EvaluationRequest, session: SessionDep, settings: SettingsDep, response: Response,
                      user: Annotated[User, Depends(require(*ADMINS))]) -> EvaluationView:
-    try:
-        bundle, data = evaluations.check_paths(settings, body.bundle_dir, body.data_dir)
-    except evaluations.EvaluationRequestError as error:
-        raise HTTPException(422, detail=str(error)) from None
+    bundle, data = evaluations.check_paths(settings, body.bundle_dir, body.data_dir)
     options = body.model_dump(exclude={"bundle_dir", "data_dir", "split"}, exclude_none=True)
     row = Evaluation(state=EvaluationState.queued, bundle_dir=str(bundle), data_dir=str(data), split=body.split,
                      options=options, created_by=user.id)

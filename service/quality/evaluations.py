@@ -10,10 +10,13 @@ from pathlib import Path
 
 from service.core import queues
 from service.core.config import Settings
+from service.core.errors import ServiceError
 
 
-class EvaluationRequestError(ValueError):
+class EvaluationRequestError(ServiceError):
     """An evaluation cannot be started as asked (the message names the folder or option)."""
+
+    status = 422
 
 
 def evaluation_dir(settings: Settings) -> Path:

@@ -216,8 +216,7 @@ class Verification(BaseModel):
 
 
 def _version_view(version: ReportVersion) -> VersionView:
-    return VersionView(version=version.version, text=version.text, sections=version.sections or {},
-                       author=version.author, created_at=version.created_at, content_sha256=version.content_sha256)
+    return VersionView(**workflow.version_fields(version))
 
 
 def _signature_view(signature: Signature) -> SignatureView:
@@ -268,17 +267,6 @@ def _base_version(body_version: int | None, if_match: str | None) -> int | None:
     if header is not None and body_version is not None and header != body_version:
         raise HTTPException(400, detail=f"If-Match names version {header} but the body names {body_version}")
     return header if header is not None else body_version
-
-
-def _error(session, error: workflow.ReviewError) -> JSONResponse:
-    body: dict[str, Any] = {"detail": error.message, "code": error.code}
-    headers = {}
-    if isinstance(error, workflow.VersionConflict):
-        body["current"] = _version_view(error.current).model_dump(mode="json")
-        headers["ETag"] = f'"{error.current.version}"'
-    if isinstance(error, workflow.ReauthenticationFailed):
-        session.commit()  # keep the audit event of the failed re-authentication
-    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 REPORT_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 404: {"model": Problem}}
@@ -334,11 +322,8 @@ def get_worklist(
 @router.get("/reports/{report_id}", response_model=ReportView, summary="A report at its current version (ETag = version)",
             description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
 def get_report(report_id: ReportId, session: SessionDep, response: Response,
-               user: Annotated[User, Depends(require(*READERS))]) -> ReportView | JSONResponse:
-    try:
-        report = workflow.get_report(session, report_id)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+               user: Annotated[User, Depends(require(*READERS))]) -> ReportView:
+    report = workflow.get_report(session, report_id)
     workflow.record_read(session, report, user, "report")
     return _respond(session, report, response)
 
@@ -348,22 +333,16 @@ def get_report(report_id: ReportId, session: SessionDep, response: Response,
              "unless their claim is older than CLAIM_TTL_S (then it is taken over, and the audit says from whom).",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
 def claim_report(report_id: ReportId, session: SessionDep, settings: SettingsDep, response: Response,
-                 user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
-    try:
-        return _respond(session, workflow.claim(session, report_id, user, claim_ttl_s=settings.claim_ttl_s), response)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+                 user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
+    return _respond(session, workflow.claim(session, report_id, user, claim_ttl_s=settings.claim_ttl_s), response)
 
 
 @router.post("/reports/{report_id}/release", response_model=ReportView, summary="Release a claimed report",
              description="Role: radiologist (the holder). Edits stay; the report returns to the worklist.",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
 def release_report(report_id: ReportId, session: SessionDep, response: Response,
-                   user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
-    try:
-        return _respond(session, workflow.release(session, report_id, user), response)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+                   user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
+    return _respond(session, workflow.release(session, report_id, user), response)
 
 
 @router.put("/reports/{report_id}", response_model=ReportView, summary="Edit a claimed report: a new version",
@@ -372,13 +351,10 @@ def release_report(report_id: ReportId, session: SessionDep, response: Response,
             openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
 def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, response: Response,
                 user: Annotated[User, Depends(require(*WRITERS))],
-                if_match: IfMatch = None) -> ReportView | JSONResponse:
+                if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
-    try:
-        workflow.edit(session, report_id, user, body.text, base)
-        return _respond(session, workflow.get_report(session, report_id), response)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+    workflow.edit(session, report_id, user, body.text, base)
+    return _respond(session, workflow.get_report(session, report_id), response)
 
 
 @router.post("/reports/{report_id}/sign", response_model=ReportView, summary="Sign the current version (e-signature)",
@@ -390,13 +366,10 @@ def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, res
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
 def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
                 user: Annotated[User, Depends(require(*WRITERS))],
-                if_match: IfMatch = None) -> ReportView | JSONResponse:
+                if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
-    try:
-        workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning, base_version=base,
-                    key=workflow.signing_key(settings))
-    except workflow.ReviewError as error:
-        return _error(session, error)
+    workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning, base_version=base,
+                key=workflow.signing_key(settings))
     session.commit()
     _score_after_signing(settings, report_id)
     return _respond(session, workflow.get_report(session, report_id), response)
@@ -420,35 +393,26 @@ def _score_after_signing(settings, report_id: str) -> None:
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
 def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,
                  user: Annotated[User, Depends(require(*WRITERS))],
-                 if_match: IfMatch = None) -> ReportView | JSONResponse:
+                 if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
-    try:
-        workflow.amend(session, report_id, user, text=body.text, reason=body.reason, password=body.password,
-                     meaning=body.meaning, base_version=base, key=workflow.signing_key(settings))
-        return _respond(session, workflow.get_report(session, report_id), response)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+    workflow.amend(session, report_id, user, text=body.text, reason=body.reason, password=body.password,
+                 meaning=body.meaning, base_version=base, key=workflow.signing_key(settings))
+    return _respond(session, workflow.get_report(session, report_id), response)
 
 
 @router.post("/reports/{report_id}/reject", response_model=ReportView, summary="Reject the AI draft with a reason",
              description="Role: radiologist (the holder). The report is closed as rejected (FHIR cancelled).",
              openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
 def reject_report(report_id: ReportId, body: RejectRequest, session: SessionDep, response: Response,
-                  user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
-    try:
-        return _respond(session, workflow.reject(session, report_id, user, body.reason), response)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+                  user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
+    return _respond(session, workflow.reject(session, report_id, user, body.reason), response)
 
 
 @router.post("/reports/{report_id}/priority", response_model=ReportView, summary="Set an open report's worklist priority",
              description="Role: radiologist.", openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
 def prioritize_report(report_id: ReportId, body: PriorityRequest, session: SessionDep, response: Response,
-                      user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView | JSONResponse:
-    try:
-        return _respond(session, workflow.set_priority(session, report_id, user, body.priority), response)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+                      user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
+    return _respond(session, workflow.set_priority(session, report_id, user, body.priority), response)
 
 
 @router.get("/reports/{report_id}/history", response_model=History,
@@ -458,11 +422,8 @@ def prioritize_report(report_id: ReportId, body: PriorityRequest, session: Sessi
             openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
 def get_history(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))],
                 reads: Annotated[bool, Query(description="Also list who read the report (report.read events).")] = False,
-                ) -> History | JSONResponse:
-    try:
-        report, versions, events = workflow.history(session, report_id, include_reads=reads)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+                ) -> History:
+    report, versions, events = workflow.history(session, report_id, include_reads=reads)
     workflow.record_read(session, report, user, "history")
     signed = {s.version for s in workflow.signatures_of(session, report.id)}
     out_versions = []
@@ -479,11 +440,8 @@ def get_history(report_id: ReportId, session: SessionDep, user: Annotated[User, 
             summary="Check the report's signatures against their seals, the hash chain and the stored text",
             description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
 def verify_report(report_id: ReportId, session: SessionDep, settings: SettingsDep,
-                  _: Annotated[User, Depends(require(*READERS))]) -> Verification | JSONResponse:
-    try:
-        checks = workflow.verify(session, report_id, workflow.signing_key(settings))
-    except workflow.ReviewError as error:
-        return _error(session, error)
+                  _: Annotated[User, Depends(require(*READERS))]) -> Verification:
+    checks = workflow.verify(session, report_id, workflow.signing_key(settings))
     views = [SignatureCheckView(signature_id=c.signature.id, version=c.signature.version, signer=c.signature.signer_name,
                                 valid=c.valid, problems=c.problems) for c in checks]
     return Verification(report_id=report_id, valid=bool(checks) and all(c.valid for c in checks), signatures=views)
@@ -495,10 +453,7 @@ def verify_report(report_id: ReportId, session: SessionDep, settings: SettingsDe
             openapi_extra=roles_doc(*READERS), response_class=JSONResponse,
             responses={**REPORT_ERRORS, 200: {"content": {"application/fhir+json": {}}}})
 def get_fhir(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))]) -> JSONResponse:
-    try:
-        report = workflow.get_report(session, report_id)
-    except workflow.ReviewError as error:
-        return _error(session, error)
+    report = workflow.get_report(session, report_id)
     workflow.record_read(session, report, user, "fhir")
     resource = fhir.diagnostic_report(report, session.get(Study, report.study_id), session.get(Draft, report.draft_id),
                                       workflow.current_version(session, report), workflow.signatures_of(session, report.id))

@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_jsonable_python
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from service.auth.accounts import verify_password
 from service.core.config import Settings
+from service.core.errors import ServiceError
 from service.core.models import (
     AuditEvent,
     Draft,
@@ -73,17 +75,11 @@ MEANING_TEXT = {
 # --------------------------------------------------------------------------- errors
 
 
-class ReviewError(Exception):
+class ReviewError(ServiceError):
     """A review action that cannot be done; `status` is the HTTP status, `code` a machine code."""
 
     status = 409
     code = "review_error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
 
 
 class ReportNotFound(ReviewError):
@@ -105,13 +101,20 @@ class ReportLocked(ReviewError):
 
 
 class VersionConflict(ReviewError):
-    """The edit was based on an older version; `current` is the report's current version."""
+    """The edit was based on an older version; the answer carries the current version (`current`,
+    the fields of `version_fields`) to merge with, and its number as the ETag."""
 
     status, code = 409, "version_conflict"
 
     def __init__(self, message: str, current: ReportVersion) -> None:
         super().__init__(message)
-        self.current = current
+        self.current = version_fields(current)  # read now: the session is gone when it is answered
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "current": to_jsonable_python(self.current)}
+
+    def headers(self) -> dict[str, str]:
+        return {"ETag": f'"{self.current["version"]}"'}
 
 
 class PreconditionRequired(ReviewError):
@@ -121,9 +124,10 @@ class PreconditionRequired(ReviewError):
 
 
 class ReauthenticationFailed(ReviewError):
-    """The re-entered password at signing is wrong."""
+    """The re-entered password at signing is wrong (the failure's audit event is kept)."""
 
     status, code = 401, "reauthentication_failed"
+    keep_changes = True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -148,6 +152,13 @@ def get_report(session: Session, report_id: str) -> Report:
     if report is None:
         raise ReportNotFound("no report with this id")
     return report
+
+
+def version_fields(version: ReportVersion) -> dict[str, Any]:
+    """What the API shows of a version: number, text, sections, author, time, SHA-256 of the text."""
+    return {"version": version.version, "text": version.text, "sections": version.sections or {},
+            "author": version.author, "created_at": version.created_at,
+            "content_sha256": version.content_sha256}
 
 
 def current_version(session: Session, report: Report) -> ReportVersion:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from radiology.dicom import sanitize_preamble
 from service.core.config import Settings
+from service.core.errors import ServiceError
 from service.core.models import AuditEvent, Instance, Study, StudyState, User
 from service.core.storage import BlobStore
 
@@ -39,14 +40,11 @@ IMAGE_SOP_CLASSES = {
 }
 
 
-class UploadError(Exception):
+class UploadError(ServiceError):
     """An upload refused as a whole: HTTP status, a machine code and a message an operator can act on."""
 
-    def __init__(self, status_code: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-        self.message = message
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, status=status, code=code)
 
 
 class InstanceRejected(Exception):
