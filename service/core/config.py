@@ -55,15 +55,15 @@ class Settings(BaseSettings):
     jax_cache_dir: Path | None = Field(None, description="Persistent JAX compilation cache (private to the worker).")
     fault_kill_marker: str | None = Field(
         None,
-        description="Test hook: a generate worker SIGKILLs itself while generating a study whose "
-        "StudyDescription contains this marker. Never set in production.",
+        description="Test hook (service.worker.faults): a generate worker SIGKILLs itself while "
+        "generating a study whose StudyDescription contains this marker. Never set in production.",
     )
     fault_pause_marker: str | None = Field(
         None, description="Test hook: a generate worker sleeps FAULT_PAUSE_S while generating a marked study."
     )
     fault_pause_s: float = Field(0.0, description="Seconds of the FAULT_PAUSE_MARKER pause.")
 
-    # Review, sign-in and evaluations (issue 7; see service.accounts, service.review, docs/review.md).
+    # Review, sign-in and evaluations (issue 7; see service.auth, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
     login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
     login_max_failures: int = Field(10, description="Failed sign-ins of one user name within LOGIN_LOCKOUT_S before "

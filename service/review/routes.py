@@ -368,8 +368,8 @@ def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, set
                 user: Annotated[User, Depends(require(*WRITERS))],
                 if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
-    workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning, base_version=base,
-                key=workflow.signing_key(settings))
+    workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning,
+                  base_version=base, key=workflow.signing_key(settings))
     session.commit()
     _score_after_signing(settings, report_id)
     return _respond(session, workflow.get_report(session, report_id), response)
@@ -395,8 +395,9 @@ def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, s
                  user: Annotated[User, Depends(require(*WRITERS))],
                  if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
-    workflow.amend(session, report_id, user, text=body.text, reason=body.reason, password=body.password,
-                 meaning=body.meaning, base_version=base, key=workflow.signing_key(settings))
+    workflow.amend(session, report_id, user, text=body.text, reason=body.reason,
+                   password=body.password, meaning=body.meaning, base_version=base,
+                   key=workflow.signing_key(settings))
     return _respond(session, workflow.get_report(session, report_id), response)
 
 
@@ -428,8 +429,9 @@ def get_history(report_id: ReportId, session: SessionDep, user: Annotated[User, 
     signed = {s.version for s in workflow.signatures_of(session, report.id)}
     out_versions = []
     for i, version in enumerate(versions):
-        diff = None if i == 0 else workflow.unified_diff(versions[i - 1].text, version.text,
-                                                       f"version {versions[i - 1].version}", f"version {version.version}")
+        diff = None if i == 0 else workflow.unified_diff(
+            versions[i - 1].text, version.text, f"version {versions[i - 1].version}",
+            f"version {version.version}")
         out_versions.append(HistoryVersion(**_version_view(version).model_dump(), diff=diff, signed=version.version in signed))
     out_events = [HistoryEvent(at=e.at, actor=e.actor, action=e.action, version=(e.details or {}).get("version"),
                                from_state=e.from_state, to_state=e.to_state, details=e.details or {}) for e in events]
@@ -455,8 +457,10 @@ def verify_report(report_id: ReportId, session: SessionDep, settings: SettingsDe
 def get_fhir(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))]) -> JSONResponse:
     report = workflow.get_report(session, report_id)
     workflow.record_read(session, report, user, "fhir")
-    resource = fhir.diagnostic_report(report, session.get(Study, report.study_id), session.get(Draft, report.draft_id),
-                                      workflow.current_version(session, report), workflow.signatures_of(session, report.id))
+    resource = fhir.diagnostic_report(report, session.get(Study, report.study_id),
+                                      session.get(Draft, report.draft_id),
+                                      workflow.current_version(session, report),
+                                      workflow.signatures_of(session, report.id))
     return JSONResponse(resource, media_type="application/fhir+json",
                         headers={"ETag": f'W/"{report.current_version}"'})
 
