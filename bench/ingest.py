@@ -25,7 +25,6 @@ import io
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,11 +37,9 @@ from pydicom.encaps import encapsulate
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from radiology.dicom import pixels as _pixels  # noqa: E402
-from radiology.dicom import read  # noqa: E402
-from radiology.dicom import reader as _reader  # noqa: E402
+from radiology.dicom import DEFAULT_POLICY, check_image, read, read_dataset
+from radiology.dicom.decode import decode_frame
+from radiology.dicom.pixels import to_unit_range
 
 try:
     from modeling.preprocess import preprocess_image
@@ -178,18 +175,12 @@ def radiology_path(data: bytes) -> list[np.ndarray]:
 def radiology_stages(data: bytes, clock: dict[str, float]) -> None:
     """The radiology path stage by stage (same work as ``read``), adding seconds into ``clock``."""
     t0 = time.perf_counter()
-    ds, notes = _reader.read_dataset(data)
+    ds, notes = read_dataset(data)
     t1 = time.perf_counter()
-    policy = _reader.DEFAULT_POLICY
-    _reader._check_pixels_present(ds)
-    geo = _reader._geometry(ds, notes)
-    ts = uid.UID(str(ds.file_meta.TransferSyntaxUID))
-    _reader._check_transfer_syntax(ts)
-    if not ts.is_compressed:
-        _reader._check_native_length(ds, geo, notes)
-    frame, _ = _reader._decode_frame(ds, ts, geo)
+    geo = check_image(ds, DEFAULT_POLICY, notes)
+    frame, _ = decode_frame(ds, uid.UID(str(ds.file_meta.TransferSyntaxUID)), geo)
     t2 = time.perf_counter()
-    image, _ = _pixels.to_unit_range(frame, ds, geo.photometric, policy, notes)
+    image, _ = to_unit_range(frame, ds, geo.photometric, DEFAULT_POLICY, notes)
     t3 = time.perf_counter()
     for s in OUT_SIZES:
         preprocess_image(image, s)

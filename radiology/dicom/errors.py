@@ -19,6 +19,7 @@ __all__ = [
     "UnsupportedImageError",
     "CorruptPixelDataError",
     "ERROR_CODES",
+    "truncated_message",
 ]
 
 
@@ -110,3 +111,11 @@ ERROR_CODES: dict[str, type[DicomError]] = {
         CorruptPixelDataError,
     )
 }
+
+
+def truncated_message(where: str) -> str:
+    """The message of a TruncatedError: where the object ends, and what to do."""
+    return (
+        f"The DICOM file ends {where}: it was cut during transfer or storage. "
+        "Re-send the complete file from the modality or PACS."
+    )

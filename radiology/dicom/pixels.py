@@ -21,14 +21,13 @@ VOI LUT Function, else a robust percentile window) -> polarity. Deliberate rules
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
-if TYPE_CHECKING:
-    from radiology.dicom.reader import ReadPolicy
+from radiology.dicom.policy import ReadPolicy
 
 __all__ = ["to_unit_range", "window", "percentile_window"]
 
