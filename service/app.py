@@ -17,6 +17,7 @@ from service.auth import routes as auth_routes
 from service.core import errors
 from service.core.config import Settings, get_settings
 from service.core.middleware import BodySizeLimit
+from service.dicomweb import outbox
 from service.dicomweb import routes as dicomweb_routes
 from service.ops import routes as ops_routes
 from service.ops.metrics import build_registry
@@ -83,7 +84,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
 async def _reconcile_forever(settings: Settings) -> None:
     while True:
         await asyncio.sleep(settings.reconcile_interval_s)
-        try:
-            await run_in_threadpool(reconcile, settings)
-        except Exception as error:
-            log.warning("reconciler pass failed (%s)", type(error).__name__)
+        # Lost pipeline work, then PACS deliveries that are due (retries after their backoff).
+        for step in (reconcile, outbox.resend_due):
+            try:
+                await run_in_threadpool(step, settings)
+            except Exception as error:
+                log.warning("reconciler pass failed (%s)", type(error).__name__)

@@ -44,14 +44,15 @@ def worker(
     MODEL_BUNDLE once and compiles its shape buckets before taking any task."""
     from service.core import logs
     from service.core.config import get_settings
-    from service.core.queues import EVALUATE, QUEUES
+    from service.core.queues import EVALUATE, OUTBOX, QUEUES
 
     settings = get_settings()
     logs.configure(settings.log_level)
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = set(chosen) - {*QUEUES, EVALUATE}
+    unknown = set(chosen) - {*QUEUES, EVALUATE, OUTBOX}
     if unknown or not chosen:
-        raise typer.BadParameter(f"unknown queues {sorted(unknown)}; use ingest, generate, score, evaluate")
+        raise typer.BadParameter(f"unknown queues {sorted(unknown)}; use ingest, generate, score, "
+                                 "evaluate, outbox")
     from service.worker.app import celery_app
     from service.worker.model import load_model
 
@@ -125,14 +126,15 @@ def migrate_command() -> None:
 
 @admin_app.command("reconcile")
 def reconcile_command() -> None:
-    """Re-enqueue unfinished work once (the API also does this periodically)."""
+    """Re-enqueue unfinished work and due PACS deliveries once (the API also does this periodically)."""
     from service.core import logs
     from service.core.config import get_settings
+    from service.dicomweb import outbox
     from service.studies.reconcile import reconcile
 
     settings = get_settings()
     logs.configure(settings.log_level)
-    typer.echo(str(reconcile(settings)), err=True)
+    typer.echo(str({**reconcile(settings), "outbox": outbox.resend_due(settings)}), err=True)
 
 
 @admin_app.command("create-user")

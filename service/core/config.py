@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: PACS_CSTORE: called AE title (1-16 characters, no backslash) @ host : port.
+CSTORE_ADDRESS = re.compile(r"(?P<aet>[^\\@]{1,16})@(?P<host>[^@:\s]+):(?P<port>\d{1,5})")
 
 
 class Settings(BaseSettings):
@@ -62,6 +66,42 @@ class Settings(BaseSettings):
         None, description="Test hook: a generate worker sleeps FAULT_PAUSE_S while generating a marked study."
     )
     fault_pause_s: float = Field(0.0, description="Seconds of the FAULT_PAUSE_MARKER pause.")
+
+    # Reports back to the PACS (issue 18, service.dicomweb.outbox): DICOM SR through the outbox.
+    pacs_stow_url: str | None = Field(
+        None, description="DICOMweb root of the PACS; draft and signed reports are sent as DICOM SR "
+        "by STOW-RS to {root}/studies (unset: no STOW-RS delivery).")
+    pacs_stow_token: str | None = Field(
+        None, description="Bearer token sent with STOW-RS to PACS_STOW_URL (unset: none).")
+    pacs_cstore: str | None = Field(
+        None, description="AET@host:port of the PACS's DICOM port; reports are sent as DICOM SR by "
+        "C-STORE (unset: no C-STORE delivery).")
+    pacs_calling_aet: str = Field(
+        "RADREPORT", description="Calling AE title of the C-STORE deliveries to PACS_CSTORE.")
+    fhir_url: str | None = Field(
+        None, description="FHIR R4 base URL; each report state is also PUT as a DiagnosticReport "
+        "through the outbox (unset: no FHIR push).")
+    fhir_token: str | None = Field(None, description="Bearer token sent to FHIR_URL (unset: none).")
+    sr_organization: str = Field(
+        "radreport", description="VerifyingOrganization of signed SRs: the hospital or department.")
+    outbox_backoff_s: float = Field(
+        10.0, description="Wait before the first retry of a failed delivery; doubles per attempt.")
+    outbox_backoff_max_s: float = Field(
+        600.0, description="Longest wait between delivery attempts (an unreachable PACS is retried "
+        "this often, without end, until it is back).")
+    outbox_max_rejections: int = Field(
+        5, description="Times the destination may refuse a message (HTTP 4xx, a DIMSE failure "
+        "status) before the message is marked failed.")
+    outbox_timeout_s: float = Field(
+        30.0, description="Network timeout of one delivery (HTTP request, DICOM association).")
+
+    @field_validator("pacs_cstore")
+    @classmethod
+    def _cstore_address(cls, value: str | None) -> str | None:
+        if value is not None and CSTORE_ADDRESS.fullmatch(value) is None:
+            raise ValueError("PACS_CSTORE must be AET@host:port (an AE title of 1-16 characters "
+                             "without backslash, e.g. ORTHANC@pacs.example.org:4242)")
+        return value
 
     # Review, sign-in and evaluations (issue 7; see service.auth, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")

@@ -259,6 +259,54 @@ class WorkerHeartbeat(Base):
     bundle_id: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
+# --------------------------------------------------------------------------- the outbox (issue 18)
+
+
+class OutboxState(enum.StrEnum):
+    """Where an outgoing message is: waiting (or retrying), being sent, delivered, given up."""
+
+    pending = "pending"
+    sending = "sending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class OutboxMessage(Base):
+    """One document (a report's DICOM SR, or its FHIR DiagnosticReport) for one destination.
+
+    Written in the transaction of the change that causes it (draft stored, signed, amended), so a
+    crash loses nothing; `service.dicomweb.outbox` delivers the messages of a study and destination
+    in id order with retries. The payload lives in the file store (`payload_sha256`), like the
+    images it reports on; `last_error` never holds patient data.
+    """
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        UniqueConstraint("destination", "document_key", name="uq_outbox_destination_document"),
+        Index("ix_outbox_lane", "study_id", "destination", "state"),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    report_id: Mapped[str | None] = mapped_column(ForeignKey("reports.id"), default=None)
+    kind: Mapped[str] = mapped_column(String(16))  # "draft" | "signed" | "amended"
+    report_version: Mapped[int] = mapped_column()
+    destination: Mapped[str] = mapped_column(String(16))  # "stow" | "cstore" | "fhir"
+    document_key: Mapped[str] = mapped_column(String(128))  # the SR's SOP Instance UID, ...
+    media_type: Mapped[str] = mapped_column(String(64))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[OutboxState] = mapped_column(
+        Enum(OutboxState, name="outbox_state", native_enum=False, length=20),
+        default=OutboxState.pending)
+    attempts: Mapped[int] = mapped_column(default=0)
+    rejections: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
 # --------------------------------------------------------------------------- review (issue 7)
 
 

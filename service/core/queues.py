@@ -20,9 +20,13 @@ log = logging.getLogger(__name__)
 QUEUES = ("ingest", "generate", "score")
 #: The queue of offline evaluation runs (`POST /v1/evaluations`).
 EVALUATE = "evaluate"
+#: The queue of deliveries to the PACS / FHIR server (`service.dicomweb.outbox`): network-bound
+#: work kept apart from scoring, so a PACS that is down never delays the pipeline.
+OUTBOX = "outbox"
 #: The registered Celery name of each queue's task; senders and workers agree through this table.
 TASK_NAMES = {"ingest": "radreport.ingest", "generate": "radreport.generate",
-              "score": "radreport.score", EVALUATE: "radreport.evaluate"}
+              "score": "radreport.score", EVALUATE: "radreport.evaluate",
+              OUTBOX: "radreport.outbox"}
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -72,8 +76,8 @@ def producer(settings: Settings) -> Celery:
 
 
 def send(settings: Settings, queue: str, object_id: str) -> bool:
-    """Publish the task of `queue` for one study, draft or evaluation id; False (logged) when Redis
-    cannot be reached."""
+    """Publish the task of `queue` for one study, draft, evaluation or outbox message id; False
+    (logged) when Redis cannot be reached."""
     try:
         producer(settings).send_task(
             TASK_NAMES[queue], args=[object_id], queue=queue, retry=True,

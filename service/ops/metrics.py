@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 
 from service.core.config import Settings
 from service.core.db import session_scope
-from service.core.models import Study, StudyState, WorkerHeartbeat, utcnow
-from service.core.queues import QUEUES
+from service.core.models import OutboxState, Study, StudyState, WorkerHeartbeat, utcnow
+from service.core.queues import OUTBOX, QUEUES
+from service.dicomweb import outbox
 
 log = logging.getLogger(__name__)
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
@@ -39,7 +40,8 @@ def _histogram(name: str, doc: str, samples: dict[str, list[float]]) -> Histogra
 
 
 class PipelineCollector(Collector):
-    """Study counts by state, failures by cause, stage latencies, queue depths, live workers."""
+    """Study counts by state, failures by cause, stage latencies, queue depths, live workers, the
+    outbox of reports to the PACS."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -59,6 +61,7 @@ class PipelineCollector(Collector):
                 ).all()
                 cutoff = utcnow() - dt.timedelta(seconds=self.settings.worker_alive_s)
                 heartbeats = session.scalars(select(WorkerHeartbeat.queues).where(WorkerHeartbeat.last_seen >= cutoff)).all()
+                deliveries = outbox.statistics(session)
         except Exception as error:
             log.warning("metrics: database unavailable (%s)", type(error).__name__)
             return
@@ -82,9 +85,10 @@ class PipelineCollector(Collector):
                 samples["generate_compute"].append(compute)
         yield _histogram("radreport_stage_seconds", f"Stage latencies of the last {RECENT} drafted studies", samples)
         workers = GaugeMetricFamily("radreport_workers_alive", "Workers with a recent heartbeat, per queue", labels=["queue"])
-        for queue in QUEUES:
+        for queue in (*QUEUES, OUTBOX):
             workers.add_metric([queue], sum(1 for q in heartbeats if queue in q.split(",")))
         yield workers
+        yield from outbox_families(deliveries)
         depth = GaugeMetricFamily("radreport_queue_depth", "Messages waiting in each Redis queue", labels=["queue"])
         try:
             import redis
@@ -92,13 +96,41 @@ class PipelineCollector(Collector):
             client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=self.settings.broker_timeout_s,
                                           socket_connect_timeout=self.settings.broker_timeout_s)
             try:
-                for queue in QUEUES:
+                for queue in (*QUEUES, OUTBOX):
                     depth.add_metric([queue], client.llen(queue))
             finally:
                 client.close()
             yield depth
         except Exception as error:
             log.warning("metrics: Redis unavailable (%s)", type(error).__name__)
+
+
+def outbox_families(stats: list[outbox.LaneStats]) -> Iterator[object]:
+    """The outbox (reports to the PACS / FHIR) by destination: messages per state (waiting =
+    pending + sending is the depth), deliveries, failed attempts, age of the oldest waiting one."""
+    names = outbox.DICOM_DESTINATIONS + (outbox.FHIR,)
+    messages = GaugeMetricFamily("radreport_outbox_messages", "Outbox messages by destination and state",
+                                 labels=["destination", "state"])
+    delivered = CounterMetricFamily("radreport_outbox_deliveries", "Messages delivered, by destination",
+                                    labels=["destination"])
+    failed = CounterMetricFamily("radreport_outbox_failed_attempts",
+                                 "Delivery attempts that did not deliver (PACS down, refused), by destination",
+                                 labels=["destination"])
+    oldest = GaugeMetricFamily("radreport_outbox_oldest_waiting_seconds",
+                               "Age of the oldest message not yet delivered (0: none), by destination",
+                               labels=["destination"])
+    now = utcnow()
+    for name in names:
+        rows = {row.state: row for row in stats if row.destination == name}
+        for state in OutboxState:
+            messages.add_metric([name, state.value], rows[state].count if state in rows else 0)
+        done = rows[OutboxState.delivered].count if OutboxState.delivered in rows else 0
+        sending = rows[OutboxState.sending].count if OutboxState.sending in rows else 0
+        delivered.add_metric([name], done)
+        failed.add_metric([name], sum(row.attempts for row in rows.values()) - done - sending)
+        waiting = [row.oldest for state, row in rows.items() if state in outbox.OPEN and row.oldest]
+        oldest.add_metric([name], (now - min(waiting)).total_seconds() if waiting else 0.0)
+    yield from (messages, delivered, failed, oldest)
 
 
 def build_registry(settings: Settings) -> tuple[CollectorRegistry, Histogram]:

@@ -28,8 +28,9 @@ from service.core.models import (
     Study,
     User,
 )
+from service.dicomweb import outbox
 from service.quality import scores
-from service.review import fhir, workflow
+from service.review import fhir, publish, workflow
 
 router = APIRouter(prefix="/v1", tags=["review"])
 
@@ -360,8 +361,9 @@ def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, res
 @router.post("/reports/{report_id}/sign", response_model=ReportView, summary="Sign the current version (e-signature)",
              description="Role: radiologist (the holder). Re-enter your password; choose the meaning. Binds signer, "
              "meaning, server time and the SHA-256 of the text in a sealed signature; the report becomes final and "
-             "immutable, and its AI draft is scored against the signed text. 401 code reauthentication_failed on a "
-             "wrong password (audited).",
+             "immutable, and its AI draft is scored against the signed text. The signed report goes to the PACS as "
+             "a VERIFIED DICOM SR (and to FHIR) through the outbox when one is configured. 401 code "
+             "reauthentication_failed on a wrong password (audited).",
              openapi_extra=roles_doc(*WRITERS),
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
 def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
@@ -370,9 +372,17 @@ def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, set
     base = _base_version(body.version, if_match)
     workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning,
                   base_version=base, key=workflow.signing_key(settings))
-    session.commit()
+    _publish(session, settings, report_id, user)
     _score_after_signing(settings, report_id)
     return _respond(session, workflow.get_report(session, report_id), response)
+
+
+def _publish(session, settings, report_id: str, user: User) -> None:
+    """Queue the signed report's SR (and FHIR) in the signature's transaction, commit, send."""
+    report = workflow.get_report(session, report_id)
+    publish.publish(session, settings, report, actor=user.name, user_id=user.id)
+    session.commit()
+    outbox.kick(settings, report.study_id)
 
 
 def _score_after_signing(settings, report_id: str) -> None:
@@ -388,7 +398,8 @@ def _score_after_signing(settings, report_id: str) -> None:
 @router.post("/reports/{report_id}/amend", response_model=ReportView,
              summary="Amend a signed report: a corrected version, signed, referencing the signature it corrects",
              description="Role: radiologist. Needs the reason, your password and the version it corrects (If-Match or "
-             "`version`). The report's status becomes amended; earlier versions and signatures stay.",
+             "`version`). The report's status becomes amended; earlier versions and signatures stay. The amendment "
+             "goes to the PACS as a new VERIFIED DICOM SR whose predecessor is the previous signed one.",
              openapi_extra=roles_doc(*WRITERS),
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
 def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,
@@ -398,6 +409,7 @@ def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, s
     workflow.amend(session, report_id, user, text=body.text, reason=body.reason,
                    password=body.password, meaning=body.meaning, base_version=base,
                    key=workflow.signing_key(settings))
+    _publish(session, settings, report_id, user)
     return _respond(session, workflow.get_report(session, report_id), response)
 
 

@@ -15,11 +15,12 @@ from celery import Celery, Task
 
 from service.core.config import get_settings
 from service.core.queues import TASK_NAMES, make_celery
-from service.worker import evaluate, generate, heartbeat, ingest, score
+from service.worker import deliver, evaluate, generate, heartbeat, ingest, score
 
 #: The function of each queue's task; each takes the bound task and one id.
 TASKS = {"ingest": ingest.ingest_study, "generate": generate.generate_study,
-         "score": score.score_draft, "evaluate": evaluate.evaluate_task}
+         "score": score.score_draft, "evaluate": evaluate.evaluate_task,
+         "outbox": deliver.deliver_message}
 
 
 @functools.cache

@@ -1,8 +1,9 @@
 """The generate stage (queue `generate`, accelerator): draft reports for studies, batched.
 
 A generate worker gathers fresh `ingested` studies waiting in the database (up to BATCH_SIZE, at
-most BATCH_WAIT_MS) into one model call, writes each draft with its report (version 1), then
-enqueues the score stage of each draft.
+most BATCH_WAIT_MS) into one model call, writes each draft with its report (version 1) and its
+DICOM SR for the PACS (`service.review.publish`, the outbox), then enqueues the score stage of each
+draft and the delivery of its SR.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from service.core.config import Settings
 from service.core.db import session_scope
 from service.core.models import Draft, Report, ReportStatus, ReportVersion, Study, StudyState
 from service.core.storage import BlobStore
+from service.dicomweb import outbox
+from service.review.publish import publish
 from service.review.workflow import content_sha256, sections_of
 from service.studies import pipeline
 from service.worker.model import load_model
@@ -97,14 +100,15 @@ def generate_batch(settings: Settings, batch: list[str], worker: str, model: Any
     started = time.perf_counter()
     texts = model.generate(images)
     compute_s = time.perf_counter() - started
-    drafts: list[str] = []
+    drafts: dict[str, str] = {}
     for sid, text in zip(batch, texts, strict=True):
         draft_id = store_draft(settings, sid, text, model, worker, compute_s, len(batch))
         if draft_id:
-            drafts.append(draft_id)
+            drafts[sid] = draft_id
     log.info("generated %d drafts in one call (%.2f s)", len(batch), compute_s)
-    for draft_id in drafts:
+    for sid, draft_id in drafts.items():
         queues.send(settings, "score", draft_id)
+        outbox.kick(settings, sid)  # the draft SR to the PACS (a no-op when none is configured)
 
 
 def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker: str,
@@ -135,6 +139,7 @@ def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker
             pipeline.transition(session, study, StudyState.draft_ready, actor=f"worker:{worker}",
                                 details={"draft_id": draft.id, "bundle_id": model.bundle_id,
                                          "batch": batch_size})
+            publish(session, settings, report, actor=f"worker:{worker}")  # the draft SR, same tx
             return draft.id
     except IntegrityError:
         # A draft for this study and bundle exists already (a duplicate delivery won the race).

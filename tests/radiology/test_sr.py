@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import shutil
-import subprocess
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -23,6 +20,7 @@ from radiology.sr import (
     sr_series_uid,
 )
 from tests.helpers.service import make_dicom
+from tests.helpers.sr import dsrdump
 
 DEVICE = AlgorithmDevice.for_bundle("cxr-bundle", "2026-12-04.1")
 DRAFT_TEXT = ReportSections("Small left pleural effusion. No pneumothorax.", "Left effusion.")
@@ -35,17 +33,6 @@ ADA = Signature("Lovelace^Ada", "General Hospital", dt.datetime(2026, 12, 4, 10,
 
 def image(**kwargs) -> Dataset:
     return pydicom.dcmread(io.BytesIO(make_dicom(**kwargs)))
-
-
-def dsrdump(ds: Dataset, tmp_path: Path) -> str:
-    """dsrdump's rendering of `ds`; fails on any error or warning it prints."""
-    if shutil.which("dsrdump") is None:
-        pytest.skip("dcmtk's dsrdump is not installed (scripts/ensure_pacs.sh installs it)")
-    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    done = subprocess.run(["dsrdump", "+Pl", str(path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    return done.stdout
 
 
 def test_a_draft_is_a_partial_unverified_sr_in_the_images_study_that_dsrdump_reads(tmp_path):
