@@ -27,13 +27,18 @@ Flags by version:
 UIDs are derived from the study and the version's own key (`uid_key`), so building the same
 version twice gives the same SOP Instance UID: a re-sent report replaces itself in the PACS
 instead of appearing twice.
+
+Character set: the narrowest that holds every text of the document (report text, names, the
+patient and study attributes copied from the images): none (ASCII, the default repertoire),
+ISO_IR 100 (Latin-1), else ISO_IR 192 (UTF-8). Without it a "≥", "µ" or "Müller" would be
+written as "?".
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -181,11 +186,39 @@ def _evidence(evidence: Sequence[Dataset]) -> list[Dataset]:
     return out
 
 
+#: Value representations holding text that the Specific Character Set applies to.
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+
+
+def character_set(texts: Iterable[str]) -> str | None:
+    """The narrowest Specific Character Set for `texts`: None (ASCII), "ISO_IR 100" (Latin-1) or
+    "ISO_IR 192" (UTF-8)."""
+    joined = "".join(texts)
+    if joined.isascii():
+        return None
+    try:
+        joined.encode("latin-1")
+    except UnicodeEncodeError:
+        return "ISO_IR 192"
+    return "ISO_IR 100"
+
+
+def _texts(*datasets: Dataset) -> Iterator[str]:
+    for ds in datasets:
+        for element in ds.iterall():
+            if element.VR in _TEXT_VRS and element.value is not None:
+                values = element.value if element.VM > 1 else [element.value]
+                yield from (str(value) for value in values)
+
+
 def _document(evidence: Sequence[Dataset], content: ContainerContentItem,
               device: AlgorithmDevice, *, uid_key: str, when: dt.datetime,
               instance_number: int, signature: Signature | None = None,
               predecessor: Dataset | None = None) -> Dataset:
     images = _evidence(evidence)
+    people = [] if signature is None else [signature.printed_name, signature.organization]
+    charset = character_set([*_texts(content, images[0]), *people, device.name, device.version,
+                             device.manufacturer])
     study_uid = str(images[0].StudyInstanceUID)
     equipment = hd.ContributingEquipment(
         manufacturer=device.manufacturer, purpose_of_reference=codes.DCM.ProcessingEquipment,
@@ -202,7 +235,8 @@ def _document(evidence: Sequence[Dataset], content: ContainerContentItem,
             verifying_observer_name=None if signature is None else signature.printed_name,
             verifying_organization=None if signature is None else signature.organization,
             previous_versions=None if predecessor is None else [predecessor],
-            contributing_equipment=[equipment], series_description=SERIES_DESCRIPTION)
+            contributing_equipment=[equipment], series_description=SERIES_DESCRIPTION,
+            specific_character_set=charset)
     except ValueError as error:
         raise SRError(f"the report cannot be written as DICOM SR: {error}") from error
     stamp = DT(when)

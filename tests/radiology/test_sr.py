@@ -108,3 +108,25 @@ def test_a_report_without_images_or_text_is_refused_with_a_reason():
     with pytest.raises(SRError, match="one study"):
         draft_sr([image(study_uid="1.2.3"), image(study_uid="1.2.4")], DRAFT_TEXT, DEVICE,
                  uid_key="x", created_at=CREATED)
+
+
+def test_text_beyond_ascii_is_written_in_the_narrowest_character_set_and_read_back_as_written(
+        tmp_path):
+    latin = image(patient_name="Müller^Jörg")
+    ascii_sr = draft_sr([image()], DRAFT_TEXT, DEVICE, uid_key="a", created_at=CREATED)
+    latin_sr = draft_sr([latin], ReportSections("Nodule 5 µm.", ""), DEVICE, uid_key="b",
+                        created_at=CREATED)
+    utf8_sr = draft_sr([latin], ReportSections("Effusion ≥ 2 cm, 30° tilt.", "Kerley B → edema."),
+                       DEVICE, uid_key="c", created_at=CREATED)
+    assert "SpecificCharacterSet" not in ascii_sr
+    assert (latin_sr.SpecificCharacterSet, utf8_sr.SpecificCharacterSet) == (
+        "ISO_IR 100", "ISO_IR 192")
+    for sr in (latin_sr, utf8_sr):
+        text = dsrdump(sr, tmp_path)
+        assert "Müller^Jörg" in text
+        buffer = io.BytesIO()
+        sr.save_as(buffer, enforce_file_format=True)
+        back = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+        assert str(back.PatientName) == "Müller^Jörg"
+    assert '"Effusion ≥ 2 cm, 30° tilt."' in dsrdump(utf8_sr, tmp_path)
+    assert '"Nodule 5 µm."' in dsrdump(latin_sr, tmp_path)
