@@ -137,6 +137,23 @@ def reconcile_command() -> None:
     typer.echo(str({**reconcile(settings), "outbox": outbox.resend_due(settings)}), err=True)
 
 
+@admin_app.command("outbox-retry")
+def outbox_retry_command(
+    study: str = typer.Option("", help="Only this study's failed messages (its id)."),
+) -> None:
+    """Send failed PACS / FHIR deliveries again (after fixing why the destination refused them)."""
+    from service.core.config import get_settings
+    from service.core.db import session_scope
+    from service.dicomweb import outbox
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        count = outbox.retry_failed(session, actor="admin-cli", study_id=study or None)
+    sent = outbox.resend_due(settings)
+    typer.echo(f"{count} failed messages queued again; {sent} deliveries sent to the workers",
+               err=True)
+
+
 @admin_app.command("create-user")
 def create_user_command(
     role: str = typer.Option(..., help="radiologist, admin or uploader."),

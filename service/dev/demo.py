@@ -79,7 +79,7 @@ def run_service_demo(*, data_dir: Path, bundle_dir: Path, studies: int, keep_ser
     system = LocalSystem(workdir, model_bundle=Path(bundle_dir), env={"RECONCILE_INTERVAL_S": "5"})
     try:
         with console.status("starting redis, the API and the workers (the generate worker compiles first)"):
-            system.start(workers=["ingest,score", "generate"])
+            system.start(workers=["ingest,score,outbox", "generate"])
             system.wait_workers_ready(timeout=900)
         with session_scope(system.database_url) as session:
             uploader = create_api_key(session, name="demo-uploader", role=Role.uploader)

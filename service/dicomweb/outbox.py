@@ -31,6 +31,7 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pydicom
 from sqlalchemy import exists, func, or_, select, update
@@ -294,8 +295,8 @@ def send_stow(settings: Settings, payload: bytes) -> Outcome:
     import requests
     from dicomweb_client import DICOMwebClient
 
-    headers = {"Authorization": f"Bearer {settings.pacs_stow_token}"} if settings.pacs_stow_token \
-        else None
+    token = settings.pacs_stow_token
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     client = DICOMwebClient(url=str(settings.pacs_stow_url).rstrip("/"), headers=headers,
                             timeout=settings.outbox_timeout_s)
     client.set_http_retry_params(retry=False)
@@ -320,10 +321,10 @@ def send_stow(settings: Settings, payload: bytes) -> Outcome:
     return Outcome("delivered", "STOW-RS: stored")
 
 
-def _failure_reasons(response: object) -> list[int]:
+def _failure_reasons(response: Any) -> list[int]:
     """The FailureReason values of a Store Instances Response body (JSON), if it has one."""
     try:
-        body = pydicom.Dataset.from_json(response.json())  # type: ignore[attr-defined]
+        body = pydicom.Dataset.from_json(response.json())
         return [int(item.FailureReason) for item in body.get("FailedSOPSequence", [])
                 if "FailureReason" in item]
     except Exception:
@@ -391,6 +392,23 @@ class LaneStats:
     count: int
     attempts: int
     oldest: dt.datetime | None
+
+
+def retry_failed(session: Session, *, actor: str, study_id: str | None = None) -> int:
+    """Give failed messages (of one study, or all) a new round of attempts, e.g. after the PACS
+    was set up to accept them; an `outbox.requeue` audit event per message. Commits nothing."""
+    query = select(OutboxMessage).where(OutboxMessage.state == OutboxState.failed)
+    if study_id is not None:
+        query = query.where(OutboxMessage.study_id == study_id)
+    rows = list(session.scalars(query.order_by(OutboxMessage.id)))
+    for row in rows:
+        row.state, row.rejections, row.next_attempt_at = OutboxState.pending, 0, utcnow()
+        session.add(AuditEvent(actor=actor, action="outbox.requeue", study_id=row.study_id,
+                               report_id=row.report_id,
+                               details={"message": row.id, "destination": row.destination,
+                                        "kind": row.kind, "document": row.document_key,
+                                        "last_error": row.last_error}))
+    return len(rows)
 
 
 def statistics(session: Session) -> list[LaneStats]:

@@ -47,10 +47,11 @@ from service.review import fhir, workflow
 
 
 def evidence(session: Session, store: BlobStore, study_id: str) -> list[Dataset]:
-    """The headers (no pixels) of a study's stored instances, in the order they arrived."""
+    """The headers of a study's stored instances, in the order they arrived (the pixel data is
+    not read)."""
     shas = session.scalars(select(Instance.sha256).where(Instance.study_id == study_id)
                            .order_by(Instance.id))
-    return [pydicom.dcmread(io.BytesIO(store.get(sha)), stop_before_pixels=True) for sha in shas]
+    return [pydicom.dcmread(store.path(sha), stop_before_pixels=True) for sha in shas]
 
 
 def sr_sections(sections: dict | None, text: str) -> ReportSections:

@@ -280,10 +280,11 @@ def test_with_the_pacs_down_during_drafting_and_signing_every_sr_arrives_once_in
         review_env, tmp_path):
     if review_env.backend == "postgres":
         pytest.skip("retries and lanes run on PostgreSQL in the other tests; one run is enough")
-    with Orthanc(tmp_path / "pacs") as pacs, hospital_with(
+    pacs = Orthanc(tmp_path / "pacs")  # configured, not started yet: the PACS is down
+    with contextlib.ExitStack() as cleanup, hospital_with(
             review_env, pacs_stow_url=pacs.dicomweb_url,
             pacs_cstore=f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}", **FAST_RETRIES) as hospital:
-        pacs.stop()
+        cleanup.callback(pacs.stop)
         study_id, report_id, study_uid = hospital.drafted_study()
         assert hospital.deliver(study_id) == 0
         hospital.sign(report_id, text=EDITED)
@@ -384,6 +385,21 @@ def test_a_document_the_destination_refuses_fails_after_the_cap_and_its_lane_mov
     assert signed.state == "delivered" and "outbox.failed" in actions
     posted = [path for _, path, _ in http_server.requests]  # type: ignore[attr-defined]
     assert posted == ["/dicom-web/studies"] * 3
+
+
+def test_failed_messages_sent_again_on_request_are_delivered(review_env, http_server):
+    http_server.statuses = [422]  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{http_server.server_port}/dicom-web"
+    with hospital_with(review_env, pacs_stow_url=url, outbox_max_rejections=1) as hospital:
+        study_id, _, _ = hospital.drafted_study()
+        hospital.deliver(study_id)
+        assert [m.state for m in hospital.messages(study_id)] == ["failed"]
+        with session_scope(hospital.settings.database_url) as session:
+            assert outbox.retry_failed(session, actor="it-admin", study_id=study_id) == 1
+        assert hospital.deliver(study_id) == 1
+        requeued = [e for e in hospital.audit(study_id) if e["action"] == "outbox.requeue"]
+    assert requeued[0]["actor"] == "it-admin"
+    assert requeued[0]["details"]["last_error"] == "STOW-RS: HTTP 422"
 
 
 def test_a_refused_signature_queues_nothing(review_env):
