@@ -126,7 +126,7 @@ def migrate_command() -> None:
 
 @admin_app.command("reconcile")
 def reconcile_command() -> None:
-    """Re-enqueue unfinished work and due PACS deliveries once (the API also does this periodically)."""
+    """Re-enqueue unfinished work and due PACS deliveries once (the API does it periodically)."""
     from service.core import logs
     from service.core.config import get_settings
     from service.dicomweb import outbox

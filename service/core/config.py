@@ -69,8 +69,8 @@ class Settings(BaseSettings):
 
     # Reports back to the PACS (issue 18, service.dicomweb.outbox): DICOM SR through the outbox.
     pacs_stow_url: str | None = Field(
-        None, description="DICOMweb root of the PACS; draft and signed reports are sent as DICOM SR "
-        "by STOW-RS to {root}/studies (unset: no STOW-RS delivery).")
+        None, description="DICOMweb root of the PACS; draft and signed reports are sent as DICOM "
+        "SR by STOW-RS to {root}/studies (unset: no STOW-RS delivery).")
     pacs_stow_token: str | None = Field(
         None, description="Bearer token sent with STOW-RS to PACS_STOW_URL (unset: none).")
     pacs_cstore: str | None = Field(

@@ -62,7 +62,8 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 
 def destinations(settings: Settings) -> list[str]:
     """The configured destinations, in a fixed order (`stow`, `cstore`, `fhir`)."""
-    configured = {STOW: settings.pacs_stow_url, CSTORE: settings.pacs_cstore, FHIR: settings.fhir_url}
+    configured = {STOW: settings.pacs_stow_url, CSTORE: settings.pacs_cstore,
+                  FHIR: settings.fhir_url}
     return [name for name, value in configured.items() if value]
 
 
@@ -217,7 +218,8 @@ def _details(claimed: Claimed, **more: object) -> dict[str, object]:
             "document": claimed.document_key, "attempt": claimed.attempt, **more}
 
 
-def record(settings: Settings, claimed: Claimed, outcome: Outcome, worker: str) -> OutboxState | None:
+def record(settings: Settings, claimed: Claimed, outcome: Outcome, worker: str
+           ) -> OutboxState | None:
     """Write an attempt's outcome and its audit event; None when the message was retaken by
     another worker meanwhile (its lease ran out), which then owns the outcome."""
     now = utcnow()
@@ -238,7 +240,8 @@ def record(settings: Settings, claimed: Claimed, outcome: Outcome, worker: str) 
                                                  "rejections": row.rejections}
             else:
                 wait = backoff_s(settings, claimed.attempt)
-                row.state, row.next_attempt_at = OutboxState.pending, now + dt.timedelta(seconds=wait)
+                row.state = OutboxState.pending
+                row.next_attempt_at = now + dt.timedelta(seconds=wait)
                 action, more = "outbox.retry", {"error": row.last_error, "retry_in_s": wait}
         session.add(AuditEvent(actor=f"worker:{worker}", action=action, study_id=claimed.study_id,
                                report_id=claimed.report_id, details=_details(claimed, **more)))
@@ -273,7 +276,8 @@ def send(settings: Settings, store: BlobStore, claimed: Claimed) -> Outcome:
     try:
         payload = store.get(claimed.payload_sha256)
     except OSError as error:
-        return Outcome("unavailable", f"the payload is not in the file store ({type(error).__name__})")
+        return Outcome("unavailable",
+                       f"the payload is not in the file store ({type(error).__name__})")
     try:
         if claimed.destination == STOW and settings.pacs_stow_url:
             return send_stow(settings, payload)
@@ -308,12 +312,14 @@ def send_stow(settings: Settings, payload: bytes) -> Outcome:
         status = response.status_code if response is not None else 0
         reasons = _failure_reasons(response)
         if reasons and set(reasons) == {DUPLICATE_SOP_INSTANCE}:
-            return Outcome("delivered", f"STOW-RS: HTTP {status}, the PACS has the instance already")
+            return Outcome("delivered",
+                           f"STOW-RS: HTTP {status}, the PACS has the instance already")
         detail = f"STOW-RS: HTTP {status}" + (
             f", FailureReason {', '.join(f'0x{r:04X}' for r in reasons)}" if reasons else "")
         return Outcome("rejected" if status in REFUSES_DOCUMENT else "unavailable", detail)
     except requests.RequestException as error:
-        return Outcome("unavailable", f"STOW-RS: the PACS cannot be reached ({type(error).__name__})")
+        return Outcome("unavailable",
+                       f"STOW-RS: the PACS cannot be reached ({type(error).__name__})")
     reasons = [int(item.get("FailureReason", 0)) for item in answer.get("FailedSOPSequence", [])]
     if reasons and set(reasons) != {DUPLICATE_SOP_INSTANCE}:
         return Outcome("rejected", "STOW-RS: stored with failures, FailureReason "
@@ -371,13 +377,16 @@ def send_fhir(settings: Settings, payload: bytes, report_id: str) -> Outcome:
         headers["Authorization"] = f"Bearer {settings.fhir_token}"
     url = f"{str(settings.fhir_url).rstrip('/')}/DiagnosticReport/{report_id}"
     try:
-        response = httpx.put(url, content=payload, headers=headers, timeout=settings.outbox_timeout_s)
+        response = httpx.put(url, content=payload, headers=headers,
+                             timeout=settings.outbox_timeout_s)
     except httpx.HTTPError as error:
-        return Outcome("unavailable", f"FHIR: the server cannot be reached ({type(error).__name__})")
+        return Outcome("unavailable",
+                       f"FHIR: the server cannot be reached ({type(error).__name__})")
     if response.is_success:
         return Outcome("delivered", f"FHIR: HTTP {response.status_code}")
     status = response.status_code
-    return Outcome("rejected" if status in REFUSES_DOCUMENT else "unavailable", f"FHIR: HTTP {status}")
+    return Outcome("rejected" if status in REFUSES_DOCUMENT else "unavailable",
+                   f"FHIR: HTTP {status}")
 
 
 # --------------------------------------------------------------------------- operations
@@ -415,6 +424,7 @@ def statistics(session: Session) -> list[LaneStats]:
     """Counts per destination and state (for /metrics)."""
     rows = session.execute(
         select(OutboxMessage.destination, OutboxMessage.state, func.count(),
-               func.coalesce(func.sum(OutboxMessage.attempts), 0), func.min(OutboxMessage.created_at))
+               func.coalesce(func.sum(OutboxMessage.attempts), 0),
+               func.min(OutboxMessage.created_at))
         .group_by(OutboxMessage.destination, OutboxMessage.state)).all()
     return [LaneStats(d, OutboxState(s), int(c), int(a), o) for d, s, c, a, o in rows]

@@ -109,15 +109,16 @@ def outbox_families(stats: list[outbox.LaneStats]) -> Iterator[object]:
     """The outbox (reports to the PACS / FHIR) by destination: messages per state (waiting =
     pending + sending is the depth), deliveries, failed attempts, age of the oldest waiting one."""
     names = outbox.DICOM_DESTINATIONS + (outbox.FHIR,)
-    messages = GaugeMetricFamily("radreport_outbox_messages", "Outbox messages by destination and state",
+    messages = GaugeMetricFamily("radreport_outbox_messages",
+                                 "Outbox messages by destination and state",
                                  labels=["destination", "state"])
-    delivered = CounterMetricFamily("radreport_outbox_deliveries", "Messages delivered, by destination",
-                                    labels=["destination"])
+    delivered = CounterMetricFamily("radreport_outbox_deliveries",
+                                    "Messages delivered, by destination", labels=["destination"])
     failed = CounterMetricFamily("radreport_outbox_failed_attempts",
-                                 "Delivery attempts that did not deliver (PACS down, refused), by destination",
+                                 "Delivery attempts that did not deliver (PACS down, refused)",
                                  labels=["destination"])
     oldest = GaugeMetricFamily("radreport_outbox_oldest_waiting_seconds",
-                               "Age of the oldest message not yet delivered (0: none), by destination",
+                               "Age of the oldest message not yet delivered (0: none)",
                                labels=["destination"])
     now = utcnow()
     for name in names:

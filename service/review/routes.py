@@ -361,9 +361,10 @@ def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, res
 @router.post("/reports/{report_id}/sign", response_model=ReportView, summary="Sign the current version (e-signature)",
              description="Role: radiologist (the holder). Re-enter your password; choose the meaning. Binds signer, "
              "meaning, server time and the SHA-256 of the text in a sealed signature; the report becomes final and "
-             "immutable, and its AI draft is scored against the signed text. The signed report goes to the PACS as "
-             "a VERIFIED DICOM SR (and to FHIR) through the outbox when one is configured. 401 code "
-             "reauthentication_failed on a wrong password (audited).",
+             "immutable, and its AI draft is scored against the signed text. "
+             "The signed report goes to the PACS as a VERIFIED DICOM SR (and to FHIR) through the "
+             "outbox when one is configured. 401 code reauthentication_failed on a wrong password "
+             "(audited).",
              openapi_extra=roles_doc(*WRITERS),
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
 def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
@@ -398,8 +399,9 @@ def _score_after_signing(settings, report_id: str) -> None:
 @router.post("/reports/{report_id}/amend", response_model=ReportView,
              summary="Amend a signed report: a corrected version, signed, referencing the signature it corrects",
              description="Role: radiologist. Needs the reason, your password and the version it corrects (If-Match or "
-             "`version`). The report's status becomes amended; earlier versions and signatures stay. The amendment "
-             "goes to the PACS as a new VERIFIED DICOM SR whose predecessor is the previous signed one.",
+             "`version`). The report's status becomes amended; earlier versions and signatures "
+             "stay. The amendment goes to the PACS as a new VERIFIED DICOM SR whose predecessor is "
+             "the previous signed one.",
              openapi_extra=roles_doc(*WRITERS),
              responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
 def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,

@@ -1,14 +1,18 @@
-"""Reading DICOM SR in the tests: dcmtk's `dsrdump` (the PACS side's own parser) and the report text
-of our SR content tree (`radiology.sr`)."""
+"""Reading DICOM SR in the tests: dcmtk's `dsrdump` (the PACS side's own parser), the report text
+of our SR content tree (`radiology.sr`), and the SRs a PACS (Orthanc) holds."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
+
+from tests.helpers.orthanc import Orthanc
 
 #: Code meaning of each heading container of `radiology.sr` -> the section it holds.
 HEADINGS = {"Findings": "findings", "Impressions": "impression"}
@@ -41,3 +45,11 @@ def sr_sections(ds: Dataset) -> dict[str, str]:
         elif item.ValueType == "TEXT" and meaning == "Comment":
             found["comment"] = item.TextValue
     return found
+
+
+def srs_in(pacs: Orthanc, study_uid: str) -> list[Dataset]:
+    """Every SR the PACS holds in a study, by InstanceNumber."""
+    found = [pydicom.dcmread(io.BytesIO(pacs.instance_file(i["ID"])))
+             for i in pacs.study_instances(study_uid)]
+    return sorted((ds for ds in found if ds.Modality == "SR"),
+                  key=lambda ds: int(ds.InstanceNumber))

@@ -9,13 +9,11 @@ system with Celery is tests/service/test_pacs_system.py).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -33,7 +31,7 @@ from service.worker.ingest import ingest_claimed
 from tests.helpers.orthanc import Orthanc, orthanc_installed
 from tests.helpers.review import api, store_draft
 from tests.helpers.service import make_dicom
-from tests.helpers.sr import dsrdump, sr_sections
+from tests.helpers.sr import dsrdump, sr_sections, srs_in
 
 pytest_plugins = ["tests.helpers.review_fixtures"]
 
@@ -140,13 +138,6 @@ def hospital_with(review_env, **settings: object) -> Iterator[Hospital]:
         yield Hospital(review_env, changed, client)
 
 
-def srs_in(pacs: Orthanc, study_uid: str) -> list[Dataset]:
-    """Every SR the PACS holds in a study, by InstanceNumber."""
-    found = [pydicom.dcmread(io.BytesIO(pacs.instance_file(i["ID"])))
-             for i in pacs.study_instances(study_uid)]
-    return sorted((ds for ds in found if ds.Modality == "SR"), key=lambda ds: int(ds.InstanceNumber))
-
-
 def predecessor_of(ds: Dataset) -> str:
     """The SOP Instance UID an SR names as its predecessor."""
     return (ds.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
@@ -155,7 +146,8 @@ def predecessor_of(ds: Dataset) -> str:
 
 def metric(text: str, name: str) -> float:
     """The value of one sample of a Prometheus text exposition."""
-    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +398,8 @@ def test_a_refused_signature_queues_nothing(review_env):
     with hospital_with(review_env, pacs_stow_url="http://127.0.0.1:9/dicom-web") as hospital:
         study_id, report_id, _ = hospital.drafted_study()
         ada = review_env.headers["dr-ada"]
-        assert hospital.client.post(f"/v1/reports/{report_id}/claim", headers=ada).status_code == 200
+        claimed = hospital.client.post(f"/v1/reports/{report_id}/claim", headers=ada)
+        assert claimed.status_code == 200
         refused = hospital.client.post(f"/v1/reports/{report_id}/sign", headers=ada, json={
             "password": "wrong", "meaning": "approval", "version": 1})
         assert refused.status_code == 401

@@ -1,7 +1,7 @@
-"""Next to a real PACS with the whole system running: Orthanc sends a study to the service by STOW-RS,
-the workers draft it, and the draft and the signed report come back as DICOM SR, to one Orthanc by
-STOW-RS and to another by C-STORE; with both PACS down during drafting and signing, every SR
-arrives once, in order, after they restart.
+"""Next to a real PACS with the whole system running: Orthanc sends a study to the service by
+STOW-RS, the workers draft it, and the draft and the signed report come back as DICOM SR, to one
+Orthanc by STOW-RS and to another by C-STORE; with both PACS down during drafting and signing,
+every SR arrives once, in order, after they restart.
 
 Real processes: private Redis, the API (its reconciler re-sends due deliveries), Celery workers
 (`ingest,score,outbox` and `generate` with a tiny random bundle), SQLite.
@@ -26,7 +26,7 @@ from service.core.models import OutboxMessage, Role, Study
 from service.dev.system import LocalSystem, wait_for
 from tests.helpers.orthanc import Orthanc, orthanc_installed
 from tests.helpers.service import bearer, build_tiny_bundle, make_dicom
-from tests.helpers.sr import dsrdump, sr_sections
+from tests.helpers.sr import dsrdump, sr_sections, srs_in
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not orthanc_installed(),
@@ -62,13 +62,12 @@ class Site:
 
     def study(self, study_uid: str) -> str:
         """Our study id of a StudyInstanceUID, once it arrived."""
-        def arrived() -> bool:
+        def find() -> str | None:
             with session_scope(self.system.database_url) as session:
-                return session.scalar(select(Study.id).where(Study.study_uid == study_uid)) is not None
+                return session.scalar(select(Study.id).where(Study.study_uid == study_uid))
 
-        wait_for(arrived, 60, what="the study to arrive")
-        with session_scope(self.system.database_url) as session:
-            return session.scalar(select(Study.id).where(Study.study_uid == study_uid))
+        wait_for(lambda: find() is not None, 60, what="the study to arrive")
+        return str(find())
 
     def upload(self, image: bytes) -> str:
         with self.client(self.uploader) as client:
@@ -99,13 +98,6 @@ class Site:
                                         .order_by(OutboxMessage.id)))
 
 
-def srs_in(pacs: Orthanc, study_uid: str) -> list[Dataset]:
-    """Every SR the PACS holds in a study, by InstanceNumber."""
-    found = [pydicom.dcmread(io.BytesIO(pacs.instance_file(i["ID"])))
-             for i in pacs.study_instances(study_uid)]
-    return sorted((ds for ds in found if ds.Modality == "SR"), key=lambda ds: int(ds.InstanceNumber))
-
-
 def wait_srs(pacs: Orthanc, study_uid: str, count: int, timeout: float = 90) -> list[Dataset]:
     wait_for(lambda: len(srs_in(pacs, study_uid)) >= count, timeout, interval=0.3,
              what=f"{count} SRs in the PACS")
@@ -113,7 +105,7 @@ def wait_srs(pacs: Orthanc, study_uid: str, count: int, timeout: float = 90) -> 
 
 
 def draft_text(draft: dict) -> dict[str, str]:
-    """What the SR must say for a draft: its FINDINGS and IMPRESSION, or all its text as FINDINGS."""
+    """What the SR must say of a draft: its FINDINGS and IMPRESSION, or all its text as FINDINGS."""
     sections = {k: draft["sections"][k] for k in ("findings", "impression")
                 if (draft["sections"].get(k) or "").strip()}
     return sections or {"findings": draft["text"].strip()}

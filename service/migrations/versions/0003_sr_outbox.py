@@ -1,4 +1,4 @@
-"""The outbox of reports sent to the PACS (DICOM SR) and to FHIR: one row per document and destination.
+"""The outbox of reports sent to the PACS (DICOM SR) and FHIR: a row per document and destination.
 
 Revision ID: 0003_sr_outbox
 Revises: 0002
