@@ -74,6 +74,23 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+def _summary(scores: dict[str, float]) -> str:
+    """`key=value` for the metrics of `evaluation.SUMMARY_KEYS` that `scores` holds."""
+    from evaluation import SUMMARY_KEYS
+
+    return " ".join(f"{k}={scores[k]:.3f}" for k in SUMMARY_KEYS if k in scores)
+
+
+def _check_best_metric(config: TrainConfig) -> None:
+    """Refuse a `checkpoint.best_metric` that `evaluation.score` does not report."""
+    import evaluation
+
+    try:
+        evaluation.metric(config.checkpoint.best_metric)
+    except evaluation.UnknownMetricError as error:
+        raise ConfigError(f"checkpoint.best_metric: {error}") from None
+
+
 def workdir_of(config: TrainConfig) -> Path:
     """Where a run keeps its checkpoints and logs."""
     return Path(config.workdir) if config.workdir else Path("runs") / config.name
@@ -109,6 +126,7 @@ class Run:
 
         from finetune import sharding
 
+        _check_best_metric(config)
         self.config = config
         self.console = console
         self.started = time.time()  # time_limit_s counts from here (caching and warm-up included)
@@ -530,8 +548,7 @@ class Run:
                         self._log(
                             f"step {step}: val {cfg.checkpoint.best_metric}="
                             f"{val_metrics.get(cfg.checkpoint.best_metric, float('nan')):.3f} "
-                            + " ".join(f"{k}={val_metrics[k]:.3f}" for k in
-                                       ("chexpert_micro_f1_5", "radgraph_partial", "bleu4") if k in val_metrics)
+                            + _summary(val_metrics)
                         )
                         window_start += time.time() - eval_start
                     time_up = time_up or step == stop_at_step
@@ -586,9 +603,8 @@ class Run:
             scores, hypotheses = self.evaluate(params, test, pairs, f"{cfg.data.test_split}-{len(test)}")
             self._write_predictions(f"{cfg.data.test_split}-step{step}", pairs, hypotheses)
             count = len(test)
-            keys = ("chexpert_micro_f1_5", "radgraph_partial", "bleu4", "rougeL", "cider")
             self._log(f"held-out {cfg.data.test_split} ({count} studies, checkpoint of step {step}): "
-                      + " ".join(f"{k}={scores[k]:.3f}" for k in keys if k in scores))
+                      + _summary(scores))
             from finetune.metrics import MetricsWriter
 
             writer = MetricsWriter(self.workdir, enabled=self.process_index == 0)

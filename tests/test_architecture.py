@@ -17,19 +17,12 @@ CHECKED = (*PACKAGES, "bench")
 # gone (delete it here) and when a new one appears.
 BEING_REMOVED = {
     "modeling/bundle.py modeling.loaders._sharding",
-    "evaluation/extractor/__init__.py evaluation.extractor.rules._extract_sentence",
-    "evaluation/stats.py evaluation._check",
-    "evaluation/stats.py evaluation._families",
-    "evaluation/stats.py evaluation._options",
     "service/api/ops.py service.tasks._jsonable",
     "bench/ingest.py radiology.dicom.reader._check_pixels_present",
     "bench/ingest.py radiology.dicom.reader._geometry",
     "bench/ingest.py radiology.dicom.reader._check_transfer_syntax",
     "bench/ingest.py radiology.dicom.reader._decode_frame",
     "bench/ingest.py radiology.dicom.reader._check_native_length",
-    "bench/metrics.py evaluation.radgraph._CACHES",
-    "bench/metrics.py evaluation.radgraph._SETS_CACHES",
-    "bench/metrics.py evaluation.clinical._LABEL_CACHE",
 }
 
 
