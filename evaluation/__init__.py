@@ -21,13 +21,16 @@ number never travels without the choices behind it. :func:`report_statistics` gi
 bootstrap's sufficient statistics (:mod:`evaluation.stats`); :mod:`evaluation.run` writes a
 whole evaluation (results.json, per_report.csv, report.html). Extraction and labelling results
 are cached per process (:mod:`evaluation.caches`); :func:`clear_caches` forgets them.
+
+Adding a metric is one :func:`register` call with a :class:`MetricFamily` (its keys, its
+function, its bootstrap statistic, its descriptions); every consumer above, `radreport evaluate`
+and the fine-tuning logs and plots then know it (example in :mod:`evaluation.registry`).
 """
 
 from __future__ import annotations
 
 from evaluation.caches import clear_caches
 from evaluation.registry import (
-    SUMMARY_KEYS,
     Metric,
     MetricFamily,
     MetricSpecError,
@@ -37,12 +40,13 @@ from evaluation.registry import (
     headline_keys,
     metric,
     register,
+    summarize,
+    summary_keys,
     unregister,
 )
 from evaluation.scoring import conventions, report_statistics, score, score_per_report
 
 __all__ = [
-    "SUMMARY_KEYS",
     "Metric",
     "MetricFamily",
     "MetricSpecError",
@@ -57,5 +61,7 @@ __all__ = [
     "report_statistics",
     "score",
     "score_per_report",
+    "summarize",
+    "summary_keys",
     "unregister",
 ]

@@ -1,15 +1,18 @@
 """The metric registry: one spec per metric family, read by everything that names a metric.
 
 A :class:`MetricFamily` declares its corpus metrics (:class:`Metric`: key, short label,
-description of the variant, headline or not, bounded in [0, 1] or not), its per-report keys, its
-scoring options with their defaults, a function giving corpus and per-report values, a function
-giving bootstrap statistics (:mod:`evaluation.stats`), and its conventions. Readers:
-:func:`evaluation.score`, :func:`evaluation.score_per_report`, :func:`evaluation.report_statistics`
-and :func:`evaluation.conventions`; `radreport evaluate` (results.json, report.html, the console
-table); the fine-tuning run's validation and export logs, `radreport finetune` and
-`finetune.plot` (:data:`SUMMARY_KEYS`, labels). A key that no family declares raises
-:class:`UnknownMetricError`; a family whose functions return undeclared keys raises
-:class:`MetricSpecError`.
+description of the variant, and whether it is a headline metric, a summary metric and bounded in
+[0, 1]), its per-report keys (and which of them report.html shows beside an example), its scoring
+options with their defaults, a function giving corpus and per-report values, a function giving
+bootstrap statistics (:mod:`evaluation.stats`), its conventions and its colour in plots.
+
+Readers: :func:`evaluation.score`, :func:`evaluation.score_per_report`,
+:func:`evaluation.report_statistics` and :func:`evaluation.conventions`; `radreport evaluate`
+(results.json, report.html, the console table: :func:`headline_keys`, descriptions, colours); the
+fine-tuning run's validation and held-out logs, `radreport finetune` and `finetune.plot`
+(:func:`summary_keys`, labels); the run's `checkpoint.best_metric` (:func:`metric`). A key that no
+family declares raises :class:`UnknownMetricError`; a family whose functions return undeclared
+keys raises :class:`MetricSpecError`.
 
 Built in, in this order: ``nlg`` (:mod:`evaluation.nlg`), ``radgraph``
 (:mod:`evaluation.radgraph`), ``chexpert`` (:mod:`evaluation.clinical`).
@@ -18,7 +21,7 @@ Adding a metric is one :func:`register` call plus its function. A metric that is
 per-report value needs only that value:
 
 >>> def exact(hypotheses, references, options):
-...     return [float(h == r) for h, r in zip(hypotheses, references)]
+...     return [float(h == r) for h, r in zip(hypotheses, references, strict=True)]
 >>> register(MetricFamily.mean_of("exact", Metric("exact_match", "exact match",
 ...                                                "1 when the texts are identical"), exact))
 >>> import evaluation
@@ -26,6 +29,9 @@ per-report value needs only that value:
 {'exact_match': 0.5, 'conventions': {...}}
 >>> unregister("exact").name
 'exact'
+
+A family whose corpus value is not a mean of per-report values (corpus BLEU, micro F1) gives its
+own `score` and `statistics` functions, as the built-in families below do.
 """
 
 from __future__ import annotations
@@ -41,7 +47,6 @@ from evaluation.stats import MetricStatistic, bleu_statistic, f1_statistics, mea
 from evaluation.tokenize import tokenize
 
 __all__ = [
-    "SUMMARY_KEYS",
     "Metric",
     "MetricFamily",
     "MetricSpecError",
@@ -55,6 +60,8 @@ __all__ = [
     "register",
     "resolve_options",
     "select",
+    "summarize",
+    "summary_keys",
     "unregister",
 ]
 
@@ -78,9 +85,11 @@ class Metric:
     """One corpus metric of a family.
 
     `description` names the variant (it may use the scoring options, e.g. ``{uncertain}``);
-    `label` is the short name for plots; a headline metric is shown in summaries and tables
-    (variants such as ``chexpert_micro_f1_5_uncertain_positive`` are not); a bounded metric lies
-    in [0, 1] (CIDEr-D does not).
+    `label` is the short name for plots. A headline metric comes first in results.json and is
+    shown in the tables of `radreport evaluate` and report.html's CI plot (variants such as
+    ``chexpert_micro_f1_5_uncertain_positive`` are not headline); a summary metric is also in the
+    one-line summaries of training logs and `radreport finetune` and, when bounded, on the
+    learning curve; a bounded metric lies in [0, 1] (CIDEr-D does not).
     """
 
     key: str
@@ -88,6 +97,7 @@ class Metric:
     description: str
     headline: bool = True
     bounded: bool = True
+    summary: bool = False
 
     def describe(self, options: Options) -> str:
         """The description with the scoring options filled in."""
@@ -102,7 +112,8 @@ class MetricFamily:
     `metrics`, {key: [value per pair]} for every key of `per_report`); `statistics(...)` returns
     {key: :class:`evaluation.stats.MetricStatistic`} whose `value()` equals the corpus value;
     `conventions(options)` returns the entries this family adds to a result's ``"conventions"``.
-    `options` are the scoring options the family reads, with their defaults. `colour` is the
+    `options` are the scoring options the family reads, with their defaults. `examples` are the
+    per-report keys report.html prints beside each of its worst examples; `colour` is the
     family's colour in plots.
     """
 
@@ -113,6 +124,7 @@ class MetricFamily:
     statistics: Callable[[Texts, Texts, Options], Statistics]
     options: Mapping[str, Any] = field(default_factory=dict)
     conventions: Callable[[Options], dict[str, Any]] = lambda options: {}
+    examples: tuple[str, ...] = ()
     colour: str = "#7f7f7f"
 
     @property
@@ -142,6 +154,19 @@ class MetricFamily:
 
         return cls(name, (metric,), (metric.key,), score, statistics, **spec)
 
+    def check(self) -> None:
+        """Raise :class:`MetricSpecError` when the spec contradicts itself."""
+        keys = [*self.keys, *(k for k in self.per_report if k not in self.keys)]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise MetricSpecError(f"metric family {self.name!r} declares {twice} twice")
+        unknown = [k for k in self.examples if k not in self.per_report]
+        if unknown:
+            raise MetricSpecError(
+                f"metric family {self.name!r} shows per-report keys {unknown} beside examples "
+                f"but its per-report keys are {list(self.per_report)}"
+            )
+
 
 # ---------------------------------------------------------------------------------------------
 # The registry
@@ -153,11 +178,12 @@ _METRICS: dict[str, Metric] = {}
 
 def register(family: MetricFamily) -> None:
     """Add a metric family; its name, keys and option defaults must not clash with another's."""
+    family.check()
     if family.name in _FAMILIES or family.name in _KEYS:
         raise MetricSpecError(f"a metric family or key named {family.name!r} is registered already")
     keys = [*family.keys, *(k for k in family.per_report if k not in family.keys)]
     for key in keys:
-        if key in _KEYS or key in _FAMILIES or keys.count(key) > 1:
+        if key in _KEYS or key in _FAMILIES:
             raise MetricSpecError(
                 f"metric key {key!r} of family {family.name!r} is declared twice (or names a family)"
             )
@@ -224,6 +250,20 @@ def headline_keys() -> list[str]:
     return [m.key for f in _FAMILIES.values() for m in f.metrics if m.headline]
 
 
+def summary_keys() -> list[str]:
+    """The corpus keys of one-line summaries (training logs, `radreport finetune`, learning curves)."""
+    return [m.key for f in _FAMILIES.values() for m in f.metrics if m.summary]
+
+
+def summarize(scores: Mapping[str, Any]) -> str:
+    """``key=value`` of every summary metric that `scores` holds, on one line.
+
+    >>> summarize({"bleu4": 0.25, "radgraph_partial": 0.5, "radgraph_simple": 0.6})
+    'bleu4=0.250 radgraph_partial=0.500'
+    """
+    return " ".join(f"{key}={scores[key]:.3f}" for key in summary_keys() if key in scores)
+
+
 def select(metrics: Iterable[str] | None = None) -> list[MetricFamily]:
     """The families that compute the named families or keys (all when None), in registry order."""
     if metrics is None:
@@ -281,16 +321,20 @@ _BLEU = "pycocoevalcap 1.2 corpus BLEU (closest reference length)"
 NLG = MetricFamily(
     name="nlg",
     metrics=(
-        *(Metric(f"bleu{n}", f"BLEU-{n}", _BLEU) for n in range(1, nlg.MAX_N + 1)),
-        Metric("rougeL", "ROUGE-L", "pycocoevalcap 1.2 ROUGE-L, beta 1.2, mean over reports"),
+        *(Metric(f"bleu{n}", f"BLEU-{n}", _BLEU, summary=n == nlg.MAX_N)
+          for n in range(1, nlg.MAX_N + 1)),
+        Metric("rougeL", "ROUGE-L", "pycocoevalcap 1.2 ROUGE-L, beta 1.2, mean over reports",
+               summary=True),
         Metric("cider", "CIDEr-D",
-               "pycocoevalcap 1.2 CIDEr-D, sigma 6, IDF from this set's references", bounded=False),
+               "pycocoevalcap 1.2 CIDEr-D, sigma 6, IDF from this set's references", bounded=False,
+               summary=True),
     ),
     per_report=nlg.NLG_METRICS,
     score=_nlg_score,
     statistics=_nlg_statistics,
     options={"tokenizer": "ptb"},
     conventions=_nlg_conventions,
+    examples=("bleu4", "rougeL"),
     colour="#6c8ebf",
 )
 
@@ -343,7 +387,7 @@ RADGRAPH = MetricFamily(
         Metric("radgraph_simple", "RadGraph-style F1 (simple)",
                "RG_E (radgraph reward_level='simple')"),
         Metric("radgraph_partial", "RadGraph-style F1 (partial)",
-               "RG_ER (radgraph reward_level='partial')"),
+               "RG_ER (radgraph reward_level='partial')", summary=True),
         Metric("radgraph_complete", "RadGraph-style F1 (complete)",
                "RG_ER-bar (radgraph reward_level='complete')"),
         Metric("radgraph_entity_f1", "RadGraph-style entity F1", "Yu et al. entity F1"),
@@ -357,6 +401,7 @@ RADGRAPH = MetricFamily(
     statistics=_radgraph_statistics,
     options={"lowercase": True, "extractor": None},
     conventions=_radgraph_conventions,
+    examples=("radgraph_partial", "radgraph_complete"),
     colour="#82b366",
 )
 
@@ -373,7 +418,7 @@ def _chexpert_metrics() -> tuple[Metric, ...]:
         label = f"CheXpert-style {kind}-F1 ({size}" + (f", uncertain as {policy}" if policy else "")
         description = f"CheXpert-style {kind} F1 over {size} findings, uncertain as "
         return Metric(key, label + ")", description + (policy or "{uncertain}"),
-                      headline=policy is None)
+                      headline=policy is None, summary=(kind, size, policy) == ("micro", 5, None))
 
     headline = [one(kind, size, None) for size in _SIZES for kind in ("micro", "macro")]
     variants = [one(kind, size, policy) for policy in clinical.UNCERTAIN_POLICIES for size in _SIZES
@@ -444,15 +489,10 @@ CHEXPERT = MetricFamily(
     statistics=_chexpert_statistics,
     options={"uncertain": "negative"},
     conventions=_chexpert_conventions,
+    examples=("chexpert_example_f1_14",),
     colour="#d79b00",
 )
 
-for _family in (NLG, RADGRAPH, CHEXPERT):
-    register(_family)
-
-#: The metrics a one-line summary shows (training logs, `radreport finetune`, learning curves).
-SUMMARY_KEYS: tuple[str, ...] = (
-    "chexpert_micro_f1_5", "radgraph_partial", "bleu4", "rougeL", "cider",
-)
-for _key in SUMMARY_KEYS:
-    metric(_key)  # a typo here fails at import
+register(NLG)
+register(RADGRAPH)
+register(CHEXPERT)

@@ -312,6 +312,9 @@ def generate_split(
 # ---------------------------------------------------------------------------------------------
 # report.html
 
+#: report.html shows the worst reports by this per-report metric, ties broken by the second.
+WORST_BY = ("radgraph_partial", "rougeL")
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1180px;color:#1d2330}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde}
@@ -489,17 +492,14 @@ def write_report(
         f'<figure><figcaption>{esc(title)}</figcaption><img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>'
         for title, data in _plots(results, hypotheses, references)
     )
-    order_key = "radgraph_partial" if "radgraph_partial" in per_report else next(iter(per_report))
-    order = sorted(range(len(ids)), key=lambda i: (per_report[order_key][i], per_report.get("rougeL", [0] * len(ids))[i]))
+    order_key, tie_key = WORST_BY
+    order = sorted(range(len(ids)), key=lambda i: (per_report[order_key][i], per_report[tie_key][i]))
     chosen = order[:worst]
     graphs = extract_many([hypotheses[i] for i in chosen] + [references[i] for i in chosen], extractor)
+    shown = [key for family in registry.families() for key in family.examples if key in per_report]
     examples = []
     for k, i in enumerate(chosen):
-        scores = ", ".join(
-            f"{esc(n)} {per_report[n][i]:.3f}"
-            for n in ("radgraph_partial", "radgraph_complete", "chexpert_example_f1_14", "bleu4", "rougeL")
-            if n in per_report
-        )
+        scores = ", ".join(f"{esc(n)} {per_report[n][i]:.3f}" for n in shown)
         examples.append(
             f"<h3>{esc(ids[i])}</h3><p class=meta>{scores}</p><div class=pair>"
             f"<div><h4>generated</h4>{highlight(hypotheses[i], graphs[k])}</div>"

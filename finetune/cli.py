@@ -51,11 +51,9 @@ def finetune(
         raise typer.Exit(2) from error
     console.print(f"done: {result.steps} steps, best checkpoint {result.best_step}")
     if result.test_scores:
-        from evaluation import SUMMARY_KEYS
+        from evaluation import summarize
 
-        scores = result.test_scores
-        console.print("held-out: " + ", ".join(f"{k} {scores[k]:.3f}" for k in SUMMARY_KEYS
-                                              if k in scores))
+        console.print(f"held-out: {summarize(result.test_scores)}")
 
 
 def register(app: typer.Typer) -> None:

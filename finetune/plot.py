@@ -1,7 +1,7 @@
 """The learning curve of a run as a PNG: training loss, and validation scores against steps.
 
-The scores are the bounded metrics of `evaluation.SUMMARY_KEYS`, labelled as the metric registry
-labels them; the demo's targets are dashed.
+The scores are the bounded summary metrics of the metric registry (`evaluation.summary_keys`),
+labelled as the registry labels them; the demo's targets are dashed.
 
     python -m finetune.plot RUN_WORKDIR docs/learning_curve.png [--title TEXT]
 """
@@ -24,7 +24,7 @@ def plotted_metrics() -> list[tuple[str, str, float | None]]:
 
     for key in TARGETS:
         evaluation.metric(key)  # an unknown key is an error, not a missing line
-    specs = [evaluation.metric(key) for key in evaluation.SUMMARY_KEYS]
+    specs = [evaluation.metric(key) for key in evaluation.summary_keys()]
     return [(m.key, m.label, TARGETS.get(m.key)) for m in specs if m.bounded]
 
 

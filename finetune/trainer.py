@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import evaluation
 from finetune import data as data_lib
 from finetune.config import ConfigError, TrainConfig
 
@@ -74,17 +75,8 @@ class _Signals:
             signal.signal(sig, handler)
 
 
-def _summary(scores: dict[str, float]) -> str:
-    """`key=value` for the metrics of `evaluation.SUMMARY_KEYS` that `scores` holds."""
-    from evaluation import SUMMARY_KEYS
-
-    return " ".join(f"{k}={scores[k]:.3f}" for k in SUMMARY_KEYS if k in scores)
-
-
 def _check_best_metric(config: TrainConfig) -> None:
     """Refuse a `checkpoint.best_metric` that `evaluation.score` does not report."""
-    import evaluation
-
     try:
         evaluation.metric(config.checkpoint.best_metric)
     except evaluation.UnknownMetricError as error:
@@ -449,8 +441,6 @@ class Run:
 
     def evaluate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair], tag: str) -> tuple[dict[str, float], list[str]]:
         """`evaluation.score` of greedy reports against the targets (plus the example count)."""
-        import evaluation
-
         hypotheses = self.generate(params, examples, pairs, tag)
         references = [p.target for p in pairs]
         scores = {k: float(v) for k, v in evaluation.score(hypotheses, references).items()
@@ -548,7 +538,7 @@ class Run:
                         self._log(
                             f"step {step}: val {cfg.checkpoint.best_metric}="
                             f"{val_metrics.get(cfg.checkpoint.best_metric, float('nan')):.3f} "
-                            + _summary(val_metrics)
+                            + evaluation.summarize(val_metrics)
                         )
                         window_start += time.time() - eval_start
                     time_up = time_up or step == stop_at_step
@@ -604,7 +594,7 @@ class Run:
             self._write_predictions(f"{cfg.data.test_split}-step{step}", pairs, hypotheses)
             count = len(test)
             self._log(f"held-out {cfg.data.test_split} ({count} studies, checkpoint of step {step}): "
-                      + _summary(scores))
+                      + evaluation.summarize(scores))
             from finetune.metrics import MetricsWriter
 
             writer = MetricsWriter(self.workdir, enabled=self.process_index == 0)

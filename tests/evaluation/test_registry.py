@@ -20,7 +20,7 @@ from evaluation import (
     score,
     score_per_report,
 )
-from evaluation.run import evaluate_texts
+from evaluation.run import WORST_BY, evaluate_texts
 from evaluation.stats import bootstrap
 
 REFERENCES = [
@@ -47,7 +47,8 @@ def length_family() -> Iterator[MetricFamily]:
     """A "length" family registered for one test, unregistered after it."""
     family = MetricFamily.mean_of(
         "length", Metric("length_ratio", "length ratio", "hypothesis words / reference words, mean",
-                         bounded=False), word_ratio, colour="#9673a6",
+                         bounded=False, summary=True), word_ratio,
+        examples=("length_ratio",), colour="#9673a6",
     )
     evaluation.register(family)
     yield family
@@ -72,16 +73,20 @@ def test_a_registered_family_appears_in_scores_statistics_and_the_evaluation_rep
     assert stored["family"] == "length"
     assert stored["variant"] == "hypothesis words / reference words, mean"
     assert results["metrics"]["length_ratio"]["value"] == pytest.approx(expected)
-    assert "length_ratio" in (tmp_path / "report.html").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "<tr><td>length_ratio</td>" in html  # the metrics table
+    assert html.count(", length_ratio ") == 4  # beside each of the worst examples
     with (tmp_path / "per_report.csv").open() as handle:
         assert "length_ratio" in next(csv.reader(handle))
+    assert f"length_ratio={expected:.3f}" in evaluation.summarize(score(HYPOTHESES, REFERENCES))
 
 
 def test_an_unregistered_family_is_gone_everywhere(length_family):
     evaluation.unregister("length")
     try:
-        assert "length_ratio" not in score(HYPOTHESES, REFERENCES, metrics=["nlg"])
+        assert "length_ratio" not in score(HYPOTHESES, REFERENCES)
         assert "length_ratio" not in report_statistics(HYPOTHESES, REFERENCES)
+        assert "length_ratio" not in evaluation.summary_keys()
         with pytest.raises(UnknownMetricError):
             score(HYPOTHESES, REFERENCES, metrics=["length_ratio"])
     finally:
@@ -135,8 +140,23 @@ def test_only_the_policy_variants_are_not_headline_and_only_cider_is_unbounded()
     assert [m.key for m in metrics if not m.bounded] == ["cider"]
 
 
-def test_summary_keys_are_headline_metrics():
-    assert all(evaluation.metric(key).headline for key in evaluation.SUMMARY_KEYS)
+def test_the_summary_metrics_are_one_headline_metric_per_clinical_family_and_bleu_rouge_cider():
+    assert evaluation.summary_keys() == [
+        "bleu4", "rougeL", "cider", "radgraph_partial", "chexpert_micro_f1_5",
+    ]
+    assert all(evaluation.metric(key).headline for key in evaluation.summary_keys())
+
+
+def test_report_html_orders_its_examples_by_per_report_metrics_of_the_registry():
+    for key in WORST_BY:
+        assert key in evaluation.family_of(key).per_report
+
+
+def test_an_example_key_that_is_no_per_report_key_is_refused():
+    family = MetricFamily.mean_of("odd", Metric("odd_f1", "x", "x"), word_ratio,
+                                  examples=("odd_f2",))
+    with pytest.raises(MetricSpecError, match=r"shows per-report keys \['odd_f2'\]"):
+        evaluation.register(family)
 
 
 def test_a_key_declared_twice_is_refused(length_family):
