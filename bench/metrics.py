@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/metrics.py [--reports 2000] [--repeat 3]
 
+(with the project installed, as `make setup` does, or `PYTHONPATH=.` from the repository root).
+
 Texts are synthetic MIMIC-CXR-style FINDINGS sections (radiology.synth), scored in pairs.
 "Cold" runs clear every extraction and labelling cache first (`evaluation.clear_caches`) and use
 distinct texts, so each report is extracted / labelled once; "warm" runs score the same pairs
