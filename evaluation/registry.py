@@ -185,7 +185,8 @@ def register(family: MetricFamily) -> None:
     for key in keys:
         if key in _KEYS or key in _FAMILIES:
             raise MetricSpecError(
-                f"metric key {key!r} of family {family.name!r} is declared twice (or names a family)"
+                f"metric key {key!r} of family {family.name!r} is declared twice "
+                "(or names a family)"
             )
     defaults = default_options()
     for option, value in family.options.items():
@@ -251,7 +252,8 @@ def headline_keys() -> list[str]:
 
 
 def summary_keys() -> list[str]:
-    """The corpus keys of one-line summaries (training logs, `radreport finetune`, learning curves)."""
+    """The corpus keys of one-line summaries (training logs, `radreport finetune`, learning
+    curves)."""
     return [m.key for f in _FAMILIES.values() for m in f.metrics if m.summary]
 
 

@@ -493,7 +493,8 @@ def write_report(
         for title, data in _plots(results, hypotheses, references)
     )
     order_key, tie_key = WORST_BY
-    order = sorted(range(len(ids)), key=lambda i: (per_report[order_key][i], per_report[tie_key][i]))
+    order = sorted(range(len(ids)),
+                   key=lambda i: (per_report[order_key][i], per_report[tie_key][i]))
     chosen = order[:worst]
     graphs = extract_many([hypotheses[i] for i in chosen] + [references[i] for i in chosen], extractor)
     shown = [key for family in registry.families() for key in family.examples if key in per_report]

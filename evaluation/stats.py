@@ -76,8 +76,11 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
 
 
-def f1_statistics(micro: str, macro: str, hyp: np.ndarray, ref: np.ndarray) -> list[MetricStatistic]:
-    """Micro and macro F1 (named `micro`, `macro`) from boolean presence matrices [reports, findings]."""
+def f1_statistics(
+    micro: str, macro: str, hyp: np.ndarray, ref: np.ndarray
+) -> list[MetricStatistic]:
+    """Micro and macro F1 (named `micro`, `macro`) from boolean presence matrices
+    [reports, findings]."""
     count = hyp.shape[1]
     table = np.concatenate([hyp & ref, hyp & ~ref, ~hyp & ref], axis=1).astype(np.float64)
 

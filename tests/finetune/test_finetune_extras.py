@@ -73,9 +73,8 @@ def test_the_learning_curve_shows_the_bounded_summary_metrics_of_the_registry() 
     def same(hypotheses: list[str], references: list[str], options: dict) -> list[bool]:
         return [h == r for h, r in zip(hypotheses, references, strict=True)]
 
-    exact = evaluation.MetricFamily.mean_of(
-        "exact", evaluation.Metric("exact_match", "exact match", "identical texts", summary=True), same
-    )
+    metric = evaluation.Metric("exact_match", "exact match", "identical texts", summary=True)
+    exact = evaluation.MetricFamily.mean_of("exact", metric, same)
     evaluation.register(exact)
     try:
         plotted = plotted_metrics()
