@@ -6,10 +6,10 @@
 ``radgraph.RadGraph`` (RadGraph-XL) saved by the user: a list of graphs, a list of
 ``{"0": graph}`` items (as in the radgraph repository's test files), a dict of graphs keyed by
 id, or JSON lines. Each graph's ``text`` is re-extracted by
-:func:`evaluation.extractor.extract_graph`; RadGraph-XL labels are mapped to the RadGraph v1 names (``Anatomy::*`` -> ANAT-DP,
-``Observation::definitely present`` -> OBS-DP, ...). Printed: entity F1 (exact token span and
-label, pooled), relation F1 (source span, type, target span, pooled), and RadGraph F1 at the
-three reward levels with the other graphs as references.
+:func:`evaluation.extractor.extract_graph`; RadGraph-XL labels are mapped to the RadGraph v1
+names (``Anatomy::*`` -> ANAT-DP, ``Observation::definitely present`` -> OBS-DP, ...). Printed:
+entity F1 (exact token span and label, pooled), relation F1 (source span, type, target span,
+pooled), and RadGraph F1 at the three reward levels with the other graphs as references.
 
 The texts should be tokenized the way the other extractor saw them (RadGraph-XL's ``text`` field
 is already space-separated tokens), otherwise token indices cannot agree.
