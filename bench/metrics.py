@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/metrics.py [--reports 2000] [--repeat 3]
 
+(with the project installed, as `make setup` does, or `PYTHONPATH=.` from the repository root).
+
 Texts are synthetic MIMIC-CXR-style FINDINGS sections (radiology.synth), scored in pairs.
-"Cold" runs clear every extraction and labelling cache first and use distinct texts, so each
-report is extracted / labelled once; "warm" runs score the same pairs again (what a training
-loop's periodic validation sees). The best of `--repeat` runs is printed.
+"Cold" runs clear every extraction and labelling cache first (`evaluation.clear_caches`) and use
+distinct texts, so each report is extracted / labelled once; "warm" runs score the same pairs
+again (what a training loop's periodic validation sees). The best of `--repeat` runs is printed.
 """
 
 from __future__ import annotations
@@ -18,14 +20,10 @@ if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic_pairs(count: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -46,21 +44,6 @@ def synthetic_pairs(count: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts[0::2], texts[1::2]
 
 
-def clear_caches() -> None:
-    """Forget every extraction and labelling result (ours and the labeler's own lru caches)."""
-    import evaluation.chexpert
-    import evaluation.extractor
-    from evaluation import clinical, radgraph
-
-    radgraph._CACHES.clear()
-    radgraph._SETS_CACHES.clear()
-    clinical._LABEL_CACHE.clear()
-    for module in (evaluation.extractor, evaluation.chexpert):
-        for value in vars(module).values():
-            if callable(getattr(value, "cache_clear", None)):
-                value.cache_clear()
-
-
 def best_rate(work: Callable[[], object], reports: int, repeat: int, before: Callable[[], None] | None = None) -> float:
     """Reports per second of the fastest of `repeat` runs."""
     best = float("inf")
@@ -79,9 +62,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from evaluation import score
+    from evaluation import clear_caches, report_statistics, score
     from evaluation.nlg import bleu, cider_d, rouge_l
-    from evaluation.stats import bootstrap, report_statistics
+    from evaluation.stats import bootstrap
     from evaluation.tokenize import tokenize
 
     hypotheses, references = synthetic_pairs(args.reports)

@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
 
+from evaluation.caches import TextCache, memoize
 from radiology.labels import CHEXPERT_5, CHEXPERT_14
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
     "NEGATIVE",
     "POSITIVE",
     "UNCERTAIN",
-    "clear_caches",
     "label",
     "label_many",
 ]
@@ -481,7 +480,7 @@ _PREDICATE_VERB = re.compile(r"\b(?:is|are|was|were|appears?|remains?|seems?|loo
 _BETWEEN_STOP = re.compile(r"\b(?:with|without|but|however|although|which|there|no|not)\b|;")
 
 
-@lru_cache(maxsize=131072)
+@memoize("chexpert sentences", maxsize=131072)
 def _sentence_mentions(sentence: str) -> tuple[tuple[str, float, str], ...]:
     """(observation, value, mention text) for every mention in one sentence.
 
@@ -529,8 +528,7 @@ def _sentence_mentions(sentence: str) -> tuple[tuple[str, float, str], ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=65536)
-def _label_cached(text: str) -> tuple[float | None, ...]:
+def _label_text(text: str) -> dict[str, float | None]:
     mentions: dict[str, list[float]] = {}
     no_finding = True
     for sentence in _SENTENCE_SPLIT.split(_clean(text)):
@@ -542,21 +540,24 @@ def _label_cached(text: str) -> tuple[float | None, ...]:
             if value != NEGATIVE and mention in ("chf", "heart failure", "congestive heart failure"):
                 mentions.setdefault("Cardiomegaly", []).append(UNCERTAIN)
             mentions.setdefault(observation, []).append(value)
-    values: list[float | None] = []
+    values: dict[str, float | None] = {}
     for observation in CHEXPERT_14:
         if observation == "No Finding":
-            values.append(POSITIVE if no_finding else None)
+            values[observation] = POSITIVE if no_finding else None
             continue
         found = mentions.get(observation)
         if not found:
-            values.append(None)
+            values[observation] = None
         elif POSITIVE in found:
-            values.append(POSITIVE)
+            values[observation] = POSITIVE
         elif UNCERTAIN in found:
-            values.append(UNCERTAIN)
+            values[observation] = UNCERTAIN
         else:
-            values.append(NEGATIVE)
-    return tuple(values)
+            values[observation] = NEGATIVE
+    return values
+
+
+_LABELS: TextCache[str, dict[str, float | None]] = TextCache("chexpert labels")
 
 
 def label(text: str) -> dict[str, float | None]:
@@ -565,15 +566,12 @@ def label(text: str) -> dict[str, float | None]:
     >>> label("No pleural effusion or pneumothorax. Mild cardiomegaly.")["Pleural Effusion"]
     0.0
     """
-    return dict(zip(CHEXPERT_14, _label_cached(text), strict=True))
+    return dict(label_many([text])[0])
 
 
 def label_many(texts: Iterable[str]) -> list[dict[str, float | None]]:
-    """Label many reports; identical texts and sentences are labelled once (in-process caches)."""
-    return [label(t) for t in texts]
+    """Label many reports; each distinct text is labelled once per process (cached).
 
-
-def clear_caches() -> None:
-    """Forget every cached labelling (for cold-start benchmarks)."""
-    _label_cached.cache_clear()
-    _sentence_mentions.cache_clear()
+    The returned label mappings are shared with the cache: treat them as read-only.
+    """
+    return _LABELS.get_many(list(texts), lambda missing: [_label_text(t) for t in missing])

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         """Score generated reports against references: NLG, RadGraph F1, CheXpert F1 with CIs."""
         from rich.console import Console  # noqa: PLC0415
 
-        from evaluation import UnknownMetricError  # noqa: PLC0415
+        from evaluation import UnknownMetricError, metric  # noqa: PLC0415
         from evaluation.radgraph import ExtractorUnavailableError  # noqa: PLC0415
         from evaluation.run import PredictionsFileError, evaluate_bundle, evaluate_predictions  # noqa: PLC0415
         from evaluation.tokenize import TokenizerError  # noqa: PLC0415
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         for column in ("metric", "value", "95 % CI"):
             table.add_column(column)
         for name, ci in results["metrics"].items():
-            if name.endswith(("_uncertain_negative", "_uncertain_positive")):
+            if not metric(name).headline:
                 continue
             table.add_row(name, f"{ci['value']:.4f}", f"[{ci['low']:.4f}, {ci['high']:.4f}]")
         console.print(table)

@@ -22,7 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["UNCERTAIN_POLICIES", "ClinicalF1", "clinical_f1", "label_many", "presence_matrix"]
+from evaluation.chexpert import CHEXPERT_5, CHEXPERT_14, label_many
+
+__all__ = [
+    "UNCERTAIN_POLICIES",
+    "ClinicalF1",
+    "clinical_f1",
+    "example_f1",
+    "finding_names",
+    "label_many",
+    "presence_matrix",
+]
 
 UNCERTAIN_POLICIES = ("negative", "positive")
 Labels = Mapping[str, float | None]
@@ -30,25 +40,7 @@ Labels = Mapping[str, float | None]
 
 def finding_names() -> tuple[list[str], list[str]]:
     """The 14 CheXpert finding names and the 5-finding subset (from the labeler)."""
-    from evaluation.chexpert import CHEXPERT_5, CHEXPERT_14  # noqa: PLC0415 - written beside us
-
     return list(CHEXPERT_14), list(CHEXPERT_5)
-
-
-_LABEL_CACHE: dict[str, dict[str, float | None]] = {}
-CACHE_LIMIT = 200_000
-
-
-def label_many(texts: Sequence[str]) -> list[dict[str, float | None]]:
-    """CheXpert-style labels of every text; each distinct text is labelled once (cached)."""
-    from evaluation.chexpert import label  # noqa: PLC0415
-
-    missing = [t for t in dict.fromkeys(texts) if t not in _LABEL_CACHE]
-    if len(_LABEL_CACHE) + len(missing) > CACHE_LIMIT:
-        _LABEL_CACHE.clear()
-    for text in missing:
-        _LABEL_CACHE[text] = label(text)
-    return [_LABEL_CACHE[t] for t in texts]
 
 
 def presence_matrix(labels: Sequence[Labels], names: Sequence[str], uncertain: str = "negative") -> np.ndarray:

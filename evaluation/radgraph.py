@@ -41,10 +41,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from evaluation.caches import TextCache
 
 __all__ = [
     "REWARD_LEVELS",
@@ -325,10 +327,19 @@ _FACTORIES: dict[str, Callable[[], ExtractorBackend]] = {
     "radgraph": RadGraphPackageBackend,
 }
 _INSTANCES: dict[str, ExtractorBackend] = {}
-_CACHES: dict[str, dict[str, dict[str, Any]]] = {}
 _LOCK = threading.Lock()
 _DEFAULT = {"name": os.environ.get("RADREPORT_EXTRACTOR", "rules")}
-CACHE_LIMIT = 200_000
+
+
+@dataclass
+class _Extraction:
+    """What is cached per (extractor, text): the graph and its reward sets per case handling."""
+
+    graph: dict[str, Any]
+    sets: dict[bool, GraphSets] = field(default_factory=dict)
+
+
+_EXTRACTIONS: TextCache[tuple[str, str], _Extraction] = TextCache("radgraph graphs")
 
 
 def register_backend(name: str, factory: Callable[[], ExtractorBackend]) -> None:
@@ -336,9 +347,7 @@ def register_backend(name: str, factory: Callable[[], ExtractorBackend]) -> None
     with _LOCK:
         _FACTORIES[name] = factory
         _INSTANCES.pop(name, None)
-        _CACHES.pop(name, None)
-        for key in [k for k in _SETS_CACHES if k[0] == name]:
-            del _SETS_CACHES[key]
+        _EXTRACTIONS.clear()
 
 
 def available_backends() -> list[str]:
@@ -373,22 +382,22 @@ def get_backend(name: str | None = None) -> ExtractorBackend:
         return _INSTANCES[name]
 
 
+def _extractions(texts: Sequence[str], backend: str | None) -> list[_Extraction]:
+    name = backend or _DEFAULT["name"]
+    extractor = get_backend(name)
+
+    def run(missing: list[tuple[str, str]]) -> list[_Extraction]:
+        return [_Extraction(g) for g in extractor.extract_many([text for _, text in missing])]
+
+    return _EXTRACTIONS.get_many([(name, text) for text in texts], run)
+
+
 def extract_many(texts: Iterable[str], backend: str | None = None) -> list[dict[str, Any]]:
     """Graphs of many texts; each distinct text is extracted once and cached per backend.
 
     The returned graphs are shared with the cache: treat them as read-only.
     """
-    name = backend or _DEFAULT["name"]
-    texts = list(texts)
-    extractor = get_backend(name)
-    cache = _CACHES.setdefault(name, {})
-    missing = list(dict.fromkeys(t for t in texts if t not in cache))
-    if missing:
-        if len(cache) + len(missing) > CACHE_LIMIT:
-            cache.clear()
-        for text, graph in zip(missing, extractor.extract_many(missing), strict=True):
-            cache[text] = graph
-    return [cache[t] for t in texts]
+    return [extraction.graph for extraction in _extractions(list(texts), backend)]
 
 
 def extract(text: str, backend: str | None = None) -> dict[str, Any]:
@@ -424,19 +433,14 @@ def f1_from_texts(
     }
 
 
-_SETS_CACHES: dict[tuple[str, bool], dict[str, GraphSets]] = {}
-
-
 def sets_of_texts(
     texts: Sequence[str], lowercase: bool = True, backend: str | None = None
 ) -> list[GraphSets]:
     """Reward tuple sets of many texts, extracted and built once per distinct text (cached)."""
-    name = backend or _DEFAULT["name"]
-    cache = _SETS_CACHES.setdefault((name, lowercase), {})
-    missing = list(dict.fromkeys(t for t in texts if t not in cache))
-    if missing:
-        if len(cache) + len(missing) > CACHE_LIMIT:
-            cache.clear()
-        for text, graph in zip(missing, extract_many(missing, name), strict=True):
-            cache[text] = graph_sets(graph, lowercase)
-    return [cache[t] for t in texts]
+    out = []
+    for extraction in _extractions(texts, backend):
+        sets = extraction.sets.get(lowercase)
+        if sets is None:
+            sets = extraction.sets[lowercase] = graph_sets(extraction.graph, lowercase)
+        out.append(sets)
+    return out

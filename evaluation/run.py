@@ -19,6 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluation import registry
+from evaluation.clinical import clinical_f1, finding_names, label_many
+from evaluation.radgraph import extract_many
+from evaluation.scoring import conventions, report_statistics, score_per_report
+from evaluation.stats import NOTES, bootstrap, paired_test
+
 __all__ = [
     "PredictionsFileError",
     "evaluate_bundle",
@@ -104,40 +110,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _family(name: str) -> str:
-    if name.startswith("radgraph"):
-        return "radgraph"
-    if name.startswith("chexpert"):
-        return "chexpert"
-    return "nlg"
-
-
-_VARIANTS = {
-    "bleu": "pycocoevalcap 1.2 corpus BLEU (closest reference length)",
-    "rougeL": "pycocoevalcap 1.2 ROUGE-L, beta 1.2, mean over reports",
-    "cider": "pycocoevalcap 1.2 CIDEr-D, sigma 6, IDF from this set's references",
-    "radgraph_simple": "RG_E (radgraph reward_level='simple')",
-    "radgraph_partial": "RG_ER (radgraph reward_level='partial')",
-    "radgraph_complete": "RG_ER-bar (radgraph reward_level='complete')",
-    "radgraph_entity_f1": "Yu et al. entity F1",
-    "radgraph_relation_f1": "Yu et al. relation F1",
-    "radgraph_combined": "Yu et al. radgraph_combined = (entity F1 + relation F1) / 2",
-}
-
-
-def _variant(name: str, uncertain: str) -> str:
-    if name.startswith("bleu"):
-        return _VARIANTS["bleu"]
-    if name in _VARIANTS:
-        return _VARIANTS[name]
-    kind = "micro" if "_micro_" in name else "macro"
-    size = "14 findings" if "_14" in name else "5 findings"
-    policy = "positive" if name.endswith("_uncertain_positive") else (
-        "negative" if name.endswith("_uncertain_negative") else uncertain
-    )
-    return f"CheXpert-style {kind} F1 over {size}, uncertain as {policy}"
-
-
 def evaluate_texts(
     ids: Sequence[str],
     hypotheses: Sequence[str],
@@ -151,11 +123,11 @@ def evaluate_texts(
     worst: int = 10,
     **options: Any,
 ) -> dict[str, Any]:
-    """Score paired texts, write results.json, per_report.csv and report.html; return the results."""
-    from evaluation import FAMILIES, conventions, score_per_report  # noqa: PLC0415
-    from evaluation.clinical import clinical_f1, finding_names, label_many  # noqa: PLC0415
-    from evaluation.stats import NOTES, bootstrap, paired_test, report_statistics  # noqa: PLC0415
+    """Score paired texts, write results.json, per_report.csv and report.html; return the results.
 
+    Every metric of :func:`evaluation.report_statistics` gets its bootstrap CI, its family and
+    the description of its variant (:mod:`evaluation.registry`); headline metrics come first.
+    """
     if not (len(ids) == len(hypotheses) == len(references)):
         raise ValueError("ids, hypotheses and references must have the same length")
     out = Path(out_dir)
@@ -163,9 +135,11 @@ def evaluate_texts(
     statistics = report_statistics(hypotheses, references, **options)
     intervals = bootstrap(statistics, resamples=resamples, seed=seed)
     used = conventions(**options)
-    headline = [k for keys in FAMILIES.values() for k in keys if k in intervals]
+    chosen = registry.resolve_options(options)
+    headline = [k for k in registry.headline_keys() if k in intervals]
     metrics = {
-        name: {**intervals[name], "family": _family(name), "variant": _variant(name, used["chexpert_uncertain"])}
+        name: {**intervals[name], "family": registry.family_of(name).name,
+               "variant": registry.metric(name).describe(chosen)}
         for name in [*headline, *(k for k in intervals if k not in headline)]
     }
     names_14, names_5 = finding_names()
@@ -338,6 +312,9 @@ def generate_split(
 # ---------------------------------------------------------------------------------------------
 # report.html
 
+#: report.html shows the worst reports by this per-report metric, ties broken by the second.
+WORST_BY = ("radgraph_partial", "rougeL")
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1180px;color:#1d2330}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde}
@@ -426,16 +403,14 @@ def _plots(results: dict[str, Any], hypotheses: Sequence[str], references: Seque
 
     plots = []
     metrics = results["metrics"]
-    headline = [n for n in metrics if not n.endswith(("_uncertain_negative", "_uncertain_positive"))]
-    scale = [n for n in headline if n != "cider"]
-    colours = {"nlg": "#6c8ebf", "radgraph": "#82b366", "chexpert": "#d79b00"}
+    scale = [n for n in metrics if registry.metric(n).headline and registry.metric(n).bounded]
     figure, axis = plt.subplots(figsize=(9, 0.32 * len(scale) + 1))
     for row, name in enumerate(scale[::-1]):
         ci = metrics[name]
         # A percentile interval need not contain the estimate (e.g. macro F1 of rare findings).
         below, above = max(ci["value"] - ci["low"], 0.0), max(ci["high"] - ci["value"], 0.0)
         axis.errorbar(ci["value"], row, xerr=[[below], [above]],
-                      fmt="o", color=colours[ci["family"]], capsize=3)
+                      fmt="o", color=registry.family(ci["family"]).colour, capsize=3)
     axis.set_yticks(range(len(scale)), scale[::-1])
     axis.set_xlim(0, 1)
     axis.set_xlabel(f"score with {int(results['statistics']['level'] * 100)} % bootstrap CI "
@@ -489,8 +464,6 @@ def write_report(
     """Write a self-contained report.html (plots as embedded PNG, every text escaped)."""
     import html  # noqa: PLC0415
 
-    from evaluation.radgraph import extract_many  # noqa: PLC0415
-
     esc = html.escape
     rows = []
     for name, ci in results["metrics"].items():
@@ -519,17 +492,15 @@ def write_report(
         f'<figure><figcaption>{esc(title)}</figcaption><img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>'
         for title, data in _plots(results, hypotheses, references)
     )
-    order_key = "radgraph_partial" if "radgraph_partial" in per_report else next(iter(per_report))
-    order = sorted(range(len(ids)), key=lambda i: (per_report[order_key][i], per_report.get("rougeL", [0] * len(ids))[i]))
+    order_key, tie_key = WORST_BY
+    order = sorted(range(len(ids)),
+                   key=lambda i: (per_report[order_key][i], per_report[tie_key][i]))
     chosen = order[:worst]
     graphs = extract_many([hypotheses[i] for i in chosen] + [references[i] for i in chosen], extractor)
+    shown = [key for family in registry.families() for key in family.examples if key in per_report]
     examples = []
     for k, i in enumerate(chosen):
-        scores = ", ".join(
-            f"{esc(n)} {per_report[n][i]:.3f}"
-            for n in ("radgraph_partial", "radgraph_complete", "chexpert_example_f1_14", "bleu4", "rougeL")
-            if n in per_report
-        )
+        scores = ", ".join(f"{esc(n)} {per_report[n][i]:.3f}" for n in shown)
         examples.append(
             f"<h3>{esc(ids[i])}</h3><p class=meta>{scores}</p><div class=pair>"
             f"<div><h4>generated</h4>{highlight(hypotheses[i], graphs[k])}</div>"

@@ -17,13 +17,22 @@ recomputed inside a resample); this is stated in :data:`NOTES`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-__all__ = ["NOTES", "MetricStatistic", "bootstrap", "paired_test", "report_statistics"]
+from evaluation.nlg import bleu_from_sums
+
+__all__ = [
+    "NOTES",
+    "MetricStatistic",
+    "bleu_statistic",
+    "bootstrap",
+    "f1_statistics",
+    "mean_statistic",
+    "paired_test",
+]
 
 NOTES = {
     "bootstrap": "percentile bootstrap over reports; corpus metrics recomputed from summed "
@@ -51,14 +60,14 @@ class MetricStatistic:
         return np.asarray(self.reduce(weights @ self.table, len(self.table)), dtype=np.float64)
 
 
-def _mean_statistic(name: str, values: Sequence[float]) -> MetricStatistic:
+def mean_statistic(name: str, values: Sequence[float]) -> MetricStatistic:
+    """A metric that is the mean of per-report values."""
     table = np.asarray(values, dtype=np.float64).reshape(-1, 1)
     return MetricStatistic(name, table, lambda sums, n: sums[..., 0] / max(n, 1))
 
 
-def _bleu_statistic(name: str, matrix: np.ndarray, order: int) -> MetricStatistic:
-    from evaluation.nlg import bleu_from_sums  # noqa: PLC0415
-
+def bleu_statistic(name: str, matrix: np.ndarray, order: int) -> MetricStatistic:
+    """Corpus BLEU-`order` from per-report BLEU statistics (`BleuStatistics.as_matrix()` rows)."""
     return MetricStatistic(name, matrix, lambda sums, n: bleu_from_sums(sums)[..., order - 1])
 
 
@@ -67,73 +76,22 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
 
 
-def _chexpert_statistics(prefix: str, hyp: np.ndarray, ref: np.ndarray) -> list[MetricStatistic]:
-    """Micro and macro F1 statistics from boolean presence matrices [reports, findings]."""
+def f1_statistics(
+    micro: str, macro: str, hyp: np.ndarray, ref: np.ndarray
+) -> list[MetricStatistic]:
+    """Micro and macro F1 (named `micro`, `macro`) from boolean presence matrices
+    [reports, findings]."""
     count = hyp.shape[1]
     table = np.concatenate([hyp & ref, hyp & ~ref, ~hyp & ref], axis=1).astype(np.float64)
 
-    def micro(sums: np.ndarray, n: int) -> np.ndarray:
-        return _f1(sums[..., :count].sum(-1), sums[..., count : 2 * count].sum(-1), sums[..., 2 * count :].sum(-1))
+    def micro_f1(sums: np.ndarray, n: int) -> np.ndarray:
+        return _f1(sums[..., :count].sum(-1), sums[..., count : 2 * count].sum(-1),
+                   sums[..., 2 * count :].sum(-1))
 
-    def macro(sums: np.ndarray, n: int) -> np.ndarray:
+    def macro_f1(sums: np.ndarray, n: int) -> np.ndarray:
         return _f1(sums[..., :count], sums[..., count : 2 * count], sums[..., 2 * count :]).mean(-1)
 
-    return [
-        MetricStatistic(prefix.format(kind="micro"), table, micro),
-        MetricStatistic(prefix.format(kind="macro"), table, macro),
-    ]
-
-
-def report_statistics(
-    hypotheses: Sequence[str],
-    references: Sequence[str],
-    metrics: Iterable[str] | None = None,
-    **options: Any,
-) -> dict[str, MetricStatistic]:
-    """Sufficient statistics of every corpus metric :func:`evaluation.score` reports.
-
-    `statistics[name].value()` equals `score(...)[name]`.
-    """
-    from evaluation import _check, _families, _options  # noqa: PLC0415
-
-    _check(hypotheses, references)
-    chosen = _options(options)
-    families = _families(metrics)
-    out: dict[str, MetricStatistic] = {}
-    if "nlg" in families:
-        from evaluation.nlg import bleu_statistics, cider_d, rouge_l  # noqa: PLC0415
-        from evaluation.tokenize import tokenize  # noqa: PLC0415
-
-        tokens = tokenize(list(hypotheses) + list(references), chosen["tokenizer"])
-        hyp_tokens, ref_tokens = tokens[: len(hypotheses)], tokens[len(hypotheses) :]
-        matrix = bleu_statistics(hyp_tokens, ref_tokens).as_matrix()
-        for order in range(1, 5):
-            out[f"bleu{order}"] = _bleu_statistic(f"bleu{order}", matrix, order)
-        out["rougeL"] = _mean_statistic("rougeL", rouge_l(hyp_tokens, ref_tokens)[1])
-        out["cider"] = _mean_statistic("cider", cider_d(hyp_tokens, ref_tokens)[1])
-    if "radgraph" in families:
-        from evaluation.radgraph import f1_from_texts  # noqa: PLC0415
-
-        results = f1_from_texts(hypotheses, references, chosen["lowercase"], chosen["extractor"])
-        for name, (_, values) in results.items():
-            key = f"radgraph_{name}" if name in ("simple", "partial", "complete", "combined") else (
-                f"radgraph_{name}_f1"
-            )
-            out[key] = _mean_statistic(key, values)
-    if "chexpert" in families:
-        from evaluation.clinical import finding_names, label_many, presence_matrix  # noqa: PLC0415
-
-        names_14, names_5 = finding_names()
-        hyp_labels, ref_labels = label_many(hypotheses), label_many(references)
-        for policy in ("negative", "positive"):
-            for names, size in ((names_14, 14), (names_5, 5)):
-                hyp = presence_matrix(hyp_labels, names, policy)
-                ref = presence_matrix(ref_labels, names, policy)
-                suffixes = [f"_uncertain_{policy}"] + ([""] if policy == chosen["uncertain"] else [])
-                for suffix in suffixes:
-                    for statistic in _chexpert_statistics(f"chexpert_{{kind}}_f1_{size}{suffix}", hyp, ref):
-                        out[statistic.name] = statistic
-    return out
+    return [MetricStatistic(micro, table, micro_f1), MetricStatistic(macro, table, macro_f1)]
 
 
 def _resample_weights(reports: int, resamples: int, rng: np.random.Generator) -> np.ndarray:

@@ -51,9 +51,9 @@ def finetune(
         raise typer.Exit(2) from error
     console.print(f"done: {result.steps} steps, best checkpoint {result.best_step}")
     if result.test_scores:
-        keys = ("chexpert_micro_f1_5", "radgraph_partial", "bleu4", "rougeL", "cider")
-        console.print("held-out: " + ", ".join(f"{k} {result.test_scores[k]:.3f}" for k in keys
-                                              if k in result.test_scores))
+        from evaluation import summarize
+
+        console.print(f"held-out: {summarize(result.test_scores)}")
 
 
 def register(app: typer.Typer) -> None:

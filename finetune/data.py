@@ -251,16 +251,3 @@ class TrainIterator:
     def start_prefetch(self) -> None:
         """Called by grain's checkpoint handler after a restore; prefetching starts lazily here."""
 
-
-def eval_batches(
-    pixels_source: np.ndarray, count: int, batch_size: int
-) -> Iterator[tuple[np.ndarray, int]]:
-    """Consecutive rows of a cache in fixed-size batches; the last is padded (returns real count)."""
-    for start in range(0, count, batch_size):
-        stop = min(start + batch_size, count)
-        images = np.asarray(pixels_source[start:stop])
-        real = stop - start
-        if real < batch_size:
-            pad = np.repeat(images[-1:], batch_size - real, axis=0)
-            images = np.concatenate([images, pad], axis=0)
-        yield images, real

@@ -1,5 +1,8 @@
 """The learning curve of a run as a PNG: training loss, and validation scores against steps.
 
+The scores are the bounded summary metrics of the metric registry (`evaluation.summary_keys`),
+labelled as the registry labels them; the demo's targets are dashed.
+
     python -m finetune.plot RUN_WORKDIR docs/learning_curve.png [--title TEXT]
 """
 
@@ -10,11 +13,19 @@ from pathlib import Path
 
 from finetune.metrics import read_metrics
 
-SCORES = (
-    ("chexpert_micro_f1_5", "CheXpert-style micro-F1 (5)", 0.8),
-    ("radgraph_partial", "RadGraph-style F1 (partial)", 0.5),
-    ("bleu4", "BLEU-4", None),
-)
+#: Dashed target lines: the demo's acceptance targets on synthetic data, by metric key.
+TARGETS = {"chexpert_micro_f1_5": 0.8, "radgraph_partial": 0.5}
+COLORS = ("tab:red", "tab:green", "tab:gray", "tab:purple", "tab:orange", "tab:brown")
+
+
+def plotted_metrics() -> list[tuple[str, str, float | None]]:
+    """(key, label, target) per curve of the right panel: the bounded summary metrics."""
+    import evaluation
+
+    for key in TARGETS:
+        evaluation.metric(key)  # an unknown key is an error, not a missing line
+    specs = [evaluation.metric(key) for key in evaluation.summary_keys()]
+    return [(m.key, m.label, TARGETS.get(m.key)) for m in specs if m.bounded]
 
 
 def plot_learning_curve(workdir: Path, out: Path, title: str = "") -> Path:
@@ -34,8 +45,8 @@ def plot_learning_curve(workdir: Path, out: Path, title: str = "") -> Path:
     left.set_ylabel("training loss (suffix tokens)")
     left.set_yscale("log")
     left.grid(alpha=0.3)
-    colors = ("tab:red", "tab:green", "tab:gray")
-    for (key, label, target), color in zip(SCORES, colors, strict=True):
+    for index, (key, label, target) in enumerate(plotted_metrics()):
+        color = COLORS[index % len(COLORS)]
         points = [(r["step"], r[key]) for r in val if key in r]
         if points:
             right.plot(*zip(*points, strict=True), marker="o", color=color, label=f"val {label}")

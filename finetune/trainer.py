@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import evaluation
 from finetune import data as data_lib
 from finetune.config import ConfigError, TrainConfig
 
@@ -74,6 +75,14 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+def _check_best_metric(config: TrainConfig) -> None:
+    """Refuse a `checkpoint.best_metric` that `evaluation.score` does not report."""
+    try:
+        evaluation.metric(config.checkpoint.best_metric)
+    except evaluation.UnknownMetricError as error:
+        raise ConfigError(f"checkpoint.best_metric: {error}") from None
+
+
 def workdir_of(config: TrainConfig) -> Path:
     """Where a run keeps its checkpoints and logs."""
     return Path(config.workdir) if config.workdir else Path("runs") / config.name
@@ -109,6 +118,7 @@ class Run:
 
         from finetune import sharding
 
+        _check_best_metric(config)
         self.config = config
         self.console = console
         self.started = time.time()  # time_limit_s counts from here (caching and warm-up included)
@@ -431,8 +441,6 @@ class Run:
 
     def evaluate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair], tag: str) -> tuple[dict[str, float], list[str]]:
         """`evaluation.score` of greedy reports against the targets (plus the example count)."""
-        import evaluation
-
         hypotheses = self.generate(params, examples, pairs, tag)
         references = [p.target for p in pairs]
         scores = {k: float(v) for k, v in evaluation.score(hypotheses, references).items()
@@ -530,8 +538,7 @@ class Run:
                         self._log(
                             f"step {step}: val {cfg.checkpoint.best_metric}="
                             f"{val_metrics.get(cfg.checkpoint.best_metric, float('nan')):.3f} "
-                            + " ".join(f"{k}={val_metrics[k]:.3f}" for k in
-                                       ("chexpert_micro_f1_5", "radgraph_partial", "bleu4") if k in val_metrics)
+                            + evaluation.summarize(val_metrics)
                         )
                         window_start += time.time() - eval_start
                     time_up = time_up or step == stop_at_step
@@ -586,9 +593,8 @@ class Run:
             scores, hypotheses = self.evaluate(params, test, pairs, f"{cfg.data.test_split}-{len(test)}")
             self._write_predictions(f"{cfg.data.test_split}-step{step}", pairs, hypotheses)
             count = len(test)
-            keys = ("chexpert_micro_f1_5", "radgraph_partial", "bleu4", "rougeL", "cider")
             self._log(f"held-out {cfg.data.test_split} ({count} studies, checkpoint of step {step}): "
-                      + " ".join(f"{k}={scores[k]:.3f}" for k in keys if k in scores))
+                      + evaluation.summarize(scores))
             from finetune.metrics import MetricsWriter
 
             writer = MetricsWriter(self.workdir, enabled=self.process_index == 0)

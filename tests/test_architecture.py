@@ -17,13 +17,6 @@ CHECKED = (*PACKAGES, "bench")
 # gone (delete it here) and when a new one appears.
 BEING_REMOVED = {
     "modeling/bundle.py modeling.loaders._sharding",
-    "evaluation/extractor/__init__.py evaluation.extractor.rules._extract_sentence",
-    "evaluation/stats.py evaluation._check",
-    "evaluation/stats.py evaluation._families",
-    "evaluation/stats.py evaluation._options",
-    "bench/metrics.py evaluation.radgraph._CACHES",
-    "bench/metrics.py evaluation.radgraph._SETS_CACHES",
-    "bench/metrics.py evaluation.clinical._LABEL_CACHE",
 }
 
 

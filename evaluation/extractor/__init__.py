@@ -86,63 +86,52 @@ Annotation conventions (after the RadGraph scheme of Jain et al. 2021; the annot
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from evaluation.extractor.rules import ANAT, OBS_DA, OBS_DP, OBS_U, sentence_spans, tokenize
-from evaluation.extractor.rules import _extract_sentence as _sentence_cache
+from evaluation.extractor.rules import (
+    ANAT,
+    OBS_DA,
+    OBS_DP,
+    OBS_U,
+    extract_sentence,
+    sentence_spans,
+    tokenize,
+)
 
-__all__ = [
-    "ANAT", "OBS_DA", "OBS_DP", "OBS_U", "LABELS", "RELATIONS", "clear_caches", "extract_graph",
-    "tokenize",
-]
+__all__ = ["ANAT", "OBS_DA", "OBS_DP", "OBS_U", "LABELS", "RELATIONS", "extract_graph", "tokenize"]
 
 LABELS: tuple[str, ...] = (ANAT, OBS_DP, OBS_U, OBS_DA)
 RELATIONS: tuple[str, ...] = ("modify", "located_at", "suggestive_of")
 
 
-@lru_cache(maxsize=65536)
-def _extract_cached(text: str) -> tuple[tuple[str, str, int, int, tuple[tuple[str, str], ...]], ...]:
-    """(tokens, label, start, end, ((relation, target id), ...)) per entity, in token order."""
-    tokens = tokenize(text)
-    lower = [t.lower() for t in tokens]
-    out = []
-    for lo, hi in sentence_spans(lower):
-        base = len(out)
-        for k, (start, end, _word, _kind, label, relations) in enumerate(
-            _sentence_cache(tuple(lower[lo:hi]))
-        ):
-            rels: list[tuple[str, str]] = []
-            for rel, target in relations:
-                pair = (rel, str(base + target + 1))
-                if target != k and pair not in rels:
-                    rels.append(pair)
-            out.append(
-                (" ".join(tokens[start + lo : end + lo + 1]), label, start + lo, end + lo, tuple(rels))
-            )
-    return tuple(out)
-
-
 def extract_graph(text: str) -> dict[str, Any]:
     """Entities and relations of one report, in the ``radgraph`` package's JSON form.
+
+    Sentences are extracted one by one, each distinct sentence once per process; whole reports
+    are cached by :func:`evaluation.radgraph.extract_many`.
 
     >>> g = extract_graph("No pleural effusion.")
     >>> [(e["tokens"], e["label"], e["relations"]) for e in g["entities"].values()]
     [('pleural', 'ANAT-DP', []), ('effusion', 'OBS-DA', [['located_at', '1']])]
     """
+    tokens = tokenize(text)
+    lower = [t.lower() for t in tokens]
     entities: dict[str, dict[str, Any]] = {}
-    for n, (tokens, label, start, end, rels) in enumerate(_extract_cached(text), start=1):
-        entities[str(n)] = {
-            "tokens": tokens,
-            "label": label,
-            "start_ix": start,
-            "end_ix": end,
-            "relations": [[r, t] for r, t in rels],
-        }
+    for lo, hi in sentence_spans(lower):
+        base = len(entities)
+        for k, (start, end, _word, _kind, label, relations) in enumerate(
+            extract_sentence(tuple(lower[lo:hi]))
+        ):
+            rels: list[list[str]] = []
+            for rel, target in relations:
+                pair = [rel, str(base + target + 1)]
+                if target != k and pair not in rels:
+                    rels.append(pair)
+            entities[str(len(entities) + 1)] = {
+                "tokens": " ".join(tokens[start + lo : end + lo + 1]),
+                "label": label,
+                "start_ix": start + lo,
+                "end_ix": end + lo,
+                "relations": rels,
+            }
     return {"text": text, "entities": entities}
-
-
-def clear_caches() -> None:
-    """Forget every cached extraction, per text and per sentence (for cold-start benchmarks)."""
-    _extract_cached.cache_clear()
-    _sentence_cache.cache_clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from functools import lru_cache
 
+from evaluation.caches import memoize
 from evaluation.extractor import lexicon as lx
 
 ANAT = "ANAT-DP"
@@ -562,31 +562,17 @@ def sentence_spans(lower: list[str]) -> list[tuple[int, int]]:
     return _clauses(lower, _SENTENCE_BREAK)
 
 
-_Frozen = tuple[tuple[int, int, str, str, str, tuple[tuple[str, int], ...]], ...]
+#: (start, end, word, kind, label, ((relation, target unit index), ...)) per unit of a sentence
+SentenceUnits = tuple[tuple[int, int, str, str, str, tuple[tuple[str, int], ...]], ...]
 
 
-def extract_units(text: str) -> tuple[list[str], list[Unit]]:
-    """Tokens and labelled, related entity units of ``text``.
+@memoize("extractor sentences", maxsize=131072)
+def extract_sentence(sentence: tuple[str, ...]) -> SentenceUnits:
+    """Units of one sentence (lower-cased tokens), with sentence-relative indices.
 
-    Every rule works inside one sentence (tokens between ". ; : ? !"), so sentences are
-    extracted one by one and each distinct sentence once per process (reports repeat sentences
-    such as "No pneumothorax." a lot).
+    Every rule works inside one sentence, so each distinct sentence is extracted once per process
+    (cached: reports repeat sentences such as "No pneumothorax." a lot).
     """
-    tokens = tokenize(text)
-    lower = [t.lower() for t in tokens]
-    units: list[Unit] = []
-    for lo, hi in sentence_spans(lower):
-        base = len(units)
-        for start, end, word, kind, label, relations in _extract_sentence(tuple(lower[lo:hi])):
-            units.append(
-                Unit(start + lo, end + lo, word, kind, label, [(r, t + base) for r, t in relations])
-            )
-    return tokens, units
-
-
-@lru_cache(maxsize=131072)
-def _extract_sentence(sentence: tuple[str, ...]) -> _Frozen:
-    """Units of one sentence (lower-cased tokens), with sentence-relative indices."""
     lower = list(sentence)
     units, owner = _units(lower)
     if not units:

@@ -183,11 +183,11 @@ async def full_image(study_id: str, index: int, session: SessionDep, store: Stor
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-def sections_of(text: str) -> list[Section]:
+def section_spans(text: str) -> list[Section]:
     """Header and body ranges of each section header found in `text` (none: the whole text is one body).
 
     >>> [(s.name, text[s.body_start:s.end].strip()) for text in ["FINDINGS: Clear. IMPRESSION: Normal."]
-    ...  for s in sections_of(text)]
+    ...  for s in section_spans(text)]
     [('findings', 'Clear.'), ('impression', 'Normal.')]
     """
     matches = list(_HEADER.finditer(text))
@@ -203,7 +203,7 @@ def findings_of(text: str) -> FindingsView:
     from evaluation import chexpert, radgraph
     from evaluation.extractor.rules import TOKEN_PATTERN
 
-    sections = sections_of(text)
+    sections = section_spans(text)
     header_ranges = [(s.header_start, s.body_start) for s in sections]
     spans = [(m.start(), m.end()) for m in TOKEN_PATTERN.finditer(text)]
     graph = radgraph.extract(text)

@@ -170,7 +170,7 @@ def test_every_real_report_gives_a_consistent_graph(iu_xray_reports: Path) -> No
 
 def test_compare_maps_radgraph_xl_labels_and_scores_agreement(tmp_path: Path) -> None:
     """A RadGraph-XL-style file of our own graphs agrees fully; dropping a relation lowers it."""
-    from evaluation.extractor.compare import compare, load_graphs
+    from evaluation.extractor_agreement import compare, load_graphs
 
     to_xl = {"ANAT-DP": "Anatomy::definitely present", "OBS-DP": "Observation::definitely present",
              "OBS-U": "Observation::uncertain", "OBS-DA": "Observation::definitely absent"}

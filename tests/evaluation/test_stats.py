@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation import score
-from evaluation.stats import MetricStatistic, bootstrap, paired_test, report_statistics
+from evaluation import report_statistics, score
+from evaluation.stats import MetricStatistic, bootstrap, paired_test
 
 REFERENCES = [
     "No pleural effusion or pneumothorax. Heart size is normal.",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from finetune import decode
-from finetune.plot import plot_learning_curve
+from finetune.plot import plot_learning_curve, plotted_metrics
 from finetune.vision_warmup import label_matrix, warm_up_vision
 
 
@@ -65,6 +65,25 @@ def test_the_learning_curve_is_drawn_from_metrics_jsonl(tmp_path) -> None:
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = plot_learning_curve(tmp_path, tmp_path / "curve.png", title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_the_learning_curve_shows_the_bounded_summary_metrics_of_the_registry() -> None:
+    import evaluation
+
+    def same(hypotheses: list[str], references: list[str], options: dict) -> list[bool]:
+        return [h == r for h, r in zip(hypotheses, references, strict=True)]
+
+    metric = evaluation.Metric("exact_match", "exact match", "identical texts", summary=True)
+    exact = evaluation.MetricFamily.mean_of("exact", metric, same)
+    evaluation.register(exact)
+    try:
+        plotted = plotted_metrics()
+    finally:
+        evaluation.unregister("exact")
+    assert [key for key, _, _ in plotted] == [
+        "bleu4", "rougeL", "radgraph_partial", "chexpert_micro_f1_5", "exact_match",
+    ]  # CIDEr-D is not in [0, 1]
+    assert ("radgraph_partial", "RadGraph-style F1 (partial)", 0.5) in plotted
 
 
 @pytest.mark.slow

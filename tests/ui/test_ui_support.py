@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.ui.support import findings_of, sections_of
+from service.ui.support import findings_of, section_spans
 
 REPORT = ("FINDINGS: Small left pleural effusion. No pneumothorax. Possible right lower lobe pneumonia.\n\n"
           "IMPRESSION: Left effusion.")
@@ -51,7 +51,7 @@ def test_section_headers_are_sections_not_findings():
     view = findings_of(REPORT)
     assert [s.name for s in view.sections] == ["findings", "impression"]
     assert not any(e.text.upper() in ("FINDINGS", "IMPRESSION") for e in view.entities)
-    joined = "".join(REPORT[s.header_start:s.end] for s in sections_of(REPORT))
+    joined = "".join(REPORT[s.header_start:s.end] for s in section_spans(REPORT))
     assert joined == REPORT  # header + body of every section give the text back exactly
 
 

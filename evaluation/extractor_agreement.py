@@ -1,15 +1,15 @@
 """Agreement of the rule-based extractor with graphs made by another extractor on the same texts.
 
-    python -m evaluation.extractor.compare GRAPHS.json
+    python -m evaluation.extractor_agreement GRAPHS.json
 
 ``GRAPHS.json`` holds graphs in the ``radgraph`` package's JSON form, for example the output of
 ``radgraph.RadGraph`` (RadGraph-XL) saved by the user: a list of graphs, a list of
 ``{"0": graph}`` items (as in the radgraph repository's test files), a dict of graphs keyed by
-id, or JSON lines. Each graph's ``text`` is re-extracted by :func:`evaluation.extractor.extract_graph`;
-RadGraph-XL labels are mapped to the RadGraph v1 names (``Anatomy::*`` -> ANAT-DP,
-``Observation::definitely present`` -> OBS-DP, ...). Printed: entity F1 (exact token span and
-label, pooled), relation F1 (source span, type, target span, pooled), and RadGraph F1 at the
-three reward levels with the other graphs as references.
+id, or JSON lines. Each graph's ``text`` is re-extracted by
+:func:`evaluation.extractor.extract_graph`; RadGraph-XL labels are mapped to the RadGraph v1
+names (``Anatomy::*`` -> ANAT-DP, ``Observation::definitely present`` -> OBS-DP, ...). Printed:
+entity F1 (exact token span and label, pooled), relation F1 (source span, type, target span,
+pooled), and RadGraph F1 at the three reward levels with the other graphs as references.
 
 The texts should be tokenized the way the other extractor saw them (RadGraph-XL's ``text`` field
 is already space-separated tokens), otherwise token indices cannot agree.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.extractor import extract_graph
+from evaluation.radgraph import f1_from_graphs
 
 XL_TO_V1 = {
     "Anatomy::definitely present": "ANAT-DP",
@@ -76,8 +77,6 @@ def _prf(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
 
 def compare(references: list[dict[str, Any]]) -> dict[str, float]:
     """Entity and relation P/R/F1 and RadGraph F1 of our graphs against ``references``."""
-    from evaluation.radgraph import f1_from_graphs  # noqa: PLC0415 - optional, heavier import
-
     ours = [extract_graph(g["text"]) for g in references]
     counts = [0, 0, 0, 0, 0, 0]
     for hyp, ref in zip(ours, references, strict=True):
