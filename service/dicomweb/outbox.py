@@ -370,19 +370,19 @@ def send_cstore(settings: Settings, payload: bytes) -> Outcome:
 
 def send_fhir(settings: Settings, payload: bytes, report_id: str) -> Outcome:
     """PUT of a DiagnosticReport to `{FHIR_URL}/DiagnosticReport/{report id}` (update as create)."""
-    import httpx
+    import requests
 
     headers = {"Content-Type": FHIR_MEDIA_TYPE, "Accept": FHIR_MEDIA_TYPE}
     if settings.fhir_token:
         headers["Authorization"] = f"Bearer {settings.fhir_token}"
     url = f"{str(settings.fhir_url).rstrip('/')}/DiagnosticReport/{report_id}"
     try:
-        response = httpx.put(url, content=payload, headers=headers,
-                             timeout=settings.outbox_timeout_s)
-    except httpx.HTTPError as error:
+        response = requests.put(url, data=payload, headers=headers,
+                                timeout=settings.outbox_timeout_s)
+    except requests.RequestException as error:
         return Outcome("unavailable",
                        f"FHIR: the server cannot be reached ({type(error).__name__})")
-    if response.is_success:
+    if response.ok:
         return Outcome("delivered", f"FHIR: HTTP {response.status_code}")
     status = response.status_code
     return Outcome("rejected" if status in REFUSES_DOCUMENT else "unavailable",
