@@ -3,13 +3,15 @@ model bundles, loaded tensor by tensor into the target dtype and (with a mesh) s
 
 No full float32 host copy is ever made: source tensors are memory-mapped, and each parameter is
 assembled by `jax.make_array_from_callback`, which asks only for the slices each device holds
-and casts them to the target dtype as they are read.
+and casts them to the target dtype as they are read. Parameters are made largest first and the
+source pages each one read are released after it (`formats.release_pages`), so the peak
+resident memory of a load is the loaded model plus about twice its largest parameter.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 from modeling.convert import config_from_hf, hf_tensor_specs, legacy_hf_name
-from modeling.formats import flatten, read_npz, read_safetensors, unflatten
+from modeling.formats import flatten, read_npz, read_safetensors, release_pages, unflatten
 from modeling.model import Params, param_shapes
 from modeling.runtime import PaliGemma
 from modeling.tokenizer import Tokenizer
@@ -62,12 +64,20 @@ def _sharding(path: str, shape: tuple[int, ...], mesh: Mesh | None, rule: Partit
 
 
 def _materialize(readers: dict[str, tuple[tuple[int, ...], Reader]], dtype: Any,
-                 mesh: Mesh | None, rule: PartitionRule | None) -> Params:
+                 mesh: Mesh | None, rule: PartitionRule | None,
+                 sources: Iterable[np.ndarray] = ()) -> Params:
+    """Each parameter from its reader, largest first (while little else is resident, since a
+    parameter briefly exists twice: the host array read and the device copy), releasing the
+    memory-mapped `sources`' pages after each one."""
+    sources = list(sources)
     out = {}
-    for path, (shape, read) in readers.items():
+    for path in sorted(readers, key=lambda p: -int(np.prod(readers[p][0]))):
+        shape, read = readers[path]
         sharding = _sharding(path, shape, mesh, rule)
         out[path] = jax.make_array_from_callback(
             shape, sharding, lambda idx, read=read, n=len(shape): read(_full_index(idx, n)))
+        out[path].block_until_ready()
+        release_pages(sources)
     return unflatten(out)
 
 
@@ -168,7 +178,8 @@ def load_hf(directory: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None =
             raise CheckpointError(f"{directory} has no config.json")
         config = config_from_hf(json.loads(cfg_file.read_text()))
     tensors = _hf_tensors(directory)
-    return config, _materialize(_hf_readers(config, tensors, np.dtype(dtype)), dtype, mesh, partition)
+    readers = _hf_readers(config, tensors, np.dtype(dtype))
+    return config, _materialize(readers, dtype, mesh, partition, tensors.values())
 
 
 # ----------------------------------------------------------------------------- big_vision npz
@@ -223,7 +234,7 @@ def load_npz(path: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None = Non
     np_dtype = np.dtype(dtype)
     readers = {name: (shape, lambda idx, a=arrays[name]: _cast(a[idx], np_dtype))
                for name, shape in expected.items()}
-    return config, _materialize(readers, dtype, mesh, partition)
+    return config, _materialize(readers, dtype, mesh, partition, arrays.values())
 
 
 # ----------------------------------------------------------------------------- entry point
