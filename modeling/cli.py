@@ -16,16 +16,19 @@ def convert(
         None, "--tokenizer", help="SentencePiece model (default: tokenizer.model beside source)."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="Stored parameter dtype."),
     prompt: str | None = typer.Option(None, "--prompt", help="Default prompt stored in the bundle."),
+    adapter: Path | None = typer.Option(
+        None, "--adapter", help="PEFT LoRA adapter directory to merge into the weights."),
 ) -> None:
     """Convert an official checkpoint into a model bundle."""
     import modeling
     from modeling.bundle import save_bundle
 
-    model = modeling.load_pretrained(source, dtype=dtype, tokenizer=tokenizer)
+    model = modeling.load_pretrained(source, dtype=dtype, tokenizer=tokenizer, adapter=adapter)
     if model.tokenizer is None:
         raise typer.BadParameter("no tokenizer found; pass --tokenizer", param_hint="--tokenizer")
     save_bundle(out, model.config, model.params, model.tokenizer.path,
-                {"base_checkpoint": str(source), "converted_from": source.suffix or "hf"},
+                {"base_checkpoint": str(source), "converted_from": source.suffix or "hf",
+                 **({"adapter": str(adapter)} if adapter else {})},
                 prompt=prompt)
     typer.echo(f"wrote bundle {out}")
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from modeling.adapters import merge_adapter
 from modeling.bundle import BUNDLE_FORMAT, load_bundle
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 from modeling.convert import config_from_hf
@@ -262,21 +263,26 @@ def _find_tokenizer(candidates: list[Path]) -> Tokenizer | None:
 
 def load_pretrained(path: str | Path, dtype: Any = "float32", mesh: Mesh | None = None, *,
                     config: ModelConfig | None = None, tokenizer: str | Path | None = None,
-                    partition: PartitionRule | None = None, **runtime_options: Any) -> PaliGemma:
+                    partition: PartitionRule | None = None, adapter: str | Path | None = None,
+                    **runtime_options: Any) -> PaliGemma:
     """Load a model from a bundle directory, a HF safetensors directory or a big_vision .npz.
 
     dtype: parameter dtype ("float32" or "bfloat16"); computation runs in the config's
     compute_dtype. mesh: place parameters sharded (default rule: `default_partition`).
     config: override the inferred configuration. tokenizer: a SentencePiece file (default: the
-    bundle's, or tokenizer.model next to the checkpoint).
+    bundle's, or tokenizer.model next to the checkpoint). adapter: a PEFT LoRA adapter
+    directory merged into the loaded weights (`modeling.adapters.merge_adapter`).
     """
     path = Path(path)
     dtype = jnp.dtype(dtype)
     if path.is_dir() and (path / "config.json").is_file():
         meta = json.loads((path / "config.json").read_text())
         if meta.get("format") == BUNDLE_FORMAT:
-            return load_bundle(path, dtype=dtype, mesh=mesh, partition=partition,
-                               tokenizer=tokenizer, **runtime_options)
+            model = load_bundle(path, dtype=dtype, mesh=mesh, partition=partition,
+                                tokenizer=tokenizer, **runtime_options)
+            if adapter is not None:  # before the first call builds anything from the weights
+                model.params = merge_adapter(model.config, model.params, adapter)
+            return model
         config, params = load_hf(path, dtype, mesh, config, partition)
         candidates = [path / "tokenizer.model"]
     elif path.is_file() and path.suffix == ".npz":
@@ -287,5 +293,7 @@ def load_pretrained(path: str | Path, dtype: Any = "float32", mesh: Mesh | None 
         raise CheckpointError(
             f"{path} is neither a model bundle, a Hugging Face PaliGemma directory "
             "(config.json + safetensors) nor a big_vision .npz file")
+    if adapter is not None:
+        params = merge_adapter(config, params, adapter)
     tok = Tokenizer(tokenizer) if tokenizer else _find_tokenizer(candidates)
     return PaliGemma(config, params, tok, **runtime_options)

@@ -230,3 +230,67 @@ def test_an_unknown_layout_is_refused_with_its_tensor_names(tmp_path):
     write_safetensors(tmp_path / "model.safetensors", {"encoder.w": np.zeros(2, np.float32)})
     with pytest.raises(CheckpointError, match="known layout.*encoder.w"):
         modeling.load_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------- PEFT / LoRA
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                "fc1", "fc2", "out_proj", "linear"]
+
+
+@pytest.fixture(scope="module")
+def peft_case(hf_model, tmp_path_factory):
+    """(base directory, adapter directory, peft model) with random, non-zero adapters on every
+    linear layer, written by peft itself."""
+    peft = pytest.importorskip("peft")
+    root = tmp_path_factory.mktemp("peft")
+    hf_model.save_pretrained(root / "base")
+    base = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+        root / "base", attn_implementation="eager", dtype=torch.float32)
+    torch.manual_seed(1)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS,
+                             rank_pattern={"down_proj": 2}, alpha_pattern={"fc2": 3},
+                             init_lora_weights=False)
+    model = peft.get_peft_model(base, config).eval()
+    model.save_pretrained(root / "adapter")
+    return root / "base", root / "adapter", model
+
+
+def test_peft_adapter_merges_onto_the_base_with_peft_logits(peft_case):
+    base, adapter, peft_model = peft_case
+    with pytest.warns(UnusedTensorsWarning, match="adapters of .* pooling head"):
+        model = modeling.load_pretrained(base, adapter=adapter)
+    _assert_matches(model, peft_model)
+    # the adapters change the model: the base alone is far from peft's logits
+    pixels, ids, types = _inputs()
+    plain = _load_quietly(base).logits(pixels, ids, types)
+    assert np.abs(plain - _hf_logits(peft_model, pixels, ids, types)).max() > 10 * TOL
+
+
+def test_peft_adapter_applies_to_a_base_in_another_format(peft_case, tmp_path):
+    from modeling.convert import write_big_vision_npz
+
+    base, adapter, peft_model = peft_case
+    npz = write_big_vision_npz(tmp_path / "base.npz", _load_quietly(base).params)
+    _assert_matches(_load_quietly(npz, config=CONFIG, adapter=adapter), peft_model)
+
+
+def test_peft_merged_and_saved_model_loads_with_peft_logits(peft_case, tmp_path):
+    _, _, peft_model = peft_case
+    import copy
+
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    merged.save_pretrained(tmp_path)
+    _assert_matches(_load_quietly(tmp_path), peft_model)
+
+
+def test_an_adapter_for_another_model_is_refused(peft_case, tmp_path):
+    _, adapter, _ = peft_case
+    tmp_path.joinpath("adapter_config.json").write_text(
+        (adapter / "adapter_config.json").read_text())
+    tensors = read_safetensors(adapter / "adapter_model.safetensors")
+    write_safetensors(tmp_path / "adapter_model.safetensors",
+                      {k.replace("layers.0.", "layers.9."): np.array(v) for k, v in tensors.items()})
+    base = peft_case[0]
+    with pytest.raises(CheckpointError, match="layers.9.* is not a linear layer of PaliGemma 2"):
+        _load_quietly(base, adapter=tmp_path)
