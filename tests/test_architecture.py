@@ -42,7 +42,8 @@ def private_uses(path: Path) -> list[str]:
                 continue
             for alias in node.names:
                 if _is_private(alias.name):
-                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.module}.{alias.name}")
+                    where = f"{path.relative_to(REPO)}:{node.lineno}"
+                    found.append(f"{where} {node.module}.{alias.name}")
                 else:
                     aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         elif isinstance(node, ast.Import):
