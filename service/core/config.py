@@ -103,6 +103,14 @@ class Settings(BaseSettings):
                              "without backslash, e.g. ORTHANC@pacs.example.org:4242)")
         return value
 
+    # Studies in over DICOM (issue 18, service.dicomweb.scp): the C-STORE listener `radreport scp`.
+    scp_calling_aets: str = Field(
+        "", description="Comma-separated calling AE titles allowed to C-STORE to `radreport scp` "
+        "(e.g. ORTHANC,CR_ROOM_2). Empty: every association is refused.")
+    scp_study_idle_s: float = Field(
+        30.0, description="A study received over C-STORE is complete (sent to ingest) when its "
+        "association ends, or after this many seconds without a new instance of it.")
+
     # Review, sign-in and evaluations (issue 7; see service.auth, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
     login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
