@@ -110,7 +110,7 @@ def scp(
 
 @admin_app.command("create-key")
 def create_key(
-    role: str = typer.Option(..., help="uploader, radiologist or admin."),
+    role: str = typer.Option(..., help="uploader, radiologist, admin or viewer (QIDO-RS/WADO-RS)."),
     name: str = typer.Option(..., help="User (person or machine) the key belongs to."),
 ) -> None:
     """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
@@ -187,6 +187,26 @@ def outbox_retry_command(
     sent = outbox.resend_due(settings)
     typer.echo(f"{count} failed messages queued again; {sent} deliveries sent to the workers",
                err=True)
+
+
+@admin_app.command("reindex")
+def reindex_command() -> None:
+    """Add the instances stored before the QIDO-RS index existed (migration 0004) to the index."""
+    from service.core.config import get_settings
+    from service.core.db import migrate, session_scope
+    from service.core.storage import BlobStore
+    from service.studies.index import reindex
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    total = 0
+    while True:
+        with session_scope(settings.database_url) as session:
+            count = reindex(session, BlobStore(settings.storage_dir), limit=500)
+        total += count
+        if count == 0:
+            break
+    typer.echo(f"{total} instances indexed", err=True)
 
 
 @admin_app.command("create-user")

@@ -5,7 +5,7 @@ Every instance received over DIMSE enters the same intake as STOW-RS and HTTP up
 StudyInstanceUID, the same idempotent storage. A refused instance is answered with the DIMSE status
 of its failure reason, never dropped silently:
 
-    0xA700  Refused: out of resources (too large, too many pixels, or the service could not store it)
+    0xA700  Refused: out of resources (too large, too many pixels, or could not be stored now)
     0xA900  Error: data set does not match the SOP class (bad UIDs, no pixel data)
     0xC000  Error: cannot understand (not parseable)
     0x0122  Refused: SOP class not supported (not an image storage class we read)
@@ -18,8 +18,8 @@ pynetdicom knows, plus Verification (C-ECHO).
 
 When is a study complete: a study received over an association is sent to ingest when that
 association ends (released or aborted), or earlier when SCP_STUDY_IDLE_S pass without a new instance
-of it (a router that keeps one association open for hours). Instances that arrive after that are kept
-and audited, as for any upload; the reconciler would also pick up a study that stays `received`
+of it (a router that keeps one association open for hours). Instances that arrive after that are
+kept and audited, as for any upload; the reconciler would also pick up a study that stays `received`
 (for example if this process dies before the association ends).
 """
 
@@ -140,7 +140,8 @@ class StoreSCP:
         """C-STORE: run one instance through intake; the DIMSE status says what became of it."""
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
-            header = intake.inspect_instance(event.encoded_dataset(include_meta=True), self.settings)
+            data = event.encoded_dataset(include_meta=True)
+            header = intake.inspect_instance(data, self.settings)
         except intake.InstanceRejected as error:
             log.info("C-STORE from %s refused: %s", calling, error.code)
             return STATUS_OF_REASON.get(error.failure_reason, 0xC000)
@@ -157,7 +158,8 @@ class StoreSCP:
             return OUT_OF_RESOURCES
         if to_ingest:
             with self._lock:
-                pending = self.pending.setdefault(study_id, PendingStudy(study_id, time.monotonic()))
+                pending = self.pending.setdefault(study_id,
+                                                  PendingStudy(study_id, time.monotonic()))
                 pending.last_instance_at = time.monotonic()
                 pending.associations.add(id(event.assoc))
         return WARNING_COERCED if warning else SUCCESS
@@ -180,7 +182,8 @@ class StoreSCP:
         while not self._stop.wait(min(1.0, max(idle_s / 4, 0.05))):
             now = time.monotonic()
             with self._lock:
-                idle = [sid for sid, p in self.pending.items() if now - p.last_instance_at >= idle_s]
+                idle = [sid for sid, p in self.pending.items()
+                        if now - p.last_instance_at >= idle_s]
                 for study_id in idle:
                     del self.pending[study_id]
             self._complete(idle)
@@ -192,7 +195,7 @@ class StoreSCP:
                             "reconciler will send it", study_id)
 
     def _user(self, calling: str) -> User:
-        """The machine user of a calling AE title (`aet:<title>`, role uploader), made on first use."""
+        """The machine user of a calling AE title (`aet:<title>`, role uploader), made once."""
         if calling not in self._users:
             with session_scope(self.settings.database_url) as session:
                 user = get_or_create_user(session, name=f"aet:{calling}", role=Role.uploader,

@@ -111,7 +111,8 @@ def test_the_same_instance_sent_again_succeeds_and_is_stored_once(scp, settings,
 
 def test_a_calling_ae_title_not_allowed_is_refused_and_nothing_is_stored(scp, settings, tmp_path):
     study_uid = generate_uid()
-    result = storescu(scp, write(tmp_path, "a.dcm", make_dicom(study_uid=study_uid)), aet="INTRUDER")
+    path = write(tmp_path, "a.dcm", make_dicom(study_uid=study_uid))
+    result = storescu(scp, path, aet="INTRUDER")
     assert result.returncode != 0
     assert "Association Rejected" in result.stderr + result.stdout
     assert study_row(settings, study_uid) is None
@@ -182,7 +183,8 @@ def test_a_study_is_complete_after_the_idle_time_while_the_association_stays_ope
         listener.stop()
 
 
-@pytest.mark.skipif(not orthanc_installed(), reason="Orthanc is not installed: scripts/ensure_pacs.sh")
+@pytest.mark.skipif(not orthanc_installed(),
+                    reason="Orthanc is not installed: scripts/ensure_pacs.sh")
 def test_orthanc_sends_a_study_over_c_store_and_it_enters_intake(scp, settings, tmp_path):
     study_uid = generate_uid()
     modality = {"radreport": ("RADREPORT", "127.0.0.1", scp.port)}
@@ -195,5 +197,6 @@ def test_orthanc_sends_a_study_over_c_store_and_it_enters_intake(scp, settings, 
              what="the study to be sent to ingest")
     with session_scope(settings.database_url) as session:
         study_id = study_row(settings, study_uid).id
-        actors = set(session.scalars(select(AuditEvent.actor).where(AuditEvent.study_id == study_id)))
+        actors = set(session.scalars(select(AuditEvent.actor)
+                                     .where(AuditEvent.study_id == study_id)))
     assert actors == {"user:aet:ORTHANC"}
