@@ -62,8 +62,9 @@ class InstanceRejected(Exception):
 class InstanceHeader:
     """What intake needs of one instance, plus its sanitized bytes (preamble zeroed).
 
-    With DEID_ON_INGEST, `data` and the UIDs are those of the de-identified copy; `received_study_uid`
-    is the StudyInstanceUID as sent, and `original` the identified bytes when DEID_KEEP_ORIGINAL.
+    With DEID_ON_INGEST, `data` and the UIDs are those of the de-identified copy;
+    `received_study_uid` is the StudyInstanceUID as sent, and `original` the identified bytes when
+    DEID_KEEP_ORIGINAL.
     """
 
     study_uid: str
@@ -230,9 +231,10 @@ def register_instances(session: Session, store: BlobStore, headers: list[Instanc
         original_sha = store.put(header.original) if header.original is not None else None
         try:
             with session.begin_nested():
-                instance = Instance(study_id=study.id, sop_uid=header.sop_uid, series_uid=header.series_uid,
-                                    sop_class_uid=header.sop_class_uid, sha256=sha, size_bytes=len(header.data),
-                                    original_sha256=original_sha)
+                instance = Instance(study_id=study.id, sop_uid=header.sop_uid,
+                                    series_uid=header.series_uid,
+                                    sop_class_uid=header.sop_class_uid, sha256=sha,
+                                    size_bytes=len(header.data), original_sha256=original_sha)
                 session.add(instance)
                 session.flush()
                 index_instance(session, instance, header.data)
