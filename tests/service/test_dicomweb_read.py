@@ -190,12 +190,20 @@ def test_retrieval_of_another_transfer_syntax_is_406_and_unknown_uids_404(stored
     assert stored.get("/dicomweb/studies/1.2.3.4").status_code == 404
 
 
-def test_dicomweb_client_searches_retrieves_instances_and_metadata(stored_sqlite):
+def test_dicomweb_client_stores_searches_retrieves_instances_and_metadata(stored_sqlite):
     from dicomweb_client.api import DICOMwebClient
 
     stored = stored_sqlite
     with LiveAPI(stored.settings) as api:
+        uploader = DICOMwebClient(f"{api.url}/dicomweb",
+                                  headers=bearer(stored.tokens["uploader"]))
+        third = [pydicom.dcmread(io.BytesIO(f)) for f in synthetic_study(13)]
+        answer = uploader.store_instances(third)
+        assert len(answer.ReferencedSOPSequence) == 2 and "FailedSOPSequence" not in answer
         client = DICOMwebClient(f"{api.url}/dicomweb", headers=bearer(stored.tokens["viewer"]))
+        found = client.search_for_instances(third[0].StudyInstanceUID)
+        assert {pydicom.Dataset.from_json(i).SOPInstanceUID for i in found} == {
+            ds.SOPInstanceUID for ds in third}
         first = stored.header(0)
         found = client.search_for_studies(search_filters={"PatientID": first.PatientID})
         assert [pydicom.Dataset.from_json(s).StudyInstanceUID for s in found] == [
@@ -237,3 +245,32 @@ def test_orthanc_pulls_a_study_from_us_over_dicomweb(stored_sqlite, tmp_path):
                 stored.header(0, i).SOPInstanceUID for i in range(2)}
             copy = pydicom.dcmread(io.BytesIO(pacs.instance_file(pulled[0]["ID"])))
             assert copy.PatientID == first.PatientID
+
+
+def test_reindex_adds_instances_stored_before_the_index_existed(stored_sqlite):
+    from sqlalchemy import delete
+
+    from service.core.models import IndexedInstance
+    from service.core.storage import BlobStore
+    from service.studies.index import reindex
+
+    stored = stored_sqlite
+    with session_scope(stored.settings.database_url) as session:
+        session.execute(delete(IndexedInstance))
+    assert stored.get("/dicomweb/studies").json() == []
+    with session_scope(stored.settings.database_url) as session:
+        assert reindex(session, BlobStore(stored.settings.storage_dir)) == 4
+    assert len(stored.get("/dicomweb/studies").json()) == 2
+
+
+def test_migration_0004_downgrades_and_upgrades_again(database_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from service.core.db import alembic_config, get_engine
+
+    config = alembic_config(database_url)
+    command.downgrade(config, "0003_sr_outbox")
+    assert "instance_index" not in inspect(get_engine(database_url)).get_table_names()
+    command.upgrade(config, "head")
+    assert "instance_index" in inspect(get_engine(database_url)).get_table_names()
