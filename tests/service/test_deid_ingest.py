@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pydicom
@@ -121,3 +123,31 @@ def test_the_retain_uids_option_keeps_the_uids(settings):
 def test_deid_on_ingest_without_a_secret_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match="RADREPORT_DEID_SECRET"):
         Settings(deid_on_ingest=True, storage_dir=tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
+def test_an_instance_received_over_c_store_is_deidentified_too(settings, tmp_path):
+    from service.dicomweb.scp import StoreSCP
+
+    configured = settings.model_copy(update={
+        "deid_on_ingest": True, "radreport_deid_secret": SECRET, "scp_calling_aets": "STORESCU"})
+    study_uid, files = two_images("MRN-C-STORE")
+    paths = []
+    for i, data in enumerate(files):
+        paths.append(tmp_path / f"{i}.dcm")
+        paths[-1].write_bytes(data)
+    listener = StoreSCP(configured).start("127.0.0.1", 0)
+    try:
+        result = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "RADREPORT", "127.0.0.1",
+                                 str(listener.port), *map(str, paths)],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        listener.stop()
+    assert result.returncode == 0, result.stderr
+    with session_scope(settings.database_url) as session:
+        study = session.scalar(select(Study).where(
+            Study.study_uid == Deidentifier(SECRET).map_uid(study_uid)))
+        assert study is not None and len(study.instances) == 2
+        ds = pydicom.dcmread(io.BytesIO(BlobStore(settings.storage_dir)
+                                        .get(study.instances[0].sha256)))
+    assert ds.PatientID.startswith("anon-") and ds.PatientIdentityRemoved == "YES"
