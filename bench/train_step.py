@@ -114,8 +114,9 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple
 TORCH_FROZEN = {"all": (), "vision_frozen": ("vision_tower",), "llm": ("vision_tower", "multi_modal_projector")}
 
 
-def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"):
-    """(run one step, first-step seconds, last loss getter, torch threads)."""
+def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all",
+               device: str = "cpu"):
+    """(run one step, first-step seconds, last loss getter, torch threads) on `device`."""
     import torch
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
@@ -126,7 +127,7 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
     hf["text_config"]["attn_implementation"] = "eager"  # Gemma 2 soft-capping needs eager
     model = PaliGemmaForConditionalGeneration(PaliGemmaConfig.from_dict(hf))
     model.config._attn_implementation = "eager"
-    model.train()
+    model.to(device).train()
     for name, param in model.named_parameters():
         if any(part in name.split(".") for part in TORCH_FROZEN[trainable_mode]):
             param.requires_grad_(False)
@@ -141,6 +142,8 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
     labels = input_ids.clone()
     labels[token_type == 0] = -100
     pixels = torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy())
+    input_ids, token_type, labels, pixels = (t.to(device) for t in (input_ids, token_type, labels,
+                                                                     pixels))
     attention = torch.ones_like(input_ids)
 
     box = {"loss": None}
@@ -153,6 +156,8 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         box["loss"] = out.loss.detach()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     first = _timed(run)
     return run, first, lambda: float(box["loss"]), torch.get_num_threads()
