@@ -74,7 +74,8 @@ def merge_adapter(config: ModelConfig, params: Params, adapter_dir: str | Path) 
         else:
             raise CheckpointError(f"{source}: tensor {key} is not a LoRA A/B matrix or a bias "
                                   "(embedding adapters, DoRA and modules_to_save do not merge)")
-    layout = detect_module_layout([*parts, *biases])
+    layout = detect_module_layout(config, [*(f"{m}.weight" for m in parts),
+                                           *(f"{m}.bias" for m in biases)])
     table = hf_table(config, layout)
     flat = dict(flatten(params))
     deltas: dict[str, np.ndarray] = {}
