@@ -211,7 +211,7 @@ def reindex_command() -> None:
 
 @admin_app.command("create-user")
 def create_user_command(
-    role: str = typer.Option(..., help="radiologist, admin or uploader."),
+    role: str = typer.Option(..., help="radiologist, admin, uploader or viewer."),
     name: str = typer.Option(..., help="The person's user name (also the printed name on signatures)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin (scripts)."),
 ) -> None:

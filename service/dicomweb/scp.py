@@ -196,11 +196,15 @@ class StoreSCP:
 
     def _user(self, calling: str) -> User:
         """The machine user of a calling AE title (`aet:<title>`, role uploader), made once."""
-        if calling not in self._users:
-            with session_scope(self.settings.database_url) as session:
-                user = get_or_create_user(session, name=f"aet:{calling}", role=Role.uploader,
-                                          actor="scp")
-                session.flush()
-                session.expunge(user)
-            self._users[calling] = user
-        return self._users[calling]
+        with self._lock:  # two first associations of one AE must not both create its user
+            if calling not in self._users:
+                self._users[calling] = self._new_user(calling)
+            return self._users[calling]
+
+    def _new_user(self, calling: str) -> User:
+        with session_scope(self.settings.database_url) as session:
+            user = get_or_create_user(session, name=f"aet:{calling}", role=Role.uploader,
+                                      actor="scp")
+            session.flush()
+            session.expunge(user)
+        return user
