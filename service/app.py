@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from service.auth import routes as auth_routes
 from service.core import errors
 from service.core.config import Settings, get_settings
-from service.core.middleware import BodySizeLimit
+from service.core.limits import Slots
+from service.core.middleware import BodySizeLimit, ObserveRequests
 from service.dicomweb import outbox
 from service.dicomweb import routes as dicomweb_routes
 from service.ops import routes as ops_routes
@@ -62,21 +61,15 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     )
     app.state.settings = settings
     app.state.registry, request_seconds = build_registry(settings)
+    app.state.upload_slots = Slots(settings.max_concurrent_uploads,
+                                   settings.max_concurrent_uploads_per_key, what="uploads",
+                                   retry_after_s=5)
     for router in ROUTERS:
         app.include_router(router)
 
     errors.install(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        request_seconds.labels(request.method, template, str(response.status_code)).observe(
-            time.perf_counter() - started)
-        return response
-
+    app.add_middleware(ObserveRequests, histogram=request_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app
 

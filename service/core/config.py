@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     max_instances_per_upload: int = Field(64, description="Most instances in one upload.")
     max_zip_ratio: float = Field(200.0, description="Largest uncompressed/compressed ratio of a zip member.")
     max_image_pixels: int = Field(64_000_000, description="Largest Rows*Columns*Frames accepted at ingest.")
+    max_concurrent_uploads: int = Field(
+        8, description="Uploads (HTTP and STOW-RS) one API process handles at once; more are "
+        "answered 503 with Retry-After.")
+    max_concurrent_uploads_per_key: int = Field(
+        2, description="Uploads one API key may have in progress at once; more are answered 429 "
+        "with Retry-After.")
 
     # Pipeline reliability.
     max_attempts: int = Field(3, description="Deliveries of a stage before the study fails (poison cap).")
