@@ -15,7 +15,7 @@ from service.auth import routes as auth_routes
 from service.core import errors
 from service.core.config import Settings, get_settings
 from service.core.limits import Slots
-from service.core.middleware import BodySizeLimit, ObserveRequests
+from service.core.middleware import BodySizeLimit, CheckJsonBodies, ObserveRequests, SafeErrors
 from service.dicomweb import outbox
 from service.dicomweb import routes as dicomweb_routes
 from service.ops import routes as ops_routes
@@ -69,6 +69,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
 
     errors.install(app)
 
+    # Innermost first: SafeErrors inside the metrics (a 500 is counted), the size limit outside.
+    app.add_middleware(SafeErrors)
+    app.add_middleware(CheckJsonBodies, max_bytes=settings.max_json_bytes)
     app.add_middleware(ObserveRequests, histogram=request_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app

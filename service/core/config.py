@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_instances_per_upload: int = Field(64, description="Most instances in one upload.")
     max_zip_ratio: float = Field(200.0, description="Largest uncompressed/compressed ratio of a zip member.")
     max_image_pixels: int = Field(64_000_000, description="Largest Rows*Columns*Frames accepted at ingest.")
+    max_json_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body (report "
+                                "text, score pairs); larger ones are answered 413.")
     max_concurrent_uploads: int = Field(
         8, description="Uploads (HTTP and STOW-RS) one API process handles at once; more are "
         "answered 503 with Retry-After.")

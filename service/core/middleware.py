@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: the request body-size limit, request metrics.
+"""ASGI middleware of the API: the request body-size limit, request metrics, JSON bodies checked
+for invalid text, unexpected errors answered without their message.
 
 All are plain ASGI (no BaseHTTPMiddleware, whose task group would wrap an error raised while a
 route reads the body, e.g. BodyTooLarge, into an ExceptionGroup).
@@ -6,12 +7,19 @@ route reads the body, e.g. BodyTooLarge, into an ExceptionGroup).
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
 from service.core.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 
 class BodySizeLimit:
@@ -91,3 +99,110 @@ class ObserveRequests:
             template = getattr(scope.get("route"), "path", "unmatched")
             self.histogram.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - started)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string with a lone UTF-16 surrogate (text that no
+    database, log or password hash can encode)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
+
+
+class CheckJsonBodies:
+    """JSON request bodies are read whole (at most `max_bytes`, else 413) and refused with 422
+    when a string in them is not valid Unicode (a lone surrogate such as \\ud800): such text
+    would fail deep inside a write or a password check, as a 500 with the text in its trace."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if not (content_type == b"application/json" or content_type.endswith(b"+json")):
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # the client left: let the app see it
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await JSONResponse({"detail": f"a JSON body may hold at most {self.max_bytes} "
+                                    "bytes (MAX_JSON_BYTES)", "code": "too_large"},
+                                   status_code=413)(scope, receive, send)
+                return
+        body = b"".join(chunks)
+        if _SURROGATE_ESCAPE.search(body) and _lone_surrogate_in(body):
+            await JSONResponse({"detail": "the JSON body holds text that is not valid Unicode (a "
+                                "lone surrogate such as \\ud800); send UTF-8 text",
+                                "code": "invalid_text"}, status_code=422)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _lone_surrogate_in(body: bytes) -> bool:
+    try:
+        return has_lone_surrogate(json.loads(body))
+    except ValueError:  # not JSON: the route's own validation answers it
+        return False
+
+
+class SafeErrors:
+    """An unexpected error becomes a 500 `{"code": "internal"}` and one log line with the
+    error's class and where it happened, never its message (a message can quote the request:
+    a password, report text, SQL parameters)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ServiceError:
+            raise
+        except Exception as error:
+            frames = traceback.extract_tb(error.__traceback__)
+            where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                               for f in reversed(frames[-6:]))
+            log.error("unexpected %s in %s %s at %s", type(error).__name__, scope.get("method"),
+                      getattr(scope.get("route"), "path", "unmatched"), where)
+            if not started:
+                await JSONResponse({"detail": "internal error; it is logged for the operators",
+                                    "code": "internal"}, status_code=500)(scope, receive, send)

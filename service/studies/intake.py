@@ -157,7 +157,10 @@ def _inspect(data: bytes, settings: Settings) -> tuple[str, str, str, str]:
         geo = dicom.check_image(dataset, policy, notes)
     except dicom.DicomError as error:
         code, reason = _REFUSALS.get(error.code, (error.code, 0xC000))
-        raise InstanceRejected(code, reason, error.message) from None
+        message = error.message
+        if code == "too_large":  # name the service's settings, not the library's
+            message += " This service's limits: MAX_INSTANCE_BYTES and MAX_IMAGE_PIXELS."
+        raise InstanceRejected(code, reason, message) from None
     except InstanceRejected:
         raise
     except Exception as error:  # pydicom raises assorted errors on hostile input
