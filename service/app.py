@@ -14,8 +14,15 @@ from fastapi.concurrency import run_in_threadpool
 from service.auth import routes as auth_routes
 from service.core import errors
 from service.core.config import Settings, get_settings
-from service.core.limits import Slots
-from service.core.middleware import BodySizeLimit, CheckJsonBodies, ObserveRequests, SafeErrors
+from service.core.limits import RateLimit, Slots
+from service.core.middleware import (
+    BodySizeLimit,
+    CheckJsonBodies,
+    DrainBeforeRefusal,
+    ObserveRequests,
+    SafeErrors,
+    SecurityHeaders,
+)
 from service.dicomweb import outbox
 from service.dicomweb import routes as dicomweb_routes
 from service.ops import routes as ops_routes
@@ -64,6 +71,8 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     app.state.upload_slots = Slots(settings.max_concurrent_uploads,
                                    settings.max_concurrent_uploads_per_key, what="uploads",
                                    retry_after_s=5)
+    app.state.auth_attempts = RateLimit(settings.auth_attempts_per_minute, 60.0,
+                                        what="password attempts")
     for router in ROUTERS:
         app.include_router(router)
 
@@ -73,7 +82,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     app.add_middleware(SafeErrors)
     app.add_middleware(CheckJsonBodies, max_bytes=settings.max_json_bytes)
     app.add_middleware(ObserveRequests, histogram=request_seconds)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(DrainBeforeRefusal)  # outermost: the client reads every refusal
     return app
 
 

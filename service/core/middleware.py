@@ -1,5 +1,5 @@
 """ASGI middleware of the API: the request body-size limit, request metrics, JSON bodies checked
-for invalid text, unexpected errors answered without their message.
+for invalid text, unexpected errors answered without their message, security headers.
 
 All are plain ASGI (no BaseHTTPMiddleware, whose task group would wrap an error raised while a
 route reads the body, e.g. BodyTooLarge, into an ExceptionGroup).
@@ -206,3 +206,78 @@ class SafeErrors:
             if not started:
                 await JSONResponse({"detail": "internal error; it is logged for the operators",
                                     "code": "internal"}, status_code=500)(scope, receive, send)
+
+
+#: CSP of HTML pages that set none (quality and evaluation reports: inline styles and data: images,
+#: no scripts at all). The review page sets its own, stricter one.
+HTML_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    """Headers on every answer unless a route set its own: `Cache-Control: no-store` (tokens,
+    patient data and images are kept in no cache), `X-Content-Type-Options: nosniff`, and on
+    HTML a Content-Security-Policy (HTML_CSP)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {name.lower() for name, _ in headers}
+                content_type = dict(headers).get(b"content-type", b"")
+                wanted = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+                if content_type.startswith(b"text/html"):
+                    wanted.append((b"content-security-policy", HTML_CSP.encode()))
+                headers += [(name, value) for name, value in wanted if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+#: Most bytes of a refused request's body read and discarded so its client sees the answer.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+class DrainBeforeRefusal:
+    """When the app refuses a request (4xx) before reading its whole body, e.g. a STOW-RS upload
+    without a token answered 401 at once, read and discard the rest of the body first (up to
+    DRAIN_LIMIT, and only when its declared length is within it): the client, still sending,
+    then reads the answer instead of a reset connection."""
+
+    def __init__(self, app: Any, limit: int = DRAIN_LIMIT) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        drainable = not length or (length.isdigit() and int(length) <= self.limit)
+        done, received = False, 0
+
+        async def tracking_receive() -> dict:
+            nonlocal done, received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                done = not message.get("more_body", False)
+            else:
+                done = True
+            return message
+
+        async def draining_send(message: dict) -> None:
+            if (message["type"] == "http.response.start" and 400 <= message["status"] < 500
+                    and drainable):
+                while not done and received <= self.limit:
+                    await tracking_receive()
+            await send(message)
+
+        await self.app(scope, tracking_receive, draining_send)

@@ -161,6 +161,12 @@ def _get_study(session, study_id: str) -> Study:
     return study
 
 
+def _record_read(session, study: Study, user: User, **details: object) -> None:
+    """Audit a read of a study's patient data (`study.read`: who, when, what view)."""
+    session.add(AuditEvent(actor=user.name, user_id=user.id, action="study.read", study_id=study.id,
+                           details=details))
+
+
 def _seconds(start, end) -> float | None:
     return None if start is None or end is None else round((end - start).total_seconds(), 4)
 
@@ -198,7 +204,8 @@ def get_study(study_id: str, session: SessionDep, _: Annotated[User, Depends(req
 @router.get(
     "/{study_id}/images/{index}.png",
     summary="One image of a study as PNG, through a window preset",
-    description="Roles: radiologist, admin. `index` counts the study's decoded images from 0 in upload order.",
+    description="Roles: radiologist, admin. `index` counts the study's decoded images from 0 in upload "
+    "order. Each read is audited (`study.read`).",
     openapi_extra=roles_doc(*CLINICAL),
     response_class=Response,
     responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"model": Problem}, 409: {"model": Problem}},
@@ -208,7 +215,7 @@ def get_image(
     index: int,
     session: SessionDep,
     store: StoreDep,
-    _: Annotated[User, Depends(require(*CLINICAL))],
+    user: Annotated[User, Depends(require(*CLINICAL))],
     window: Annotated[str, Query(pattern="^(" + "|".join(WINDOW_PRESETS) + ")$", description="Window preset")] = "default",
 ) -> Response:
     study = _get_study(session, study_id)
@@ -218,24 +225,28 @@ def get_image(
     if not 0 <= index < len(images):
         raise HTTPException(404, detail=f"image index out of range: the study has {len(images)} images")
     pixels = store.get_array(images[index].image_sha256)
+    _record_read(session, study, user, view="image", index=index, window=window)
     return Response(render_png(pixels.astype("float32"), window), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=3600"})
+                    headers={"Cache-Control": "no-store"})
 
 
 @router.get(
     "/{study_id}/report",
     response_model=DraftReport,
     summary="The AI draft by section, with bundle id, generation settings and extracted findings",
-    description="Roles: radiologist, admin. 409 while the draft does not exist yet.",
+    description="Roles: radiologist, admin. 409 while the draft does not exist yet. Each read is "
+    "audited (`study.read`).",
     openapi_extra=roles_doc(*CLINICAL),
     responses={**ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
 )
-def get_report(study_id: str, session: SessionDep, _: Annotated[User, Depends(require(*CLINICAL))]) -> DraftReport:
+def get_report(study_id: str, session: SessionDep,
+               user: Annotated[User, Depends(require(*CLINICAL))]) -> DraftReport:
     study = _get_study(session, study_id)
     draft = session.scalar(select(Draft).where(Draft.study_id == study.id).order_by(Draft.created_at))
     if draft is None:
         raise HTTPException(409, detail=f"no draft yet (state {study.state.value})")
     report_id = session.scalar(select(Report.id).where(Report.draft_id == draft.id))
+    _record_read(session, study, user, view="draft", report_id=report_id)
     return DraftReport(study_id=study.id, draft_id=draft.id, report_id=report_id, bundle_id=draft.bundle_id,
                        text=draft.text, sections=draft.sections, generation=draft.generation,
                        findings=draft.findings, created_at=draft.created_at)

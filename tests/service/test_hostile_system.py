@@ -12,11 +12,13 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
+from service.auth.accounts import create_user
 from service.auth.api_keys import create_api_key
 from service.core.db import session_scope
 from service.core.models import Role
 from service.dev.system import LocalSystem
 from tests.helpers.dicom_factory import deflated_bomb
+from tests.helpers.review import store_draft
 from tests.helpers.service import bearer, make_dicom, multipart_related
 
 pytestmark = pytest.mark.slow
@@ -142,6 +144,45 @@ def test_lone_surrogates_are_refused_with_422(api):
             response = client.request(method, path, content=body,
                                       headers={"Content-Type": "application/json"})
             assert response.status_code == 422, (path, response.text)
+
+
+def test_wrong_passwords_at_signing_lock_the_account_like_wrong_sign_ins(api):
+    settings = api.system.settings()
+    password, wrong = "hostile-correct-pass-5", [f"Guess-{n}-oracle" for n in range(10)]
+    SECRETS.update([password, *wrong])
+    with session_scope(settings.database_url) as session:
+        create_user(session, name="dr-hostile", role=Role.radiologist, password=password)
+    _, report_id = store_draft(settings, "FINDINGS: Clear. IMPRESSION: Normal.")
+    with api.client() as client:
+        token = client.post("/v1/login", data={"username": "dr-hostile", "password": password}
+                            ).json()["access_token"]
+        SECRETS.add(token)
+        headers = bearer(token)
+        assert client.post(f"/v1/reports/{report_id}/claim", headers=headers).status_code == 200
+        answers = [client.post(f"/v1/reports/{report_id}/sign", headers=headers,
+                               json={"password": guess, "version": 1}) for guess in wrong]
+        assert {a.status_code for a in answers} == {401}
+        assert "locked" in answers[-1].json()["detail"]
+        assert client.get("/v1/me", headers=headers).status_code == 401
+        again = client.post("/v1/login", data={"username": "dr-hostile", "password": password})
+        assert again.status_code == 429
+
+
+def test_a_large_stow_body_without_a_token_gets_its_401(api):
+    body, content_type = multipart_related([bytes(16 * MB)])
+    with api.client() as client:
+        response = client.post("/dicomweb/studies", content=body,
+                               headers={"Content-Type": content_type})
+    assert response.status_code == 401  # read, not a reset connection
+
+
+def test_security_headers_on_json_and_html(api):
+    with api.client(api.tokens["admin"]) as client:
+        login = client.post("/v1/login", data={"username": "nobody", "password": "x" * 12})
+        page = client.get("/v1/quality/html")
+    assert login.headers["Cache-Control"] == "no-store"
+    assert page.status_code == 200 and "default-src" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_the_logs_of_the_hostile_run_hold_no_secret_token_or_patient_data(api):
