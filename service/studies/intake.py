@@ -10,6 +10,7 @@ a `failed` study with its reason instead of blocking the API.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import zipfile
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,6 +30,7 @@ from service.core.errors import ServiceError
 from service.core.models import AuditEvent, Instance, Study, StudyState, User
 from service.core.spool import Spool, SpooledPart
 from service.core.storage import BlobStore
+from service.studies.index import index_instance
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,12 @@ class InstanceRejected(Exception):
 @dataclass(frozen=True)
 class InstanceHeader:
     """What intake needs of one instance, and where its sanitized bytes (preamble zeroed) are:
-    in `data`, or in the spooled file `path` (a streamed upload)."""
+    in `data`, or in the spooled file `path` (a streamed upload).
+
+    With DEID_ON_INGEST, `data` and the UIDs are those of the de-identified copy (always in
+    memory); `received_study_uid` is the StudyInstanceUID as sent, and `original` the identified
+    bytes when DEID_KEEP_ORIGINAL.
+    """
 
     study_uid: str
     series_uid: str
@@ -79,6 +87,8 @@ class InstanceHeader:
     path: Path | None = None
     sha256: str = ""
     size: int = 0
+    received_study_uid: str = ""
+    original: bytes | None = None
 
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -116,8 +126,10 @@ def inspect_instance(data: bytes, settings: Settings) -> InstanceHeader:
         raise _too_large(len(data), settings)
     data = sanitize_preamble(data)
     uids = _inspect(data, settings)
+    if settings.deid_on_ingest:
+        return _deidentified(data, settings, uids[0])
     return InstanceHeader(*uids, data=data, sha256=hashlib.sha256(data).hexdigest(),
-                          size=len(data))
+                          size=len(data), received_study_uid=uids[0])
 
 
 def inspect_file(part: SpooledPart, settings: Settings) -> InstanceHeader:
@@ -129,8 +141,12 @@ def inspect_file(part: SpooledPart, settings: Settings) -> InstanceHeader:
         raise _too_large(part.size, settings)
     if part.path is None:
         raise InstanceRejected("not_dicom", 0xC000, "the part is empty")
-    uids = _inspect(part.path.read_bytes(), settings)
-    return InstanceHeader(*uids, path=part.path, sha256=part.sha256, size=part.size)
+    data = part.path.read_bytes()
+    uids = _inspect(data, settings)
+    if settings.deid_on_ingest:
+        return _deidentified(data, settings, uids[0])
+    return InstanceHeader(*uids, path=part.path, sha256=part.sha256, size=part.size,
+                          received_study_uid=uids[0])
 
 
 def _inspect(data: bytes, settings: Settings) -> tuple[str, str, str, str]:
@@ -174,6 +190,25 @@ def _inspect(data: bytes, settings: Settings) -> tuple[str, str, str, str]:
             "too_many_pixels", 0xA700, f"image of {geo.rows}x{geo.columns}x{geo.frames} pixels "
             f"exceeds the limit of {settings.max_image_pixels} (MAX_IMAGE_PIXELS)")
     return uids  # type: ignore[return-value]
+
+
+def _deidentified(data: bytes, settings: Settings, received_study_uid: str) -> InstanceHeader:
+    """The de-identified copy of a checked instance (radiology.deid, PS3.15 Basic Profile)."""
+    from radiology.deid import Deidentifier
+
+    deidentifier = Deidentifier(settings.radreport_deid_secret or "",
+                                retain_uids=settings.deid_retain_uids)
+    try:
+        copy = deidentifier.deidentify_file(data)
+        dataset = pydicom.dcmread(io.BytesIO(copy), stop_before_pixels=True)
+    except Exception as error:  # an instance pydicom parsed but cannot write back
+        raise InstanceRejected("deid_failed", 0xC000, "the instance cannot be de-identified "
+                               f"({type(error).__name__})") from None
+    return InstanceHeader(str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID),
+                          str(dataset.SOPInstanceUID), str(dataset.SOPClassUID), data=copy,
+                          sha256=hashlib.sha256(copy).hexdigest(), size=len(copy),
+                          received_study_uid=received_study_uid,
+                          original=data if settings.deid_keep_original else None)
 
 
 def unpack_zip(archive_part: SpooledPart, spool: Spool, settings: Settings) -> list[SpooledPart]:
@@ -319,12 +354,17 @@ def register_instances(session: Session, store: BlobStore, headers: list[Instanc
             continue
         study, _ = _get_or_create_study(session, header.study_uid, user)
         sha = _put(store, header)
+        original_sha = store.put(header.original) if header.original is not None else None
         try:
             with session.begin_nested():
-                session.add(
-                    Instance(study_id=study.id, sop_uid=header.sop_uid, series_uid=header.series_uid,
-                             sop_class_uid=header.sop_class_uid, sha256=sha, size_bytes=header.size)
-                )
+                instance = Instance(study_id=study.id, sop_uid=header.sop_uid,
+                                    series_uid=header.series_uid,
+                                    sop_class_uid=header.sop_class_uid, sha256=sha,
+                                    size_bytes=header.size, original_sha256=original_sha)
+                session.add(instance)
+                session.flush()
+                index_instance(session, instance,
+                               header.data if header.data is not None else store.path(sha))
                 session.flush()
         except IntegrityError:  # the same instance uploaded concurrently
             result.stored.append(StoredInstance(header, study, created=False))

@@ -1,16 +1,16 @@
 """API keys may expire (`radreport admin create-key --expires-days`) and record when they were
 last used.
 
-Revision ID: 0004_api_key_expiry
-Revises: 0003_sr_outbox
+Revision ID: 0005_api_key_expiry
+Revises: 0004_instance_index
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_api_key_expiry"
-down_revision = "0003_sr_outbox"
+revision = "0005_api_key_expiry"
+down_revision = "0004_instance_index"
 branch_labels = None
 depends_on = None
 
