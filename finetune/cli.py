@@ -89,7 +89,7 @@ def _plan(cfg, devices: int | None, device_memory: str | None, headroom: float, 
 
     from finetune import plan as planner
     from finetune.config import ConfigError
-    from modeling.memory import MemoryError_, parse_bytes
+    from modeling.memory import MemoryPlanError, parse_bytes
 
     if device_memory is None:
         console.print("[red]--plan needs --device-memory[/red] (e.g. 80GB for an H100, 40GB, 16GiB)")
@@ -108,7 +108,7 @@ def _plan(cfg, devices: int | None, device_memory: str | None, headroom: float, 
         else:
             console.print(f"compiling the train step of {cfg.name} for {devices} simulated devices")
             result = planner.plan(cfg, devices, memory, headroom, micro_batch)
-    except (ConfigError, MemoryError_) as error:
+    except (ConfigError, MemoryPlanError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else planner.format_plan(result))

@@ -30,8 +30,9 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
-class MemoryError_(ValueError):  # noqa: N801 - `MemoryError` is a builtin
-    """A memory size that cannot be read; the message shows the accepted forms."""
+class MemoryPlanError(ValueError):
+    """A memory size that cannot be read, or a program that does not fit; the message says
+    which forms are accepted or how much memory is needed."""
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -40,7 +41,7 @@ def parse_bytes(text: str | int | float) -> int:
         return int(text)
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?)b?\s*", text.lower())
     if match is None or match.group(2) not in _UNITS:
-        raise MemoryError_(f"memory size {text!r} is not of the form 80GB, 16GiB, 512MB or bytes")
+        raise MemoryPlanError(f"memory size {text!r} is not of the form 80GB, 16GiB, 512MB or bytes")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -76,7 +77,7 @@ def compiled_memory(compiled: Any) -> CompiledMemory:
     """The per-device memory of a `jax.jit(...).lower(...).compile()` result."""
     stats = compiled.memory_analysis()
     if stats is None:
-        raise MemoryError_("this backend reports no memory analysis for compiled programs")
+        raise MemoryPlanError("this backend reports no memory analysis for compiled programs")
     return CompiledMemory(
         arguments=int(stats.argument_size_in_bytes),
         outputs=int(stats.output_size_in_bytes),
@@ -95,21 +96,21 @@ def fits(peak: int, device_memory: int, headroom: float = DEFAULT_HEADROOM) -> b
 
 
 def generate_memory(config: Any, batch: int, prompt_len: int, new_tokens: int,
-                    params_dtype: Any = None) -> CompiledMemory:
+                    params: Any = None) -> CompiledMemory:
     """Per-device memory of the greedy generate program for `batch` rows on this backend.
 
-    Compiled from abstract parameters (nothing is allocated); `params_dtype` is the dtype the
-    weights are held in (default: the config's compute dtype, as `load_pretrained` loads them).
+    `params`: the model's parameters (only their shapes and dtypes are read), default abstract
+    ones in the config's compute dtype. Nothing is allocated: the program is only compiled.
     """
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from modeling import generate as gen
     from modeling.model import abstract_params
 
-    dtype = jnp.dtype(params_dtype or config.compute_dtype)
-    params = abstract_params(config, dtype)
+    if params is None:
+        params = abstract_params(config, config.compute_dtype)
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     kernel = gen.uses_cpu_kernel(config)
     weights = jax.eval_shape(lambda p: gen.decode_weights(config, p, kernel), params)
     plan = gen.Plan(batch=batch, prompt_len=prompt_len, new_tokens=new_tokens)
@@ -134,32 +135,36 @@ def generate_batch_for_memory(
     new_tokens: int = 256,
     headroom: float = DEFAULT_HEADROOM,
     max_batch: int = 256,
+    params: Any = None,
     measure: Callable[[int], int] | None = None,
 ) -> int:
-    """The largest power-of-two generate batch whose compiled program fits `device_memory`.
+    """The largest generate batch (1, 2, 4, ... or `max_batch`) whose program fits the memory.
 
-    Compiles the generate program (`generate_memory`) for batch 1, 2, 4, ... up to `max_batch`
-    and stops at the first that does not fit (a handful of compiles; the worker compiles its
-    buckets next anyway). `measure(batch) -> peak bytes` replaces the compile (tests).
-    Raises MemoryError_ when not even batch 1 fits: the model needs a larger accelerator.
+    Compiles the generate program (`generate_memory`, with `params`' shapes when given) for
+    batch 1, 2, 4, ... up to `max_batch` and stops at the first that does not fit (a handful of
+    compiles; a worker compiles its buckets next anyway). `measure(batch) -> peak bytes`
+    replaces the compile. Raises MemoryPlanError when not even one row fits.
     """
     budget = parse_bytes(device_memory)
 
     def peak(batch: int) -> int:
         if measure is not None:
             return measure(batch)
-        return generate_memory(config, batch, prompt_len, new_tokens).peak
+        return generate_memory(config, batch, prompt_len, new_tokens, params).peak
 
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    sizes.append(max_batch)
     best = 0
-    batch = 1
-    while batch <= max_batch:
+    for batch in sizes:
         used = peak(batch)
         if not fits(used, budget, headroom):
             if best == 0:
-                raise MemoryError_(
+                raise MemoryPlanError(
                     f"even one study does not fit: the generate program needs {format_bytes(used)} "
                     f"per device, more than {1 - headroom:.0%} of {format_bytes(budget)}")
             break
         best = batch
-        batch *= 2
     return best
