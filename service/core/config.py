@@ -57,6 +57,10 @@ class Settings(BaseSettings):
 
     # Generation.
     batch_size: int = Field(4, description="Most studies gathered into one generate call.")
+    generate_device_memory: str | None = Field(
+        None, description="Memory of one generate worker's accelerator (e.g. 80GB, 24GiB). When "
+        "set, the worker compiles its generate program at start and lowers BATCH_SIZE to the "
+        "largest batch (1, 2, 4, ...) that fits 90% of it (modeling.memory).")
     batch_wait_ms: int = Field(200, description="How long a generate worker waits to fill a batch.")
     max_new_tokens: int | None = Field(None, description="Override of the bundle's generation length.")
     image_cache_size: int = Field(1024, description="Longest side of the decoded image kept for renders.")
@@ -110,6 +114,15 @@ class Settings(BaseSettings):
                              "least 16 characters, the same for the API, the SCP and the workers "
                              "(python -c 'import secrets; print(secrets.token_hex(32))')")
         return self
+
+    @field_validator("generate_device_memory")
+    @classmethod
+    def _device_memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            from modeling.memory import parse_bytes
+
+            parse_bytes(value)  # a ValueError naming the accepted forms (80GB, 16GiB)
+        return value
 
     @field_validator("pacs_cstore")
     @classmethod
