@@ -188,10 +188,15 @@ def test_older_layouts_that_transformers_reads_load_the_same_model(hf_model, tmp
               else "model.vision_tower.vision_model.")
     assert f"{prefix}encoder.layers.0.self_attn.q_proj.weight" in names
     # transformers itself reads the fixture without a missing or unexpected tensor
-    _, info = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+    reread, info = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
         fixture, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     _assert_matches(_load_quietly(fixture), hf_model)
+    if layout == "hub":  # and writes the Hub layout back when it loaded one
+        reread.save_pretrained(tmp_path / "resaved")
+        resaved = set(read_safetensors(tmp_path / "resaved" / "model.safetensors"))
+        assert f"{prefix}encoder.layers.0.self_attn.q_proj.weight" in resaved
+        _assert_matches(_load_quietly(tmp_path / "resaved"), hf_model)
 
 
 def test_state_dict_saved_by_safetensors_loads_from_its_lm_head(hf_model, tmp_path):

@@ -32,6 +32,10 @@ def test_create_key_prints_only_the_token_and_the_token_authenticates(tmp_path):
     never = run_cli("admin", "create-key", "--role", "uploader", "--name", "pacs",
                     "--expires-days", "0", env=env)
     assert never.returncode != 0 and "positive" in never.stderr
+    listed = run_cli("admin", "list-keys", env=env)
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert rows[0][:3] == ["user", "role", "prefix"] and expiring.stdout.strip() not in listed.stdout
+    assert [(r[0], r[4] != "-") for r in rows[1:]] == [("ops", False), ("pacs", True)]
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "radreport", "serve", "--host", "127.0.0.1", "--port", str(port)],
