@@ -1,5 +1,4 @@
-"""Routes of quality monitoring: GET /v1/quality (plot-ready JSON), its HTML page, one report's
-score."""
+"""Quality monitoring routes: GET /v1/quality (plot-ready JSON), its HTML page, a report's score."""
 
 from __future__ import annotations
 

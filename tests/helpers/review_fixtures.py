@@ -43,8 +43,7 @@ class ReviewEnv:
 def review_env(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ReviewEnv]:
-    """One database per backend for the whole session, with people signed in (see the module
-    docstring)."""
+    """A database per backend for the session, with people signed in (see the module docstring)."""
     from service.auth.api_keys import create_api_key
     from service.core.db import migrate
     from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available

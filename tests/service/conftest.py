@@ -1,5 +1,4 @@
-"""Fixtures of the service tests: databases (SQLite file, fresh PostgreSQL schema), an in-process
-API."""
+"""Service test fixtures: databases (SQLite file, fresh PostgreSQL schema), an in-process API."""
 
 from __future__ import annotations
 
