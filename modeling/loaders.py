@@ -210,7 +210,12 @@ def load_hf(directory: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None =
         cfg_file = directory / "config.json"
         if not cfg_file.is_file():
             raise CheckpointError(f"{directory} has no config.json")
-        config = config_from_hf(json.loads(cfg_file.read_text()))
+        hf = json.loads(cfg_file.read_text())
+        if False in (hf.get("tie_word_embeddings"),
+                     hf.get("text_config", {}).get("tie_word_embeddings")):
+            raise CheckpointError(f"{directory}: tie_word_embeddings is false; PaliGemma 2 "
+                                  "reads logits off its embedding and has no separate lm_head")
+        config = config_from_hf(hf)
     tensors = read_hf_tensors(directory)
     table = hf_params_table(config, tensors, directory.name)
     readers = _spec_readers(config, table, tensors, np.dtype(dtype))

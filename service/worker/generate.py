@@ -35,40 +35,46 @@ log = logging.getLogger(__name__)
 BEFORE_GENERATE: list[Callable[[Settings, BlobStore, list[str]], None]] = []
 
 
-def gather_batch(settings: Settings, first: str, worker: str) -> list[str]:
-    """Claim more fresh studies waiting for generation, up to the batch size or the batch wait."""
+def gather_batch(
+    settings: Settings, first: str, worker: str, limit: int | None = None
+) -> list[str]:
+    """Claim more fresh studies waiting for generation, up to `limit` (default BATCH_SIZE) or
+    the batch wait."""
     batch = [first]
+    limit = limit or settings.batch_size
     deadline = time.monotonic() + settings.batch_wait_ms / 1000.0
-    while len(batch) < settings.batch_size:
+    while len(batch) < limit:
         with session_scope(settings.database_url) as session:
             candidates = session.scalars(
-                select(Study.id).where(Study.state == StudyState.ingested, Study.generate_attempts == 0,
-                                       Study.id.not_in(batch))
-                .order_by(Study.ingested_at).limit(settings.batch_size - len(batch))
+                select(Study.id)
+                .where(Study.state == StudyState.ingested, Study.generate_attempts == 0,
+                       Study.id.not_in(batch))
+                .order_by(Study.ingested_at).limit(limit - len(batch))
             ).all()
             for candidate in candidates:
                 claim = pipeline.claim(session, candidate, "generate", worker=worker,
                                        lease_s=settings.lease_s, max_attempts=settings.max_attempts)
                 if claim.status == "claimed":
                     batch.append(candidate)
-        if len(batch) >= settings.batch_size or time.monotonic() >= deadline:
+        if len(batch) >= limit or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
     return batch
 
 
 def generate_claimed(settings: Settings, study_id: str, worker: str) -> None:
-    """Generate the draft of a study this worker has claimed, with others gathered into its batch."""
+    """Generate the draft of a study this worker claimed, with others gathered into its batch."""
     model = load_model(settings)
     store = BlobStore(settings.storage_dir)
     with session_scope(settings.database_url) as session:
         retake = session.get(Study, study_id).generate_attempts > 1
     # A study retaken after a lost worker runs alone, so a poison study cannot take others down.
-    batch = [study_id] if retake else gather_batch(settings, study_id, worker)
+    batch = [study_id] if retake else gather_batch(settings, study_id, worker, model.batch_size)
     try:
         generate_batch(settings, batch, worker, model, store)
     except BaseException:
-        # The first study is settled by run_stage; give the others back so another delivery takes them.
+        # The first study is settled by run_stage; give the others back so another delivery
+        # takes them.
         release_all(settings, batch[1:], worker)
         raise
 
@@ -124,8 +130,8 @@ def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker
             study = session.get(Study, study_id)
             if study.state != StudyState.generating:
                 return None
-            draft = Draft(study_id=study_id, bundle_id=model.bundle_id, text=text, sections=sections,
-                          generation=model.generation_settings, worker=worker)
+            draft = Draft(study_id=study_id, bundle_id=model.bundle_id, text=text,
+                          sections=sections, generation=model.generation_settings, worker=worker)
             session.add(draft)
             session.flush()
             report = Report(study_id=study_id, draft_id=draft.id, status=ReportStatus.preliminary)
@@ -146,8 +152,8 @@ def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker
         with session_scope(settings.database_url) as session:
             study = session.get(Study, study_id)
             if study.state == StudyState.generating:
-                pipeline.transition(session, study, StudyState.draft_ready, actor=f"worker:{worker}",
-                                    details={"duplicate": True})
+                pipeline.transition(session, study, StudyState.draft_ready,
+                                    actor=f"worker:{worker}", details={"duplicate": True})
         return None
 
 

@@ -1,4 +1,5 @@
-"""The generate worker's model: one bundle loaded once per process, shape buckets compiled before work.
+"""The generate worker's model: one bundle loaded once per process, shape buckets compiled
+before work.
 
 `load_model` returns the process's `DraftModel` (made on first call); `loaded_model` peeks at it.
 
@@ -46,7 +47,8 @@ def buckets_for(batch_size: int) -> list[int]:
 class DraftModel:
     """A loaded model bundle that turns frontal images ([0, 1] arrays) into draft report texts."""
 
-    def __init__(self, bundle_dir: Path, *, batch_size: int, max_new_tokens: int | None = None) -> None:
+    def __init__(self, bundle_dir: Path, *, batch_size: int, max_new_tokens: int | None = None,
+                 device_memory: str | None = None) -> None:
         import modeling
 
         self.bundle_dir = Path(bundle_dir)
@@ -56,8 +58,10 @@ class DraftModel:
         self.model = modeling.load_pretrained(str(self.bundle_dir))
         self.load_s = time.perf_counter() - started
         self.image_size = int(self.model.config.image_size)
-        self.prompt = getattr(self.model, "prompt", None) or self.config.get("prompt", "describe en")
-        defaults = dict(getattr(self.model, "generation_defaults", None) or self.config.get("generation") or {})
+        self.prompt = (getattr(self.model, "prompt", None)
+                       or self.config.get("prompt", "describe en"))
+        defaults = dict(getattr(self.model, "generation_defaults", None)
+                        or self.config.get("generation") or {})
         self.max_new_tokens = int(max_new_tokens or defaults.get("max_new_tokens") or 64)
         self.generation_settings: dict[str, Any] = {
             "strategy": str(defaults.get("strategy", "greedy")),
@@ -66,14 +70,29 @@ class DraftModel:
             "prompt": self.prompt,
             "image_size": self.image_size,
         }
+        if device_memory is not None:
+            batch_size = self._batch_for_memory(batch_size, device_memory)
         model_buckets = tuple(getattr(self.model, "batch_buckets", ()) or buckets_for(batch_size))
         largest = next((b for b in sorted(model_buckets) if b >= batch_size), max(model_buckets))
         self.buckets = [b for b in sorted(model_buckets) if b <= largest]
         self.batch_size = batch_size
         self.compile_s: dict[int, float] = {}
 
+    def _batch_for_memory(self, batch_size: int, device_memory: str) -> int:
+        """The largest batch up to `batch_size` whose generate program fits `device_memory`."""
+        from modeling.memory import generate_batch_for_memory
+
+        prompt = self.model.tokenizer.prompt_ids(self.prompt)
+        plan = self.model.plan(1, len(prompt), self.max_new_tokens)
+        fitted = generate_batch_for_memory(
+            self.model.config, device_memory, prompt_len=plan.prompt_len,
+            new_tokens=plan.new_tokens, max_batch=batch_size, params=self.model.params)
+        log.info("batch size %d: the largest of BATCH_SIZE=%d whose generate program fits "
+                 "GENERATE_DEVICE_MEMORY=%s", fitted, batch_size, device_memory)
+        return fitted
+
     def warmup(self) -> None:
-        """Compile every batch bucket once with the real prompt (blank images), so serving never compiles."""
+        """Compile each batch bucket with the real prompt (blank images); serving never compiles."""
         blank = np.zeros((self.image_size, self.image_size), np.float32)
         for size in self.buckets:
             started = time.perf_counter()
@@ -92,11 +111,13 @@ class DraftModel:
         """One model call; the model pads the batch to its compiled bucket."""
         from modeling.preprocess import preprocess_image
 
-        batch = np.stack([np.asarray(preprocess_image(image, self.image_size), np.float32) for image in images])
+        batch = np.stack([np.asarray(preprocess_image(image, self.image_size), np.float32)
+                          for image in images])
         if batch.ndim == 3:
             batch = np.repeat(batch[..., None], 3, axis=-1)
         strategy = self.generation_settings["strategy"]
-        texts = self.model.generate_text(batch, [self.prompt] * len(images), self.max_new_tokens, strategy)
+        prompts = [self.prompt] * len(images)
+        texts = self.model.generate_text(batch, prompts, self.max_new_tokens, strategy)
         return [str(text) for text in texts]
 
 
@@ -115,10 +136,12 @@ def load_model(settings: Settings | None = None, *, warmup: bool = True) -> Draf
 
                 enable_compilation_cache(settings.jax_cache_dir)
             if settings.model_bundle is None:
-                raise RuntimeError("MODEL_BUNDLE is not set: a generate worker needs a model bundle "
-                                   "directory")
+                raise RuntimeError(
+                    "MODEL_BUNDLE is not set: a generate worker needs a model bundle directory"
+                )
             model = DraftModel(settings.model_bundle, batch_size=settings.batch_size,
-                               max_new_tokens=settings.max_new_tokens)
+                               max_new_tokens=settings.max_new_tokens,
+                               device_memory=settings.generate_device_memory)
             if warmup:
                 model.warmup()
             _MODEL = model

@@ -177,6 +177,15 @@ def test_npz_reader_memory_maps_stored_members_and_reads_compressed_ones(tmp_pat
         assert got["bf"].dtype == ml_dtypes.bfloat16 and got["bf"].astype(np.float32).tolist() == [0, 1, 2, 3]
 
 
+def test_hf_checkpoint_with_an_untied_lm_head_is_refused(params, tmp_path):
+    write_hf_checkpoint(tmp_path, CONFIG, params)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["tie_word_embeddings"] = False
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="tie_word_embeddings is false"):
+        modeling.load_pretrained(tmp_path)
+
+
 def _resident_file_pages_kib() -> int:
     for line in open("/proc/self/status"):
         if line.startswith("RssFile:"):
