@@ -98,12 +98,20 @@ def streamed_layer(layers: Params, i: int, after: jax.Array) -> Params:
 
 def _streamed_block_weights(config: ModelConfig, layers: Params, i: int, x: jax.Array
                             ) -> dict[str, Any]:
-    """What `_decode_weights` holds for layer i, taken from the stacked bfloat16 params."""
-    p = streamed_layer(layers, i, x)
-    mats = fused_block_weights(config.text, p, jnp.dtype(config.compute_dtype))
-    return {**mats, **{name: p[name]["scale"] for name in
-                       ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
-                        "post_ffw_norm")}}
+    """What `_decode_weights` holds for layer i, as blocks of the stacked bfloat16 params that
+    `cpu_kernels.matmul_bf16` multiplies in place ("qkv": the q and the kv blocks)."""
+    t = config.text
+    attn, mlp = layers["attn"], layers["mlp"]
+    block = cpu_kernels.Bf16Block
+    norms = ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")
+    return {
+        "qkv": (block(attn["q_einsum"]["w"], i, t.num_heads, t.head_dim),  # [N, D, H]
+                block(attn["kv_einsum"]["w"], i, 2 * t.num_kv_heads, t.head_dim)),
+        "o": block(attn["attn_vec_einsum"]["w"], i, 1, t.width),  # [N, H, D] = [N H, D]
+        "gate_up": block(mlp["gating_einsum"], i, 2, t.mlp_dim),  # [2, D, F]
+        "down": block(mlp["linear"], i, 1, t.width),  # [F, D]
+        **{name: streamed_layer(layers[name], i, x)["scale"] for name in norms},
+    }
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -139,8 +147,13 @@ def _packed(w: jax.Array | cpu_kernels.Panels | None) -> bool:
     return isinstance(w, cpu_kernels.Panels)
 
 
-def _mm(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
-    """x [B, K] @ w [K, N], with the CPU kernel when `w` was packed for it."""
+def _mm(x: jax.Array, w: Any) -> jax.Array:
+    """x [B, K] @ w [K, N], with the CPU kernel when `w` was packed for it; a `Bf16Block` (or a
+    tuple of them, outputs concatenated) is multiplied in place (`_streamed_block_weights`)."""
+    if isinstance(w, tuple):
+        return jnp.concatenate([_mm(x, part) for part in w], axis=-1)
+    if isinstance(w, cpu_kernels.Bf16Block):
+        return cpu_kernels.matmul_bf16(x, w).astype(x.dtype)
     return cpu_kernels.matmul(x, w) if _packed(w) else x @ w
 
 
