@@ -27,6 +27,7 @@ test: setup services
 
 # Everything but the tests marked slow.
 test-fast: setup services
+	bash scripts/ensure_pacs.sh
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: setup services

@@ -30,8 +30,9 @@ Conventions (CheXpert's unless marked *ours*):
   borderline -> -1, enlarged/prominent/widened -> 1, stable/unchanged alone -> -1.
   *Ours*: a bare "heart" counts (CheXpert needs "the heart"); "heart failure" is not a heart
   mention; "size and contour" is not a mediastinum mention; "pneumonitis" is a Pneumonia mention
-  and "granulomatous infection" is not; "consideration" / "in the differential" are uncertainty cues; "vascular engorgement" and
-  "fluid overload" are uncertain Edema mentions, like "vascular congestion".
+  and "granulomatous infection" is not; "consideration" / "in the differential" are uncertainty
+  cues; "vascular engorgement" and "fluid overload" are uncertain Edema mentions, like
+  "vascular congestion".
 * Aggregation per observation over its mentions: positive beats uncertain beats negative
   (CheXpert's ``Aggregator.dict_to_vec``). A positive or uncertain "chf" / "heart failure" adds an
   uncertain Cardiomegaly mention.
@@ -235,14 +236,18 @@ _UNMENTIONS: dict[str, str] = {
     "Pneumonia": r"granulomatous (?:infection|disease|process)|tubercul\w* infection",
     "Cardiomegaly": _POSITIONAL + r" (?:heart|cardiac \w+)",
     "Enlarged Cardiomediastinum": _POSITIONAL + r" (?:mediastinum|\w+ contours?|\w+ silhouettes?)"
-    r"|\b(?:size|shape|configuration),? (?:and|or) contours?\b|\bcontours? (?:and|or) (?:size|shape)\b",
-    "Support Devices": r"lines? of|septal lines|kerley|line of|midline|\w+ lines? (?:is|are) (?:normal|seen)",
+    r"|\b(?:size|shape|configuration),? (?:and|or) contours?\b"
+    r"|\bcontours? (?:and|or) (?:size|shape)\b",
+    "Support Devices": r"lines? of|septal lines|kerley|line of|midline"
+    r"|\w+ lines? (?:is|are) (?:normal|seen)",
     _OTHER: r"heart failure",
 }
 
 # Heart and mediastinum mentions: their value comes from the words that describe them.
 _ANATOMY_MENTION = {"Cardiomegaly", "Enlarged Cardiomediastinum"}
-_ANATOMY_EXCEPT = re.compile(r"cardiomegaly|enlarged heart|cardiac enlargement|mediastinal widening")
+_ANATOMY_EXCEPT = re.compile(
+    r"cardiomegaly|enlarged heart|cardiac enlargement|mediastinal widening"
+)
 
 # Phrase lookup by the first three letters of a word: each word start of a sentence tries only
 # the phrases that can begin there (much faster than one scan per observation).
@@ -259,24 +264,27 @@ _COMPILED_UNMENTIONS = {obs: re.compile(p) for obs, p in _UNMENTIONS.items()}
 # Terminators close the scope of a cue: a cue and a mention in different clauses do not interact.
 _TERMINATOR = re.compile(
     r";|\b(?:but|however|although|though|whereas|while|which|except|aside from|apart from"
-    r"|there (?:is|are|has|have|was|were)|(?:is|are|was|were) (?:again )?(?:seen|noted|present|identified|demonstrated))\b"
-    r"|,\s*(?=(?:and )?(?:possible|possibly|probable|likely|new|stable|unchanged|persistent|there|the"
-    r"|with|a|an|which|but|although|concerning|may|could|representing|consistent|compatible|suggest\w*"
-    r"|worrisome)\b)"
-    r"|,\s*(?=(?:and )?(?:mild|mildly|minimal|small|moderate|large|severe)\b(?![^,;.]*\b(?:or|nor)\b))"
+    r"|there (?:is|are|has|have|was|were)"
+    r"|(?:is|are|was|were) (?:again )?(?:seen|noted|present|identified|demonstrated))\b"
+    r"|,\s*(?=(?:and )?(?:possible|possibly|probable|likely|new|stable|unchanged|persistent"
+    r"|there|the|with|a|an|which|but|although|concerning|may|could|representing|consistent"
+    r"|compatible|suggest\w*|worrisome)\b)"
+    r"|,\s*(?=(?:and )?(?:mild|mildly|minimal|small|moderate|large|severe)\b"
+    r"(?![^,;.]*\b(?:or|nor)\b))"
 )
 _PRE_NEG_UNCERTAIN_BEFORE = re.compile(
     r"\b(?:cannot|can ?not|could not|can't) (?:be )?(?:exclude|excluded|rule out|ruled out)\b"
     r"|\bno new\b|\bno evidence to rule out\b|\bnot (?:be )?(?:excluded|ruled out)\b"
 )
 _PRE_NEG_UNCERTAIN_AFTER = re.compile(
-    r"^[^;]*?\b(?:(?:cannot|can ?not|could not|can't|may not|not) (?:be |been )?(?:entirely |completely |totally )?"
-    r"(?:excluded|ruled out))\b"
+    r"^[^;]*?\b(?:(?:cannot|can ?not|could not|can't|may not|not) (?:be |been )?"
+    r"(?:entirely |completely |totally )?(?:excluded|ruled out))\b"
 )
 _NEG_BEFORE = re.compile(
     r"\b(?:no|not|without|negative for|free of|absence of|absent|resolution of|resolved|resolving"
-    r"|rather than|clear of|clearing of|removal of|history of|rule out|ruled out|r/o|exclude|excluded"
-    r"|disappearance of|drainage of|no longer|lack of|interval resolution of|nor|neither)\b"
+    r"|rather than|clear of|clearing of|removal of|history of|rule out|ruled out|r/o|exclude"
+    r"|excluded|disappearance of|drainage of|no longer|lack of|interval resolution of|nor"
+    r"|neither)\b"
 )
 _NEG_AFTER = re.compile(
     r"^[^,;]*?\b(?:(?:is|are|was|were|has|have been|has been) )?(?:not (?:seen|identified|present"
@@ -293,7 +301,8 @@ _UNCERTAIN_BEFORE = re.compile(
 )
 _UNCERTAIN_AFTER = re.compile(
     r"^[^,;]*?\b(?:(?:is|are) )?(?:(?:is|are|was|were) )?(?:possible|suspected|questioned|"
-    r"(?:may|might|could|can) (?:be )?(?:present|seen|appear)|not (?:well )?(?:seen|visualized|evaluated)"
+    r"(?:may|might|could|can) (?:be )?(?:present|seen|appear)"
+    r"|not (?:well )?(?:seen|visualized|evaluated)"
     r"|poorly (?:seen|visualized|evaluated)|incompletely (?:seen|visualized|evaluated)"
     r"|not clearly seen|not appreciated|obscured|less likely|versus|vs"
     r"|(?:is |be |as )?(?:a |another )?(?:consideration|considered)|in the differential)\b"
@@ -308,7 +317,8 @@ _NO_CHANGE = re.compile(r"\bno (?:significant |substantial |interval |appreciabl
 
 # Words describing heart and mediastinum mentions.
 _STATE_NEGATIVE = re.compile(
-    r"\b(?:normal|unremarkable|within (?:the )?normal limits|not (?:\w+ )?(?:enlarged|widened|dilated|prominent)"
+    r"\b(?:normal|unremarkable|within (?:the )?normal limits"
+    r"|not (?:\w+ )?(?:enlarged|widened|dilated|prominent)"
     r"|upper limits? of normal|no (?:cardiomegaly|enlargement|widening))\b"
 )
 _STATE_BORDERLINE = re.compile(r"\b(?:borderline|top[- ]normal|upper[- ]normal)\b")
@@ -328,7 +338,8 @@ _PREDICATE_STOP = re.compile(
 )
 
 _COORDINATION_GAP = re.compile(
-    r"(?:\s*(?!(?:is|are|was|were|appears?|remains?|has|have)\b)[\w-]+)?[\s,]*(?:and|or)?[\s,]*(?:the )?"
+    r"(?:\s*(?!(?:is|are|was|were|appears?|remains?|has|have)\b)[\w-]+)?"
+    r"[\s,]*(?:and|or)?[\s,]*(?:the )?"
     r"(?:(?!(?:is|are|was|were|appears?|remains?|has|have)\b)[\w-]+\s+){0,2}"
 )
 _SENTENCE_SPLIT = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s)|[\n?!:]")
@@ -537,7 +548,8 @@ def _label_text(text: str) -> dict[str, float | None]:
         for observation, value, mention in _sentence_mentions(sentence):
             if observation != "Support Devices" and value != NEGATIVE:
                 no_finding = False
-            if value != NEGATIVE and mention in ("chf", "heart failure", "congestive heart failure"):
+            heart_failure = mention in ("chf", "heart failure", "congestive heart failure")
+            if value != NEGATIVE and heart_failure:
                 mentions.setdefault("Cardiomegaly", []).append(UNCERTAIN)
             mentions.setdefault(observation, []).append(value)
     values: dict[str, float | None] = {}

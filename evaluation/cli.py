@@ -1,4 +1,4 @@
-"""`radreport evaluate`: score a predictions file, or generate and score a split with a model bundle."""
+"""`radreport evaluate`: score a predictions file, or generate and score a split with a bundle."""
 
 from __future__ import annotations
 
@@ -16,22 +16,36 @@ def register(app: typer.Typer) -> None:
             None, help="JSONL or CSV with id, hypothesis, reference (omit with --bundle)."
         ),
         out: Path = typer.Option(Path("evaluation-run"), "--out", "-o", help="Output folder."),
-        bundle: Path | None = typer.Option(None, help="Model bundle directory to generate reports with."),
-        data: Path | None = typer.Option(None, help="MIMIC-CXR-layout data directory (with --bundle)."),
+        bundle: Path | None = typer.Option(
+            None, help="Model bundle directory to generate reports with."
+        ),
+        data: Path | None = typer.Option(
+            None, help="MIMIC-CXR-layout data directory (with --bundle)."
+        ),
         split: str = typer.Option("test", help="Split to generate (with --bundle)."),
         batch_size: int = typer.Option(8, help="Studies per generation batch (with --bundle)."),
-        max_studies: int | None = typer.Option(None, help="Only the first N studies (with --bundle)."),
+        max_studies: int | None = typer.Option(
+            None, help="Only the first N studies (with --bundle)."
+        ),
         baseline: Path | None = typer.Option(
             None, help="Predictions of another system on the same studies: adds a paired test."
         ),
-        resamples: int = typer.Option(500, help="Bootstrap resamples for the confidence intervals."),
+        resamples: int = typer.Option(
+            500, help="Bootstrap resamples for the confidence intervals."
+        ),
         seed: int = typer.Option(0, help="Seed of the bootstrap."),
         tokenizer: str = typer.Option("ptb", help="NLG tokenizer: ptb, whitespace or ptb-java."),
-        uncertain: str = typer.Option("negative", help="CheXpert uncertain labels count as: negative or positive."),
-        case_sensitive: bool = typer.Option(
-            False, "--case-sensitive", help="RadGraph tokens compared as radgraph 0.1.18 (default: lower-cased)."
+        uncertain: str = typer.Option(
+            "negative", help="CheXpert uncertain labels count as: negative or positive."
         ),
-        extractor: str | None = typer.Option(None, help="RadGraph extractor backend (default: rules)."),
+        case_sensitive: bool = typer.Option(
+            False,
+            "--case-sensitive",
+            help="RadGraph tokens compared as radgraph 0.1.18 (default: lower-cased).",
+        ),
+        extractor: str | None = typer.Option(
+            None, help="RadGraph extractor backend (default: rules)."
+        ),
     ) -> None:
         """Score generated reports against references: NLG, RadGraph F1, CheXpert F1 with CIs."""
         from rich.console import Console  # noqa: PLC0415
@@ -52,11 +66,13 @@ def register(app: typer.Typer) -> None:
             if bundle is not None:
                 if data is None:
                     raise typer.BadParameter("--bundle needs --data (a MIMIC-CXR-layout folder)")
-                results = evaluate_bundle(bundle, data, split, out, batch_size, max_studies=max_studies, **options)
+                results = evaluate_bundle(bundle, data, split, out, batch_size,
+                                          max_studies=max_studies, **options)
             else:
                 with console.status("scoring reports"):
                     results = evaluate_predictions(predictions, out, baseline=baseline, **options)
-        except (PredictionsFileError, ExtractorUnavailableError, TokenizerError, UnknownMetricError) as error:
+        except (PredictionsFileError, ExtractorUnavailableError, TokenizerError,
+                UnknownMetricError) as error:
             console.print(f"[red]cannot evaluate:[/red] {error}")
             raise typer.Exit(code=2) from None
         from rich.table import Table  # noqa: PLC0415
@@ -69,5 +85,5 @@ def register(app: typer.Typer) -> None:
                 continue
             table.add_row(name, f"{ci['value']:.4f}", f"[{ci['low']:.4f}, {ci['high']:.4f}]")
         console.print(table)
-        console.print(f"uncertain CheXpert labels as {uncertain}; tokenizer {tokenizer}; wrote {out}/results.json, "
-                      "per_report.csv, report.html")
+        console.print(f"uncertain CheXpert labels as {uncertain}; tokenizer {tokenizer}; "
+                      f"wrote {out}/results.json, per_report.csv, report.html")

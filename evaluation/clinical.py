@@ -43,7 +43,9 @@ def finding_names() -> tuple[list[str], list[str]]:
     return list(CHEXPERT_14), list(CHEXPERT_5)
 
 
-def presence_matrix(labels: Sequence[Labels], names: Sequence[str], uncertain: str = "negative") -> np.ndarray:
+def presence_matrix(
+    labels: Sequence[Labels], names: Sequence[str], uncertain: str = "negative"
+) -> np.ndarray:
     """Boolean [reports, findings]: present under the uncertain policy."""
     if uncertain not in UNCERTAIN_POLICIES:
         raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, not {uncertain!r}")

@@ -30,7 +30,17 @@ import numpy as np
 
 from evaluation.tokenize import tokenize
 
-__all__ = ["BleuStatistics", "NGramTable", "bleu", "bleu_from_sums", "bleu_statistics", "cider_d", "nlg_scores", "rouge_l", "lcs_length"]
+__all__ = [
+    "BleuStatistics",
+    "NGramTable",
+    "bleu",
+    "bleu_from_sums",
+    "bleu_statistics",
+    "cider_d",
+    "nlg_scores",
+    "rouge_l",
+    "lcs_length",
+]
 
 BLEU_TINY = 1e-15
 BLEU_SMALL = 1e-9
@@ -99,7 +109,9 @@ class NGramTable:
         all_gram = np.concatenate(grams_out)
         all_order = np.concatenate(orders_out)
         span = max(next_gram, 1)
-        keys, first, counts = np.unique(all_text * span + all_gram, return_index=True, return_counts=True)
+        keys, first, counts = np.unique(
+            all_text * span + all_gram, return_index=True, return_counts=True
+        )
         return cls(
             text=keys // span,
             gram=keys % span,
@@ -171,7 +183,9 @@ def bleu_from_sums(sums: np.ndarray, max_n: int = MAX_N) -> np.ndarray:
     return scores * brevity[..., None]
 
 
-def bleu_statistics(hypotheses: Sequence[str], references: References, max_n: int = MAX_N) -> BleuStatistics:
+def bleu_statistics(
+    hypotheses: Sequence[str], references: References, max_n: int = MAX_N
+) -> BleuStatistics:
     """Clipped matches, guesses and lengths of every report, as pycocoevalcap's `cook_test`."""
     pairs = _Pairs.build(hypotheses, references)
     table, num = pairs.table, pairs.num_hyps
@@ -256,7 +270,9 @@ def rouge_l(
             precision = max(precision, common / float(len(candidate)))
             recall = max(recall, common / float(len(tokens)))
         if precision != 0 and recall != 0:
-            scores[index] = ((1 + beta**2) * precision * recall) / float(recall + beta**2 * precision)
+            scores[index] = ((1 + beta**2) * precision * recall) / float(
+                recall + beta**2 * precision
+            )
     return float(np.mean(scores)) if scores.size else 0.0, scores
 
 
@@ -288,7 +304,8 @@ def cider_d(
     hyp_keys = table.text[is_hyp] * span + table.gram[is_hyp]
     ref_text = table.text[is_ref]
     ref_weight = weight[is_ref]
-    hyp_weight = _lookup(hyp_keys, weight[is_hyp], pairs.ref_owner[ref_text - num] * span + table.gram[is_ref])
+    ref_keys = pairs.ref_owner[ref_text - num] * span + table.gram[is_ref]
+    hyp_weight = _lookup(hyp_keys, weight[is_hyp], ref_keys)
     num_refs = len(table.length) - num
     dots = np.bincount(
         (ref_text - num) * MAX_N + table.order[is_ref] - 1,

@@ -1,4 +1,5 @@
-"""RadGraph F1 from two graphs, as the `radgraph` package and Yu et al. compute it; pluggable extractors.
+"""RadGraph F1 from two graphs, as the `radgraph` package and Yu et al. compute it, with
+pluggable extractors.
 
 Graphs use the `radgraph` package's JSON form::
 
@@ -184,7 +185,8 @@ def _set_f1(hypothesis: frozenset, reference: frozenset) -> float:
 
 
 def pair_rewards(hypothesis: GraphSets, reference: GraphSets) -> dict[str, float]:
-    """simple / partial / complete F1 and Yu et al.'s entity / relation / combined F1 of one pair."""
+    """simple / partial / complete F1 and Yu et al.'s entity / relation / combined F1 of one
+    pair."""
     if hypothesis.num_entities == 0 or reference.num_entities == 0:
         levels = {level: 0.0 for level in REWARD_LEVELS}
     else:
@@ -202,7 +204,8 @@ def pair_rewards(hypothesis: GraphSets, reference: GraphSets) -> dict[str, float
 def _check_pairs(hypotheses: Sequence[Any], references: Sequence[Any]) -> None:
     if len(hypotheses) != len(references):
         raise ValueError(
-            f"got {len(hypotheses)} hypotheses but {len(references)} references; they must pair one to one"
+            f"got {len(hypotheses)} hypotheses but {len(references)} references; "
+            "they must pair one to one"
         )
 
 
@@ -225,7 +228,9 @@ def f1_from_graphs(
     _check_pairs(hypothesis_graphs, reference_graphs)
     levels = REWARD_LEVELS if reward_level == "all" else (reward_level,)
     if any(level not in REWARD_LEVELS for level in levels):
-        raise ValueError(f"reward_level must be one of {REWARD_LEVELS + ('all',)}, not {reward_level!r}")
+        raise ValueError(
+            f"reward_level must be one of {REWARD_LEVELS + ('all',)}, not {reward_level!r}"
+        )
     per_level: dict[str, list[float]] = {level: [] for level in levels}
     for hypothesis, reference in zip(hypothesis_graphs, reference_graphs, strict=True):
         rewards = pair_rewards(
@@ -233,7 +238,9 @@ def f1_from_graphs(
         )
         for level in levels:
             per_level[level].append(rewards[level])
-    means = {level: float(np.mean(values)) if values else 0.0 for level, values in per_level.items()}
+    means = {
+        level: float(np.mean(values)) if values else 0.0 for level, values in per_level.items()
+    }
     if reward_level == "all":
         return tuple(means[level] for level in levels), tuple(per_level[level] for level in levels)
     return means[reward_level], per_level[reward_level]
@@ -308,7 +315,8 @@ class RadGraphPackageBackend:
         if not model_dir or not os.path.isdir(os.path.join(model_dir, model_type)):
             raise ExtractorUnavailableError(
                 f"extractor 'radgraph' needs its weights in RADGRAPH_MODEL_DIR/{model_type}/ "
-                "(config.json, vocabulary/, weights.th); set RADGRAPH_MODEL_DIR to that folder's parent"
+                "(config.json, vocabulary/, weights.th); "
+                "set RADGRAPH_MODEL_DIR to that folder's parent"
             )
         self.model_type = model_type
         self._model = radgraph.RadGraph(model_type=model_type, model_cache_dir=model_dir)
@@ -358,7 +366,9 @@ def available_backends() -> list[str]:
 def set_default_backend(name: str) -> None:
     """Choose the extractor used when none is named (default "rules", or $RADREPORT_EXTRACTOR)."""
     if name not in _FACTORIES:
-        raise ExtractorUnavailableError(f"unknown extractor {name!r}; choose one of {available_backends()}")
+        raise ExtractorUnavailableError(
+            f"unknown extractor {name!r}; choose one of {available_backends()}"
+        )
     _DEFAULT["name"] = name
 
 
@@ -429,7 +439,8 @@ def f1_from_texts(
         for name in names:
             per_report[name][index] = rewards[name]
     return {
-        name: (float(np.mean(values)) if values else 0.0, values) for name, values in per_report.items()
+        name: (float(np.mean(values)) if values else 0.0, values)
+        for name, values in per_report.items()
     }
 
 

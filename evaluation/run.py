@@ -1,4 +1,5 @@
-"""Offline evaluation runs: predictions or a model bundle -> results.json, per_report.csv, report.html.
+"""Offline evaluation runs: predictions or a model bundle -> results.json, per_report.csv and
+report.html.
 
 - :func:`evaluate_predictions` scores a JSONL or CSV file of ``id, hypothesis, reference`` rows.
 - :func:`evaluate_bundle` generates the reports of a MIMIC-CXR-layout split with a model bundle
@@ -72,13 +73,16 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str], list[str]]
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise PredictionsFileError(
-                    f"{path.name} lacks the column(s) {missing}; the header must name {list(REQUIRED_COLUMNS)}"
+                    f"{path.name} lacks the column(s) {missing}; "
+                    f"the header must name {list(REQUIRED_COLUMNS)}"
                 )
             for number, row in enumerate(reader, start=2):
                 row["_line"] = number
                 rows.append(row)
     else:
-        raise PredictionsFileError(f"{path.name}: use a .jsonl or .csv file of {list(REQUIRED_COLUMNS)}")
+        raise PredictionsFileError(
+            f"{path.name}: use a .jsonl or .csv file of {list(REQUIRED_COLUMNS)}"
+        )
     ids, hypotheses, references = [], [], []
     for row in rows:
         for column in REQUIRED_COLUMNS:
@@ -184,10 +188,12 @@ def _write_per_report(
     columns = list(per_report)
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "hypothesis", "reference", "hypothesis_words", "reference_words", *columns])
+        writer.writerow(["id", "hypothesis", "reference", "hypothesis_words", "reference_words",
+                         *columns])
         for i, study in enumerate(ids):
             writer.writerow([
-                study, hypotheses[i], references[i], len(hypotheses[i].split()), len(references[i].split()),
+                study, hypotheses[i], references[i],
+                len(hypotheses[i].split()), len(references[i].split()),
                 *(f"{per_report[c][i]:.6f}" for c in columns),
             ])
 
@@ -215,7 +221,8 @@ def evaluate_predictions(
     source = {"predictions": Path(path).name}
     if baseline is not None:
         source["baseline"] = Path(baseline).name
-    return evaluate_texts(ids, hypotheses, references, out_dir, source=source, baseline=baseline_texts, **options)
+    return evaluate_texts(ids, hypotheses, references, out_dir, source=source,
+                          baseline=baseline_texts, **options)
 
 
 def evaluate_bundle(
@@ -243,7 +250,8 @@ def evaluate_bundle(
     out.mkdir(parents=True, exist_ok=True)
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for study, hypothesis, reference in zip(ids, hypotheses, references, strict=True):
-            handle.write(json.dumps({"id": study, "hypothesis": hypothesis, "reference": reference}) + "\n")
+            row = {"id": study, "hypothesis": hypothesis, "reference": reference}
+            handle.write(json.dumps(row) + "\n")
     return evaluate_texts(ids, hypotheses, references, out, source=info, **options)
 
 
@@ -293,7 +301,8 @@ def generate_split(
     ids: list[str] = []
     hypotheses: list[str] = []
     references: list[str] = []
-    with tqdm(total=len(studies), unit="study", desc="generating reports", disable=not progress) as bar:
+    with tqdm(total=len(studies), unit="study", desc="generating reports",
+              disable=not progress) as bar:
         for start in range(0, len(studies), batch_size):
             batch = studies[start : start + batch_size]
             pixels = preprocess_batch([example.load_image() for example in batch], size)
@@ -316,17 +325,23 @@ def generate_split(
 WORST_BY = ("radgraph_partial", "rougeL")
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1180px;color:#1d2330}
-h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1180px;
+  color:#1d2330}
+h1{font-size:1.6rem;margin-bottom:.2rem}
+h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde}
 .meta{color:#5a6170;font-size:.9rem} table{border-collapse:collapse;font-size:.88rem}
 td,th{padding:.25rem .6rem;border-bottom:1px solid #eef;text-align:left;vertical-align:top}
 th{background:#f4f6fb} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.plots{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.plots figure{margin:0}.plots img{max-width:100%;border:1px solid #eef}
+.plots{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.plots figure{margin:0}
+.plots img{max-width:100%;border:1px solid #eef}
 .plots figcaption{font-weight:600;font-size:.95rem;margin-bottom:.3rem}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:.8rem;margin:.6rem 0 1.2rem}
-.pair div{background:#fafbfe;border:1px solid #e4e7f0;border-radius:6px;padding:.6rem;line-height:1.6}
-.pair h4{margin:0 0 .3rem;font-size:.8rem;color:#5a6170;text-transform:uppercase;letter-spacing:.04em}
-mark{border-radius:3px;padding:0 2px} mark.present{background:#c9f0d1} mark.absent{background:#f8d0d0;text-decoration:line-through}
+.pair div{background:#fafbfe;border:1px solid #e4e7f0;border-radius:6px;padding:.6rem;
+  line-height:1.6}
+.pair h4{margin:0 0 .3rem;font-size:.8rem;color:#5a6170;text-transform:uppercase;
+  letter-spacing:.04em}
+mark{border-radius:3px;padding:0 2px} mark.present{background:#c9f0d1}
+mark.absent{background:#f8d0d0;text-decoration:line-through}
 mark.uncertain{background:#fde9b0} mark.anatomy{background:#dce6fb}
 .legend mark{margin-right:.6rem} .conv td:first-child{white-space:nowrap;color:#5a6170}
 """
@@ -352,7 +367,8 @@ def _token_spans(text: str, graph: dict[str, Any]) -> list[tuple[int, int]] | No
         spans = [m.span() for m in re.finditer(pattern, text)]
         try:
             if all(
-                " ".join(text[a:b] for a, b in spans[e["start_ix"] : e["end_ix"] + 1]) == e["tokens"]
+                " ".join(text[a:b] for a, b in spans[e["start_ix"] : e["end_ix"] + 1])
+                == e["tokens"]
                 for e in entities
             ):
                 return spans
@@ -362,7 +378,8 @@ def _token_spans(text: str, graph: dict[str, Any]) -> list[tuple[int, int]] | No
 
 
 def highlight(text: str, graph: dict[str, Any]) -> str:
-    """HTML of `text` (escaped) with each extracted entity marked present / absent / uncertain / anatomy."""
+    """HTML of `text` (escaped) with each extracted entity marked present / absent / uncertain /
+    anatomy."""
     import html  # noqa: PLC0415
 
     if not text.strip():
@@ -380,7 +397,8 @@ def highlight(text: str, graph: dict[str, Any]) -> str:
             continue
         end, kind, label = marks[start]
         parts.append(html.escape(text[position:start]))
-        parts.append(f'<mark class="{kind}" title="{html.escape(label)}">{html.escape(text[start:end])}</mark>')
+        parts.append(f'<mark class="{kind}" title="{html.escape(label)}">'
+                     f"{html.escape(text[start:end])}</mark>")
         position = end
     parts.append(html.escape(text[position:]))
     return "".join(parts)
@@ -395,7 +413,9 @@ def _png(figure: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _plots(results: dict[str, Any], hypotheses: Sequence[str], references: Sequence[str]) -> list[tuple[str, str]]:
+def _plots(
+    results: dict[str, Any], hypotheses: Sequence[str], references: Sequence[str]
+) -> list[tuple[str, str]]:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -424,14 +444,17 @@ def _plots(results: dict[str, Any], hypotheses: Sequence[str], references: Seque
     names = list(findings)
     figure, axis = plt.subplots(figsize=(9, 4))
     values = [findings[n]["f1"] for n in names]
-    bars = axis.bar(range(len(names)), values, color=["#d79b00" if n in results["findings_5"] else "#f0c78a" for n in names])
+    colours = ["#d79b00" if n in results["findings_5"] else "#f0c78a" for n in names]
+    bars = axis.bar(range(len(names)), values, color=colours)
     for bar, name in zip(bars, names, strict=True):
-        axis.annotate(f"n={findings[name]['support']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+        axis.annotate(f"n={findings[name]['support']}",
+                      (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=7)
     axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
     axis.set_ylim(0, 1.08)
     axis.set_ylabel(f"F1 (uncertain as {policy})")
-    axis.set_title("CheXpert-style F1 per finding (dark: the 5; n = positive references)", fontsize=9)
+    axis.set_title("CheXpert-style F1 per finding (dark: the 5; n = positive references)",
+                   fontsize=9)
     plots.append(("F1 per finding", _png(figure)))
     plt.close(figure)
 
@@ -469,19 +492,22 @@ def write_report(
     for name, ci in results["metrics"].items():
         rows.append(
             f"<tr><td>{esc(name)}</td><td class=num>{ci['value']:.4f}</td>"
-            f"<td class=num>[{ci['low']:.4f}, {ci['high']:.4f}]</td><td>{esc(ci['variant'])}</td></tr>"
+            f"<td class=num>[{ci['low']:.4f}, {ci['high']:.4f}]</td>"
+            f"<td>{esc(ci['variant'])}</td></tr>"
         )
     paired = ""
     if "paired_test" in results:
         paired_rows = "".join(
             f"<tr><td>{esc(n)}</td><td class=num>{r['a']:.4f}</td><td class=num>{r['b']:.4f}</td>"
-            f"<td class=num>{r['delta']:+.4f}</td><td class=num>[{r['low']:+.4f}, {r['high']:+.4f}]</td>"
+            f"<td class=num>{r['delta']:+.4f}</td>"
+            f"<td class=num>[{r['low']:+.4f}, {r['high']:+.4f}]</td>"
             f"<td class=num>{r['p_value']:.4f}</td></tr>"
             for n, r in results["paired_test"]["metrics"].items()
         )
         paired = (
-            "<h2>Paired comparison with the baseline</h2><table><tr><th>metric</th><th>baseline</th>"
-            f"<th>this run</th><th>delta</th><th>95 % CI</th><th>p</th></tr>{paired_rows}</table>"
+            "<h2>Paired comparison with the baseline</h2>"
+            "<table><tr><th>metric</th><th>baseline</th><th>this run</th><th>delta</th>"
+            f"<th>95 % CI</th><th>p</th></tr>{paired_rows}</table>"
         )
     conventions = "".join(
         f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>"
@@ -489,14 +515,16 @@ def write_report(
     )
     versions = ", ".join(f"{esc(k)} {esc(v)}" for k, v in results["versions"].items())
     plots = "".join(
-        f'<figure><figcaption>{esc(title)}</figcaption><img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>'
+        f'<figure><figcaption>{esc(title)}</figcaption>'
+        f'<img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>'
         for title, data in _plots(results, hypotheses, references)
     )
     order_key, tie_key = WORST_BY
     order = sorted(range(len(ids)),
                    key=lambda i: (per_report[order_key][i], per_report[tie_key][i]))
     chosen = order[:worst]
-    graphs = extract_many([hypotheses[i] for i in chosen] + [references[i] for i in chosen], extractor)
+    texts = [hypotheses[i] for i in chosen] + [references[i] for i in chosen]
+    graphs = extract_many(texts, extractor)
     shown = [key for family in registry.families() for key in family.examples if key in per_report]
     examples = []
     for k, i in enumerate(chosen):
@@ -504,20 +532,28 @@ def write_report(
         examples.append(
             f"<h3>{esc(ids[i])}</h3><p class=meta>{scores}</p><div class=pair>"
             f"<div><h4>generated</h4>{highlight(hypotheses[i], graphs[k])}</div>"
-            f"<div><h4>reference</h4>{highlight(references[i], graphs[len(chosen) + k])}</div></div>"
+            f"<div><h4>reference</h4>{highlight(references[i], graphs[len(chosen) + k])}</div>"
+            "</div>"
         )
     source = ", ".join(f"{esc(str(k))}: {esc(str(v))}" for k, v in results["source"].items())
+    run_line = (f"<p class=meta>{results['reports']} reports &middot; {esc(results['created'])} "
+                f"&middot; {source}<br>{versions}</p>")
+    metrics_table = ("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>95 % CI</th>"
+                     f"<th>variant</th></tr>{''.join(rows)}</table>")
+    extractor_name = esc(results["conventions"]["radgraph_extractor"])
+    legend_marks = ("<mark class=present>present</mark><mark class=absent>absent</mark>"
+                    "<mark class=uncertain>uncertain</mark>")
     document = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Report generation evaluation</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body><h1>Report generation evaluation</h1>
-<p class=meta>{results['reports']} reports &middot; {esc(results['created'])} &middot; {source}<br>{versions}</p>
-<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>95 % CI</th><th>variant</th></tr>{''.join(rows)}</table>
+{run_line}
+{metrics_table}
 {paired}
 <h2>Plots</h2><div class=plots>{plots}</div>
 <h2>Worst {len(chosen)} reports by {esc(order_key)}</h2>
-<p class="legend meta">Extracted entities ({esc(results['conventions']['radgraph_extractor'])} extractor):
-<mark class=present>present</mark><mark class=absent>absent</mark><mark class=uncertain>uncertain</mark>
+<p class="legend meta">Extracted entities ({extractor_name} extractor):
+{legend_marks}
 <mark class=anatomy>anatomy</mark></p>
 {''.join(examples)}
 <h2>Conventions</h2><table class=conv>{conventions}</table>

@@ -147,7 +147,9 @@ def paired_test(
         return {}
     reports = len(system_a[names[0]].table)
     if any(len(system_b[n].table) != reports for n in names):
-        raise ValueError("the two systems must be scored on the same studies (same number of reports)")
+        raise ValueError(
+            "the two systems must be scored on the same studies (same number of reports)"
+        )
     rng = np.random.default_rng(seed)
     weights = _resample_weights(reports, resamples, rng)
     swaps = (rng.random((resamples, reports)) < 0.5).astype(np.float64)

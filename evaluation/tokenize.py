@@ -1,4 +1,5 @@
-"""Tokenizers for the NLG metrics: a Python PTB tokenizer after pycocoevalcap's, and plain whitespace.
+"""Tokenizers for the NLG metrics: a Python PTB tokenizer after pycocoevalcap's, and plain
+whitespace.
 
 pycocoevalcap's `COCOEvalCap.evaluate()` runs Stanford CoreNLP 3.4.1's `PTBTokenizer -preserveLines
 -lowerCase` (Java) and then drops the tokens in :data:`PTB_PUNCTUATION`. The scorers themselves
@@ -38,7 +39,8 @@ __all__ = ["PTB_PUNCTUATION", "TOKENIZERS", "TokenizerError", "ptb_tokenize", "t
 
 #: Tokens pycocoevalcap's `PTBTokenizer.tokenize` removes after the Java tokenizer ran.
 PTB_PUNCTUATION = frozenset(
-    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
+     ".", "?", "!", ",", ":", "-", "--", "...", ";"]
 )
 
 
@@ -149,7 +151,8 @@ def ptb_tokenize(text: str) -> str:
     >>> ptb_tokenize("Heart size is normal. No effusion (see CT).")
     'heart size is normal no effusion -lrb- see ct -rrb-'
     """
-    return " ".join(t for t in (tok.lower() for tok in _ptb_tokens(text)) if t not in PTB_PUNCTUATION)
+    lowered = (tok.lower() for tok in _ptb_tokens(text))
+    return " ".join(t for t in lowered if t not in PTB_PUNCTUATION)
 
 
 def whitespace_tokenize(text: str) -> str:
@@ -166,7 +169,9 @@ def _java_jar() -> Path:
         ) from error
     jar = Path(next(iter(java_tokenizer.__path__))) / "stanford-corenlp-3.4.1.jar"
     if not jar.exists() or shutil.which("java") is None:
-        raise TokenizerError("tokenizer 'ptb-java' needs `java` on PATH and pycocoevalcap's CoreNLP jar")
+        raise TokenizerError(
+            "tokenizer 'ptb-java' needs `java` on PATH and pycocoevalcap's CoreNLP jar"
+        )
     return jar
 
 

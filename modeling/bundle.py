@@ -20,11 +20,14 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from modeling.config import ModelConfig
-from modeling.loaders import BUNDLE_FORMAT, CheckpointError, PartitionRule, _sharding
+from modeling.formats import flatten, unflatten
 from modeling.model import Params, abstract_params
+from modeling.names import CheckpointError, bundle_table
+from modeling.placement import PartitionRule, param_sharding
 from modeling.runtime import PaliGemma
 from modeling.tokenizer import Tokenizer
 
+BUNDLE_FORMAT = "radreport-bundle"
 FORMAT_VERSION = 1
 
 
@@ -78,10 +81,11 @@ def load_bundle(bundle_dir: str | Path, dtype: Any = jnp.float32, mesh: Mesh | N
     bundle = Path(bundle_dir).absolute()
     info = read_bundle_config(bundle)
     config = ModelConfig.from_dict(info["model"])
-    target = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: jax.ShapeDtypeStruct(
-            leaf.shape, dtype, sharding=_sharding(_path_name(path), leaf.shape, mesh, partition)),
-        abstract_params(config))
+    shapes = {path: leaf.shape for path, leaf in flatten(abstract_params(config))}
+    target = unflatten({
+        key: jax.ShapeDtypeStruct(shapes[path], dtype,
+                                  sharding=param_sharding(path, shapes[path], mesh, partition))
+        for key, path in bundle_table(shapes).items()})
     try:
         params = ocp.StandardCheckpointer().restore(bundle / "params", target)
     except (ValueError, KeyError) as error:
@@ -94,6 +98,3 @@ def load_bundle(bundle_dir: str | Path, dtype: Any = jnp.float32, mesh: Mesh | N
                      generation_defaults=info.get("generation") or {},
                      prompt=info.get("prompt"), **runtime_options)
 
-
-def _path_name(path: tuple) -> str:
-    return "/".join(str(getattr(p, "key", p)) for p in path)

@@ -1,124 +1,24 @@
-"""The explicit name map between our parameter tree (big_vision's) and Hugging Face's tensors,
-and writers for both official formats (used by tests, the demo and `radreport convert`).
+"""Writers for both official formats (transformers directory, big_vision `.npz`) and the
+transformers config mapping (used by `radreport export`, tests and the demo).
 
-Each HF tensor corresponds to one slice of one of our stacked arrays: `TensorSpec(hf_name, path,
-index, to_hf, from_hf)` says which, and how to reshape/transpose between them (pure reshapes and
-transposes: round trips are exact).
+Tensor names come from the name tables in `modeling.names`; the HF writer uses the Hub layout,
+which every transformers version loads.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 from modeling.formats import flatten, write_npz, write_safetensors
+from modeling.names import hf_tensor_specs
 
 Array = np.ndarray
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One HF tensor = `params[path][index]` transformed by `to_hf` (inverse: `from_hf`)."""
-
-    hf_name: str
-    path: str
-    index: tuple[int, ...]
-    to_hf: Callable[[Array], Array]
-    from_hf: Callable[[Array], Array]
-
-
-def _same(a: Array) -> Array:
-    return a
-
-
-def _t(a: Array) -> Array:
-    return a.T
-
-
-def hf_tensor_specs(config: ModelConfig) -> list[TensorSpec]:
-    """Every tensor of a PaliGemma HF checkpoint (legacy names, as on the Hub)."""
-    v, t = config.vision, config.text
-    wv, nv, hv = v.width, v.num_heads, v.head_dim
-    D, N, K, H = t.width, t.num_heads, t.num_kv_heads, t.head_dim
-    vt = "vision_tower.vision_model"
-    blk = "img/Transformer/encoderblock"
-    att = f"{blk}/MultiHeadDotProductAttention_0"
-    specs = [
-        TensorSpec(f"{vt}.embeddings.patch_embedding.weight", "img/embedding/kernel", (),
-                   lambda a: a.transpose(3, 2, 0, 1), lambda a: a.transpose(2, 3, 1, 0)),
-        TensorSpec(f"{vt}.embeddings.patch_embedding.bias", "img/embedding/bias", (), _same, _same),
-        TensorSpec(f"{vt}.embeddings.position_embedding.weight", "img/pos_embedding", (),
-                   lambda a: a.reshape(-1, wv), lambda a: a[None]),
-        TensorSpec(f"{vt}.post_layernorm.weight", "img/Transformer/encoder_norm/scale", (), _same, _same),
-        TensorSpec(f"{vt}.post_layernorm.bias", "img/Transformer/encoder_norm/bias", (), _same, _same),
-        TensorSpec("multi_modal_projector.linear.weight", "img/head/kernel", (), _t, _t),
-        TensorSpec("multi_modal_projector.linear.bias", "img/head/bias", (), _same, _same),
-        TensorSpec("language_model.model.embed_tokens.weight", "llm/embedder/input_embedding", (),
-                   _same, _same),
-        TensorSpec("language_model.model.norm.weight", "llm/final_norm/scale", (), _same, _same),
-    ]
-    for i in range(v.depth):
-        pre = f"{vt}.encoder.layers.{i}"
-        for hf, ours in (("layer_norm1", "LayerNorm_0"), ("layer_norm2", "LayerNorm_1")):
-            specs.append(TensorSpec(f"{pre}.{hf}.weight", f"{blk}/{ours}/scale", (i,), _same, _same))
-            specs.append(TensorSpec(f"{pre}.{hf}.bias", f"{blk}/{ours}/bias", (i,), _same, _same))
-        for hf, ours in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
-            specs.append(TensorSpec(f"{pre}.self_attn.{hf}.weight", f"{att}/{ours}/kernel", (i,),
-                                    lambda a: a.reshape(wv, -1).T,
-                                    lambda a: a.T.reshape(wv, nv, hv)))
-            specs.append(TensorSpec(f"{pre}.self_attn.{hf}.bias", f"{att}/{ours}/bias", (i,),
-                                    lambda a: a.reshape(-1), lambda a: a.reshape(nv, hv)))
-        specs.append(TensorSpec(f"{pre}.self_attn.out_proj.weight", f"{att}/out/kernel", (i,),
-                                lambda a: a.reshape(-1, wv).T, lambda a: a.T.reshape(nv, hv, wv)))
-        specs.append(TensorSpec(f"{pre}.self_attn.out_proj.bias", f"{att}/out/bias", (i,), _same, _same))
-        for hf, ours in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
-            specs.append(TensorSpec(f"{pre}.mlp.{hf}.weight", f"{blk}/MlpBlock_0/{ours}/kernel", (i,), _t, _t))
-            specs.append(TensorSpec(f"{pre}.mlp.{hf}.bias", f"{blk}/MlpBlock_0/{ours}/bias", (i,), _same, _same))
-    lay = "llm/layers"
-    for i in range(t.depth):
-        pre = f"language_model.model.layers.{i}"
-        specs.append(TensorSpec(f"{pre}.self_attn.q_proj.weight", f"{lay}/attn/q_einsum/w", (i,),
-                                lambda a: a.transpose(0, 2, 1).reshape(N * H, D),
-                                lambda a: a.reshape(N, H, D).transpose(0, 2, 1)))
-        for c, hf in enumerate(("k_proj", "v_proj")):
-            specs.append(TensorSpec(f"{pre}.self_attn.{hf}.weight", f"{lay}/attn/kv_einsum/w", (i, c),
-                                    lambda a: a.transpose(0, 2, 1).reshape(K * H, D),
-                                    lambda a: a.reshape(K, H, D).transpose(0, 2, 1)))
-        specs.append(TensorSpec(f"{pre}.self_attn.o_proj.weight", f"{lay}/attn/attn_vec_einsum/w", (i,),
-                                lambda a: a.transpose(2, 0, 1).reshape(D, N * H),
-                                lambda a: a.reshape(D, N, H).transpose(1, 2, 0)))
-        specs.append(TensorSpec(f"{pre}.mlp.gate_proj.weight", f"{lay}/mlp/gating_einsum", (i, 0), _t, _t))
-        specs.append(TensorSpec(f"{pre}.mlp.up_proj.weight", f"{lay}/mlp/gating_einsum", (i, 1), _t, _t))
-        specs.append(TensorSpec(f"{pre}.mlp.down_proj.weight", f"{lay}/mlp/linear", (i,), _t, _t))
-        for hf, ours in (("input_layernorm", "pre_attention_norm"),
-                         ("post_attention_layernorm", "post_attention_norm"),
-                         ("pre_feedforward_layernorm", "pre_ffw_norm"),
-                         ("post_feedforward_layernorm", "post_ffw_norm")):
-            specs.append(TensorSpec(f"{pre}.{hf}.weight", f"{lay}/{ours}/scale", (i,), _same, _same))
-    return specs
-
-
-# Newer transformers save `model.language_model.*` etc.; map them back to the legacy names.
-_NEW_TO_LEGACY = (
-    ("model.language_model.", "language_model.model."),
-    ("model.vision_tower.", "vision_tower."),
-    ("model.multi_modal_projector.", "multi_modal_projector."),
-    ("lm_head.", "language_model.lm_head."),
-)
-
-
-def legacy_hf_name(name: str) -> str:
-    """Normalise a tensor name of either transformers layout to the legacy (Hub) one."""
-    for new, old in _NEW_TO_LEGACY:
-        if name.startswith(new):
-            return old + name[len(new):]
-    return name
 
 
 def hf_vocab_rows(vocab_size: int) -> int:

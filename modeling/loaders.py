@@ -9,6 +9,7 @@ and casts them to the target dtype as they are read.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,56 +17,42 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+from jax.sharding import Mesh
 
+from modeling.adapters import merge_adapter
+from modeling.bundle import BUNDLE_FORMAT, load_bundle
 from modeling.config import ModelConfig, TextConfig, VisionConfig
-from modeling.convert import config_from_hf, hf_tensor_specs, legacy_hf_name
+from modeling.convert import config_from_hf
 from modeling.formats import flatten, read_npz, read_safetensors, unflatten
 from modeling.model import Params, param_shapes
+from modeling.names import (
+    NPZ_UNUSED,
+    CheckpointError,
+    TensorSpec,
+    UnusedTensorsWarning,
+    detect_hf_layout,
+    detect_npz_layout,
+    hf_table,
+    npz_stacked_shapes,
+    npz_table,
+)
+from modeling.placement import PartitionRule, default_partition, param_sharding
 from modeling.runtime import PaliGemma
 from modeling.tokenizer import Tokenizer
 
-BUNDLE_FORMAT = "radreport-bundle"
+__all__ = ["BUNDLE_FORMAT", "CheckpointError", "PartitionRule", "UnusedTensorsWarning",
+           "config_from_npz_shapes", "default_partition", "load_hf", "load_npz",
+           "load_pretrained"]
 
 Reader = Callable[[tuple[slice, ...]], np.ndarray]
-PartitionRule = Callable[[str, tuple[int, ...]], PartitionSpec]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the model it is loaded into (names the tensor)."""
-
-
-# ----------------------------------------------------------------------------- sharding
-
-
-def default_partition(mesh: Mesh) -> PartitionRule:
-    """Shard each parameter's largest axis divisible by the mesh's last axis; else replicate."""
-    axis = mesh.axis_names[-1]
-    size = mesh.shape[axis]
-
-    def rule(path: str, shape: tuple[int, ...]) -> PartitionSpec:
-        dims = sorted(range(len(shape)), key=lambda d: -shape[d])
-        for d in dims:
-            if shape[d] % size == 0 and shape[d] >= size:
-                spec: list[Any] = [None] * len(shape)
-                spec[d] = axis
-                return PartitionSpec(*spec)
-        return PartitionSpec()
-
-    return rule
-
-
-def _sharding(path: str, shape: tuple[int, ...], mesh: Mesh | None, rule: PartitionRule | None):
-    if mesh is None:
-        return SingleDeviceSharding(jax.devices()[0])
-    return NamedSharding(mesh, (rule or default_partition(mesh))(path, shape))
+EMBEDDING = "llm/embedder/input_embedding"
 
 
 def _materialize(readers: dict[str, tuple[tuple[int, ...], Reader]], dtype: Any,
                  mesh: Mesh | None, rule: PartitionRule | None) -> Params:
     out = {}
     for path, (shape, read) in readers.items():
-        sharding = _sharding(path, shape, mesh, rule)
+        sharding = param_sharding(path, shape, mesh, rule)
         out[path] = jax.make_array_from_callback(
             shape, sharding, lambda idx, read=read, n=len(shape): read(_full_index(idx, n)))
     return unflatten(out)
@@ -80,10 +67,78 @@ def _cast(a: np.ndarray, dtype: Any) -> np.ndarray:
     return np.asarray(a).astype(dtype, copy=False)
 
 
+def _flat_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    return dict(flatten(param_shapes(config)))  # type: ignore[arg-type]
+
+
+def _check_table(config: ModelConfig, table: dict[str, TensorSpec],
+                 tensors: dict[str, np.ndarray], source: str) -> None:
+    """Every tensor the table names is there with the shape the configured model needs."""
+    shapes = _flat_shapes(config)
+    for spec in table.values():
+        if spec.hf_name not in tensors:
+            raise CheckpointError(
+                f"tensor {spec.hf_name} is missing from {source} (needed for {spec.path}); "
+                "is the checkpoint a PaliGemma 2 model of this size?")
+        unit_shape = shapes[spec.path][len(spec.index):]
+        expected = jax.eval_shape(spec.to_hf, jax.ShapeDtypeStruct(unit_shape, jnp.float32)).shape
+        got = tuple(tensors[spec.hf_name].shape)
+        if spec.path == EMBEDDING:  # transformers pads the table with extra rows
+            if got[0] < expected[0] or got[1:] != expected[1:]:
+                raise CheckpointError(f"tensor {spec.hf_name} in {source} has shape {got}, "
+                                      f"expected at least {expected}")
+        elif got != expected:
+            raise CheckpointError(f"tensor {spec.hf_name} in {source} has shape {got}, expected "
+                                  f"{expected} for the configured model")
+
+
+def _warn_unused(names: list[str], what: str, source: str) -> None:
+    if names:
+        warnings.warn(UnusedTensorsWarning(
+            f"{source}: skipped {len(names)} tensor(s) PaliGemma does not use ({what}): "
+            f"{', '.join(sorted(names))}"), stacklevel=3)
+
+
+def _spec_readers(config: ModelConfig, table: dict[str, TensorSpec],
+                  tensors: dict[str, np.ndarray], dtype: Any):
+    """One reader per model path, assembling its slices from the table's tensors."""
+    shapes = _flat_shapes(config)
+    by_path: dict[str, list[TensorSpec]] = {}
+    for spec in table.values():
+        by_path.setdefault(spec.path, []).append(spec)
+    readers = {}
+    for path, specs in by_path.items():
+        shape = shapes[path]
+        units = len(specs[0].index)
+        index = {spec.index: spec for spec in specs}
+
+        def read(idx: tuple[slice, ...], shape=shape, units=units, index=index, path=path):
+            if units == 0:
+                spec = index[()]
+                src = tensors[spec.hf_name]
+                if path == EMBEDDING:
+                    src = src[: shape[0]]
+                return _cast(spec.from_hf(src)[idx], dtype)
+            ranges = [range(*s.indices(shape[d])) for d, s in enumerate(idx[:units])]
+            out = np.empty([len(r) for r in ranges] + [len(range(*s.indices(shape[units + d])))
+                                                       for d, s in enumerate(idx[units:])], dtype)
+            for pos in np.ndindex(*[len(r) for r in ranges]):
+                unit = tuple(r[p] for r, p in zip(ranges, pos, strict=True))
+                spec = index[unit]
+                out[pos] = _cast(spec.from_hf(tensors[spec.hf_name])[idx[units:]], dtype)
+            return out
+
+        readers[path] = (shape, read)
+    return readers
+
+
 # ----------------------------------------------------------------------------- HF safetensors
 
 
-def _hf_tensors(directory: Path) -> dict[str, np.ndarray]:
+def read_hf_tensors(directory: str | Path) -> dict[str, np.ndarray]:
+    """Name -> memory-mapped tensor for every safetensors file of a directory (following
+    `model.safetensors.index.json` when there is one), names as stored."""
+    directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -95,87 +150,55 @@ def _hf_tensors(directory: Path) -> dict[str, np.ndarray]:
     for name in files:
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory}: shard {name} listed in the index is missing")
-        for key, value in read_safetensors(directory / name).items():
-            tensors[legacy_hf_name(key)] = value
+        tensors.update(read_safetensors(directory / name))
     return tensors
 
 
-def _hf_readers(config: ModelConfig, tensors: dict[str, np.ndarray], dtype: Any):
-    shapes = _flat_shapes(config)  # path -> shape tuple
-    by_path: dict[str, list] = {}
-    used = {"language_model.lm_head.weight"}  # tied to the embedding
-    for spec in hf_tensor_specs(config):
-        if spec.hf_name not in tensors:
-            raise CheckpointError(
-                f"tensor {spec.hf_name} is missing from the checkpoint (needed for {spec.path}); "
-                "is the checkpoint a PaliGemma 2 model of this size?")
-        unit_shape = shapes[spec.path][len(spec.index):]
-        expected = jax.eval_shape(spec.to_hf, jax.ShapeDtypeStruct(unit_shape, jnp.float32)).shape
-        got = tensors[spec.hf_name].shape
-        if spec.path == "llm/embedder/input_embedding":
-            if got[0] < expected[0] or got[1:] != expected[1:]:
-                raise CheckpointError(
-                    f"tensor {spec.hf_name} has shape {got}, expected at least {expected}")
-        elif got != expected:
-            raise CheckpointError(f"tensor {spec.hf_name} has shape {got}, expected {expected} "
-                                  f"for the configured model")
-        used.add(spec.hf_name)
-        by_path.setdefault(spec.path, []).append(spec)
-    extra = sorted(set(tensors) - used)
-    if extra:
+def hf_params_table(config: ModelConfig, tensors: dict[str, np.ndarray], source: str
+                    ) -> dict[str, TensorSpec]:
+    """The name table of these tensors' layout, checked: every tensor present and of the right
+    shape; tensors PaliGemma does not use (SigLIP's pooling head) skipped with one warning;
+    any other extra tensor is a `CheckpointError` (the config does not match the file)."""
+    layout = detect_hf_layout(tensors)
+    tied = f"{layout.text}embed_tokens.weight" not in tensors and layout.lm_head in tensors
+    table = hf_table(config, layout, tied_to_lm_head=tied)
+    _check_table(config, table, tensors, source)
+    extra = sorted(set(tensors) - set(table))
+    unused = [n for n in extra if layout.unused(n) and n != layout.lm_head]
+    unknown = [n for n in extra if not layout.unused(n)]
+    if unknown:
         raise CheckpointError(
-            f"checkpoint has {len(extra)} tensor(s) this configuration does not use, e.g. "
-            f"{', '.join(extra[:3])}; the config (layers, vision head) does not match")
-
-    readers = {}
-    for path, specs in by_path.items():
-        shape = shapes[path]
-        units = len(specs[0].index)
-        table = {spec.index: spec for spec in specs}
-
-        def read(idx: tuple[slice, ...], shape=shape, units=units, table=table, path=path):
-            if units == 0:
-                spec = table[()]
-                src = tensors[spec.hf_name]
-                if path == "llm/embedder/input_embedding":
-                    src = src[: shape[0]]
-                return _cast(spec.from_hf(src)[idx], dtype)
-            ranges = [range(*s.indices(shape[d])) for d, s in enumerate(idx[:units])]
-            out = np.empty([len(r) for r in ranges] + [len(range(*s.indices(shape[units + d])))
-                                                       for d, s in enumerate(idx[units:])], dtype)
-            for pos in np.ndindex(*[len(r) for r in ranges]):
-                unit = tuple(r[p] for r, p in zip(ranges, pos, strict=True))
-                spec = table[unit]
-                out[pos] = _cast(spec.from_hf(tensors[spec.hf_name])[idx[units:]], dtype)
-            return out
-
-        readers[path] = (shape, read)
-    return readers
-
-
-def _flat_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    return dict(flatten(param_shapes(config)))  # type: ignore[arg-type]
+            f"{source} has {len(unknown)} tensor(s) this configuration does not use, e.g. "
+            f"{', '.join(unknown[:3])}; the config (layers, vision head) does not match")
+    _warn_unused(unused, "the SigLIP pooling head", source)
+    return table
 
 
 def load_hf(directory: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None = None,
             config: ModelConfig | None = None, partition: PartitionRule | None = None
             ) -> tuple[ModelConfig, Params]:
-    """A transformers PaliGemma 2 directory (config.json + sharded safetensors + index)."""
+    """A transformers PaliGemma 2 directory (config.json + safetensors, sharded or not) in any
+    of `modeling.names.HF_LAYOUTS`."""
     directory = Path(directory)
     if config is None:
         cfg_file = directory / "config.json"
         if not cfg_file.is_file():
             raise CheckpointError(f"{directory} has no config.json")
         config = config_from_hf(json.loads(cfg_file.read_text()))
-    tensors = _hf_tensors(directory)
-    return config, _materialize(_hf_readers(config, tensors, np.dtype(dtype)), dtype, mesh, partition)
+    tensors = read_hf_tensors(directory)
+    table = hf_params_table(config, tensors, directory.name)
+    readers = _spec_readers(config, table, tensors, np.dtype(dtype))
+    return config, _materialize(readers, dtype, mesh, partition)
 
 
 # ----------------------------------------------------------------------------- big_vision npz
 
 
 def config_from_npz_shapes(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
-    """Infer a ModelConfig (big_vision numerics) from the parameter shapes of an .npz."""
+    """Infer a ModelConfig (big_vision numerics) from the parameter shapes of an .npz (scanned
+    or not, with or without a `params/` prefix)."""
+    shapes = npz_stacked_shapes(shapes)
+
     def get(name: str) -> tuple[int, ...]:
         if name not in shapes:
             raise CheckpointError(f"tensor {name} is missing from the .npz; is it a PaliGemma "
@@ -205,24 +228,26 @@ def config_from_npz_shapes(shapes: dict[str, tuple[int, ...]]) -> ModelConfig:
 def load_npz(path: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None = None,
              config: ModelConfig | None = None, partition: PartitionRule | None = None
              ) -> tuple[ModelConfig, Params]:
-    """A big_vision PaliGemma `.npz` (memory-mapped; bf16 stored as '|V2' is understood)."""
-    arrays = {k.removeprefix("params/"): v for k, v in read_npz(path).items()}
+    """A big_vision PaliGemma `.npz` (memory-mapped; bf16 stored as '|V2' is understood), in
+    any layout `modeling.names.npz_table` knows."""
+    source = Path(path).name
+    arrays = read_npz(path)
     if config is None:
         config = config_from_npz_shapes({k: tuple(v.shape) for k, v in arrays.items()})
-    expected = _flat_shapes(config)
-    for name, shape in expected.items():
-        if name not in arrays:
-            raise CheckpointError(f"tensor {name} is missing from {Path(path).name}")
-        if tuple(arrays[name].shape) != shape:
-            raise CheckpointError(f"tensor {name} in {Path(path).name} has shape "
-                                  f"{tuple(arrays[name].shape)}, expected {shape}")
-    extra = sorted(set(arrays) - set(expected))
-    if extra:
-        raise CheckpointError(f"{Path(path).name} has tensor(s) the model does not use, e.g. "
-                              f"{', '.join(extra[:3])}")
-    np_dtype = np.dtype(dtype)
-    readers = {name: (shape, lambda idx, a=arrays[name]: _cast(a[idx], np_dtype))
-               for name, shape in expected.items()}
+    layout = detect_npz_layout(arrays)
+    table = npz_table(_flat_shapes(config), layout)
+    _check_table(config, table, arrays, source)
+    extra = sorted(set(arrays) - set(table))
+    outside = [n for n in extra if layout.prefix and not n.startswith(layout.prefix)]
+    head = [n for n in extra
+            if n not in outside and NPZ_UNUSED.match(n.removeprefix(layout.prefix))]
+    unknown = [n for n in extra if n not in outside and n not in head]
+    if unknown:
+        raise CheckpointError(f"{source} has tensor(s) the model does not use, e.g. "
+                              f"{', '.join(unknown[:3])}")
+    _warn_unused(head, "the SigLIP pooling head", source)
+    _warn_unused(outside, f"outside {layout.prefix}, e.g. optimizer state", source)
+    readers = _spec_readers(config, table, arrays, np.dtype(dtype))
     return config, _materialize(readers, dtype, mesh, partition)
 
 
@@ -238,22 +263,26 @@ def _find_tokenizer(candidates: list[Path]) -> Tokenizer | None:
 
 def load_pretrained(path: str | Path, dtype: Any = "float32", mesh: Mesh | None = None, *,
                     config: ModelConfig | None = None, tokenizer: str | Path | None = None,
-                    partition: PartitionRule | None = None, **runtime_options: Any) -> PaliGemma:
+                    partition: PartitionRule | None = None, adapter: str | Path | None = None,
+                    **runtime_options: Any) -> PaliGemma:
     """Load a model from a bundle directory, a HF safetensors directory or a big_vision .npz.
 
     dtype: parameter dtype ("float32" or "bfloat16"); computation runs in the config's
     compute_dtype. mesh: place parameters sharded (default rule: `default_partition`).
     config: override the inferred configuration. tokenizer: a SentencePiece file (default: the
-    bundle's, or tokenizer.model next to the checkpoint).
+    bundle's, or tokenizer.model next to the checkpoint). adapter: a PEFT LoRA adapter
+    directory merged into the loaded weights (`modeling.adapters.merge_adapter`).
     """
     path = Path(path)
     dtype = jnp.dtype(dtype)
     if path.is_dir() and (path / "config.json").is_file():
         meta = json.loads((path / "config.json").read_text())
         if meta.get("format") == BUNDLE_FORMAT:
-            from modeling.bundle import load_bundle
-            return load_bundle(path, dtype=dtype, mesh=mesh, partition=partition,
-                               tokenizer=tokenizer, **runtime_options)
+            model = load_bundle(path, dtype=dtype, mesh=mesh, partition=partition,
+                                tokenizer=tokenizer, **runtime_options)
+            if adapter is not None:  # before the first call builds anything from the weights
+                model.params = merge_adapter(model.config, model.params, adapter)
+            return model
         config, params = load_hf(path, dtype, mesh, config, partition)
         candidates = [path / "tokenizer.model"]
     elif path.is_file() and path.suffix == ".npz":
@@ -264,5 +293,7 @@ def load_pretrained(path: str | Path, dtype: Any = "float32", mesh: Mesh | None 
         raise CheckpointError(
             f"{path} is neither a model bundle, a Hugging Face PaliGemma directory "
             "(config.json + safetensors) nor a big_vision .npz file")
+    if adapter is not None:
+        params = merge_adapter(config, params, adapter)
     tok = Tokenizer(tokenizer) if tokenizer else _find_tokenizer(candidates)
     return PaliGemma(config, params, tok, **runtime_options)

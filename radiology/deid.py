@@ -12,7 +12,9 @@ UID; combined codes take the least destructive action that keeps the header vali
 X/D, Z/D and X/Z/D -> D, X/Z/U* -> U for UIDs else Z). Also removed: all private attributes,
 overlay and curve groups (50xx, 60xx). Sequences are processed recursively. The result carries
 Patient Identity Removed = YES and the Deidentification Method (Code 113100, "Basic Application
-Confidentiality Profile"). Patient ID becomes a keyed pseudonym (``anon-<12 hex>``) so that one
+Confidentiality Profile"). Options: Retain Patient Characteristics (113108) and Retain UIDs
+(113110: UIDs are kept as they are, for a research copy that must stay linkable to the PACS).
+Patient ID becomes a keyed pseudonym (``anon-<12 hex>``) so that one
 patient's studies stay linkable inside the service; set ``pseudonymize_patient_id=False`` for the
 profile's own value (the table's dummy).
 
@@ -28,10 +30,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import io
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -122,6 +126,7 @@ class Deidentifier:
         *,
         pseudonymize_patient_id: bool = True,
         retain_patient_characteristics: bool = False,
+        retain_uids: bool = False,
     ) -> None:
         key = secret.encode() if isinstance(secret, str) else bytes(secret)
         if len(key) < 16:
@@ -132,6 +137,7 @@ class Deidentifier:
         self._key = key
         self.pseudonymize_patient_id = pseudonymize_patient_id
         self.retain_patient_characteristics = retain_patient_characteristics
+        self.retain_uids = retain_uids
 
     @classmethod
     def from_env(cls, **kwargs: bool) -> Deidentifier:
@@ -149,9 +155,10 @@ class Deidentifier:
         return hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
 
     def map_uid(self, value: str) -> str:
-        """Consistent replacement UID in the 2.25 (UUID-derived) root, at most 44 characters."""
+        """Consistent replacement UID in the 2.25 (UUID-derived) root, at most 44 characters
+        (the UID itself with the Retain UIDs Option)."""
         value = str(value).strip().rstrip("\x00")
-        if not value:
+        if not value or self.retain_uids:
             return value
         return "2.25." + str(int.from_bytes(self._digest("uid", value)[:16], "big"))
 
@@ -207,14 +214,27 @@ class Deidentifier:
         code.CodingSchemeDesignator = "DCM"
         code.CodeMeaning = "Basic Application Confidentiality Profile"
         codes = [code]
-        if self.retain_patient_characteristics:
-            option = Dataset()
-            option.CodeValue = "113108"
-            option.CodingSchemeDesignator = "DCM"
-            option.CodeMeaning = "Retain Patient Characteristics Option"
-            codes.append(option)
+        options = (("113108", "Retain Patient Characteristics Option",
+                    self.retain_patient_characteristics),
+                   ("113110", "Retain UIDs Option", self.retain_uids))
+        for value, meaning, chosen in options:
+            if chosen:
+                option = Dataset()
+                option.CodeValue = value
+                option.CodingSchemeDesignator = "DCM"
+                option.CodeMeaning = meaning
+                codes.append(option)
         out.DeidentificationMethodCodeSequence = Sequence(codes)
         return out
+
+    def deidentify_file(self, data: bytes) -> bytes:
+        """A de-identified Part 10 file of a Part 10 file: the same transfer syntax and pixels,
+        the header through the Basic Profile (and the chosen options)."""
+        ds = dcmread(io.BytesIO(data))
+        out = self.deidentify(ds, keep_pixels=True)
+        buffer = io.BytesIO()
+        out.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
 
     def _apply(self, ds: Dataset, actions: dict[int, str]) -> None:
         for tag in list(ds.keys()):

@@ -1,4 +1,4 @@
-"""The CheXpert observations: one list of names for the MIMIC-CXR tables, the labeler and the metrics.
+"""The CheXpert observations: one list of names for the MIMIC-CXR tables, labeler and metrics.
 
 Label codes follow `mimic-cxr-2.0.0-chexpert.csv`: 1.0 positive, 0.0 negative, -1.0 uncertain,
 blank (None) not mentioned.

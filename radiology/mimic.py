@@ -57,7 +57,7 @@ class MimicError(Exception):
     """A MIMIC-CXR tree cannot be read; the message says what is missing and where."""
 
 
-# --- paths and tables ---------------------------------------------------------------------------
+# --- paths and tables -----------------------------------------------------------------------------
 
 
 def study_folder(root: str | Path, subject_id: int | str, study_id: int | str) -> Path:
@@ -87,7 +87,9 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise MimicError(f"{path.name} is not a valid gzip file ({exc}); download it again.") from exc
+            raise MimicError(
+                f"{path.name} is not a valid gzip file ({exc}); download it again."
+            ) from exc
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
     rows = list(reader)
     return list(reader.fieldnames or []), rows
@@ -131,7 +133,8 @@ class Example:
 
 
 class Dataset(Sequence[Example]):
-    """The examples of a MIMIC-CXR tree (a sized, indexable iterable) and why others were skipped."""
+    """The examples of a MIMIC-CXR tree (a sized, indexable iterable) and why others were
+    skipped."""
 
     def __init__(self, root: Path, examples: list[Example], skipped: Counter[str]):
         self.root = root
@@ -308,7 +311,7 @@ def read_dataset(
     return Dataset(root, examples, skipped)
 
 
-# --- layout check -----------------------------------------------------------------------------------
+# --- layout check ---------------------------------------------------------------------------------
 
 
 def check_layout(root: str | Path, *, max_listed: int = 5, check_reports: bool = True) -> list[str]:
@@ -352,7 +355,8 @@ def check_layout(root: str | Path, *, max_listed: int = 5, check_reports: bool =
            sorted({r["split"] for r in split_rows} - set(SPLITS)))
     listed("malformed subject_id", [r["subject_id"] for r in split_rows
                                     if not _SUBJECT.match(r["subject_id"])])
-    listed("malformed study_id", [r["study_id"] for r in split_rows if not _STUDY.match(r["study_id"])])
+    listed("malformed study_id", [r["study_id"] for r in split_rows
+                                  if not _STUDY.match(r["study_id"])])
     listed("malformed dicom_id", [r["dicom_id"] for r in split_rows
                                   if not _DICOM_ID.match(r["dicom_id"])])
     bad_labels = [f"{r['study_id']}:{k}={r[k]!r}" for r in tables.get("chexpert", [])
@@ -382,7 +386,8 @@ def check_layout(root: str | Path, *, max_listed: int = 5, check_reports: bool =
     first_folder = study_folder(root, *next(iter(studies))) if studies else None
     suffix = _image_suffix(root, first_folder, "auto")
     for row in split_rows:
-        path = study_folder(root, row["subject_id"], row["study_id"]) / f"{row['dicom_id']}.{suffix}"
+        folder = study_folder(root, row["subject_id"], row["study_id"])
+        path = folder / f"{row['dicom_id']}.{suffix}"
         expected_paths.add(path)
         if not path.is_file():
             missing_images.append(path.relative_to(root).as_posix())

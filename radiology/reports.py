@@ -1,4 +1,4 @@
-"""Radiology report text: split free text into sections, normalize it, and write MIMIC-CXR-style text.
+"""Radiology report text: split it into sections, normalize it, write MIMIC-CXR-style text.
 
 The parser is a pure function over strings. It recognises a section header as a known label
 followed by a colon, either at the start of a line (any case: ``Findings:``) or in the middle of
@@ -14,10 +14,10 @@ Rules that matter for training targets and metrics:
 
 - A label alone on its line in capitals (``FINDINGS`` with no colon) is a header too.
 - Labels are grouped: INDICATION / HISTORY / CLINICAL HISTORY / REASON FOR EXAM(INATION) /
-  CLINICAL INFORMATION -> ``indication``; COMPARISON(S) -> ``comparison``; TECHNIQUE -> ``technique``;
-  FINDINGS -> ``findings``; IMPRESSION / CONCLUSION -> ``impression``.
-- ``FINDINGS AND IMPRESSION:`` (or ``FINDINGS/IMPRESSION:``, ``IMPRESSION AND FINDINGS:``) fills both
-  ``findings`` and ``impression`` with the same text and sets ``combined=True``.
+  CLINICAL INFORMATION -> ``indication``; COMPARISON(S) -> ``comparison``; TECHNIQUE ->
+  ``technique``; FINDINGS -> ``findings``; IMPRESSION / CONCLUSION -> ``impression``.
+- ``FINDINGS AND IMPRESSION:`` (or ``FINDINGS/IMPRESSION:``, ``IMPRESSION AND FINDINGS:``) fills
+  both ``findings`` and ``impression`` with the same text and sets ``combined=True``.
 - An addendum (a line starting with ``ADDENDUM``) ends the main report; its text is kept in
   ``addendum`` and never merged into findings or impression.
 - Other known headers (EXAMINATION, WET READ, NOTIFICATION, RECOMMENDATION(S), ...) end the
@@ -98,10 +98,13 @@ _LABEL_ALT = "|".join(_label_pattern(label) for label in _LABELS)
 # A header at the start of a line: any case, optional leading whitespace, a colon after the label.
 _LINE_HEADER = re.compile(rf"^[ \t]*(?P<label>{_LABEL_ALT})[ \t]*:", re.IGNORECASE | re.MULTILINE)
 # A header in the middle of a line: must be written in capitals, after a sentence end or start.
-_INLINE_HEADER = re.compile(rf"(?:(?<=[.!?;])|(?<=[.!?;]\s)|(?<=\s\s))[ \t]*(?P<label>{_LABEL_ALT}):")
+_INLINE_HEADER = re.compile(
+    rf"(?:(?<=[.!?;])|(?<=[.!?;]\s)|(?<=\s\s))[ \t]*(?P<label>{_LABEL_ALT}):"
+)
 # A label alone on its line, in capitals, without a colon ("FINDINGS\n Lungs are clear.").
 _BARE_HEADER = re.compile(rf"^[ \t]*(?P<label>{_LABEL_ALT})[ \t]*$", re.MULTILINE)
-# An addendum starts a line with the word ADDENDUM, colon optional ("ADDENDUM: ...", "ADDENDUM ___").
+# An addendum starts a line with the word ADDENDUM, colon optional
+# ("ADDENDUM: ...", "ADDENDUM ___").
 _ADDENDUM = re.compile(r"^[ \t]*(?P<label>ADDENDUM)\b[ \t]*:?", re.IGNORECASE | re.MULTILINE)
 _BANNER = re.compile(
     r"^[ \t]*(?:FINAL|PRELIMINARY|ADDENDUM TO)?[ \t]*REPORT[ \t]*$|^[ \t]*FINAL ADDENDUM[ \t]*$",
@@ -222,7 +225,11 @@ def parse(text: str | None) -> Report:
 
 def _block(label: str, text: str, width: int) -> str:
     wrapped = textwrap.fill(
-        normalize(text), width=width, initial_indent=" ", subsequent_indent=" ", break_on_hyphens=False
+        normalize(text),
+        width=width,
+        initial_indent=" ",
+        subsequent_indent=" ",
+        break_on_hyphens=False,
     )
     return f" {label}:\n \n{wrapped}\n"
 

@@ -23,7 +23,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Study", "InstanceLike", "group_studies", "order_instances", "choose_views", "FRONTAL_RANK", "LATERAL_RANK"]
+__all__ = [
+    "Study",
+    "InstanceLike",
+    "group_studies",
+    "order_instances",
+    "choose_views",
+    "FRONTAL_RANK",
+    "LATERAL_RANK",
+]
 
 FRONTAL_RANK = {"PA": 0, "AP": 1}
 LATERAL_RANK = {"LL": 0, "LATERAL": 1}

@@ -14,7 +14,10 @@ from radreport.allocator import reexec_with_jemalloc
 
 app = typer.Typer(
     name="radreport",
-    help="Chest X-ray report generation with PaliGemma 2: synth, finetune, evaluate, generate, serve.",
+    help=(
+        "Chest X-ray report generation with PaliGemma 2: "
+        "synth, finetune, evaluate, generate, serve."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )

@@ -17,7 +17,7 @@ from service.auth import routes as auth_routes
 from service.core import errors
 from service.core.config import Settings, get_settings
 from service.core.middleware import BodySizeLimit
-from service.dicomweb import outbox
+from service.dicomweb import outbox, read_routes
 from service.dicomweb import routes as dicomweb_routes
 from service.ops import routes as ops_routes
 from service.ops.metrics import build_registry
@@ -31,8 +31,9 @@ from service.ui import routes as ui_routes
 log = logging.getLogger(__name__)
 
 #: Every router, in the order their routes are matched.
-ROUTERS = (studies_routes.router, dicomweb_routes.router, ops_routes.router, auth_routes.router,
-           review_routes.router, quality_routes.router, evaluation_routes.router, ui_routes.router)
+ROUTERS = (studies_routes.router, dicomweb_routes.router, read_routes.router, ops_routes.router,
+           auth_routes.router, review_routes.router, quality_routes.router,
+           evaluation_routes.router, ui_routes.router)
 
 
 def create_app(settings: Settings | None = None, *, run_reconciler: bool = True) -> FastAPI:

@@ -73,9 +73,44 @@ def worker(
     ])
 
 
+def scp(
+    host: str = typer.Option("0.0.0.0", help="Interface to listen on."),
+    port: int = typer.Option(11112, help="DICOM TCP port."),
+    ae_title: str = typer.Option("RADREPORT", help="Our AE title (the called AE title)."),
+) -> None:
+    """Run the DICOM C-STORE listener: studies pushed by a PACS or a modality enter the same intake
+    as STOW-RS. Only calling AE titles in SCP_CALLING_AETS may connect; a study goes to ingest when
+    its association ends or after SCP_STUDY_IDLE_S without new instances."""
+    import logging
+    import signal
+    import threading
+
+    from service.core import logs
+    from service.core.config import get_settings
+    from service.core.db import migrate
+    from service.dicomweb.scp import StoreSCP
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO/DEBUG dumps quote headers
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    try:
+        listener = StoreSCP(settings, ae_title=ae_title).start(host, port)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    typer.echo(f"C-STORE SCP {ae_title} listening on {host}:{listener.port}; calling AE titles: "
+               f"{', '.join(listener.allowed) or 'none (every association refused)'}", err=True)
+    stopped.wait()
+    listener.stop()
+
+
 @admin_app.command("create-key")
 def create_key(
-    role: str = typer.Option(..., help="uploader, radiologist or admin."),
+    role: str = typer.Option(..., help="uploader, radiologist, admin or viewer (QIDO-RS/WADO-RS)."),
     name: str = typer.Option(..., help="User (person or machine) the key belongs to."),
 ) -> None:
     """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
@@ -154,6 +189,26 @@ def outbox_retry_command(
                err=True)
 
 
+@admin_app.command("reindex")
+def reindex_command() -> None:
+    """Add the instances stored before the QIDO-RS index existed (migration 0004) to the index."""
+    from service.core.config import get_settings
+    from service.core.db import migrate, session_scope
+    from service.core.storage import BlobStore
+    from service.studies.index import reindex
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    total = 0
+    while True:
+        with session_scope(settings.database_url) as session:
+            count = reindex(session, BlobStore(settings.storage_dir), limit=500)
+        total += count
+        if count == 0:
+            break
+    typer.echo(f"{total} instances indexed", err=True)
+
+
 @admin_app.command("create-user")
 def create_user_command(
     role: str = typer.Option(..., help="radiologist, admin or uploader."),
@@ -223,7 +278,8 @@ def set_active_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `serve`, `worker` and `admin` to the `radreport` CLI."""
+    """Add `serve`, `worker`, `scp` and `admin` to the `radreport` CLI."""
     app.command("serve")(serve)
     app.command("worker")(worker)
+    app.command("scp")(scp)
     app.add_typer(admin_app, name="admin")

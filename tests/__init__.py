@@ -1,1 +1,2 @@
-"""The test suite (a package so that `tests.helpers` imports by name under --import-mode=importlib)."""
+"""The test suite: a package, so that `tests.helpers` imports by name under
+--import-mode=importlib."""

@@ -18,7 +18,9 @@ OBS_DA = "OBS-DA"
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 
 _HYPHEN_COMPOUNDS = {
-    w for w in lx.ANATOMY | lx.ANATOMY_POSITION | lx.OBS_MODIFIER | lx.FINDING | lx.STATE if "-" in w
+    w
+    for w in lx.ANATOMY | lx.ANATOMY_POSITION | lx.OBS_MODIFIER | lx.FINDING | lx.STATE
+    if "-" in w
 }
 _MAX_COMPOUND = max(len(TOKEN_PATTERN.findall(w)) for w in _HYPHEN_COMPOUNDS)
 
@@ -49,8 +51,9 @@ def _build_kinds() -> dict[str, str]:
     kinds: dict[str, str] = {}
     # later assignments lose: the first category listed wins for words in several lists
     for words, kind in (
-        (lx.DEGREE, "degree"), (lx.STATE, "state"), (lx.OBS_MODIFIER, "mod"), (lx.FINDING, "finding"),
-        (lx.ANATOMY, "anat"), (lx.ANATOMY_DESCRIPTOR, "desc"), (lx.ANATOMY_POSITION, "pos"),
+        (lx.DEGREE, "degree"), (lx.STATE, "state"), (lx.OBS_MODIFIER, "mod"),
+        (lx.FINDING, "finding"), (lx.ANATOMY, "anat"), (lx.ANATOMY_DESCRIPTOR, "desc"),
+        (lx.ANATOMY_POSITION, "pos"),
     ):
         for word in words:
             kinds[word] = kind
@@ -86,15 +89,21 @@ def _units(lower: list[str]) -> tuple[list[Unit], list[int]]:
             continue
         word = lower[i]
         kind = _kind(word)
-        if kind == "pos" and word == "soft" and not (i + 1 < n and lower[i + 1].startswith("tissue")):
+        if kind == "pos" and word == "soft" and not (
+            i + 1 < n and lower[i + 1].startswith("tissue")
+        ):
             kind = None
-        if kind == "finding" and word in ("change", "changes", "air", "lead", "line", "findings", "finding"):
+        if kind == "finding" and word in (
+            "change", "changes", "air", "lead", "line", "findings", "finding"
+        ):
             kind = _contextual_finding(lower, i)
         if kind is not None and word in ("chest", "lateral") and _is_view_word(lower, i):
             kind = None
         if word in ("venous", "picc", "arterial") and i + 1 < n and lower[i + 1] in _DEVICE_HEADS:
             kind = "mod"
-        if word == "central" and not (i + 1 < n and (lower[i + 1] in _DEVICE_HEADS or lower[i + 1] == "venous")):
+        if word == "central" and not (
+            i + 1 < n and (lower[i + 1] in _DEVICE_HEADS or lower[i + 1] == "venous")
+        ):
             kind = "pos"  # "central airways", "central vascular congestion"
         if kind == "state" and word == "clear" and i + 1 < n and lower[i + 1] == "of":
             kind = None
@@ -162,8 +171,9 @@ def _clauses(lower: list[str], breaks: frozenset[str] = lx.CLAUSE_BREAK) -> list
     start = 0
     for i, tok in enumerate(lower):
         if tok in breaks:
-            if tok == "." and 0 < i < len(lower) - 1 and lower[i - 1].isdigit() and lower[i + 1].isdigit():
-                continue
+            if (tok == "." and 0 < i < len(lower) - 1
+                    and lower[i - 1].isdigit() and lower[i + 1].isdigit()):
+                continue  # a decimal point, not a sentence end
             if i > start:
                 bounds.append((start, i))
             start = i + 1
@@ -187,7 +197,9 @@ def _START(u: Unit) -> int:  # noqa: N802 - used as a sort key
     return u.start
 
 
-def _by_first_word(pairs: list[tuple[tuple[str, ...], object]]) -> dict[str, list[tuple[tuple[str, ...], object]]]:
+def _by_first_word(
+    pairs: list[tuple[tuple[str, ...], object]],
+) -> dict[str, list[tuple[tuple[str, ...], object]]]:
     table: dict[str, list[tuple[tuple[str, ...], object]]] = {}
     for phrase, value in pairs:
         table.setdefault(phrase[0], []).append((phrase, value))
@@ -214,7 +226,9 @@ def _match_at(lower: list[str], i: int, phrase: tuple[str, ...]) -> bool:
     return tuple(lower[i : i + len(phrase)]) == phrase
 
 
-def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
+def _assign_certainty(
+    lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int
+) -> None:
     """Label the observations of clause [lo, hi) definitely present, uncertain or absent."""
     obs = [k for k in _unit_range(units, lo, hi) if units[k].kind not in ("anat", "desc", "pos")]
     if not obs:
@@ -267,7 +281,8 @@ def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo:
         for hit, cue in candidates:
             if not _match_at(lower, i, hit):
                 continue
-            if cue == OBS_DA and hit == ("no", "longer") and i > lo and lower[i - 1] not in lx.COPULA:
+            if (cue == OBS_DA and hit == ("no", "longer") and i > lo
+                    and lower[i - 1] not in lx.COPULA):
                 continue
             j = i - 1
             while j >= lo and lower[j] != ",":
@@ -281,7 +296,9 @@ def _assign_certainty(lower: list[str], units: list[Unit], owner: list[int], lo:
         units[k].label = status.get(k, OBS_DP)
 
 
-def _anatomy_phrases(units: list[Unit], idx: list[int], lower: list[str]) -> list[tuple[list[int], int]]:
+def _anatomy_phrases(
+    units: list[Unit], idx: list[int], lower: list[str]
+) -> list[tuple[list[int], int]]:
     """Runs of adjacent anatomy units in a clause and the head of each run.
 
     The head is the last organ word of the run ("lobe" in "left lower lobe", "lung" in "left lung
@@ -296,7 +313,10 @@ def _anatomy_phrases(units: list[Unit], idx: list[int], lower: list[str]) -> lis
         if runs and units[runs[-1][-1]].end == u.start - 1:
             prev = units[runs[-1][-1]]
             # "right lung base": descriptor after organ stays in the run; "lung apex" too.
-            if not (prev.kind == "desc" and u.kind in ("anat", "pos") and prev.word not in ("size",)):
+            descriptor_then_organ = (
+                prev.kind == "desc" and u.kind in ("anat", "pos") and prev.word not in ("size",)
+            )
+            if not descriptor_then_organ:
                 runs[-1].append(k)
                 continue
         runs.append([k])
@@ -342,7 +362,8 @@ def _relate_clause(lower: list[str], units: list[Unit], owner: list[int], lo: in
                 if target is None and u.kind == "mod" and copula is not None and u.start > copula:
                     # "heart size is mildly enlarged, unchanged": the predicate before it
                     target = next(
-                        (m for m in reversed(obs) if units[m].end < u.start and units[m].kind == "state"
+                        (m for m in reversed(obs)
+                         if units[m].end < u.start and units[m].kind == "state"
                          and not units[m].relations),
                         None,
                     )
@@ -380,7 +401,8 @@ def _next_finding(lower: list[str], units: list[Unit], findings: list[int], u: U
             kind == "desc" for kind in _kinds_between(units, u.end + 1, f.start)
         ):
             return None
-        if any(t in lx.COPULA or t in lx.PREPOSITION or t in (",", "with", "without", "there") for t in between):
+        if any(t in lx.COPULA or t in lx.PREPOSITION or t in (",", "with", "without", "there")
+               for t in between):
             return None
         return m
     return None
@@ -457,10 +479,12 @@ def _location(
 
 _NP_REACH = 12  # the most tokens of modifiers between an observation and its anatomy
 _PLACEMENT_VERBS = frozenset(
-    """is are projects project terminates terminate ends end courses extends overlies seen noted lies
-    tip coils coiled loops passes remains remain""".split()
+    """is are projects project terminates terminate ends end courses extends overlies seen noted
+    lies tip coils coiled loops passes remains remain""".split()
 )
-_PP_FILLER = lx.PREPOSITION | lx.DETERMINER | {"cm", "mm", ".", "approximately", "about", "expected", "region", "level"}
+_PP_FILLER = lx.PREPOSITION | lx.DETERMINER | {
+    "cm", "mm", ".", "approximately", "about", "expected", "region", "level"
+}
 
 
 def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
@@ -514,7 +538,8 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
                 ):
                     break
             chosen.append(m)
-        if source is not None and chosen and len(phrase) == 1 and phrase[0] in ("likely", "possibly"):
+        if (source is not None and chosen and len(phrase) == 1
+                and phrase[0] in ("likely", "possibly")):
             # bare "likely": only when it sits between two findings ("opacity, likely atelectasis")
             if not any(t == "," for t in lower[units[source].end + 1 : i]):
                 chosen = []
@@ -532,7 +557,9 @@ def _suggestive(lower: list[str], units: list[Unit], lo: int, hi: int) -> None:
         i += len(phrase)
 
 
-def _or_uncertainty(lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int) -> None:
+def _or_uncertainty(
+    lower: list[str], units: list[Unit], owner: list[int], lo: int, hi: int
+) -> None:
     """"atelectasis or pneumonia": both alternatives are uncertain (unless negated).
 
     The left alternative ends right before "or"; the right one starts within 4 tokens after it.
@@ -588,7 +615,8 @@ def extract_sentence(sentence: tuple[str, ...]) -> SentenceUnits:
     for u in units:
         if u.kind in ("mod", "degree", "state"):
             target = next((t for r, t in u.relations if r == "modify"), None)
-            if target is not None and units[target].kind != "anat" and units[target].label in (OBS_U, OBS_DA):
+            if (target is not None and units[target].kind != "anat"
+                    and units[target].label in (OBS_U, OBS_DA)):
                 if u.label == OBS_DP:
                     u.label = units[target].label
     for u in units:

@@ -125,8 +125,9 @@ def check_modality(modality: str | None, policy: ReadPolicy) -> None:
         )
     if modality not in policy.modalities:
         raise NotProjectionRadiographError(
-            f"Modality {safe_code(modality)} is not a projection radiograph; this service reads chest X-rays "
-            f"({', '.join(sorted(policy.modalities))}). Send the CR or DX series of the study, "
+            f"Modality {safe_code(modality)} is not a projection radiograph; this service reads "
+            f"chest X-rays ({', '.join(sorted(policy.modalities))}). Send the CR or DX series of "
+            "the study, "
             "or change the modality policy (ReadPolicy.modalities) to accept it."
         )
 
@@ -162,7 +163,8 @@ def geometry(ds: Dataset, notes: list[str]) -> Geometry:
     bits_alloc = int_attr(ds, "BitsAllocated")
     samples = int_attr(ds, "SamplesPerPixel") or 1
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    missing = [n for n, v in (("Rows", rows), ("Columns", cols), ("Bits Allocated", bits_alloc)) if not v]
+    required = (("Rows", rows), ("Columns", cols), ("Bits Allocated", bits_alloc))
+    missing = [name for name, value in required if not value]
     if missing:
         raise InvalidHeaderError(
             f"The image header lacks {', '.join(missing)} (or they are 0), so the pixel data "
@@ -195,9 +197,9 @@ def check_size(geo: Geometry, policy: ReadPolicy) -> None:
     if pixels > policy.max_pixels:
         raise TooLargeError(
             f"The image is {geo.columns} x {geo.rows} x {geo.samples} samples "
-            f"({pixels / 1e6:.1f} M values), over the {policy.max_pixels / 1e6:.1f} M decoded-value "
-            "limit (ReadPolicy.max_pixels). Chest radiographs are below 25 M; check the header or "
-            "raise the limit."
+            f"({pixels / 1e6:.1f} M values), over the {policy.max_pixels / 1e6:.1f} M "
+            "decoded-value limit (ReadPolicy.max_pixels). Chest radiographs are below 25 M; check "
+            "the header or raise the limit."
         )
 
 

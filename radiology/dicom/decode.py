@@ -60,7 +60,8 @@ def encapsulated_native(ds: Dataset, geo: Geometry) -> np.ndarray:
     """Frame 0 of Encapsulated Uncompressed Explicit VR Little Endian (no pydicom 3.0 decoder)."""
     if geo.bits_allocated not in (8, 16, 32):
         raise InvalidHeaderError(
-            f"Bits Allocated {geo.bits_allocated} cannot be encapsulated uncompressed; re-export it."
+            f"Bits Allocated {geo.bits_allocated} cannot be encapsulated uncompressed; "
+            "re-export it."
         )
     frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=geo.frames))
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
@@ -108,7 +109,8 @@ def decode_frame(ds: Dataset, ts: _uid.UID, geo: Geometry) -> tuple[np.ndarray, 
         if ts.is_compressed and any(
             k in text for k in ("end of", "insufficient", "truncat", "fewer", "less than")
         ):
-            raise TruncatedError(truncated_message("inside the compressed pixel stream")) from failure
+            message = truncated_message("inside the compressed pixel stream")
+            raise TruncatedError(message) from failure
         raise CorruptPixelDataError(
             f"The '{ts.name}' pixel data could not be decoded: the stream is damaged or does "
             "not match the header. Re-export the image from the source system."

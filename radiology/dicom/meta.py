@@ -51,7 +51,12 @@ _VIEW_POSITION = [
     (re.compile(r"^(PA|POSTERO.?ANTERIOR)\b"), "PA"),
     (re.compile(r"^(AP|ANTERO.?POSTERIOR)\b"), "AP"),
     (re.compile(r"^LL$|^LEFT LAT"), "LL"),
-    (re.compile(r"^(RL|LAT|LATERAL|RIGHT LAT\w*|XTABLE LAT\w*|CROSS.?TABLE LAT\w*|LATERAL \w+)$"), "LATERAL"),
+    (
+        re.compile(
+            r"^(RL|LAT|LATERAL|RIGHT LAT\w*|XTABLE LAT\w*|CROSS.?TABLE LAT\w*|LATERAL \w+)$"
+        ),
+        "LATERAL",
+    ),
 ]
 
 _CODE_VIEW = {
@@ -169,7 +174,8 @@ def pixel_spacing(ds: Dataset, notes: list[str]) -> tuple[float, float] | None:
     for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
         seq = ds.get(groups)
         if seq and seq[0].get("PixelMeasuresSequence"):
-            candidates.append(("PixelMeasures", seq[0].PixelMeasuresSequence[0].get("PixelSpacing")))
+            measures = seq[0].PixelMeasuresSequence[0]
+            candidates.append(("PixelMeasures", measures.get("PixelSpacing")))
     for name, value in candidates:
         if value is None or value == "":
             continue

@@ -261,7 +261,9 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False, defer_pixels:
                                             "pixel data stops short)"))
     if len(ds) == 0:
         if has_marker:
-            raise TruncatedError(truncated_message("after the file meta header: no data set follows"))
+            raise TruncatedError(
+                truncated_message("after the file meta header: no data set follows")
+            )
         raise NotDicomError("The file holds no DICOM data elements; it is empty or not DICOM.")
     check_complete(ds, len(data))
     notes: list[str] = []

@@ -43,14 +43,20 @@ class ReadPolicy:
 
     def __post_init__(self) -> None:
         if self.multiframe not in ("first", "reject"):
-            raise ValueError(f"ReadPolicy.multiframe must be 'first' or 'reject', not {self.multiframe!r}")
+            raise ValueError(
+                f"ReadPolicy.multiframe must be 'first' or 'reject', not {self.multiframe!r}"
+            )
         if self.presentation_lut not in ("photometric", "honor"):
             raise ValueError(
-                f"ReadPolicy.presentation_lut must be 'photometric' or 'honor', not {self.presentation_lut!r}"
+                "ReadPolicy.presentation_lut must be 'photometric' or 'honor', "
+                f"not {self.presentation_lut!r}"
             )
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
-            raise ValueError(f"ReadPolicy.percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+            raise ValueError(
+                "ReadPolicy.percentiles must satisfy 0 <= low < high <= 100, "
+                f"got {self.percentiles}"
+            )
         if self.max_bytes <= 0 or self.max_pixels <= 0:
             raise ValueError("ReadPolicy limits must be positive")
 

@@ -73,7 +73,9 @@ _FOR_PROCESSING = {  # DX / MG / IO "For Processing" SOP classes
 
 @dataclass(frozen=True)
 class DicomImage:
-    """A decoded image: ``pixels`` float32 (rows, columns) in [0, 1], 1 = bright (bone), + metadata."""
+    """A decoded image and its metadata.
+
+    ``pixels`` is float32 (rows, columns) in [0, 1], 1 = bright (bone)."""
 
     pixels: np.ndarray
     study_uid: str | None
@@ -137,7 +139,9 @@ def read(
         raise
     except BaseException as exc:  # never leak a decoder's error as a crash (Rust codecs panic
         # with pyo3's PanicException, which is a BaseException, not an Exception)
-        _LOG.error("unexpected %s while decoding; reported as corrupt_pixel_data", type(exc).__name__)
+        _LOG.error(
+            "unexpected %s while decoding; reported as corrupt_pixel_data", type(exc).__name__
+        )
         raise CorruptPixelDataError(
             f"The image could not be decoded ({type(exc).__name__}). The pixel data is damaged or "
             "uses an encoding variant the decoders refuse; re-export it from the source system."

@@ -31,7 +31,8 @@ EXAMPLES: tuple[tuple[str, tuple[Finding, ...], tuple[str, ...]], ...] = (
     ("Pneumonia", (Finding("Consolidation", "left", "moderate", "left lower lobe"),
                    Finding("Pneumonia", "left", "moderate", "left lower lobe")), ()),
     ("Lung Lesion", (Finding("Lung Lesion", "right", "severe", "mass mid"),), ()),
-    ("Enlarged Cardiomediastinum", (Finding("Enlarged Cardiomediastinum", "bilateral", "severe"),), ()),
+    ("Enlarged Cardiomediastinum",
+     (Finding("Enlarged Cardiomediastinum", "bilateral", "severe"),), ()),
     ("Fracture", (Finding("Fracture", "left", "moderate", "clavicle"),), ()),
     ("Pleural Other", (Finding("Pleural Other", "right", "mild", "apical thickening"),), ()),
     ("Support Devices", (Finding("Support Devices", "bilateral", "moderate",
@@ -114,4 +115,5 @@ def make_contact_sheet(out: str | Path, seed: int = 3, size: int = 512) -> Path:
 
 
 if __name__ == "__main__":
-    print(make_contact_sheet(sys.argv[1] if len(sys.argv) > 1 else "docs/synthetic_contact_sheet.png"))
+    out = sys.argv[1] if len(sys.argv) > 1 else "docs/synthetic_contact_sheet.png"
+    print(make_contact_sheet(out))

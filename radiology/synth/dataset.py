@@ -123,7 +123,8 @@ def generate_study(
     size = drawn_size if size is None else size
     with_lateral = spec.with_lateral if lateral is None else lateral
     year = int(header_rng.integers(2110, 2206))
-    study_date = f"{year:04d}{int(header_rng.integers(1, 13)):02d}{int(header_rng.integers(1, 29)):02d}"
+    month, day = int(header_rng.integers(1, 13)), int(header_rng.integers(1, 29))
+    study_date = f"{year:04d}{month:02d}{day:02d}"
     study_time = (f"{int(header_rng.integers(0, 24)):02d}{int(header_rng.integers(0, 60)):02d}"
                   f"{int(header_rng.integers(0, 60)):02d}.{int(header_rng.integers(0, 1000)):03d}")
     study = SyntheticStudy(subject_id, study_id, spec, report, labels, [], study_date, study_time,
@@ -224,7 +225,8 @@ def _write_one(job: _Job) -> dict[str, list[dict]]:
             "PerformedProcedureStepDescription": study.procedure,
             "ViewPosition": image.view, "Rows": image.pixels.shape[0],
             "Columns": image.pixels.shape[1], "StudyDate": int(study.study_date),
-            "StudyTime": float(study.study_time), "ProcedureCodeSequence_CodeMeaning": study.procedure,
+            "StudyTime": float(study.study_time),
+            "ProcedureCodeSequence_CodeMeaning": study.procedure,
             "ViewCodeSequence_CodeMeaning": _VIEW_MEANING[image.view],
             "PatientOrientationCodeSequence_CodeMeaning": "Erect" if study.spec.view == "PA"
             else "Recumbent",

@@ -67,18 +67,27 @@ def _cardiomegaly(f: Finding, rng) -> Sentence:
     return s, {"Cardiomegaly": 1.0}
 
 
+_EFFUSION_SIGNS = (
+    "blunting of the costophrenic angle",
+    "a meniscus along the lateral chest wall",
+    "adjacent compressive changes",
+)
+
+
 def _effusion(f: Finding, rng) -> Sentence:
     size = _SIZE[f.severity]
     noun = _side_phrase(f.side, "pleural effusion", rng)
     plural = f.side == "bilateral"
     s = _pick(rng, (
         f"There {'are' if plural else 'is a'} {size} {noun}.",
-        f"{_cap(size)} {noun} {'are' if plural else 'is'} {_pick(rng, ('present', 'seen', 'noted'))}.",
-        f"{_cap(size)} {noun} with {_pick(rng, ('blunting of the costophrenic angle', 'a meniscus along the lateral chest wall', 'adjacent compressive changes'))}.",
+        f"{_cap(size)} {noun} {'are' if plural else 'is'} "
+        f"{_pick(rng, ('present', 'seen', 'noted'))}.",
+        f"{_cap(size)} {noun} with {_pick(rng, _EFFUSION_SIGNS)}.",
         f"{_cap(noun)} {'are' if plural else 'is'} {size}.",
     ))
     if size == "small" and rng.random() < 0.3 and not plural:
-        s = f"Blunting of the {f.side} costophrenic angle reflects a small {f.side} pleural effusion."
+        s = (f"Blunting of the {f.side} costophrenic angle reflects a small {f.side} "
+             "pleural effusion.")
     return s, {"Pleural Effusion": 1.0}
 
 
@@ -88,7 +97,8 @@ def _edema(f: Finding, rng) -> Sentence:
         f"There is {deg} pulmonary edema.",
         f"{_cap(deg)} pulmonary edema is present.",
         f"{_cap(deg)} interstitial pulmonary edema with perihilar haziness.",
-        f"Perihilar haziness and vascular indistinctness are compatible with {deg} pulmonary edema.",
+        "Perihilar haziness and vascular indistinctness are compatible with "
+        f"{deg} pulmonary edema.",
         f"Findings are consistent with {deg} pulmonary edema.",
         f"There is {deg} interstitial edema.",
     ))
@@ -117,8 +127,10 @@ def _atelectasis(f: Finding, rng) -> Sentence:
             "severe": _pick(rng, ("severe", "extensive"))}[f.severity]
     s = _pick(rng, (
         f"There is {kind} {base} atelectasis.",
-        f"{_cap(kind)} atelectasis at the {base.replace('basilar', 'base').replace('bibase', 'bases')}.",
-        f"{_cap(base)} opacities are {_pick(rng, ('consistent with', 'compatible with', 'most likely'))} {kind} atelectasis.",
+        f"{_cap(kind)} atelectasis at the "
+        f"{base.replace('basilar', 'base').replace('bibase', 'bases')}.",
+        f"{_cap(base)} opacities are "
+        f"{_pick(rng, ('consistent with', 'compatible with', 'most likely'))} {kind} atelectasis.",
         f"{_cap(kind)} {base} atelectasis is {_pick(rng, ('seen', 'noted', 'present'))}.",
     ))
     labels = {"Atelectasis": 1.0}
@@ -158,9 +170,11 @@ def _pneumonia(f: Finding, rng) -> Sentence:
 def _pneumothorax(f: Finding, rng) -> Sentence:
     size = _SIZE[f.severity]
     s = _pick(rng, (
-        f"There is a {size} {f.side} {_pick(rng, ('apical', 'apicolateral', ''))} pneumothorax.".replace("  ", " "),
+        (f"There is a {size} {f.side} {_pick(rng, ('apical', 'apicolateral', ''))} "
+         "pneumothorax.").replace("  ", " "),
         f"{_cap(size)} {f.side} pneumothorax is present.",
-        f"A {f.side} pleural line is seen with absent lung markings beyond it, consistent with a {size} pneumothorax.",
+        f"A {f.side} pleural line is seen with absent lung markings beyond it, "
+        f"consistent with a {size} pneumothorax.",
     ))
     return s, {"Pneumothorax": 1.0}
 
@@ -170,14 +184,16 @@ def _lesion(f: Finding, rng) -> Sentence:
     zone = zone or "mid"
     if kind == "mass":
         s = _pick(rng, (
-            f"A {_pick(rng, ('lobulated', 'large', ''))} {f.side} {zone} lung mass is seen.".replace("  ", " "),
+            (f"A {_pick(rng, ('lobulated', 'large', ''))} {f.side} {zone} "
+             "lung mass is seen.").replace("  ", " "),
             f"There is a {f.side} lung mass measuring approximately {int(rng.integers(4, 8))} cm.",
         ))
     else:
         s = _pick(rng, (
             f"A {int(rng.integers(8, 20))} mm nodule is seen in the {f.side} {zone} lung.",
             f"There is a {f.side} {zone} lung nodule.",
-            f"A {_pick(rng, ('small', 'well-circumscribed', 'rounded'))} {f.side} lung nodule is noted.",
+            f"A {_pick(rng, ('small', 'well-circumscribed', 'rounded'))} {f.side} "
+            "lung nodule is noted.",
         ))
     if f.uncertain:
         s = _pick(rng, (
@@ -197,7 +213,8 @@ def _fracture(f: Finding, rng) -> Sentence:
         )), {"Fracture": 1.0}
     return _pick(rng, (
         f"There is a {f.side} lateral rib fracture.",
-        f"A {_pick(rng, ('minimally displaced', 'displaced', ''))} fracture of a {f.side} lateral rib is seen.".replace("  ", " "),
+        (f"A {_pick(rng, ('minimally displaced', 'displaced', ''))} fracture of a {f.side} "
+         "lateral rib is seen.").replace("  ", " "),
         f"{_cap(f.side)} lateral {_pick(rng, ('sixth', 'seventh', 'eighth'))} rib fracture.",
     )), {"Fracture": 1.0}
 
@@ -206,8 +223,9 @@ def _pleural_other(f: Finding, rng) -> Sentence:
     side = "bilateral" if f.side == "bilateral" else f.side
     if f.detail == "calcified plaques":
         where = "bilaterally" if side == "bilateral" else f"on the {side}"
-        return _pick(rng, (f"Calcified pleural thickening is seen {where}.",
-                           f"There is calcified pleural thickening {where}.")), {"Pleural Other": 1.0}
+        sentence = _pick(rng, (f"Calcified pleural thickening is seen {where}.",
+                               f"There is calcified pleural thickening {where}."))
+        return sentence, {"Pleural Other": 1.0}
     where = "apical" if f.detail == "apical thickening" else "lateral"
     return _pick(rng, (
         f"There is {side} {where} pleural thickening.",
@@ -219,7 +237,8 @@ def _ecm(f: Finding, rng) -> Sentence:
     return _pick(rng, (
         "The mediastinum is widened.",
         "The cardiomediastinal silhouette is enlarged.",
-        f"There is {_pick(rng, ('mild', 'moderate', ''))} widening of the mediastinum.".replace("  ", " "),
+        (f"There is {_pick(rng, ('mild', 'moderate', ''))} widening of the "
+         "mediastinum.").replace("  ", " "),
         "The mediastinal contours are widened.",
     )), {"Enlarged Cardiomediastinum": 1.0}
 
@@ -231,8 +250,10 @@ _DEVICE_TEXT = {
                      "A nasogastric tube terminates in the stomach."),
     "central venous catheter": ("A central venous catheter terminates in the mid SVC.",
                                 "Central line tip is in the lower SVC."),
-    "picc": ("A PICC line terminates in the SVC.", "The PICC line tip projects over the cavoatrial junction."),
-    "pacemaker": ("A left-sided pacemaker is in place with leads in the right atrium and right ventricle.",
+    "picc": ("A PICC line terminates in the SVC.",
+             "The PICC line tip projects over the cavoatrial junction."),
+    "pacemaker": ("A left-sided pacemaker is in place with leads in the right atrium and "
+                  "right ventricle.",
                   "Dual-lead pacemaker device is unchanged in position."),
 }
 

@@ -6,7 +6,7 @@ import functools
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: PACS_CSTORE: called AE title (1-16 characters, no backslash) @ host : port.
@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     outbox_timeout_s: float = Field(
         30.0, description="Network timeout of one delivery (HTTP request, DICOM association).")
 
+    @model_validator(mode="after")
+    def _deid_secret(self) -> Settings:
+        if self.deid_on_ingest and len(self.radreport_deid_secret or "") < 16:
+            raise ValueError("DEID_ON_INGEST=1 needs RADREPORT_DEID_SECRET: a random value of at "
+                             "least 16 characters, the same for the API, the SCP and the workers "
+                             "(python -c 'import secrets; print(secrets.token_hex(32))')")
+        return self
+
     @field_validator("pacs_cstore")
     @classmethod
     def _cstore_address(cls, value: str | None) -> str | None:
@@ -102,6 +110,30 @@ class Settings(BaseSettings):
             raise ValueError("PACS_CSTORE must be AET@host:port (an AE title of 1-16 characters "
                              "without backslash, e.g. ORTHANC@pacs.example.org:4242)")
         return value
+
+    # Studies in over DICOM (issue 18, service.dicomweb.scp): the C-STORE listener `radreport scp`.
+    scp_calling_aets: str = Field(
+        "", description="Comma-separated calling AE titles allowed to C-STORE to `radreport scp` "
+        "(e.g. ORTHANC,CR_ROOM_2). Empty: every association is refused.")
+    scp_study_idle_s: float = Field(
+        30.0, description="A study received over C-STORE is complete (sent to ingest) when its "
+        "association ends, or after this many seconds without a new instance of it.")
+
+    # Research deployments (issue 18, radiology.deid): a de-identified copy is what is stored.
+    deid_on_ingest: bool = Field(
+        False, description="Store and serve a PS3.15 Basic Profile de-identified copy of every "
+        "instance received (STOW-RS, C-STORE, upload); UIDs are replaced consistently with "
+        "RADREPORT_DEID_SECRET, so the studies, QIDO-RS, WADO-RS and reports use the new UIDs.")
+    deid_keep_original: bool = Field(
+        False, description="With DEID_ON_INGEST: also keep the identified original in the file "
+        "store (never served). Off: the original is not written to disk.")
+    deid_retain_uids: bool = Field(
+        False, description="With DEID_ON_INGEST: the Retain UIDs Option (PS3.15 113110), UIDs "
+        "kept as received.")
+    radreport_deid_secret: str | None = Field(
+        None, description="Secret key of the consistent UID and Patient ID mapping of "
+        "DEID_ON_INGEST (at least 16 characters, the same on every process, kept out of the "
+        "database and the repository).")
 
     # Review, sign-in and evaluations (issue 7; see service.auth, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")

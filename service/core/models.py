@@ -63,11 +63,13 @@ class Base(DeclarativeBase):
 
 
 class Role(enum.StrEnum):
-    """What a user may do: push studies, read and review drafts, or administer."""
+    """What a user may do: push studies, read and review drafts, administer, or (a machine: an
+    image viewer, a PACS pulling from us) search and read images over QIDO-RS / WADO-RS."""
 
     uploader = "uploader"
     radiologist = "radiologist"
     admin = "admin"
+    viewer = "viewer"
 
 
 class StudyState(enum.StrEnum):
@@ -164,7 +166,46 @@ class Instance(Base):
     columns: Mapped[int | None] = mapped_column(default=None)
     image_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     selected: Mapped[bool] = mapped_column(default=False)
+    # DEID_ON_INGEST with DEID_KEEP_ORIGINAL (migration 0004): the blob of the identified original.
+    original_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     study: Mapped[Study] = relationship(back_populates="instances")
+
+
+class IndexedInstance(Base):
+    """The search index of QIDO-RS (issue 18, migration 0004): one row per stored instance.
+
+    The matching keys of PS3.18 as columns (patient, study, series and instance attributes), and
+    the instance's header as DICOM JSON without bulk data (`header`: WADO-RS metadata and QIDO-RS
+    `includefield`). Written at intake from the bytes that are stored, so with DEID_ON_INGEST it
+    indexes the de-identified copy.
+    """
+
+    __tablename__ = "instance_index"
+    __table_args__ = (
+        Index("ix_instance_index_study", "study_uid", "series_uid"),
+        Index("ix_instance_index_patient", "patient_id"),
+        Index("ix_instance_index_date", "study_date"),
+        Index("ix_instance_index_accession", "accession_number"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), unique=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64))
+    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    patient_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    study_date: Mapped[str | None] = mapped_column(String(8), default=None)
+    study_time: Mapped[str | None] = mapped_column(String(16), default=None)
+    accession_number: Mapped[str | None] = mapped_column(String(16), default=None)
+    study_description: Mapped[str | None] = mapped_column(String(64), default=None)
+    modality: Mapped[str | None] = mapped_column(String(16), default=None)
+    series_number: Mapped[int | None] = mapped_column(default=None)
+    instance_number: Mapped[int | None] = mapped_column(default=None)
+    header: Mapped[dict[str, Any]] = mapped_column(JSON)
+    indexed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Draft(Base):

@@ -214,6 +214,22 @@ class LocalSystem:
         wait_for(healthy, 60, what="the API /healthz")
         return self.api_url
 
+    def start_scp(self, port: int | None = None, ae_title: str = "RADREPORT") -> int:
+        """Start `radreport scp` (supervised) and wait until its DICOM port accepts connections;
+        returns the port. Its calling AE titles come from SCP_CALLING_AETS in the environment."""
+        port = port or free_port()
+        proc = self._spawn("scp", [sys.executable, "-m", "radreport", "scp", "--host", "127.0.0.1",
+                                   "--port", str(port), "--ae-title", ae_title], restart=True)
+
+        def listening() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"the SCP exited; see {proc.log_path}")
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        wait_for(listening, 60, what="the C-STORE SCP")
+        return port
+
     def start_worker(self, queues: str, *, name: str | None = None, restart: bool = True) -> ManagedProcess:
         """Start `radreport worker --queues ...` (supervised unless restart=False)."""
         name = name or f"worker-{queues.replace(',', '-')}-{len(self.processes)}"

@@ -64,7 +64,7 @@ def _register(request: Request, settings: Settings, store: BlobStore, user: User
         except intake.InstanceRejected as error:
             failed.append({"reason": error.failure_reason})
             continue
-        if study_uid is not None and header.study_uid != study_uid:
+        if study_uid is not None and header.received_study_uid != study_uid:
             # PS3.18 10.5.3: an instance of another study than the target resource is not stored.
             failed.append({"sop_class_uid": header.sop_class_uid, "sop_uid": header.sop_uid, "reason": 0xA900})
             continue

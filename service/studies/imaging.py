@@ -81,13 +81,14 @@ def choose_frontal(images: list[DecodedImage]) -> int | None:
     return next(i for i, d in enumerate(images) if d.image is frontal)
 
 
-def render_png(pixels: np.ndarray, window: str = "default") -> bytes:
-    """An 8-bit grayscale PNG of a [0, 1] image through a window preset."""
+def render_png(pixels: np.ndarray, window: str = "default", image_format: str = "PNG") -> bytes:
+    """An 8-bit grayscale PNG (or `image_format="JPEG"`) of a [0, 1] image through a window
+    preset."""
     from PIL import Image
 
     center, width = WINDOW_PRESETS[window]
     low = center - width / 2
     shown = np.clip((pixels - low) / width, 0.0, 1.0)
     buffer = io.BytesIO()
-    Image.fromarray((shown * 255.0 + 0.5).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    Image.fromarray((shown * 255.0 + 0.5).astype(np.uint8), mode="L").save(buffer, format=image_format)
     return buffer.getvalue()

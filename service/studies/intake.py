@@ -24,6 +24,7 @@ from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.core.models import AuditEvent, Instance, Study, StudyState, User
 from service.core.storage import BlobStore
+from service.studies.index import index_instance
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,20 @@ class InstanceRejected(Exception):
 
 @dataclass(frozen=True)
 class InstanceHeader:
-    """What intake needs of one instance, plus its sanitized bytes (preamble zeroed)."""
+    """What intake needs of one instance, plus its sanitized bytes (preamble zeroed).
+
+    With DEID_ON_INGEST, `data` and the UIDs are those of the de-identified copy;
+    `received_study_uid` is the StudyInstanceUID as sent, and `original` the identified bytes when
+    DEID_KEEP_ORIGINAL.
+    """
 
     study_uid: str
     series_uid: str
     sop_uid: str
     sop_class_uid: str
     data: bytes
+    received_study_uid: str = ""
+    original: bytes | None = None
 
 
 def inspect_instance(data: bytes, settings: Settings) -> InstanceHeader:
@@ -106,7 +114,26 @@ def inspect_instance(data: bytes, settings: Settings) -> InstanceHeader:
         raise InstanceRejected(
             "too_many_pixels", 0xA700, f"image of {rows}x{columns}x{frames} pixels exceeds the limit of {settings.max_image_pixels}"
         )
-    return InstanceHeader(study_uid, series_uid, sop_uid, sop_class_uid, data)
+    if settings.deid_on_ingest:
+        return _deidentified(data, settings, study_uid)
+    return InstanceHeader(study_uid, series_uid, sop_uid, sop_class_uid, data, study_uid)
+
+
+def _deidentified(data: bytes, settings: Settings, received_study_uid: str) -> InstanceHeader:
+    """The de-identified copy of a checked instance (radiology.deid, PS3.15 Basic Profile)."""
+    from radiology.deid import Deidentifier
+
+    deidentifier = Deidentifier(settings.radreport_deid_secret or "",
+                                retain_uids=settings.deid_retain_uids)
+    try:
+        copy = deidentifier.deidentify_file(data)
+        dataset = pydicom.dcmread(io.BytesIO(copy), stop_before_pixels=True)
+    except Exception as error:  # an instance pydicom parsed but cannot write back
+        raise InstanceRejected("deid_failed", 0xC000, "the instance cannot be de-identified "
+                               f"({type(error).__name__})") from None
+    return InstanceHeader(str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID),
+                          str(dataset.SOPInstanceUID), str(dataset.SOPClassUID), copy,
+                          received_study_uid, data if settings.deid_keep_original else None)
 
 
 def unpack_zip(data: bytes, settings: Settings) -> list[bytes]:
@@ -201,12 +228,16 @@ def register_instances(session: Session, store: BlobStore, headers: list[Instanc
                 result.studies_to_ingest.add(existing.study_id)
             continue
         sha = store.put(header.data)
+        original_sha = store.put(header.original) if header.original is not None else None
         try:
             with session.begin_nested():
-                session.add(
-                    Instance(study_id=study.id, sop_uid=header.sop_uid, series_uid=header.series_uid,
-                             sop_class_uid=header.sop_class_uid, sha256=sha, size_bytes=len(header.data))
-                )
+                instance = Instance(study_id=study.id, sop_uid=header.sop_uid,
+                                    series_uid=header.series_uid,
+                                    sop_class_uid=header.sop_class_uid, sha256=sha,
+                                    size_bytes=len(header.data), original_sha256=original_sha)
+                session.add(instance)
+                session.flush()
+                index_instance(session, instance, header.data)
                 session.flush()
         except IntegrityError:  # the same instance uploaded concurrently
             result.stored.append(StoredInstance(header, study, created=False))

@@ -1,4 +1,5 @@
-"""`evaluate_bundle`: a tiny random-weight bundle generates the reports of a synthetic MIMIC-CXR split."""
+"""`evaluate_bundle`: a tiny random-weight bundle generates the reports of a synthetic MIMIC-CXR
+split."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def test_bundle_run_generates_every_study_and_scores_it(tmp_path):
 
     import jax
 
-    params = jax.tree_util.tree_map(leaf, param_shapes(config), is_leaf=lambda x: isinstance(x, tuple))
+    params = jax.tree_util.tree_map(
+        leaf, param_shapes(config), is_leaf=lambda x: isinstance(x, tuple)
+    )
     bundle = save_bundle(tmp_path / "bundle", config, params, tokenizer, {"purpose": "test"},
                          generation={"max_new_tokens": 4}, prompt="describe en\n")
 
@@ -42,7 +45,8 @@ def test_bundle_run_generates_every_study_and_scores_it(tmp_path):
                               progress=False)
 
     studies = [str(example.study_id) for example in read_dataset(data)]
-    predictions = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
     assert [p["id"] for p in predictions] == studies
     assert all(p["reference"] for p in predictions)
     assert results["reports"] == len(studies)

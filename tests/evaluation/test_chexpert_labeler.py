@@ -104,7 +104,8 @@ def test_heldout_sentences_meet_the_macro_f1_floor() -> None:
     sets = {}
     for name in HELDOUT_SETS:
         lines = (DATA / name).read_text().splitlines()
-        sets[name] = [r for r in (json.loads(line) for line in lines if line.strip()) if "chexpert" in r]
+        records = (json.loads(line) for line in lines if line.strip())
+        sets[name] = [r for r in records if "chexpert" in r]
     sets["all held-out"] = [r for name in HELDOUT_SETS for r in sets[name]]
     assert len(sets["all held-out"]) >= 150
     for name, records in sets.items():

@@ -50,7 +50,8 @@ def test_a_finding_absent_on_both_sides_scores_zero_in_the_macro_average():
 
 def test_example_f1_is_per_report_and_one_when_both_sides_are_empty():
     values = example_f1(HYPOTHESIS, REFERENCE, NAMES)
-    # report 0: hyp {A,E}, ref {A,C} -> 2*1/4 = 0.5; report 1: hyp {}, ref {C} -> 0; report 2: hyp {A}, ref {} -> 0
+    # report 0: hyp {A,E}, ref {A,C} -> 2*1/4 = 0.5; report 1: hyp {}, ref {C} -> 0;
+    # report 2: hyp {A}, ref {} -> 0
     assert list(values) == pytest.approx([0.5, 0.0, 0.0])
     assert list(example_f1([{}], [{"Edema": 0.0}], NAMES)) == [1.0]
 

@@ -109,7 +109,9 @@ def test_empty_text_has_no_entities() -> None:
     assert extract_graph("") == {"text": "", "entities": {}}
 
 
-def _score(records: list[dict]) -> tuple[tuple[float, float, float, int], tuple[float, float, float, int]]:
+def _score(
+    records: list[dict],
+) -> tuple[tuple[float, float, float, int], tuple[float, float, float, int]]:
     tp_e = n_pred_e = n_gold_e = tp_r = n_pred_r = n_gold_r = 0
     for record in records:
         gold_e, gold_r = _triples(record["graph"])
@@ -133,7 +135,8 @@ def test_heldout_sentences_meet_the_entity_and_relation_f1_floors() -> None:
     sets = {}
     for name in HELDOUT_SETS:
         lines = (DATA / name).read_text().splitlines()
-        sets[name] = [r for r in (json.loads(line) for line in lines if line.strip()) if "graph" in r]
+        records = (json.loads(line) for line in lines if line.strip())
+        sets[name] = [r for r in records if "graph" in r]
     sets["all held-out"] = [r for name in HELDOUT_SETS for r in sets[name]]
     assert len(sets["all held-out"]) >= 150
     print()
@@ -184,7 +187,7 @@ def test_compare_maps_radgraph_xl_labels_and_scores_agreement(tmp_path: Path) ->
     path = tmp_path / "xl.json"
     path.write_text(json.dumps(items))
     same = compare(load_graphs(path))
-    assert same["entity_f1"] == 1.0 and same["relation_f1"] == 1.0 and same["radgraph_complete"] == 1.0
+    assert (same["entity_f1"], same["relation_f1"], same["radgraph_complete"]) == (1.0, 1.0, 1.0)
     for e in items[1]["0"]["entities"].values():
         e["relations"] = []
     path.write_text(json.dumps(items))

@@ -1,4 +1,5 @@
-"""BLEU / ROUGE-L / CIDEr-D agree with pycocoevalcap 1.2's scorers to 1e-9, corpus and per report."""
+"""BLEU / ROUGE-L / CIDEr-D agree with pycocoevalcap 1.2's scorers to 1e-9, corpus and per
+report."""
 
 from __future__ import annotations
 
@@ -18,16 +19,19 @@ Cider = pytest.importorskip("pycocoevalcap.cider.cider").Cider
 TOLERANCE = 1e-9
 
 _FINDINGS = [
-    "the heart is {size}", "heart size is {size}", "there is {degree} {finding} in the {side} {zone}",
+    "the heart is {size}", "heart size is {size}",
+    "there is {degree} {finding} in the {side} {zone}",
     "no {finding}", "no evidence of {finding} or {finding}", "{degree} {finding} is {change}",
-    "the lungs are clear", "{side} {zone} {finding} , likely {finding}", "the {device} terminates in the {place}",
-    "mediastinal contours are {size}", "there is no {finding} .", "{finding} has {change} since the prior study",
+    "the lungs are clear", "{side} {zone} {finding} , likely {finding}",
+    "the {device} terminates in the {place}",
+    "mediastinal contours are {size}", "there is no {finding} .",
+    "{finding} has {change} since the prior study",
 ]
 _WORDS = {
     "size": ["normal", "enlarged", "mildly enlarged", "top normal", "within normal limits"],
     "degree": ["mild", "moderate", "small", "large", "trace", "minimal"],
-    "finding": ["pleural effusion", "pneumothorax", "atelectasis", "consolidation", "edema", "opacity",
-                "cardiomegaly", "pneumonia", "nodule", "fracture", "scarring"],
+    "finding": ["pleural effusion", "pneumothorax", "atelectasis", "consolidation", "edema",
+                "opacity", "cardiomegaly", "pneumonia", "nodule", "fracture", "scarring"],
     "side": ["left", "right", "bilateral"],
     "zone": ["lower lobe", "upper lobe", "lung base", "apex", "perihilar region"],
     "change": ["improved", "worsened", "unchanged", "resolved", "increased"],
@@ -45,13 +49,16 @@ def synthetic_reports(count: int, seed: int) -> list[str]:
         while "{" in template:
             start = template.index("{")
             key = template[start + 1 : template.index("}")]
-            template = template[:start] + rng.choice(_WORDS[key]) + template[template.index("}") + 1 :]
+            word = rng.choice(_WORDS[key])
+            template = template[:start] + word + template[template.index("}") + 1 :]
         return template
 
     return [" ".join(sentence() for _ in range(rng.randint(0, 6))) for _ in range(count)]
 
 
-def pycoco(hypotheses: list[str], references: list[list[str]]) -> dict[str, tuple[float, np.ndarray]]:
+def pycoco(
+    hypotheses: list[str], references: list[list[str]]
+) -> dict[str, tuple[float, np.ndarray]]:
     gts = {i: refs for i, refs in enumerate(references)}
     res = {i: [h] for i, h in enumerate(hypotheses)}
     bleu_corpus, bleu_reports = Bleu(4).compute_score(gts, res, verbose=0)
@@ -72,7 +79,8 @@ def ours(hypotheses: list[str], references: list[list[str]]) -> dict[str, tuple[
 def assert_same(expected: dict, actual: dict) -> None:
     for name, (corpus, per_report) in expected.items():
         assert actual[name][0] == pytest.approx(corpus, abs=TOLERANCE), name
-        np.testing.assert_allclose(actual[name][1], per_report, rtol=0, atol=TOLERANCE, err_msg=name)
+        np.testing.assert_allclose(actual[name][1], per_report, rtol=0, atol=TOLERANCE,
+                                   err_msg=name)
 
 
 def test_single_reference_synthetic_reports_match_pycocoevalcap():

@@ -60,7 +60,8 @@ def test_simple_reward_matches_entity_text_and_label():
 def test_partial_reward_adds_the_has_a_relation_flag():
     """partial: H = {(pulmonary), (edema,True), (effusion,True), (right), (pneumothorax)};
     R = {(mild,True), (pulmonary), (edema,True), (effusion,True), (left)}: |H∩R| = 3 -> 0.6.
-    The hypothesis's effusion points at 'right', the reference's at 'left': partial does not look."""
+    The hypothesis's effusion points at 'right', the reference's at 'left': partial does not
+    look."""
     mean, _ = f1_from_graphs([HYPOTHESIS], [REFERENCE], reward_level="partial")
     assert mean == pytest.approx(0.6)
 
@@ -80,8 +81,9 @@ def test_all_returns_the_three_levels_in_package_order():
 
 
 def test_sets_count_repeated_entities_once():
-    """rewards.py builds `set(candidate)`: a hypothesis naming 'effusion' three times has |H| = 1."""
-    hypothesis = graph(("effusion", "OBS-DP", []), ("effusion", "OBS-DP", []), ("effusion", "OBS-DP", []))
+    """rewards.py builds `set(candidate)`: a hypothesis naming 'effusion' three times has
+    |H| = 1."""
+    hypothesis = graph(*[("effusion", "OBS-DP", [])] * 3)
     reference = graph(("effusion", "OBS-DP", []), ("edema", "OBS-DP", []))
     mean, _ = f1_from_graphs([hypothesis], [reference], reward_level="simple")
     # P = 1/1, R = 1/2 -> F1 = 2/3
@@ -89,9 +91,11 @@ def test_sets_count_repeated_entities_once():
 
 
 def test_a_graph_without_entities_scores_zero_and_stays_in_the_mean():
-    """compute_reward returns 0 when either side has no entity; F1RadGraph averages over all pairs."""
+    """compute_reward returns 0 when either side has no entity; F1RadGraph averages over all
+    pairs."""
     empty = {"text": "", "entities": {}}
-    mean, per_report = f1_from_graphs([REFERENCE, empty], [REFERENCE, REFERENCE], reward_level="partial")
+    mean, per_report = f1_from_graphs([REFERENCE, empty], [REFERENCE, REFERENCE],
+                                      reward_level="partial")
     assert per_report == [1.0, 0.0]
     assert mean == pytest.approx(0.5)
 
@@ -119,10 +123,14 @@ def test_lowercase_false_is_pypi_0_1_18_case_sensitive_for_simple_and_partial():
 def test_lowercase_false_still_lowercases_relation_tuples_in_complete():
     """0.1.18's exact_entity_token_if_all_match_reward lower-cases (tokens, target) of relation
     tuples but not entities without relations: Edema->Lung matches, the lone 'Mild' does not."""
-    hypothesis = graph(("Edema", "OBS-DP", [("located_at", 2)]), ("Lung", "ANAT-DP", []), ("Mild", "OBS-DP", []))
-    reference = graph(("edema", "OBS-DP", [("located_at", 2)]), ("lung", "ANAT-DP", []), ("mild", "OBS-DP", []))
-    # H = {(edema,OBS-DP,located_at,lung), (Lung,ANAT-DP), (Mild,OBS-DP)}; R lower-case: 1 shared of 3.
-    assert f1_from_graphs([hypothesis], [reference], "complete", lowercase=False)[0] == pytest.approx(1 / 3)
+    hypothesis = graph(("Edema", "OBS-DP", [("located_at", 2)]), ("Lung", "ANAT-DP", []),
+                       ("Mild", "OBS-DP", []))
+    reference = graph(("edema", "OBS-DP", [("located_at", 2)]), ("lung", "ANAT-DP", []),
+                      ("mild", "OBS-DP", []))
+    # H = {(edema,OBS-DP,located_at,lung), (Lung,ANAT-DP), (Mild,OBS-DP)};
+    # R lower-case: 1 shared of 3.
+    case_sensitive = f1_from_graphs([hypothesis], [reference], "complete", lowercase=False)[0]
+    assert case_sensitive == pytest.approx(1 / 3)
     assert f1_from_graphs([hypothesis], [reference], "complete", lowercase=True)[0] == 1.0
 
 
@@ -156,7 +164,8 @@ def test_yu_relation_f1_is_zero_when_neither_report_has_a_relation():
 
 
 def test_yu_is_case_sensitive_by_default_like_the_original():
-    assert yu_f1_from_graphs([graph(("Edema", "OBS-DP", []))], [graph(("edema", "OBS-DP", []))])["entity"][0] == 0.0
+    scores = yu_f1_from_graphs([graph(("Edema", "OBS-DP", []))], [graph(("edema", "OBS-DP", []))])
+    assert scores["entity"][0] == 0.0
 
 
 def test_relation_to_an_unknown_entity_is_a_format_error():

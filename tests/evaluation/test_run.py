@@ -1,4 +1,5 @@
-"""Offline evaluation runs: predictions files in, results.json / per_report.csv / report.html out."""
+"""Offline evaluation runs: a predictions file in; results.json, per_report.csv and report.html
+out."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def write_jsonl(path: Path, hypotheses: list[str], references: list[str] = REFER
 
 
 def test_predictions_run_writes_results_per_report_and_html(tmp_path):
-    results = evaluate_predictions(write_jsonl(tmp_path / "p.jsonl", HYPOTHESES), tmp_path / "out", resamples=50)
+    predictions = write_jsonl(tmp_path / "p.jsonl", HYPOTHESES)
+    results = evaluate_predictions(predictions, tmp_path / "out", resamples=50)
     stored = json.loads((tmp_path / "out" / "results.json").read_text())
     assert stored["reports"] == len(REFERENCES)
     assert stored["metrics"]["radgraph_partial"]["value"] == pytest.approx(
@@ -58,7 +60,8 @@ def test_predictions_run_writes_results_per_report_and_html(tmp_path):
 
 
 def test_report_html_escapes_report_text_and_embeds_plots(tmp_path):
-    evaluate_predictions(write_jsonl(tmp_path / "p.jsonl", HYPOTHESES), tmp_path / "out", resamples=20)
+    predictions = write_jsonl(tmp_path / "p.jsonl", HYPOTHESES)
+    evaluate_predictions(predictions, tmp_path / "out", resamples=20)
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
@@ -108,7 +111,8 @@ def test_bad_predictions_files_are_refused_with_the_reason(tmp_path, content, su
 def test_highlight_marks_entities_by_certainty_and_escapes():
     graph = {"entities": {
         "1": {"tokens": "effusion", "label": "OBS-DA", "start_ix": 2, "end_ix": 2, "relations": []},
-        "2": {"tokens": "pneumonia", "label": "Observation::uncertain", "start_ix": 5, "end_ix": 5, "relations": []},
+        "2": {"tokens": "pneumonia", "label": "Observation::uncertain", "start_ix": 5,
+              "end_ix": 5, "relations": []},
     }}
     marked = highlight("No pleural effusion. Possible pneumonia <b>", graph)
     assert '<mark class="absent" title="OBS-DA">effusion</mark>' in marked
@@ -120,7 +124,9 @@ def test_cli_evaluate_scores_a_predictions_file(tmp_path):
     from radreport.cli import app
 
     path = write_jsonl(tmp_path / "p.jsonl", HYPOTHESES)
-    result = CliRunner().invoke(app, ["evaluate", str(path), "--out", str(tmp_path / "cli"), "--resamples", "20"])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(path), "--out", str(tmp_path / "cli"), "--resamples", "20"]
+    )
     assert result.exit_code == 0, result.output
     assert "radgraph_partial" in result.output
     assert (tmp_path / "cli" / "report.html").exists()

@@ -28,7 +28,8 @@ def test_score_returns_every_required_metric_between_zero_and_one_except_cider()
 
 def test_identical_reports_score_perfectly_on_overlap_metrics():
     result = score(REPORTS, REPORTS)
-    for name in ("bleu1", "bleu4", "rougeL", "radgraph_simple", "radgraph_partial", "radgraph_complete"):
+    for name in ("bleu1", "bleu4", "rougeL",
+                 "radgraph_simple", "radgraph_partial", "radgraph_complete"):
         assert result[name] == pytest.approx(1.0), name
 
 
@@ -53,7 +54,8 @@ def test_uncertain_policy_selects_which_variant_the_headline_keys_carry():
 
 def test_metrics_selects_families_or_single_keys():
     result = score(REPORTS, REPORTS, metrics=["bleu4"])
-    assert "bleu1" in result and "radgraph_partial" not in result and "chexpert_micro_f1_14" not in result
+    assert "bleu1" in result
+    assert "radgraph_partial" not in result and "chexpert_micro_f1_14" not in result
 
 
 def test_unknown_metric_is_refused_with_the_choices():

@@ -28,7 +28,8 @@ POOR = ["The lungs are clear. No acute cardiopulmonary process."] * len(REFERENC
 
 
 def mean_statistic(values: list[float]) -> MetricStatistic:
-    return MetricStatistic("m", np.asarray(values, float).reshape(-1, 1), lambda s, n: s[..., 0] / n)
+    sums = np.asarray(values, float).reshape(-1, 1)
+    return MetricStatistic("m", sums, lambda s, n: s[..., 0] / n)
 
 
 def test_full_sample_values_equal_score():
@@ -84,8 +85,8 @@ def test_paired_test_on_pure_noise_is_rarely_significant():
     rejections = 0
     for _ in range(40):
         x, y = rng.random(60), rng.random(60)
-        result = paired_test({"m": mean_statistic(list(x))}, {"m": mean_statistic(list(y))}, resamples=199,
-                             seed=int(rng.integers(1 << 30)))
+        result = paired_test({"m": mean_statistic(list(x))}, {"m": mean_statistic(list(y))},
+                             resamples=199, seed=int(rng.integers(1 << 30)))
         rejections += result["m"]["p_value"] < 0.05
     assert rejections <= 6  # about 2 expected at the 5 % level
 

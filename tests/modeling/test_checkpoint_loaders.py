@@ -40,18 +40,6 @@ def test_hf_round_trip_is_exact_across_shards(params, tmp_path):
     _assert_same_params(modeling.load_pretrained(tmp_path).params, params)
 
 
-def test_hf_loader_accepts_the_newer_transformers_names(params, tmp_path):
-    write_hf_checkpoint(tmp_path, CONFIG, params)
-    for shard in tmp_path.glob("*.safetensors"):
-        from modeling.formats import write_safetensors
-        renamed = {k.replace("language_model.model.", "model.language_model.")
-                    .replace("vision_tower.", "model.vision_tower."): np.array(v)
-                   for k, v in read_safetensors(shard).items()}
-        write_safetensors(shard, renamed)
-    (tmp_path / "model.safetensors.index.json").unlink()
-    _assert_same_params(modeling.load_pretrained(tmp_path).params, params)
-
-
 def test_hf_loader_names_a_tensor_with_the_wrong_shape(params, tmp_path):
     write_hf_checkpoint(tmp_path, CONFIG, params)
     (tmp_path / "model.safetensors.index.json").unlink()
@@ -61,7 +49,7 @@ def test_hf_loader_names_a_tensor_with_the_wrong_shape(params, tmp_path):
     tensors[name] = tensors[name][:, :-1]
     from modeling.formats import write_safetensors
     write_safetensors(shard, tensors)
-    with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.down_proj\.weight has shape"):
+    with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.down_proj\.weight in .* has shape"):
         modeling.load_pretrained(tmp_path)
 
 

@@ -133,3 +133,22 @@ def test_burned_in_annotation_flag():
     assert not has_burned_in_annotation(ds)
     ds.BurnedInAnnotation = "YES"
     assert has_burned_in_annotation(ds)
+
+
+def test_retain_uids_option_keeps_uids_and_declares_it():
+    ds = _instance()
+    out = Deidentifier(SECRET, retain_uids=True).deidentify(ds)
+    assert (out.StudyInstanceUID, out.SOPInstanceUID) == (ds.StudyInstanceUID, ds.SOPInstanceUID)
+    assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert "113110" in [code.CodeValue for code in out.DeidentificationMethodCodeSequence]
+    assert not out.PatientName and ds.PatientName
+
+
+def test_a_part10_file_is_deidentified_with_its_pixels_and_transfer_syntax():
+    ds = _instance()
+    data = to_bytes(ds)
+    out = pydicom.dcmread(io.BytesIO(Deidentifier(SECRET).deidentify_file(data)))
+    assert out.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert out.PixelData == ds.PixelData
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID != ds.SOPInstanceUID
+    assert out.PatientIdentityRemoved == "YES" and "PatientAddress" not in out

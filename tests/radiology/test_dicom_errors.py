@@ -47,7 +47,9 @@ def test_every_error_class_has_a_distinct_stable_code():
     assert all(issubclass(cls, DicomError) for cls in ERROR_CODES.values())
 
 
-@pytest.mark.parametrize("data", [b"", b"hello world" * 20, _png_bytes(), b"%PDF-1.7\n" + bytes(300)])
+@pytest.mark.parametrize(
+    "data", [b"", b"hello world" * 20, _png_bytes(), b"%PDF-1.7\n" + bytes(300)]
+)
 def test_not_dicom(data: bytes):
     with pytest.raises(NotDicomError) as info:
         read(data)
@@ -249,7 +251,8 @@ def test_error_string_carries_the_code():
 
 def test_messages_never_contain_patient_identifiers():
     ds = base_dataset(chest_like())
-    phi = [str(ds.PatientName), ds.PatientID, ds.AccessionNumber, ds.StudyInstanceUID, ds.SOPInstanceUID]
+    phi = [str(ds.PatientName), ds.PatientID, ds.AccessionNumber, ds.StudyInstanceUID,
+           ds.SOPInstanceUID]
     variants = []
     bad = pydicom.dcmread(io.BytesIO(to_bytes(ds)))
     bad.Rows = 999
@@ -307,7 +310,9 @@ def test_missing_file_error_does_not_echo_the_path(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"multiframe": "middle"}, {"presentation_lut": "maybe"}, {"percentiles": (99, 1)}, {"max_bytes": 0}]
+    "kwargs",
+    [{"multiframe": "middle"}, {"presentation_lut": "maybe"}, {"percentiles": (99, 1)},
+     {"max_bytes": 0}],
 )
 def test_policy_rejects_nonsense_settings(kwargs):
     with pytest.raises(ValueError):

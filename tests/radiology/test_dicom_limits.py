@@ -148,7 +148,8 @@ def _seed_files() -> list[bytes]:
     out = [encode(base_dataset(chest_like(48, 40)), ts) for ts in (
         uid.ExplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian, uid.RLELossless,
         uid.JPEG2000Lossless)]
-    out.append(encode(base_dataset(chest_like(48, 40, bits=8), bits_stored=8), uid.JPEGBaseline8Bit))
+    eight_bit = base_dataset(chest_like(48, 40, bits=8), bits_stored=8)
+    out.append(encode(eight_bit, uid.JPEGBaseline8Bit))
     base = Path(pydicom.data.__file__).parent / "test_files"
     for name in ("CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm"):
         if (base / name).exists():

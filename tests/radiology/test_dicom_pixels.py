@@ -191,7 +191,8 @@ def test_pixel_padding_is_excluded_from_the_window_and_rendered_black():
     inside = padded[:, 20:].astype(np.float64)
     image = _read_array(padded, PixelPaddingValue=0)
     lo, hi = np.percentile(inside, [0.5, 99.5])
-    np.testing.assert_allclose(image.pixels[:, 20:], np.clip((inside - lo) / (hi - lo), 0, 1), atol=1e-5)
+    expected = np.clip((inside - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(image.pixels[:, 20:], expected, atol=1e-5)
     assert float(image.pixels[:, :20].max()) == 0.0
     assert any("padding pixels excluded" in n for n in image.notes)
 

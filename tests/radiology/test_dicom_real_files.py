@@ -133,7 +133,8 @@ def test_shipped_file_decodes_or_fails_with_its_cause(path: Path):
 )
 def test_real_lossless_variants_equal_the_uncompressed_original(name: str):
     original = read(get_testdata_file("MR_small.dcm"), policy=ANY_MODALITY).pixels
-    np.testing.assert_array_equal(read(get_testdata_file(name), policy=ANY_MODALITY).pixels, original)
+    image = read(get_testdata_file(name), policy=ANY_MODALITY)
+    np.testing.assert_array_equal(image.pixels, original)
 
 
 def test_real_jpeg_lossless_sv1_colour_file_equals_its_rle_twin():

@@ -30,7 +30,9 @@ def _original(bits: int, signed: bool):
     [(ts, b, s) for ts in NATIVE + LOSSLESS for b, s in DEPTHS],
     ids=[_case_id(ts, b, s) for ts in NATIVE + LOSSLESS for b, s in DEPTHS],
 )
-def test_lossless_syntax_decodes_to_the_same_image_as_the_uncompressed_original(ts, bits, signed, caplog):
+def test_lossless_syntax_decodes_to_the_same_image_as_the_uncompressed_original(
+    ts, bits, signed, caplog
+):
     arr, ds = _original(bits, signed)
     data = encode(ds, ts)
     assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == ts
@@ -42,7 +44,9 @@ def test_lossless_syntax_decodes_to_the_same_image_as_the_uncompressed_original(
     assert "unexpected" not in caplog.text  # no decoder fallback or wrapped internal error
 
 
-@pytest.mark.parametrize(("ts", "bits", "signed"), [(uid.ExplicitVRLittleEndian, b, s) for b, s in DEPTHS])
+@pytest.mark.parametrize(
+    ("ts", "bits", "signed"), [(uid.ExplicitVRLittleEndian, b, s) for b, s in DEPTHS]
+)
 def test_uncompressed_original_matches_an_independent_percentile_window(ts, bits, signed):
     arr, ds = _original(bits, signed)
     image = read(encode(ds, ts))
@@ -53,10 +57,13 @@ def test_uncompressed_original_matches_an_independent_percentile_window(ts, bits
     assert image.bits_stored == bits
 
 
-LOSSY_CASES = [(ts, b, s) for ts in LOSSY for b, s in DEPTHS if b == 8 or ts in (uid.JPEG2000, uid.JPEGLSNearLossless)]
+LOSSY_CASES = [(ts, b, s) for ts in LOSSY for b, s in DEPTHS
+               if b == 8 or ts in (uid.JPEG2000, uid.JPEGLSNearLossless)]
 
 
-@pytest.mark.parametrize(("ts", "bits", "signed"), LOSSY_CASES, ids=[_case_id(*c) for c in LOSSY_CASES])
+@pytest.mark.parametrize(
+    ("ts", "bits", "signed"), LOSSY_CASES, ids=[_case_id(*c) for c in LOSSY_CASES]
+)
 def test_lossy_syntax_decodes_close_to_the_original(ts, bits, signed):
     arr, ds = _original(bits, signed)
     reference = read(encode(ds, uid.ExplicitVRLittleEndian)).pixels
@@ -70,7 +77,8 @@ def test_twelve_bit_jpeg_extended_written_by_libjpeg_turbo_decodes_close_to_the_
     pytest.importorskip("imagecodecs")
     arr, ds = _original(12, False)
     data = encode(ds, uid.JPEGExtended12Bit)
-    frame = next(pydicom.encaps.generate_frames(pydicom.dcmread(io.BytesIO(data)).PixelData, number_of_frames=1))
+    pixel_data = pydicom.dcmread(io.BytesIO(data)).PixelData
+    frame = next(pydicom.encaps.generate_frames(pixel_data, number_of_frames=1))
     assert frame[frame.find(b"\xff\xc1") + 4] == 12  # SOF1 with 12-bit sample precision
     reference = read(encode(ds, uid.ExplicitVRLittleEndian)).pixels
     image = read(data)
@@ -90,8 +98,9 @@ def test_multi_frame_uses_the_first_frame_and_says_so():
 
 @pytest.mark.parametrize(
     ("ts", "decoder"),
-    [(uid.JPEGLSLossless, "pyjpegls"), (uid.RLELossless, "pylibjpeg"), (uid.JPEG2000Lossless, "pylibjpeg"),
-     (uid.JPEGBaseline8Bit, "pillow"), (uid.ExplicitVRLittleEndian, "native")],
+    [(uid.JPEGLSLossless, "pyjpegls"), (uid.RLELossless, "pylibjpeg"),
+     (uid.JPEG2000Lossless, "pylibjpeg"), (uid.JPEGBaseline8Bit, "pillow"),
+     (uid.ExplicitVRLittleEndian, "native")],
 )
 def test_decoder_choice_is_fixed_per_syntax(ts, decoder):
     """Same decoder on every machine, so lossy images decode to the same values everywhere."""

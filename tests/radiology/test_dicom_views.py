@@ -20,7 +20,8 @@ def _view(**attrs) -> str | None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("PA", "PA"), ("AP", "AP"), ("LL", "LL"), ("LATERAL", "LATERAL"), ("RL", "LATERAL"),
-     ("AP AXIAL", "AP"), ("PA LLD", "PA"), ("XTABLE LATERAL", "LATERAL"), ("LAO", None), ("", None)],
+     ("AP AXIAL", "AP"), ("PA LLD", "PA"), ("XTABLE LATERAL", "LATERAL"), ("LAO", None),
+     ("", None)],
 )
 def test_view_position_values(value: str, expected: str | None):
     assert _view(ViewPosition=value) == expected

@@ -9,7 +9,8 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["radiology.reports", "radiology.deid", "radiology.dicom.pixels", "radiology.dicom.parse"]
+    "module",
+    ["radiology.reports", "radiology.deid", "radiology.dicom.pixels", "radiology.dicom.parse"],
 )
 def test_docstring_examples(module: str):
     result = doctest.testmod(importlib.import_module(module))

@@ -39,7 +39,9 @@ def test_mimic_style_report_sections():
     assert r.technique == "Chest PA and lateral"
     assert r.comparison == "None."
     assert r.examination == "CHEST (PA AND LAT)"
-    assert r.findings.startswith("There is no focal consolidation, pleural effusion or pneumothorax. Bilateral")
+    assert r.findings.startswith(
+        "There is no focal consolidation, pleural effusion or pneumothorax. Bilateral"
+    )
     assert r.findings.endswith("The cardiomediastinal silhouette is normal.")
     assert r.impression == "No acute cardiothoracic process."
     assert r.preamble is None  # the FINAL REPORT banner is dropped
@@ -56,15 +58,15 @@ def test_header_case_and_indent_variants(label: str):
 
 
 @pytest.mark.parametrize(
-    "label", ["INDICATION", "HISTORY", "Clinical history", "REASON FOR EXAM", "Reason for examination",
-              "CLINICAL INFORMATION"],
+    "label", ["INDICATION", "HISTORY", "Clinical history", "REASON FOR EXAM",
+              "Reason for examination", "CLINICAL INFORMATION"],
 )
 def test_indication_aliases(label: str):
     assert parse(f"{label}: Cough.\nFINDINGS: Clear.").indication == "Cough."
 
 
-@pytest.mark.parametrize("label", ["FINDINGS AND IMPRESSION", "Findings and impression", "FINDINGS/IMPRESSION",
-                                   "IMPRESSION AND FINDINGS"])
+@pytest.mark.parametrize("label", ["FINDINGS AND IMPRESSION", "Findings and impression",
+                                   "FINDINGS/IMPRESSION", "IMPRESSION AND FINDINGS"])
 def test_findings_and_impression_fills_both(label: str):
     r = parse(f"INDICATION: Fever.\n{label}: No pneumonia.")
     assert r.findings == r.impression == "No pneumonia."
@@ -78,7 +80,8 @@ def test_capital_label_alone_on_a_line_is_a_header():
 
 
 def test_wet_read_and_provisional_impression_stay_out_of_the_final_sections():
-    text = "WET READ: ___ ___ 3:17 PM\n PROVISIONAL FINDINGS IMPRESSION (PFI): no pneumonia\n" + MIMIC_STYLE
+    text = ("WET READ: ___ ___ 3:17 PM\n PROVISIONAL FINDINGS IMPRESSION (PFI): no pneumonia\n"
+            + MIMIC_STYLE)
     r = parse(text)
     assert r.impression == "No acute cardiothoracic process."
     assert "no pneumonia" in r.sections["wet_read"]
@@ -107,7 +110,8 @@ def test_lowercase_words_inside_text_are_not_headers():
 
 
 def test_addendum_is_kept_apart_from_the_impression():
-    text = MIMIC_STYLE + "\n ADDENDUM: Findings discussed with Dr. ___ at 3pm.\n IMPRESSION: Also a rib fracture."
+    text = (MIMIC_STYLE + "\n ADDENDUM: Findings discussed with Dr. ___ at 3pm."
+            "\n IMPRESSION: Also a rib fracture.")
     r = parse(text)
     assert r.impression == "No acute cardiothoracic process."
     assert r.addendum.startswith("Findings discussed with Dr. ___ at 3pm.")
@@ -121,7 +125,8 @@ def test_anonymization_blanks_are_one_token():
 
 
 def test_other_headers_end_the_previous_section():
-    r = parse("IMPRESSION: Normal.\nRECOMMENDATION(S): Follow-up CT.\nNOTIFICATION: Called Dr. ___.")
+    r = parse("IMPRESSION: Normal.\nRECOMMENDATION(S): Follow-up CT.\n"
+              "NOTIFICATION: Called Dr. ___.")
     assert r.impression == "Normal."
     assert r.sections["recommendation"] == "Follow-up CT."
 
@@ -132,7 +137,8 @@ def test_repeated_section_is_joined_in_order():
 
 def test_report_without_headers_is_all_preamble():
     r = parse("Lungs are clear.\nNo effusion.")
-    assert r.findings is None and r.preamble == "Lungs are clear. No effusion." and not r.has_sections
+    assert r.findings is None and not r.has_sections
+    assert r.preamble == "Lungs are clear. No effusion."
 
 
 def test_empty_input():
@@ -144,17 +150,20 @@ def test_windows_line_endings():
 
 
 def test_normalize_rules():
-    assert normalize("  No  acute\n process .\tSeen on XXXX , ok") == "No acute process. Seen on ___, ok"
+    messy = "  No  acute\n process .\tSeen on XXXX , ok"
+    assert normalize(messy) == "No acute process. Seen on ___, ok"
     assert normalize("ﬁndings") == "findings"  # NFKC ligature
     assert normalize(None) == ""
 
 
 def test_format_report_round_trips_and_wraps():
     findings = "The lungs are well-expanded and clear. " * 6
-    text = format_report(findings, "No acute process.", "Cough.", comparison="Prior from ___.", technique="PA and lateral")
+    text = format_report(findings, "No acute process.", "Cough.", comparison="Prior from ___.",
+                         technique="PA and lateral")
     assert max(len(line) for line in text.splitlines()) <= 78
     r = parse(text)
-    assert (r.findings, r.impression, r.indication) == (normalize(findings), "No acute process.", "Cough.")
+    expected = (normalize(findings), "No acute process.", "Cough.")
+    assert (r.findings, r.impression, r.indication) == expected
     assert (r.comparison, r.technique) == ("Prior from ___.", "PA and lateral")
 
 
@@ -165,7 +174,9 @@ def test_format_report_omits_empty_sections():
 
 # ---- real reports (Indiana University collection), read from ../shared when present ----------
 
-_LABEL_INSIDE = re.compile(r"\b(" + "|".join(re.escape(k) for k in SECTION_ALIASES) + r")\s*:", re.IGNORECASE)
+_LABEL_INSIDE = re.compile(
+    r"\b(" + "|".join(re.escape(k) for k in SECTION_ALIASES) + r")\s*:", re.IGNORECASE
+)
 FIELDS = ("findings", "impression", "indication", "comparison")
 
 
@@ -190,7 +201,11 @@ def test_real_reports_round_trip_through_mimic_style_text(iu_xray_reports: Path)
     rows = _load(iu_xray_reports)
     clean = _clean(rows)
     assert len(clean) > 0.99 * len(rows)
-    compose = lambda r: format_report(r["findings"], r["impression"], r["indication"], comparison=r["comparison"])  # noqa: E731
+
+    def compose(r: dict) -> str:
+        return format_report(r["findings"], r["impression"], r["indication"],
+                             comparison=r["comparison"])
+
     assert _mismatches(clean, compose) == 0
 
 
@@ -200,12 +215,16 @@ def test_real_reports_parse_from_messy_layouts(iu_xray_reports: Path):
     def compose(r: dict) -> str:
         parts = []
         if r["indication"]:
-            parts.append(rng.choice(["History", "HISTORY", "Reason for exam", "CLINICAL INFORMATION"]) + ": " + r["indication"])
+            label = rng.choice(["History", "HISTORY", "Reason for exam", "CLINICAL INFORMATION"])
+            parts.append(label + ": " + r["indication"])
         if r["comparison"]:
-            parts.append(rng.choice(["Comparison", "COMPARISON", "comparisons"]) + ":\n" + r["comparison"])
+            label = rng.choice(["Comparison", "COMPARISON", "comparisons"])
+            parts.append(label + ":\n" + r["comparison"])
         if r["findings"]:
             body = textwrap.fill(r["findings"], rng.randint(30, 70), break_on_hyphens=False)
-            parts.append(rng.choice(["Findings", "FINDINGS", "findings"]) + ":\n" + textwrap.indent(body, " " * rng.randint(0, 3)))
+            label = rng.choice(["Findings", "FINDINGS", "findings"])
+            indent = " " * rng.randint(0, 3)
+            parts.append(label + ":\n" + textwrap.indent(body, indent))
         if r["impression"]:
             body = textwrap.fill(r["impression"], rng.randint(30, 70), break_on_hyphens=False)
             parts.append(rng.choice(["Impression", "IMPRESSION", "Conclusion"]) + ":  " + body)

@@ -1,4 +1,5 @@
-"""Studies group instances by StudyInstanceUID and choose frontal (PA over AP) + optional lateral."""
+"""Studies group instances by StudyInstanceUID and choose a frontal view (PA over AP) and an
+optional lateral."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class Inst:
 
 
 def test_grouped_by_study_uid_in_order_of_first_acquisition():
-    items = [Inst("a", "PA", "s2", acquisition_datetime="20250103"), Inst("b", "PA", "s1", acquisition_datetime="20250101"),
+    items = [Inst("a", "PA", "s2", acquisition_datetime="20250103"),
+             Inst("b", "PA", "s1", acquisition_datetime="20250101"),
              Inst("c", "LL", "s2", acquisition_datetime="20250103")]
     studies = group_studies(items)
     assert [s.study_uid for s in studies] == ["s1", "s2"]
@@ -30,13 +32,16 @@ def test_grouped_by_study_uid_in_order_of_first_acquisition():
 
 
 def test_order_is_time_then_series_then_instance_then_uid():
-    items = [Inst("d", None, series_number=2, instance_number=1), Inst("c", None, series_number=1, instance_number=2),
-             Inst("b", None, series_number=1, instance_number=1), Inst("a", None, acquisition_datetime="20250101")]
+    items = [Inst("d", None, series_number=2, instance_number=1),
+             Inst("c", None, series_number=1, instance_number=2),
+             Inst("b", None, series_number=1, instance_number=1),
+             Inst("a", None, acquisition_datetime="20250101")]
     assert [i.sop_uid for i in order_instances(items)] == ["a", "b", "c", "d"]
 
 
 def test_pa_is_preferred_over_ap():
-    frontal, lateral, known = choose_views([Inst("ap", "AP"), Inst("pa", "PA"), Inst("lat", "LATERAL")])
+    views = [Inst("ap", "AP"), Inst("pa", "PA"), Inst("lat", "LATERAL")]
+    frontal, lateral, known = choose_views(views)
     assert (frontal.sop_uid, lateral.sop_uid, known) == ("pa", "lat", True)
 
 

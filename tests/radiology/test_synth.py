@@ -157,7 +157,11 @@ def test_tree_is_the_same_for_any_number_of_workers(tree, tmp_path):
 # An independent reading of the reports: the words that name each finding.
 TERMS = {
     "Atelectasis": r"atelectasis",
-    "Cardiomegaly": r"cardiomegaly|heart (?:size )?is (?:\w+ly )?enlarged|enlarge\w* (?:of )?the cardiac silhouette|cardiac silhouette is (?:\w+ )?enlarged|heart size is enlarged",
+    "Cardiomegaly": (
+        r"cardiomegaly|heart (?:size )?is (?:\w+ly )?enlarged"
+        r"|enlarge\w* (?:of )?the cardiac silhouette|cardiac silhouette is (?:\w+ )?enlarged"
+        r"|heart size is enlarged"
+    ),
     "Consolidation": r"consolidation",
     "Edema": r"edema",
     "Pleural Effusion": r"pleural effusion",

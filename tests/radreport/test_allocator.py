@@ -27,8 +27,10 @@ for _ in range(5):
 print(active_allocator(), (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 """
 
-needs_jemalloc = pytest.mark.skipif(allocator.find_jemalloc() is None or not sys.platform.startswith("linux"),
-                                    reason="jemalloc is not installed on this machine")
+needs_jemalloc = pytest.mark.skipif(
+    allocator.find_jemalloc() is None or not sys.platform.startswith("linux"),
+    reason="jemalloc is not installed on this machine",
+)
 
 
 def _fake_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -91,6 +93,6 @@ def test_radreport_main_reexecutes_before_the_command(repo_root):
             "from radreport.allocator import active_allocator\n"
             "cli.app = lambda: print(active_allocator())\n"
             "cli.main()\n")
-    done = subprocess.run([sys.executable, "-c", code], env=_env_without_preload(), capture_output=True,
-                          text=True, timeout=120, check=True, cwd=repo_root)
+    done = subprocess.run([sys.executable, "-c", code], env=_env_without_preload(),
+                          capture_output=True, text=True, timeout=120, check=True, cwd=repo_root)
     assert done.stdout.strip() == "jemalloc"

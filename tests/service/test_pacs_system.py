@@ -1,9 +1,10 @@
 """Next to a real PACS with the whole system running: Orthanc sends a study to the service by
-STOW-RS, the workers draft it, and the draft and the signed report come back as DICOM SR, to one
+STOW-RS and another by C-STORE (to `radreport scp`), the workers draft them, and the draft and the signed report come back as DICOM SR, to one
 Orthanc by STOW-RS and to another by C-STORE; with both PACS down during drafting and signing,
 every SR arrives once, in order, after they restart.
 
-Real processes: private Redis, the API (its reconciler re-sends due deliveries), Celery workers
+Real processes: private Redis, the API (its reconciler re-sends due deliveries), the C-STORE
+listener, Celery workers
 (`ingest,score,outbox` and `generate` with a tiny random bundle), SQLite.
 """
 
@@ -23,7 +24,7 @@ from service.auth.accounts import create_user
 from service.auth.api_keys import create_api_key
 from service.core.db import session_scope
 from service.core.models import OutboxMessage, Role, Study
-from service.dev.system import LocalSystem, wait_for
+from service.dev.system import LocalSystem, free_port, wait_for
 from tests.helpers.orthanc import Orthanc, orthanc_installed
 from tests.helpers.service import bearer, build_tiny_bundle, make_dicom
 from tests.helpers.sr import dsrdump, sr_sections, srs_in
@@ -117,7 +118,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("pacs-site")
     bundle = build_tiny_bundle(root / "bundle")
     stow_pacs, cstore_pacs = Orthanc(root / "pacs-stow"), Orthanc(root / "pacs-cstore")
+    scp_port = free_port()
+    # The C-STORE PACS may also send studies to our listener (as to any modality).
+    cstore_pacs.modalities = {"radreport": ("RADREPORT", "127.0.0.1", scp_port)}
     env = {
+        "SCP_CALLING_AETS": cstore_pacs.aet, "SCP_STUDY_IDLE_S": "5",
         "PACS_STOW_URL": stow_pacs.dicomweb_url,
         "PACS_CSTORE": f"{cstore_pacs.aet}@127.0.0.1:{cstore_pacs.dicom_port}",
         "SR_ORGANIZATION": "General Hospital",
@@ -129,6 +134,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     system = LocalSystem(root / "system", model_bundle=bundle, env=env, redis_url="")
     try:
         system.start(workers=["ingest,score,outbox", "generate"])
+        system.start_scp(scp_port)
         with session_scope(system.database_url) as session:
             uploader = create_api_key(session, name="orthanc", role=Role.uploader)
         # The PACS's DICOMweb client may STOW-RS to the service (as a PACS router would).
@@ -146,6 +152,21 @@ def test_a_study_from_the_pacs_gets_its_draft_then_its_signed_report_back_as_sr(
     study_uid = str(pydicom.dcmread(io.BytesIO(image)).StudyInstanceUID)
     stored = site.stow_pacs.upload(image)
     site.stow_pacs.stow_to_server("radreport", [stored["ParentStudy"]])  # Orthanc -> us
+    reports_come_back(site, study_uid, tmp_path)
+
+
+def test_a_study_sent_over_c_store_gets_its_draft_then_its_signed_report_back_as_sr(
+        site, tmp_path):
+    image = site.image()
+    study_uid = str(pydicom.dcmread(io.BytesIO(image)).StudyInstanceUID)
+    stored = site.cstore_pacs.upload(image)
+    site.cstore_pacs.send_to_modality("radreport", [stored["ParentStudy"]])  # Orthanc -> our SCP
+    reports_come_back(site, study_uid, tmp_path)
+
+
+def reports_come_back(site: Site, study_uid: str, tmp_path: Path) -> None:
+    """The draft comes back to both PACS as a preliminary SR with the draft's text; signing adds
+    a VERIFIED SR with the signed text and the signer; dsrdump reads every SR."""
     study_id = site.study(study_uid)
     draft = site.draft(study_id)
     expected = draft_text(draft)

@@ -1,0 +1,129 @@
+"""PEFT LoRA adapters (a directory with `adapter_config.json` + `adapter_model.safetensors`, as
+`peft`'s `save_pretrained` writes it) merged into loaded parameters.
+
+Each adapted transformers `nn.Linear` W (out, in) becomes W + s * B @ A with A (r, in), B (out, r)
+and s = lora_alpha / r (lora_alpha / sqrt(r) with rslora; per-module `rank_pattern` /
+`alpha_pattern` honoured). The module's name finds its tensor in the name table of the layout
+(`modeling.names`), whose reshape is linear, so the delta lands on the same slice of our tree as
+the weight itself: an adapter trained on any transformers version applies to a base loaded from
+any format (HF directory, big_vision `.npz`, bundle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from modeling.config import ModelConfig
+from modeling.formats import flatten, read_safetensors, unflatten
+from modeling.model import Params
+from modeling.names import CheckpointError, UnusedTensorsWarning, detect_module_layout, hf_table
+
+_PREFIX = "base_model.model."
+_LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def _pattern_value(patterns: dict, module: str, default: float) -> float:
+    """peft's per-module override: a key matches a module name ending in it (as a regex)."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The adapter's config and tensors, checked to be a LoRA adapter this module can merge."""
+    directory = Path(adapter_dir)
+    cfg_file = directory / "adapter_config.json"
+    weights = directory / "adapter_model.safetensors"
+    if not cfg_file.is_file() or not weights.is_file():
+        raise CheckpointError(f"{directory} is not a PEFT adapter directory (needs "
+                              "adapter_config.json and adapter_model.safetensors)")
+    config = json.loads(cfg_file.read_text())
+    if config.get("peft_type") != "LORA":
+        raise CheckpointError(f"{directory}: only LoRA adapters merge, not {config.get('peft_type')}")
+    for flag in ("use_dora", "fan_in_fan_out"):
+        if config.get(flag):
+            raise CheckpointError(f"{directory}: adapters with {flag}=true are not supported")
+    return config, read_safetensors(weights)
+
+
+def merge_adapter(config: ModelConfig, params: Params, adapter_dir: str | Path) -> Params:
+    """`params` with the LoRA adapter at `adapter_dir` merged in (same dtypes and shardings).
+
+    Adapters on modules PaliGemma does not use (SigLIP's pooling head) are skipped with one
+    warning; an adapter on a module that is not a linear layer of PaliGemma 2 is an error.
+    """
+    adapter, tensors = read_adapter(adapter_dir)
+    source = Path(adapter_dir).name
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    biases: dict[str, np.ndarray] = {}
+    for key, value in tensors.items():
+        name = key.removeprefix(_PREFIX)
+        m = _LORA.match(name)
+        if m:
+            parts.setdefault(m["module"], {})[m["part"]] = value
+        elif name.endswith(".bias") and "lora_" not in name:
+            biases[name.removesuffix(".bias")] = value  # peft bias="all" / "lora_only"
+        else:
+            raise CheckpointError(f"{source}: tensor {key} is not a LoRA A/B matrix or a bias "
+                                  "(embedding adapters, DoRA and modules_to_save do not merge)")
+    layout = detect_module_layout([*parts, *biases])
+    table = hf_table(config, layout)
+    flat = dict(flatten(params))
+    deltas: dict[str, np.ndarray] = {}
+    skipped = []
+
+    def target(module: str, leaf: str):
+        spec = table.get(f"{module}.{leaf}")
+        if spec is None:
+            if layout.unused(f"{module}.{leaf}"):
+                skipped.append(f"{module}.{leaf}")
+                return None
+            raise CheckpointError(f"{source}: adapter module {module} is not a linear layer of "
+                                  "PaliGemma 2 (or the adapter is for another model size)")
+        if spec.path not in deltas:
+            deltas[spec.path] = np.zeros(flat[spec.path].shape, np.float32)
+        return spec
+
+    r_default, alpha_default = adapter.get("r", 8), adapter.get("lora_alpha", 8)
+    for module, ab in sorted(parts.items()):
+        if set(ab) != {"A", "B"}:
+            raise CheckpointError(f"{source}: module {module} has lora_{''.join(ab)} only")
+        spec = target(module, "weight")
+        if spec is None:
+            continue
+        a, b = np.asarray(ab["A"], np.float32), np.asarray(ab["B"], np.float32)
+        r = _pattern_value(adapter.get("rank_pattern") or {}, module, r_default)
+        alpha = _pattern_value(adapter.get("alpha_pattern") or {}, module, alpha_default)
+        if a.shape[0] != r or b.shape[1] != r:
+            raise CheckpointError(f"{source}: module {module} has rank {a.shape[0]}, config {r}")
+        scale = alpha / math.sqrt(r) if adapter.get("use_rslora") else alpha / r
+        delta = spec.from_hf(scale * (b @ a))
+        unit = deltas[spec.path][spec.index] if spec.index else deltas[spec.path]
+        if unit.shape != delta.shape:
+            raise CheckpointError(f"{source}: module {module} adapts a weight of shape "
+                                  f"{(b.shape[0], a.shape[1])}; the base has another size")
+        unit += delta
+    replaced: dict[str, Params] = {}
+    for module, bias in sorted(biases.items()):
+        spec = target(module, "bias")
+        if spec is None:
+            continue
+        base = np.asarray(flat[spec.path], np.float32)
+        unit = base[spec.index] if spec.index else base
+        deltas[spec.path][spec.index] += spec.from_hf(np.asarray(bias, np.float32)) - unit
+    if skipped:
+        warnings.warn(UnusedTensorsWarning(
+            f"{source}: skipped adapters of {len(skipped)} weight(s) PaliGemma does not use "
+            f"(the SigLIP pooling head): {', '.join(sorted(skipped))}"), stacklevel=2)
+    for path, delta in deltas.items():
+        base = flat[path]
+        replaced[path] = (base.astype(jnp.float32) + delta).astype(base.dtype)
+    return unflatten({**flat, **replaced})

@@ -1,0 +1,214 @@
+"""DICOMweb for viewers (PS3.18): QIDO-RS search and WADO-RS retrieval under /dicomweb.
+
+Roles: radiologist, admin, and `viewer` (a machine role for image viewers and PACS that pull from
+us; `radreport admin create-key --role viewer`). Logic lives in `qido` and `wado`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from service.auth.deps import ERRORS, require, roles_doc
+from service.core.deps import SessionDep, SettingsDep, StoreDep
+from service.core.models import Role, User
+from service.dicomweb import qido, wado
+from service.studies.imaging import WINDOW_PRESETS
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+READERS = (Role.radiologist, Role.admin, Role.viewer)
+Reader = Annotated[User, Depends(require(*READERS))]
+DICOM_JSON = "application/dicom+json"
+JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 200: {"description": "Matches as DICOM JSON", "content": {DICOM_JSON: {}}},
+    400: {"description": "A parameter that is not a DICOM attribute, or a malformed value"},
+    406: {"description": "Only application/dicom+json is offered"},
+}
+MULTIPART_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 200: {"description": "The instances as stored",
+                    "content": {'multipart/related; type="application/dicom"': {}}},
+    404: {"description": "Nothing stored under these UIDs"},
+    406: {"description": "A transfer syntax other than the stored one was asked for"},
+}
+QIDO_DESCRIPTION = (
+    "Roles: radiologist, admin, viewer. Matching keys by keyword or tag: StudyInstanceUID, "
+    "SeriesInstanceUID, SOPInstanceUID, SOPClassUID (UID lists), PatientID, PatientName, "
+    "AccessionNumber, StudyDescription, Modality (`*`/`?` wildcards), StudyDate (YYYYMMDD or a "
+    "range A-B, -B, A-), ModalitiesInStudy, SeriesNumber, InstanceNumber; `limit` (at most 1000), "
+    "`offset`, `includefield` (keywords, tags or `all`). Other DICOM attributes are ignored and "
+    "named in a `Warning: 299` header.")
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/dicomweb"
+
+
+def _check_json_accept(accept: str | None) -> None:
+    if not accept:
+        return
+    media = [m.split(";")[0].strip().lower() for m in accept.split(",")]
+    if not {"application/dicom+json", "application/json", "*/*", "application/*"} & set(media):
+        raise wado.RetrieveError(406, "QIDO-RS and metadata here answer application/dicom+json")
+
+
+def _search(request: Request, session: SessionDep, level: str, accept: str | None,
+            study_uid: str | None = None, series_uid: str | None = None) -> JSONResponse:
+    _check_json_accept(accept)
+    query = qido.parse(level, list(request.query_params.multi_items()), study_uid=study_uid,
+                       series_uid=series_uid)
+    results = qido.search(session, query, _base_url(request))
+    headers = {}
+    if query.ignored:
+        headers["Warning"] = (f'299 radreport "not matching keys, ignored: '
+                              f'{", ".join(sorted(set(query.ignored)))}"')
+    return JSONResponse(results, media_type=DICOM_JSON, headers=headers)
+
+
+AcceptHeader = Annotated[str | None, Header()]
+
+
+@router.get("/studies", summary="QIDO-RS: search studies", description=QIDO_DESCRIPTION,
+            openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
+def search_studies(request: Request, session: SessionDep, _: Reader,
+                   accept: AcceptHeader = None) -> JSONResponse:
+    return _search(request, session, "study", accept)
+
+
+@router.get("/series", summary="QIDO-RS: search series of all studies",
+            description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            responses=JSON_RESPONSES)
+def search_series(request: Request, session: SessionDep, _: Reader,
+                  accept: AcceptHeader = None) -> JSONResponse:
+    return _search(request, session, "series", accept)
+
+
+@router.get("/studies/{study_uid}/series", summary="QIDO-RS: search the series of a study",
+            description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            responses=JSON_RESPONSES)
+def search_study_series(study_uid: str, request: Request, session: SessionDep, _: Reader,
+                        accept: AcceptHeader = None) -> JSONResponse:
+    return _search(request, session, "series", accept, study_uid)
+
+
+@router.get("/instances", summary="QIDO-RS: search instances of all studies",
+            description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            responses=JSON_RESPONSES)
+def search_instances(request: Request, session: SessionDep, _: Reader,
+                     accept: AcceptHeader = None) -> JSONResponse:
+    return _search(request, session, "instance", accept)
+
+
+@router.get("/studies/{study_uid}/instances", summary="QIDO-RS: search the instances of a study",
+            description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            responses=JSON_RESPONSES)
+def search_study_instances(study_uid: str, request: Request, session: SessionDep, _: Reader,
+                           accept: AcceptHeader = None) -> JSONResponse:
+    return _search(request, session, "instance", accept, study_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances",
+            summary="QIDO-RS: search the instances of a series", description=QIDO_DESCRIPTION,
+            openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
+def search_series_instances(study_uid: str, series_uid: str, request: Request,
+                            session: SessionDep, _: Reader,
+                            accept: AcceptHeader = None) -> JSONResponse:
+    return _search(request, session, "instance", accept, study_uid, series_uid)
+
+
+# ---------------------------------------------------------------------------- WADO-RS
+
+RETRIEVE_DESCRIPTION = (
+    "Roles: radiologist, admin, viewer. The instances as stored, multipart/related; "
+    'type="application/dicom", each part naming its transfer syntax (no transcoding: a request '
+    "for another transfer syntax is answered 406).")
+
+
+def _retrieve(session: SessionDep, store: StoreDep, accept: str | None, study_uid: str,
+              series_uid: str | None = None, sop_uid: str | None = None) -> StreamingResponse:
+    rows = wado.find(session, study_uid, series_uid, sop_uid)
+    wado.check_accept_dicom(accept, {row.transfer_syntax_uid for row, _ in rows})
+    body, content_type = wado.multipart(store, rows)
+    return StreamingResponse(body, media_type=content_type)
+
+
+def _metadata(session: SessionDep, accept: str | None, study_uid: str,
+              series_uid: str | None = None, sop_uid: str | None = None) -> JSONResponse:
+    _check_json_accept(accept)
+    return JSONResponse(wado.metadata(wado.find(session, study_uid, series_uid, sop_uid)),
+                        media_type=DICOM_JSON)
+
+
+@router.get("/studies/{study_uid}", summary="WADO-RS: retrieve a study",
+            description=RETRIEVE_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            response_class=Response, responses=MULTIPART_RESPONSES)
+def retrieve_study(study_uid: str, session: SessionDep, store: StoreDep, _: Reader,
+                   accept: AcceptHeader = None) -> StreamingResponse:
+    return _retrieve(session, store, accept, study_uid)
+
+
+@router.get("/studies/{study_uid}/metadata", summary="WADO-RS: metadata of a study",
+            description="Roles: radiologist, admin, viewer. DICOM JSON of every instance, "
+            "without pixel data.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
+def study_metadata(study_uid: str, session: SessionDep, _: Reader,
+                   accept: AcceptHeader = None) -> JSONResponse:
+    return _metadata(session, accept, study_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}", summary="WADO-RS: retrieve a series",
+            description=RETRIEVE_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            response_class=Response, responses=MULTIPART_RESPONSES)
+def retrieve_series(study_uid: str, series_uid: str, session: SessionDep, store: StoreDep,
+                    _: Reader, accept: AcceptHeader = None) -> StreamingResponse:
+    return _retrieve(session, store, accept, study_uid, series_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/metadata",
+            summary="WADO-RS: metadata of a series", description="Roles: radiologist, admin, "
+            "viewer.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
+def series_metadata(study_uid: str, series_uid: str, session: SessionDep, _: Reader,
+                    accept: AcceptHeader = None) -> JSONResponse:
+    return _metadata(session, accept, study_uid, series_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+            summary="WADO-RS: retrieve an instance", description=RETRIEVE_DESCRIPTION,
+            openapi_extra=roles_doc(*READERS), response_class=Response,
+            responses=MULTIPART_RESPONSES)
+def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, session: SessionDep,
+                      store: StoreDep, _: Reader,
+                      accept: AcceptHeader = None) -> StreamingResponse:
+    return _retrieve(session, store, accept, study_uid, series_uid, sop_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+            summary="WADO-RS: metadata of an instance", description="Roles: radiologist, admin, "
+            "viewer.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
+def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, session: SessionDep,
+                      _: Reader, accept: AcceptHeader = None) -> JSONResponse:
+    return _metadata(session, accept, study_uid, series_uid, sop_uid)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+            summary="WADO-RS: an instance rendered as JPEG or PNG",
+            description="Roles: radiologist, admin, viewer. image/jpeg unless the Accept header "
+            "asks for image/png first; `window` is a preset of the review UI (default, lung, "
+            "mediastinum, bone, soft_tissue).",
+            openapi_extra=roles_doc(*READERS), response_class=Response,
+            responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}},
+                       404: {"description": "Nothing stored under these UIDs"},
+                       406: {"description": "Neither image/jpeg nor image/png accepted"}})
+async def rendered_instance(
+    study_uid: str, series_uid: str, sop_uid: str, session: SessionDep, store: StoreDep,
+    settings: SettingsDep, _: Reader, accept: AcceptHeader = None,
+    window: Annotated[str, Query(description="Window preset: " + ", ".join(WINDOW_PRESETS))]
+    = "default",
+) -> Response:
+    media_type = wado.rendered_type(accept)
+    [(_row, instance)] = wado.find(session, study_uid, series_uid, sop_uid)
+    image = await run_in_threadpool(wado.render, store, instance, window, media_type,
+                                    settings.image_cache_size)
+    return Response(image, media_type=media_type,
+                    headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,118 @@
+"""WADO-RS (PS3.18 10.4): the instances of a study, series or instance as multipart/related
+application/dicom, their metadata as DICOM JSON, and one instance rendered as PNG or JPEG.
+
+Instances are sent as stored, in the transfer syntax they arrived in (each part names it:
+`Content-Type: application/dicom; transfer-syntax=<UID>`); a request for a specific other transfer
+syntax is answered 406, since this service does not transcode.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.core.errors import ServiceError
+from service.core.models import IndexedInstance, Instance
+from service.core.storage import BlobStore
+from service.studies.imaging import WINDOW_PRESETS, ImageDecodeError, decode, render_png
+
+DICOM = "application/dicom"
+RENDERED_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+
+
+class RetrieveError(ServiceError):
+    """A WADO-RS request that cannot be answered: not found (404), not acceptable (406), ..."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message, status=status, code="retrieve_failed")
+
+
+def find(session: Session, study_uid: str, series_uid: str | None = None,
+         sop_uid: str | None = None) -> list[tuple[IndexedInstance, Instance]]:
+    """The indexed instances of a study / series / instance (404 when there is none)."""
+    statement = (select(IndexedInstance, Instance)
+                 .join(Instance, Instance.id == IndexedInstance.instance_id)
+                 .where(IndexedInstance.study_uid == study_uid))
+    if series_uid is not None:
+        statement = statement.where(IndexedInstance.series_uid == series_uid)
+    if sop_uid is not None:
+        statement = statement.where(IndexedInstance.sop_uid == sop_uid)
+    statement = statement.order_by(IndexedInstance.series_uid, IndexedInstance.instance_number,
+                                   IndexedInstance.id)
+    rows = [(row, instance) for row, instance in session.execute(statement)]
+    if not rows:
+        what = "instance" if sop_uid else "series" if series_uid else "study"
+        raise RetrieveError(404, f"no such {what} is stored here")
+    return rows
+
+
+def check_accept_dicom(accept: str | None, transfer_syntaxes: set[str]) -> None:
+    """406 unless the Accept header admits application/dicom in the stored transfer syntaxes."""
+    if not accept or "*/*" in accept:
+        return
+    for media_range in accept.split(","):
+        parts = [p.strip() for p in media_range.split(";")]
+        media = parts[0].lower()
+        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
+                  (p.partition("=") for p in parts[1:])}
+        if media == DICOM or (media == "multipart/related" and
+                              params.get("type", DICOM).lower() == DICOM):
+            wanted = params.get("transfer-syntax", "*")
+            if wanted == "*" or {wanted} >= transfer_syntaxes:
+                return
+            raise RetrieveError(406, f"the instances are stored in {sorted(transfer_syntaxes)}; "
+                                "this service does not transcode (ask for transfer-syntax=*)")
+    raise RetrieveError(406, 'WADO-RS here answers multipart/related; type="application/dicom"')
+
+
+def multipart(store: BlobStore,
+              rows: list[tuple[IndexedInstance, Instance]]) -> tuple[Iterator[bytes], str]:
+    """The body (streamed, one stored file at a time) and the Content-Type of a retrieval."""
+    boundary = secrets.token_hex(16)
+
+    def body() -> Iterator[bytes]:
+        for row, instance in rows:
+            yield (f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax="
+                   f"{row.transfer_syntax_uid}\r\n\r\n").encode()
+            yield store.get(instance.sha256)
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return body(), f'multipart/related; type="{DICOM}"; boundary={boundary}'
+
+
+def metadata(rows: list[tuple[IndexedInstance, Instance]]) -> list[dict[str, Any]]:
+    """The DICOM JSON header of each instance, with its Transfer Syntax UID (0002,0010)."""
+    return [{**row.header, "00020010": {"vr": "UI", "Value": [row.transfer_syntax_uid]}}
+            for row, _ in rows]
+
+
+def rendered_type(accept: str | None) -> str:
+    """The image type of a /rendered request: JPEG unless PNG is asked for first (PS3.18 8.7.4)."""
+    for media_range in (accept or "").split(","):
+        media = media_range.split(";")[0].strip().lower()
+        if media in RENDERED_TYPES:
+            return media
+        if media in ("*/*", "image/*", ""):
+            return "image/jpeg"
+    raise RetrieveError(406, "rendered images are image/jpeg or image/png")
+
+
+def render(store: BlobStore, instance: Instance, window: str, media_type: str,
+           max_side: int) -> bytes:
+    """One instance rendered through a window preset (`default`, `lung`, ...)."""
+    if window not in WINDOW_PRESETS:
+        raise RetrieveError(400, f"window must be one of the presets {', '.join(WINDOW_PRESETS)}")
+    if instance.image_sha256:  # decoded at ingest, longest side IMAGE_CACHE_SIZE
+        pixels = store.get_array(instance.image_sha256).astype(np.float32)
+    else:
+        try:
+            pixels = decode(store.get(instance.sha256), max_side=max_side).pixels
+        except ImageDecodeError as error:
+            raise RetrieveError(409, f"the instance cannot be rendered: {error.message}") from None
+    return render_png(pixels, window, RENDERED_TYPES[media_type])
