@@ -247,7 +247,8 @@ class Run:
             self.lora_scale = 1.0
         rules = [tuple(rule) for rule in cfg.mesh.rules]
         axes = axis_names(self.model_config)
-        self.frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, self.mesh, rules, axes))
+        frozen_shardings = sharding.tree_shardings(frozen, self.mesh, rules, axes)
+        self.frozen = jax.device_put(frozen, frozen_shardings)
         self.optimizer = optim.make_optimizer(cfg.optim, self.total_steps)
         self.schedule = optim.learning_rate_schedule(cfg.optim, self.total_steps)
         state = init_state(trainable, self.optimizer, self.state_rng)

@@ -14,6 +14,11 @@ holds (and whether it holds one), so masks are computed from positions, never fr
 a key is visible when it is valid and, on local layers, when query_pos - key_pos < window. A
 local layer's ring buffer holds the last R = min(window, cache length) slots (slot = index % R);
 right-alignment makes those the last R positions of every row, which is all the window needs.
+
+The model enters as pure functions over its parameters (the `nnx.split` state as a nested dict,
+merged into the modules inside the program); every step runs the model's own decoder block
+(`model.block_apply`) against the cache. The loop's carry is a typed pytree: `DecodeState` or
+`BeamState` around a `Cache` (per-layer `model.KVCache`s and the slot bookkeeping).
 """
 
 from __future__ import annotations
@@ -394,7 +399,8 @@ def _beam(config, plan, params, weights, pixel_values, text, lengths, active, ma
 
     state = state_after(
         jnp.int32(0), jax.nn.log_softmax(rep(logits)).reshape(b, nb, -1),
-        jnp.zeros((b, nb, n), jnp.int32), jnp.where(jnp.arange(nb) == 0, 0.0, neg)[None].repeat(b, 0),
+        jnp.zeros((b, nb, n), jnp.int32),
+        jnp.where(jnp.arange(nb) == 0, 0.0, neg)[None].repeat(b, 0),
         jnp.zeros((b, nb, n), jnp.int32), jnp.zeros((b, nb), jnp.int32), jnp.full((b, nb), neg),
         cache)
 

@@ -707,7 +707,7 @@ def model_from_params(config: ModelConfig, params: Params, part: str = "model") 
 
 def params_of(model: nnx.Module) -> Params:
     """A model's parameters as a nested dict of arrays (big_vision's tree, `param_shapes`)."""
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def axis_names(config: ModelConfig) -> dict[str, tuple[str | None, ...]]:
@@ -715,7 +715,7 @@ def axis_names(config: ModelConfig) -> dict[str, tuple[str | None, ...]]:
     'llm/layers/attn/q_einsum/w': ("layers", "heads", "embed", "head_dim")."""
     model = nnx.eval_shape(lambda: PaliGemma2(config, rngs=nnx.Rngs(0)))
     out = {}
-    for path, var in nnx.state(model, nnx.Param).flat_state():
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         out["/".join(str(p) for p in path)] = tuple(var.get_metadata()["out_sharding"])
     return out
 
