@@ -46,6 +46,9 @@ class ModelSection:
     # Unroll the scans over the layer stacks: faster steps for few-layer models on CPU, but a
     # program (and compile time) that grows with depth; keep False for the 26+ layer models.
     unroll_layers: bool = False
+    # Recompute each decoder block's activations in the backward pass instead of keeping them:
+    # less memory for about a third more compute (`radreport finetune --plan` shows when needed).
+    remat: bool = False
 
 
 @dataclass

@@ -208,7 +208,14 @@ def train_dataset(
     process_count: int,
     with_augmentation: bool,
 ) -> Any:
-    """The training grain MapDataset of this host: its shard, reshuffled each epoch, batched."""
+    """The training grain MapDataset of this host: its block of each global batch.
+
+    Every host sees the same stream (all examples, reshuffled each epoch, augmented per position)
+    cut into blocks of `local_batch_size`; host h reads blocks h, h + hosts, h + 2 hosts, ...
+    Global batch i is thus blocks i * hosts ... (i + 1) * hosts - 1 in host order, the rows a
+    single host would put in batch i: any number of hosts trains on the same batches, and a
+    host loads only its own rows.
+    """
     import grain
 
     if len(source) < process_count * local_batch_size:
@@ -216,11 +223,10 @@ def train_dataset(
             f"{len(source)} training examples cannot fill a batch of {local_batch_size} on each of "
             f"{process_count} hosts; lower optim.batch_size or add data"
         )
-    dataset = grain.MapDataset.source(source)[process_index::process_count]
-    dataset = dataset.seed(seed).shuffle().repeat(None)
+    dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
     if with_augmentation:
         dataset = dataset.random_map(augment)
-    return dataset.batch(local_batch_size, drop_remainder=True)
+    return dataset.batch(local_batch_size, drop_remainder=True)[process_index::process_count]
 
 
 class TrainIterator:

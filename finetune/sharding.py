@@ -15,7 +15,6 @@ scan slices.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -31,32 +30,6 @@ BATCH_AXES = ("data", "fsdp")
 
 class MeshError(ValueError):
     """The requested mesh does not fit the devices; the message gives the device count."""
-
-
-def maybe_initialize_distributed(config: MeshSection) -> None:
-    """Join a multi-host run (GPU nodes, TPU slices) when the config asks for it.
-
-    On TPU slices, SLURM, Open MPI and Kubernetes `jax.distributed.initialize()` finds the
-    coordinator itself; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host.
-    """
-    if not config.distributed or _distributed_is_initialized():
-        return
-    kwargs: dict[str, Any] = {}
-    if os.environ.get("JAX_NUM_PROCESSES"):
-        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
-    if os.environ.get("JAX_PROCESS_ID"):
-        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
-    jax.distributed.initialize(**kwargs)
-
-
-def _distributed_is_initialized() -> bool:
-    try:
-        from jax._src import distributed
-
-        return distributed.global_state.client is not None
-    except (ImportError, AttributeError):
-        return False
 
 
 def mesh_shape(config: MeshSection, device_count: int) -> tuple[int, int]:

@@ -116,13 +116,14 @@ class Run:
     def __init__(self, config: TrainConfig, console: Any = None) -> None:
         import jax
 
-        from finetune import sharding
+        from finetune import distributed
 
         _check_best_metric(config)
         self.config = config
         self.console = console
         self.started = time.time()  # time_limit_s counts from here (caching and warm-up included)
-        sharding.maybe_initialize_distributed(config.mesh)
+        if config.mesh.distributed:
+            distributed.initialize()
         self.process_index = jax.process_index()
         self.process_count = jax.process_count()
         if config.model.init.startswith("REQUIRED:"):
@@ -210,7 +211,8 @@ class Run:
         vocab = self.tokenizer.vocab_size if cfg.model.init == "scratch" else None
         self.model_config = model_config_for(cfg, vocab)
         self.image_size = self.model_config.image_size
-        self.forward = partial(modeling.forward, self.model_config, unroll=cfg.model.unroll_layers)
+        self.forward = partial(modeling.forward, self.model_config, unroll=cfg.model.unroll_layers,
+                               remat=cfg.model.remat)
 
         # Steps and batches.
         self.mesh = sharding.make_mesh(cfg.mesh)
@@ -288,7 +290,8 @@ class Run:
         self.model_config = self.model_config.replace(vision=base.config.vision, text=base.config.text)
         self.image_size = self.model_config.image_size
         self.forward = partial(modeling.forward, self.model_config,
-                               unroll=self.config.model.unroll_layers)
+                               unroll=self.config.model.unroll_layers,
+                               remat=self.config.model.remat)
         return base.params
 
     def _warm_vision(self, img: dict[str, Any]) -> dict[str, Any]:
@@ -480,6 +483,7 @@ class Run:
         import jax
         from tqdm import tqdm
 
+        from finetune import distributed
         from finetune.checkpoint import RunCheckpoints
         from finetune.metrics import MetricsWriter
 
@@ -531,6 +535,9 @@ class Run:
                         window_start, window_steps = time.time(), 0
                     bar.update(1)
                     time_up = cfg.time_limit_s > 0 and time.time() - self.started > cfg.time_limit_s
+                    # Every host stops at the same step: a SIGTERM (or a clock) seen by one host
+                    # stops all of them, and all save the same checkpoint first.
+                    stop, time_up = distributed.any_process([signals.stop, time_up])
                     validate_now = cfg.eval.every_steps > 0 and (
                         step % cfg.eval.every_steps == 0 or step == self.total_steps or time_up
                     )
@@ -549,14 +556,15 @@ class Run:
                         validate_now
                         or step % cfg.checkpoint.every_steps == 0
                         or step == self.total_steps
-                        or signals.stop
+                        or stop
                         or time_up
                     ):
                         self.checkpoints.save(
                             step, self.state, iterator.get_state(), val_metrics if validate_now else None
                         )
-                    if signals.stop:
+                    if stop:
                         self.checkpoints.wait()
+                        distributed.barrier(f"preempted-checkpoint-{step}")
                         raise Preempted(step, self.workdir)
                     if time_up:
                         self._log(f"stopping at step {step} (resumable: run again to continue)")
@@ -647,11 +655,14 @@ class Run:
             self.checkpoints.close()
 
 
-def train(config: TrainConfig, out_dir: Path | None = None, console: Any = None) -> RunResult:
-    """Run (or resume) a fine-tuning run and, with `out_dir`, export its best bundle."""
+def train(config: TrainConfig, out_dir: Path | None = None, console: Any = None,
+          stop_at_step: int | None = None) -> RunResult:
+    """Run (or resume) a fine-tuning run and, with `out_dir`, export its best bundle.
+
+    `stop_at_step` ends this session at that step with a checkpoint (see `Run.train`)."""
     run = Run(config, console=console)
     try:
-        result = run.train()
+        result = run.train(stop_at_step=stop_at_step)
         if out_dir is not None:
             result = run.export(out_dir, result)
         return result

@@ -112,6 +112,8 @@ def scp(
 def create_key(
     role: str = typer.Option(..., help="uploader, radiologist, admin or viewer (QIDO-RS/WADO-RS)."),
     name: str = typer.Option(..., help="User (person or machine) the key belongs to."),
+    expires_days: float | None = typer.Option(
+        None, help="Days until the key stops working (default: until revoked)."),
 ) -> None:
     """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
     from service.auth.api_keys import create_api_key
@@ -128,7 +130,7 @@ def create_key(
     migrate(settings.database_url)
     try:
         with session_scope(settings.database_url) as session:
-            token = create_api_key(session, name=name, role=chosen)
+            token = create_api_key(session, name=name, role=chosen, expires_days=expires_days)
     except ValueError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -211,7 +213,7 @@ def reindex_command() -> None:
 
 @admin_app.command("create-user")
 def create_user_command(
-    role: str = typer.Option(..., help="radiologist, admin or uploader."),
+    role: str = typer.Option(..., help="radiologist, admin, uploader or viewer."),
     name: str = typer.Option(..., help="The person's user name (also the printed name on signatures)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin (scripts)."),
 ) -> None:

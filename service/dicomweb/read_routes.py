@@ -195,7 +195,8 @@ def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, session: Se
             summary="WADO-RS: an instance rendered as JPEG or PNG",
             description="Roles: radiologist, admin, viewer. image/jpeg unless the Accept header "
             "asks for image/png first; `window` is a preset of the review UI (default, lung, "
-            "mediastinum, bone, soft_tissue).",
+            "mediastinum, bone, soft_tissue) or PS3.18's `center,width[,function]` in the "
+            "image's modality values (function linear, linear_exact or sigmoid).",
             openapi_extra=roles_doc(*READERS), response_class=Response,
             responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}},
                        404: {"description": "Nothing stored under these UIDs"},
@@ -203,8 +204,8 @@ def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, session: Se
 async def rendered_instance(
     study_uid: str, series_uid: str, sop_uid: str, session: SessionDep, store: StoreDep,
     settings: SettingsDep, _: Reader, accept: AcceptHeader = None,
-    window: Annotated[str, Query(description="Window preset: " + ", ".join(WINDOW_PRESETS))]
-    = "default",
+    window: Annotated[str, Query(description="Window preset (" + ", ".join(WINDOW_PRESETS)
+                                 + ") or center,width[,function]")] = "default",
 ) -> Response:
     media_type = wado.rendered_type(accept)
     [(_row, instance)] = wado.find(session, study_uid, series_uid, sop_uid)

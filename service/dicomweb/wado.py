@@ -8,18 +8,26 @@ syntax is answered 406, since this service does not transcode.
 
 from __future__ import annotations
 
+import io
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pydicom
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core.errors import ServiceError
 from service.core.models import IndexedInstance, Instance
 from service.core.storage import BlobStore
-from service.studies.imaging import WINDOW_PRESETS, ImageDecodeError, decode, render_png
+from service.studies.imaging import (
+    WINDOW_PRESETS,
+    ImageDecodeError,
+    decode,
+    downscale,
+    render_png,
+)
 
 DICOM = "application/dicom"
 RENDERED_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
@@ -103,11 +111,64 @@ def rendered_type(accept: str | None) -> str:
     raise RetrieveError(406, "rendered images are image/jpeg or image/png")
 
 
+WINDOW_FUNCTIONS = ("linear", "linear_exact", "sigmoid")
+
+
+def parse_window(window: str) -> str | tuple[float, float, str]:
+    """A preset name, or PS3.18's `center,width[,function]` in the image's modality values."""
+    if window in WINDOW_PRESETS:
+        return window
+    parts = [p.strip() for p in window.split(",")]
+    try:
+        center, width = float(parts[0]), float(parts[1])
+        function = (parts[2] if len(parts) > 2 else "linear").lower()
+    except (ValueError, IndexError):
+        raise RetrieveError(400, "window is a preset (" + ", ".join(WINDOW_PRESETS) + ") or "
+                            "center,width[,function] (PS3.18 8.3.5.1.3)") from None
+    if len(parts) > 3 or width <= 0 or function not in WINDOW_FUNCTIONS:
+        raise RetrieveError(400, "window center,width,function: width > 0, function one of "
+                            + ", ".join(WINDOW_FUNCTIONS))
+    return center, width, function
+
+
+def apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 VOI functions onto [0, 1]."""
+    if function == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "linear_exact":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if width <= 1:  # linear with width 1 is a threshold
+        return (values > center - 0.5).astype(np.float32)
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _windowed(data: bytes, center: float, width: float, function: str) -> np.ndarray:
+    """The first frame in modality values (Modality LUT applied) through an explicit window."""
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        frame = ds.pixel_array[0] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else ds.pixel_array
+        if frame.ndim != 2:
+            raise ValueError("not a grayscale image")
+        values = np.asarray(apply_modality_lut(frame, ds), dtype=np.float32)
+    except Exception as error:  # any decoder failure: the instance cannot be rendered this way
+        raise RetrieveError(409, "the instance cannot be rendered with an explicit window "
+                            f"({type(error).__name__})") from None
+    shown = apply_window(values, center, width, function).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        shown = 1.0 - shown
+    return shown
+
+
 def render(store: BlobStore, instance: Instance, window: str, media_type: str,
            max_side: int) -> bytes:
-    """One instance rendered through a window preset (`default`, `lung`, ...)."""
-    if window not in WINDOW_PRESETS:
-        raise RetrieveError(400, f"window must be one of the presets {', '.join(WINDOW_PRESETS)}")
+    """One instance rendered through a window preset (`default`, `lung`, ...) of the decoded
+    image, or through an explicit PS3.18 window `center,width[,function]`."""
+    chosen = parse_window(window)
+    if isinstance(chosen, tuple):
+        pixels = downscale(_windowed(store.get(instance.sha256), *chosen), max_side)
+        return render_png(pixels, "default", RENDERED_TYPES[media_type])  # identity preset
     if instance.image_sha256:  # decoded at ingest, longest side IMAGE_CACHE_SIZE
         pixels = store.get_array(instance.image_sha256).astype(np.float32)
     else:
@@ -115,4 +176,4 @@ def render(store: BlobStore, instance: Instance, window: str, media_type: str,
             pixels = decode(store.get(instance.sha256), max_side=max_side).pixels
         except ImageDecodeError as error:
             raise RetrieveError(409, f"the instance cannot be rendered: {error.message}") from None
-    return render_png(pixels, window, RENDERED_TYPES[media_type])
+    return render_png(pixels, chosen, RENDERED_TYPES[media_type])

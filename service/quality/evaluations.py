@@ -25,16 +25,18 @@ def evaluation_dir(settings: Settings) -> Path:
 
 
 def check_paths(settings: Settings, bundle_dir: str, data_dir: str) -> tuple[Path, Path]:
-    """Resolve and check the bundle and data folders (inside EVALUATION_ROOTS when that is set)."""
+    """Resolve and check the bundle and data folders: inside EVALUATION_ROOTS, or inside
+    STORAGE_DIR when that is not set (never any folder the server can read)."""
     try:
         bundle, data = Path(bundle_dir).resolve(), Path(data_dir).resolve()
     except (ValueError, OSError) as error:
         raise EvaluationRequestError(f"the folder names cannot be used ({error})") from None
     roots = [Path(r.strip()).resolve() for r in settings.evaluation_roots.split(",") if r.strip()]
+    roots = roots or [Path(settings.storage_dir).resolve()]
     for path, what in ((bundle, "bundle"), (data, "data")):
-        if roots and not any(path.is_relative_to(root) for root in roots):
+        if not any(path.is_relative_to(root) for root in roots):
             raise EvaluationRequestError(f"the {what} folder is outside the folders this service may read "
-                                         f"(EVALUATION_ROOTS)")
+                                         f"(EVALUATION_ROOTS, by default STORAGE_DIR)")
     if "\x00" in bundle_dir or "\x00" in data_dir:
         raise EvaluationRequestError("folder names cannot contain NUL characters")
     try:

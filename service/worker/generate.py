@@ -35,23 +35,25 @@ log = logging.getLogger(__name__)
 BEFORE_GENERATE: list[Callable[[Settings, BlobStore, list[str]], None]] = []
 
 
-def gather_batch(settings: Settings, first: str, worker: str) -> list[str]:
-    """Claim more fresh studies waiting for generation, up to the batch size or the batch wait."""
+def gather_batch(settings: Settings, first: str, worker: str, limit: int | None = None) -> list[str]:
+    """Claim more fresh studies waiting for generation, up to `limit` (default BATCH_SIZE) or
+    the batch wait."""
     batch = [first]
+    limit = limit or settings.batch_size
     deadline = time.monotonic() + settings.batch_wait_ms / 1000.0
-    while len(batch) < settings.batch_size:
+    while len(batch) < limit:
         with session_scope(settings.database_url) as session:
             candidates = session.scalars(
                 select(Study.id).where(Study.state == StudyState.ingested, Study.generate_attempts == 0,
                                        Study.id.not_in(batch))
-                .order_by(Study.ingested_at).limit(settings.batch_size - len(batch))
+                .order_by(Study.ingested_at).limit(limit - len(batch))
             ).all()
             for candidate in candidates:
                 claim = pipeline.claim(session, candidate, "generate", worker=worker,
                                        lease_s=settings.lease_s, max_attempts=settings.max_attempts)
                 if claim.status == "claimed":
                     batch.append(candidate)
-        if len(batch) >= settings.batch_size or time.monotonic() >= deadline:
+        if len(batch) >= limit or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
     return batch
@@ -64,7 +66,7 @@ def generate_claimed(settings: Settings, study_id: str, worker: str) -> None:
     with session_scope(settings.database_url) as session:
         retake = session.get(Study, study_id).generate_attempts > 1
     # A study retaken after a lost worker runs alone, so a poison study cannot take others down.
-    batch = [study_id] if retake else gather_batch(settings, study_id, worker)
+    batch = [study_id] if retake else gather_batch(settings, study_id, worker, model.batch_size)
     try:
         generate_batch(settings, batch, worker, model, store)
     except BaseException:

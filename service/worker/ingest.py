@@ -13,6 +13,7 @@ from service.core.models import Instance, Study, StudyState
 from service.core.storage import BlobStore
 from service.studies import pipeline
 from service.studies.imaging import ImageDecodeError, choose_frontal, decode
+from service.studies.intake import read_policy
 from service.studies.reconcile import enqueue_and_mark
 from service.worker.stage import run_stage
 
@@ -24,10 +25,12 @@ def ingest_claimed(settings: Settings, study_id: str, worker: str) -> None:
         instances = [(i.id, i.sha256) for i in session.scalars(
             select(Instance).where(Instance.study_id == study_id).order_by(Instance.id))]
     decoded: dict[int, Any] = {}
+    policy = read_policy(settings)  # the limits intake applied: a bomb is refused the same way
     errors: list[ImageDecodeError] = []
     for instance_id, sha in instances:
         try:
-            decoded[instance_id] = decode(store.get(sha), max_side=settings.image_cache_size)
+            decoded[instance_id] = decode(store.get(sha), max_side=settings.image_cache_size,
+                                          policy=policy)
         except ImageDecodeError as error:
             errors.append(error)
     if not decoded:

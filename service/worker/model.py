@@ -46,7 +46,8 @@ def buckets_for(batch_size: int) -> list[int]:
 class DraftModel:
     """A loaded model bundle that turns frontal images ([0, 1] arrays) into draft report texts."""
 
-    def __init__(self, bundle_dir: Path, *, batch_size: int, max_new_tokens: int | None = None) -> None:
+    def __init__(self, bundle_dir: Path, *, batch_size: int, max_new_tokens: int | None = None,
+                 device_memory: str | None = None) -> None:
         import modeling
 
         self.bundle_dir = Path(bundle_dir)
@@ -66,11 +67,26 @@ class DraftModel:
             "prompt": self.prompt,
             "image_size": self.image_size,
         }
+        if device_memory is not None:
+            batch_size = self._batch_for_memory(batch_size, device_memory)
         model_buckets = tuple(getattr(self.model, "batch_buckets", ()) or buckets_for(batch_size))
         largest = next((b for b in sorted(model_buckets) if b >= batch_size), max(model_buckets))
         self.buckets = [b for b in sorted(model_buckets) if b <= largest]
         self.batch_size = batch_size
         self.compile_s: dict[int, float] = {}
+
+    def _batch_for_memory(self, batch_size: int, device_memory: str) -> int:
+        """The largest batch up to `batch_size` whose generate program fits `device_memory`."""
+        from modeling.memory import generate_batch_for_memory
+
+        prompt = self.model.tokenizer.prompt_ids(self.prompt)
+        plan = self.model.plan(1, len(prompt), self.max_new_tokens)
+        fitted = generate_batch_for_memory(
+            self.model.config, device_memory, prompt_len=plan.prompt_len,
+            new_tokens=plan.new_tokens, max_batch=batch_size, params=self.model.params)
+        log.info("batch size %d: the largest of BATCH_SIZE=%d whose generate program fits "
+                 "GENERATE_DEVICE_MEMORY=%s", fitted, batch_size, device_memory)
+        return fitted
 
     def warmup(self) -> None:
         """Compile every batch bucket once with the real prompt (blank images), so serving never compiles."""
@@ -118,7 +134,8 @@ def load_model(settings: Settings | None = None, *, warmup: bool = True) -> Draf
                 raise RuntimeError("MODEL_BUNDLE is not set: a generate worker needs a model bundle "
                                    "directory")
             model = DraftModel(settings.model_bundle, batch_size=settings.batch_size,
-                               max_new_tokens=settings.max_new_tokens)
+                               max_new_tokens=settings.max_new_tokens,
+                               device_memory=settings.generate_device_memory)
             if warmup:
                 model.warmup()
             _MODEL = model

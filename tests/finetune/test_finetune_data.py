@@ -75,6 +75,13 @@ def test_hosts_read_disjoint_shards_that_cover_the_data() -> None:
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(10))
 
 
+def test_hosts_together_read_the_batches_one_host_reads_each_host_its_own_block() -> None:
+    one = _ids(data.TrainIterator(data.train_dataset(_source(), 4, 3, 0, 1, False)), 5)
+    hosts = [_ids(data.TrainIterator(data.train_dataset(_source(), 2, 3, h, 2, False)), 5)
+             for h in range(2)]
+    assert [a + b for a, b in zip(*hosts, strict=True)] == one
+
+
 def test_each_epoch_is_a_new_permutation_and_the_order_is_deterministic() -> None:
     make = lambda: data.TrainIterator(data.train_dataset(_source(), 5, 7, 0, 1, False))  # noqa: E731
     a, b = _ids(make(), 4), _ids(make(), 4)

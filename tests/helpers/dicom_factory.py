@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from PIL import Image
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -216,3 +219,28 @@ def raw_dataset_bytes(ds: Dataset, *, implicit: bool = True) -> bytes:
     if data[128:132] == b"DICM":  # pydicom wrote a file meta after all: strip it
         raise AssertionError("expected a bare data set")
     return data
+
+
+def deflated_bomb(inflated_pixel_bytes: int = 1 << 30) -> bytes:
+    """A Deflated Explicit VR Little Endian DX header whose Pixel Data (zeros) inflates to
+    `inflated_pixel_bytes`; about a thousandth of that compressed. Made without holding it."""
+    ds = base_dataset(chest_like(64, 64))
+    del ds.PixelData
+    head = DicomBytesIO()
+    head.is_implicit_VR, head.is_little_endian = False, True  # the inflated body's encoding
+    write_dataset(head, ds)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflater.compress(head.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00"
+                               + inflated_pixel_bytes.to_bytes(4, "little"))]
+    zeros = bytes(1 << 24)
+    for _ in range(inflated_pixel_bytes // len(zeros)):
+        parts.append(deflater.compress(zeros))
+    parts.append(deflater.flush())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = uid.DeflatedExplicitVRLittleEndian
+    out = DicomBytesIO()
+    out.write(bytes(128) + b"DICM")
+    write_file_meta_info(out, meta)
+    return out.getvalue() + b"".join(parts)

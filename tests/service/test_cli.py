@@ -26,6 +26,12 @@ def test_create_key_prints_only_the_token_and_the_token_authenticates(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("rr_") and len(lines[0]) > 40
     refused = run_cli("admin", "create-key", "--role", "wizard", "--name", "x", env=env)
     assert refused.returncode != 0 and refused.stdout == ""
+    expiring = run_cli("admin", "create-key", "--role", "uploader", "--name", "pacs",
+                       "--expires-days", "30", env=env)
+    assert expiring.returncode == 0 and expiring.stdout.startswith("rr_")
+    never = run_cli("admin", "create-key", "--role", "uploader", "--name", "pacs",
+                    "--expires-days", "0", env=env)
+    assert never.returncode != 0 and "positive" in never.stderr
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "radreport", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -171,7 +171,14 @@ def test_rendered_is_jpeg_by_default_png_on_request_and_windows_differ(stored_sq
     assert Image.open(io.BytesIO(png.content)).format == "PNG"
     lung = stored.get(path, headers={"Accept": "image/png"}, params={"window": "lung"})
     assert lung.status_code == 200 and lung.content != png.content
-    assert stored.get(path, params={"window": "400,1500"}).status_code == 400
+    explicit = stored.get(path, headers={"Accept": "image/png"}, params={"window": "2048,4096"})
+    assert explicit.status_code == 200 and explicit.content not in (png.content, lung.content)
+    narrow = stored.get(path, headers={"Accept": "image/png"},
+                        params={"window": "2048,1,linear"})
+    levels = set(Image.open(io.BytesIO(narrow.content)).getdata())
+    assert levels <= {0, 255}  # a window of width 1 is a threshold (PS3.3 C.11.2.1.2.1)
+    assert stored.get(path, params={"window": "400,0"}).status_code == 400
+    assert stored.get(path, params={"window": "huge"}).status_code == 400
     assert stored.get(path, headers={"Accept": "image/gif"}).status_code == 406
 
 

@@ -31,7 +31,8 @@ def test_an_evaluation_through_the_api_equals_a_direct_run_on_the_same_split(inp
     from evaluation.run import evaluate_bundle
 
     bundle, data = inputs
-    with LocalSystem(tmp_path / "system", redis_url="", env={"RECONCILE_INTERVAL_S": "0"}) as system:
+    env = {"RECONCILE_INTERVAL_S": "0", "EVALUATION_ROOTS": str(bundle.parent)}
+    with LocalSystem(tmp_path / "system", redis_url="", env=env) as system:
         system.start(api=True, workers=["evaluate"])
         with session_scope(system.database_url) as session:
             token = create_api_key(session, name="eval-admin", role=Role.admin)
@@ -65,10 +66,15 @@ def test_an_evaluation_of_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
     settings = api_settings(url, tmp_path)
     with session_scope(url) as session:
         token = create_api_key(session, name="eval-admin", role=Role.admin)
+    inside = settings.storage_dir / "not-a-bundle"
+    inside.mkdir(parents=True)
     with api(settings) as client:
         response = client.post("/v1/evaluations", headers=bearer(token),
-                               json={"bundle_dir": str(tmp_path), "data_dir": str(tmp_path)})
+                               json={"bundle_dir": str(inside), "data_dir": str(inside)})
+        outside = client.post("/v1/evaluations", headers=bearer(token),
+                              json={"bundle_dir": str(tmp_path), "data_dir": str(tmp_path)})
     assert response.status_code == 422 and "not a model bundle" in response.json()["detail"]
+    assert outside.status_code == 422 and "EVALUATION_ROOTS" in outside.json()["detail"]
 
 
 def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):

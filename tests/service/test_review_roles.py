@@ -63,8 +63,9 @@ def test_every_write_appears_in_the_audit_trail_with_its_user(review_env, tmp_pa
     client, ada, admin = review_env.client, review_env.headers["dr-ada"], review_env.headers["ops-admin"]
     _, first = store_draft(review_env.settings, DRAFT)
     _, second = store_draft(review_env.settings, DRAFT)
-    bundle, data = tmp_path / "bundle", tmp_path / "data"
-    bundle.mkdir()
+    inside = review_env.settings.storage_dir / tmp_path.name  # under EVALUATION_ROOTS' default
+    bundle, data = inside / "bundle", inside / "data"
+    bundle.mkdir(parents=True)
     data.mkdir()
     (bundle / "config.json").write_text(json.dumps({"format": "radreport-bundle"}))
     login_response = client.post("/v1/login", data={"username": "dr-bob", "password": PASSWORDS["dr-bob"]})

@@ -196,11 +196,12 @@ def test_hostile_uploads_are_refused_or_failed_and_workers_keep_serving(sqlite_s
         assert client.post("/v1/studies", files=[("files", ("x.dcm", b"not dicom" * 50))]).status_code == 422
         assert client.post("/v1/studies", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
     good = h.study_files(1)[0]
-    truncated = good[: len(good) - 4000]  # header intact, pixel data cut short
-    broken = h.upload([truncated])
-    served = h.upload(h.study_files(1))
-    results = h.wait_terminal([broken, served])
-    assert results[broken]["state"] == "failed" and results[broken]["failure_reason"]
+    truncated = good[: len(good) - 4000]  # header intact, pixel data cut short: refused at upload
+    with h.client("uploader") as client:
+        refused = client.post("/v1/studies", files=[("files", ("cut.dcm", truncated))])
+    assert refused.status_code == 422 and refused.json()["code"] == "truncated"
+    served = h.upload([good])  # the whole instance sent afterwards is stored and served
+    results = h.wait_terminal([served])
     assert results[served]["state"] == "draft_ready"
 
 
