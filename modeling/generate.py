@@ -31,6 +31,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from modeling import cpu_kernels
 from modeling.config import ModelConfig
@@ -127,8 +128,45 @@ def uses_cpu_kernel(config: ModelConfig) -> bool:
     return jnp.dtype(config.compute_dtype) == jnp.float32 and cpu_kernels.available()
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
+def streams_bfloat16(params: Params) -> bool:
+    """Whether generation reads bfloat16 language-model weights where they are, one layer at a
+    time (`cpu_kernels.take_f32`, `cpu_kernels.matmul_t_bf16`): bfloat16 parameters on the CPU
+    backend with the kernels built. There XLA would otherwise keep a float32 copy of every
+    weight for the whole program (twice the model's bytes again); `decode_weights` then makes
+    no copy at all ("layers" None)."""
+    return _all_bfloat16(params["llm"]) and cpu_kernels.available()
+
+
+def _all_bfloat16(tree: Params) -> bool:
+    dtypes = {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves(tree)}
+    return dtypes == {jnp.dtype(jnp.bfloat16)}
+
+
 def decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[str, Any]:
+    """The decode loop's weights (see `_decode_weights`); with `streams_bfloat16(params)` none
+    are copied: {"layers": None, "table": None} makes the loop read each layer from `params`."""
+    if streams_bfloat16(params):
+        return {"layers": None, "table": None}
+    return _decode_weights(config, params, kernel)
+
+
+def streamed_layer(layers: Any, i: int, after: jax.Array) -> Any:
+    """Layer i of the stacked bfloat16 `layers` (the state of `Gemma2.layers`), widened to
+    float32 by `cpu_kernels.take_f32` after `after` is computed (the layer's input): one
+    layer's float32 copy at a time."""
+    return jax.tree_util.tree_map(lambda a: cpu_kernels.take_f32(a, i, after), layers)
+
+
+def _streamed_block_weights(config: ModelConfig, params: Params, i: int, x: jax.Array
+                            ) -> dict[str, Any]:
+    """What `_decode_weights` holds for layer i, taken from the stacked bfloat16 params."""
+    graphdef, state = nnx.split(model_from_params(config, params["llm"], "llm").layers)
+    block = nnx.merge(graphdef, streamed_layer(state, i, x))
+    return block.fused_weights(jnp.dtype(config.compute_dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[str, Any]:
     """The decode loop's matmul-ready weights, in the compute dtype: "layers", per layer
     `DecoderBlock.fused_weights`, and "table", the output embedding for the logits. With
     `kernel` (`uses_cpu_kernel`) the matrices are `cpu_kernels.Panels` (the embedding
@@ -148,6 +186,15 @@ def decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[st
         layers.append(w)
     table = cpu_kernels.pack(llm.embedder.input_embedding[...].T) if kernel else None
     return {"layers": layers, "table": table}
+
+
+def _logits(config: ModelConfig, params: Params, x: jax.Array,
+            table: cpu_kernels.Panels | None = None) -> jax.Array:
+    """`Gemma2.logits` of hidden states x [..., D]: by the packed `table` (`decode_weights`),
+    else reading bfloat16 embeddings in place (`streams_bfloat16`), else as they are."""
+    llm = model_from_params(config, params["llm"], "llm")
+    matmul_t = cpu_kernels.matmul_t_bf16 if table is None and streams_bfloat16(params) else None
+    return llm.logits(x, table, matmul_t)
 
 
 # ----------------------------------------------------------------------------- prefill
@@ -170,7 +217,8 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     p = config.num_image_tokens
     s0 = p + tp
     input_mask = jnp.arange(tp)[None, :] < lengths[:, None]
-    x = model.embed(pixel_values, text)
+    streamed = streams_bfloat16(params)
+    x = model.embed(pixel_values, text, gather=cpu_kernels.gather_bf16 if streamed else None)
     valid, mask_ar, positions = sequence_layout(config, jnp.zeros_like(text), input_mask)
     mask = make_attn_mask(valid, mask_ar)
     if t.sliding_window is not None and not t.sliding_window_prefix_exempt:
@@ -180,7 +228,8 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
     # Only the text positions' outputs are read (each row's last prompt token), so the last
     # layer skips the image positions' queries.
-    x, kv = model.llm(x, positions, mask, sliding, outputs_from=p, with_kv=True)
+    x, kv = model.llm(x, positions, mask, sliding, outputs_from=p, with_kv=True,
+                      take_layer=streamed_layer if streamed else None)
     ks, vs = kv.k.astype(cache_dtype), kv.v.astype(cache_dtype)  # [L, B, K, S0, H]
 
     # Right-align: slot s of row b holds prefill index s - shift_b.
@@ -207,7 +256,7 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
             caches[layer] = KVCache(k[j], v[j])  # [B, K, R, H]
         slot_pos[r] = sp
     last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)  # x: text positions
-    logits = model.llm.logits(last)[:, 0]
+    logits = _logits(config, params, last)[:, 0]
     next_pos = p + lengths + t.position_offset  # slot positions include the offset too
     return logits, Cache(tuple(caches), slot_pos, next_pos)
 
@@ -271,7 +320,8 @@ def _decode_step(config: ModelConfig, params: Params, weights: dict[str, Any], t
     cache, writing cache index `index`); return its logits [B, V] and the updated cache."""
     t = config.text
     pos = cache.pos
-    x = embed_tokens(config, params["llm"]["embedder"]["input_embedding"], token[:, None])
+    x = embed_tokens(config, params["llm"]["embedder"]["input_embedding"], token[:, None],
+                     cpu_kernels.gather_bf16 if weights["layers"] is None else None)
     slot_pos = {r: jax.lax.dynamic_update_slice(sp, pos[:, None].astype(sp.dtype), (0, index % r))
                 for r, sp in cache.slot_pos.items()}
     visible: dict[tuple[int, bool], jax.Array] = {}
@@ -292,12 +342,13 @@ def _decode_step(config: ModelConfig, params: Params, weights: dict[str, Any], t
     layers = list(cache.layers)
     for i in range(t.depth):  # layer order matters: x flows through them in sequence
         r = _ring_size(config, i, cache_len)
-        x, layers[i] = block_apply(t, weights["layers"][i], x, rope,
+        w = (weights["layers"][i] if weights["layers"] is not None
+             else _streamed_block_weights(config, params, i, x))
+        x, layers[i] = block_apply(t, w, x, rope,
                                    visible[(r, t.is_sliding(i))], cache=layers[i],
                                    slot=index % r)
-    llm = model_from_params(config, params["llm"], "llm")
-    logits = llm.logits(x[:, 0], weights["table"])
-    return logits, Cache(tuple(layers), slot_pos, pos + 1)
+    return _logits(config, params, x[:, 0], weights["table"]), Cache(tuple(layers), slot_pos,
+                                                                        pos + 1)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan"))

@@ -297,10 +297,13 @@ def rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
-def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array) -> jax.Array:
-    """table[ids] * sqrt(D), the factor rounded to the table's dtype as every reference does."""
-    x = jnp.take(table, ids, axis=0)
-    x = x * jnp.asarray(math.sqrt(config.text.width), dtype=table.dtype)
+def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array,
+                 gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+    """table[ids] * sqrt(D), the factor rounded to the table's dtype as every reference does.
+    `gather(table, ids)`, when given, looks the rows up instead of `jnp.take` (its values are
+    the table's, in any dtype: `cpu_kernels.gather_bf16`)."""
+    x = jnp.take(table, ids, axis=0) if gather is None else gather(table, ids)
+    x = (x * jnp.asarray(math.sqrt(config.text.width), dtype=table.dtype)).astype(table.dtype)
     return x.astype(config.compute_dtype)
 
 
@@ -526,9 +529,10 @@ class Embedder(nnx.Module):
         self.input_embedding = _param(rngs, init, (t.vocab_size, t.width), dtype,
                                       ("vocab", "embed"))
 
-    def encode(self, ids: jax.Array) -> jax.Array:
+    def encode(self, ids: jax.Array,
+               gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
         """ids [B, T] -> [B, T, D] in the compute dtype (`embed_tokens`)."""
-        return embed_tokens(self.config, self.input_embedding[...], ids)
+        return embed_tokens(self.config, self.input_embedding[...], ids, gather)
 
 
 class Gemma2(nnx.Module):
@@ -543,14 +547,17 @@ class Gemma2(nnx.Module):
 
     def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
                  sliding_mask: jax.Array, *, remat: bool = False, unroll: bool = False,
-                 outputs_from: int = 0, with_kv: bool = False
+                 outputs_from: int = 0, with_kv: bool = False,
+                 take_layer: Callable[[nnx.State, int, jax.Array], nnx.State] | None = None
                  ) -> jax.Array | tuple[jax.Array, KVCache]:
         """All decoder blocks over a whole sequence x [B, S, D] (a scan over the stacked
         layers); `remat` recomputes each block's activations in the backward pass instead of
         storing them; `unroll` unrolls the scan (see `forward`). Returns x[:, outputs_from:] of
         the last block, whose queries for the positions before `outputs_from` are never
         computed; with `with_kv`, also every layer's keys and values as one `KVCache` with
-        arrays [L, B, K, S, H] (the prefill's caches)."""
+        arrays [L, B, K, S, H] (the prefill's caches). `take_layer(state, i, x)`, when given,
+        supplies layer i's parameters from the stacked state and its input x, the layers
+        running unrolled (`generate.streamed_layer`)."""
         cfg = self.config.text
         rope = rope_sincos(positions, cfg.head_dim, cfg.rope_base)
 
@@ -560,8 +567,16 @@ class Gemma2(nnx.Module):
                 layer_mask = jnp.where(index % 2 == 0, mask & sliding_mask, mask)
             return layer(x, rope, layer_mask, queries_from=queries_from)
 
-        scanned = cfg.depth - 1 if outputs_from else cfg.depth
         graphdef, state = nnx.split(self.layers)
+        if take_layer is not None:
+            kvs = []
+            for i in range(cfg.depth):
+                queries_from = outputs_from if i == cfg.depth - 1 else 0
+                layer = nnx.merge(graphdef, take_layer(state, i, x))
+                x, kv = block(layer, x, jnp.asarray(i), queries_from)
+                kvs.append(kv)
+            return (x, jax.tree.map(lambda *a: jnp.stack(a), *kvs)) if with_kv else x
+        scanned = cfg.depth - 1 if outputs_from else cfg.depth
         if outputs_from:
             head = nnx.merge(graphdef, jax.tree.map(lambda a: a[:scanned], state))
         else:
@@ -583,14 +598,21 @@ class Gemma2(nnx.Module):
         graphdef, state = nnx.split(self.layers)
         return nnx.merge(graphdef, jax.tree.map(lambda a: a[index], state))
 
-    def logits(self, x: jax.Array, table: cpu_kernels.Panels | None = None) -> jax.Array:
+    def logits(self, x: jax.Array, table: cpu_kernels.Panels | None = None,
+               matmul_t: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
         """Final RMSNorm, tied output embedding, optional final soft-cap -> float32 logits
         [..., V] of hidden states x [..., D]; `table` is the embedding transposed to [D, V] and
-        packed for the CPU kernel (`modeling.generate.decode_weights`), else it is read as is."""
+        packed for the CPU kernel (`modeling.generate.decode_weights`), else the embedding is
+        read as is, by `matmul_t(x [M, D], embedding)` when given (`cpu_kernels.matmul_t_bf16`).
+        """
         cfg = self.config.text
         x = rms_norm(cfg, x, self.final_norm.scale[...])
         if table is not None:
             logits = dense(x, table)
+        elif matmul_t is not None:
+            embedding = self.embedder.input_embedding[...]
+            flat = matmul_t(x.reshape(-1, x.shape[-1]), embedding)
+            logits = flat.reshape(*x.shape[:-1], flat.shape[-1])
         else:
             embedding = self.embedder.input_embedding[...].astype(x.dtype)
             logits = jax.lax.dot_general(x, embedding, (((x.ndim - 1,), (1,)), ((), ())))
@@ -614,9 +636,10 @@ class PaliGemma2(nnx.Module):
         self.img = SigLIP(config, rngs=rngs, dtype=param_dtype)
         self.llm = Gemma2(config, rngs=rngs, dtype=param_dtype)
 
-    def embed(self, pixel_values: jax.Array, input_ids: jax.Array, *,
-              unroll: bool = False) -> jax.Array:
-        """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype."""
+    def embed(self, pixel_values: jax.Array, input_ids: jax.Array, *, unroll: bool = False,
+              gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+        """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype
+        (`gather`: see `embed_tokens`)."""
         config = self.config
         zimg = self.img(pixel_values, unroll=unroll)
         table = self.llm.embedder.input_embedding[...]
@@ -624,7 +647,7 @@ class PaliGemma2(nnx.Module):
             root = math.sqrt(config.text.width)
             zimg = (zimg / root).astype(table.dtype) * jnp.asarray(root, table.dtype)
             zimg = zimg.astype(config.compute_dtype)
-        return jnp.concatenate([zimg, self.llm.embedder.encode(input_ids)], axis=1)
+        return jnp.concatenate([zimg, self.llm.embedder.encode(input_ids, gather)], axis=1)
 
     def __call__(self, pixel_values: jax.Array, input_ids: jax.Array, token_type_ids: jax.Array,
                  input_mask: jax.Array | None = None, *, remat: bool = False,

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from service.auth import routes as auth_routes
-from service.core import errors
+from service.core import errors, spool
 from service.core.config import Settings, get_settings
 from service.core.limits import RateLimit, Slots
 from service.core.middleware import (
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     runs them)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
+    spool.sweep(settings.storage_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

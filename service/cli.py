@@ -137,6 +137,22 @@ def create_key(
     typer.echo(token)
 
 
+@admin_app.command("list-keys")
+def list_keys() -> None:
+    """List API keys (never the tokens): user, role, prefix, created, expires, last used, revoked."""
+    from service.auth.api_keys import describe_api_keys
+    from service.core.config import get_settings
+    from service.core.db import migrate, session_scope
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        rows = describe_api_keys(session)
+    typer.echo("\t".join(("user", "role", "prefix", "created", "expires", "last_used", "revoked")))
+    for row in rows:
+        typer.echo("\t".join(row))
+
+
 @admin_app.command("revoke-keys")
 def revoke_keys(name: str = typer.Option(..., help="User whose keys to revoke.")) -> None:
     """Revoke every API key of a user."""

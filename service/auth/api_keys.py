@@ -76,3 +76,14 @@ def _touch(session: Session, key_id: int, now: dt.datetime) -> None:
             connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
     except OperationalError:
         return
+
+
+def describe_api_keys(session: Session) -> list[tuple[str, ...]]:
+    """Every API key as text columns (user, role, prefix, created, expires, last used, revoked;
+    '-' for none): what an administrator reviews to find unused or forgotten keys."""
+    def when(value: dt.datetime | None) -> str:
+        return value.isoformat(timespec="seconds") if value is not None else "-"
+
+    keys = session.scalars(select(ApiKey).order_by(ApiKey.id))
+    return [(key.user.name, key.user.role.value, key.prefix, when(key.created_at),
+             when(key.expires_at), when(key.last_used_at), when(key.revoked_at)) for key in keys]

@@ -259,8 +259,11 @@ class DrainBeforeRefusal:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        drainable = not length or (length.isdigit() and int(length) <= self.limit)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"")
+        # A client that waits for "100 Continue" has sent nothing yet: answering is enough.
+        drainable = (headers.get(b"expect", b"").lower() != b"100-continue"
+                     and (not length or (length.isdigit() and int(length) <= self.limit)))
         done, received = False, 0
 
         async def tracking_receive() -> dict:

@@ -9,13 +9,15 @@ parts is refused with 413; a body that stops before its closing boundary (a tran
 refused with 400, so a truncated part is never mistaken for a whole one.
 
 Files live in a `Spool`, a private folder under `STORAGE_DIR/tmp` (the same file system as the
-blob store, so a checked file moves into the store by rename), removed when the request ends.
+blob store, so a checked file moves into the store by rename), removed when the request ends;
+`sweep` removes the folders of a crashed process when the API starts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -120,6 +122,19 @@ class Spool:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def sweep(storage_dir: Path, older_than_s: float = 24 * 3600) -> int:
+    """Remove spool folders left by a crashed process (older than `older_than_s`); returns how
+    many. Run at API start; a live request's folder is never that old."""
+    root = Path(storage_dir) / "tmp"
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    stale = [p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime < cutoff]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
 
 
 class _Writer:

@@ -47,7 +47,7 @@ STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 async def _store(request: Request, settings: Settings, store: BlobStore, user: User, study_uid: str | None) -> JSONResponse:
     boundary = stow.boundary_of(request.headers.get("content-type"))
-    with request.app.state.upload_slots.hold(user.id), Spool(settings.storage_dir) as files:
+    with request.app.state.upload_slots.hold(str(user.id)), Spool(settings.storage_dir) as files:
         parts = await spool_multipart(
             request.stream(), boundary, files, max_part_bytes=settings.max_instance_bytes,
             max_parts=settings.max_instances_per_upload, max_total_bytes=settings.max_upload_bytes,

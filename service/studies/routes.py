@@ -83,7 +83,7 @@ async def upload_study(
     if not boundary or len(boundary) > 200:
         raise intake.UploadError(400, "bad_multipart",
                                  "the multipart/form-data Content-Type has no usable boundary")
-    with request.app.state.upload_slots.hold(user.id), Spool(settings.storage_dir) as spool:
+    with request.app.state.upload_slots.hold(str(user.id)), Spool(settings.storage_dir) as spool:
         parts = await spool_multipart(
             request.stream(), boundary, spool, max_part_bytes=settings.max_instance_bytes,
             max_parts=settings.max_instances_per_upload + MAX_FORM_FIELDS,

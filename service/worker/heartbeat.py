@@ -1,4 +1,5 @@
-"""Worker liveness: this process's name, and a thread that writes its heartbeat and renews its leases."""
+"""Worker liveness: this process's name, and a thread that writes its heartbeat and renews its
+leases."""
 
 from __future__ import annotations
 

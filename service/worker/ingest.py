@@ -34,7 +34,9 @@ def ingest_claimed(settings: Settings, study_id: str, worker: str) -> None:
         except ImageDecodeError as error:
             errors.append(error)
     if not decoded:
-        raise errors[0] if errors else ImageDecodeError("no_instances", "the study has no instances")
+        if errors:
+            raise errors[0]
+        raise ImageDecodeError("no_instances", "the study has no instances")
     ids = list(decoded)
     frontal = choose_frontal([decoded[i] for i in ids])
     if frontal is None:
@@ -64,5 +66,6 @@ def _short(value: Any) -> str | None:
 
 
 def ingest_study(self: Any, study_id: str) -> None:
-    """Decode a study's instances, keep its images, choose the frontal view; then enqueue generate."""
+    """Decode a study's instances, keep its images, choose the frontal view; then enqueue
+    generate."""
     run_stage(self, "ingest", study_id, ingest_claimed)

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def extract_findings(text: str) -> dict[str, Any]:
-    """The findings `evaluation` extracts from a report: CheXpert-style labels and the RadGraph graph."""
+    """The findings `evaluation` extracts from a report: CheXpert-style labels and the RadGraph
+    graph."""
     from evaluation import chexpert, radgraph
 
     labels = chexpert.label(text)

@@ -1,4 +1,5 @@
-"""Test helper: write small chest-radiograph DICOM files in every transfer syntax the reader accepts.
+"""Test helper: write small chest-radiograph DICOM files in every transfer syntax the reader
+accepts.
 
 Encoders: pydicom (native, deflated, RLE), pylibjpeg-openjpeg (JPEG 2000), pyjpegls (JPEG-LS),
 Pillow (JPEG baseline; the same 8-bit stream relabelled SOF1 for 8-bit JPEG extended), imagecodecs
@@ -42,12 +43,15 @@ LOSSLESS = (
 LOSSY = (uid.JPEG2000, uid.JPEGLSNearLossless, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit)
 
 
-def chest_like(rows: int = 96, cols: int = 80, bits: int = 12, signed: bool = False, seed: int = 0) -> np.ndarray:
+def chest_like(
+    rows: int = 96, cols: int = 80, bits: int = 12, signed: bool = False, seed: int = 0
+) -> np.ndarray:
     """A smooth synthetic radiograph-like array with noise, using the full stored range."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:rows, 0:cols]
     body = np.exp(-(((x - cols / 2) / (cols / 2.6)) ** 2 + ((y - rows / 2) / (rows / 2.2)) ** 2))
-    lungs = np.exp(-(((np.abs(x - cols / 2) - cols / 5) / (cols / 9)) ** 2 + ((y - rows / 2) / (rows / 4)) ** 2))
+    lungs = np.exp(-(((np.abs(x - cols / 2) - cols / 5) / (cols / 9)) ** 2
+                     + ((y - rows / 2) / (rows / 4)) ** 2))
     img = 0.15 + 0.75 * body - 0.35 * lungs + 0.02 * rng.standard_normal((rows, cols))
     img = (img - img.min()) / (img.max() - img.min())
     top = 2**bits - 1
@@ -128,7 +132,8 @@ def _pydicom_compress(ds: Dataset, ts: uid.UID, **kwargs: object) -> bytes:
 
 
 def _imagecodecs_jpeg12(ds: Dataset) -> bytes:
-    """A genuine 12-bit extended sequential (SOF1) stream, written by libjpeg-turbo via imagecodecs."""
+    """A genuine 12-bit extended sequential (SOF1) stream, written by libjpeg-turbo via
+    imagecodecs."""
     import imagecodecs
 
     ds = _copy(ds)
@@ -165,7 +170,8 @@ def _pillow_jpeg(ds: Dataset, ts: uid.UID) -> bytes:
 def _gdcm(ds: Dataset, ts: uid.UID) -> bytes:
     import gdcm
 
-    names = {uid.JPEGLosslessSV1: "JPEGLosslessProcess14_1", uid.JPEGLossless: "JPEGLosslessProcess14"}
+    names = {uid.JPEGLosslessSV1: "JPEGLosslessProcess14_1",
+             uid.JPEGLossless: "JPEGLosslessProcess14"}
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.dcm", Path(tmp) / "out.dcm"
         src.write_bytes(_native(ds, uid.ExplicitVRLittleEndian))

@@ -1,4 +1,5 @@
-"""An offline evaluation started through the API runs on a real worker and equals a direct `evaluate_bundle` run."""
+"""An offline evaluation started through the API runs on a real worker and equals a direct
+`evaluate_bundle` run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ RUN = {"split": "test", "batch_size": 4, "resamples": 50, "seed": 7}
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny random-weight bundle and a synthetic MIMIC-CXR tree whose test split holds a few studies."""
+    """A tiny random-weight bundle and a synthetic MIMIC-CXR tree whose test split holds a few
+    studies."""
     from radiology.synth import write_dataset
 
     root = tmp_path_factory.mktemp("evaluation-inputs")
@@ -37,13 +39,15 @@ def test_an_evaluation_through_the_api_equals_a_direct_run_on_the_same_split(inp
         with session_scope(system.database_url) as session:
             token = create_api_key(session, name="eval-admin", role=Role.admin)
         with httpx.Client(base_url=system.api_url, headers=bearer(token), timeout=30) as client:
-            started = client.post("/v1/evaluations", json={"bundle_dir": str(bundle), "data_dir": str(data), **RUN})
+            started = client.post("/v1/evaluations",
+                                  json={"bundle_dir": str(bundle), "data_dir": str(data), **RUN})
             assert started.status_code == 202, started.text
             url = started.json()["status_url"]
-            direct = evaluate_bundle(bundle, data, RUN["split"], tmp_path / "direct", RUN["batch_size"],
-                                     resamples=RUN["resamples"], seed=RUN["seed"], progress=False)
-            wait_for(lambda: client.get(url).json()["state"] in ("succeeded", "failed"), 300, interval=0.5,
-                     what="the evaluation to finish")
+            direct = evaluate_bundle(bundle, data, RUN["split"], tmp_path / "direct",
+                                     RUN["batch_size"], resamples=RUN["resamples"],
+                                     seed=RUN["seed"], progress=False)
+            wait_for(lambda: client.get(url).json()["state"] in ("succeeded", "failed"), 300,
+                     interval=0.5, what="the evaluation to finish")
             run = client.get(url).json()
             assert run["state"] == "succeeded", f"{run['error']}\n{system.logs_text()[-3000:]}"
             assert run["results"]["metrics"] == direct["metrics"]
@@ -90,8 +94,8 @@ def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
         user = User(name="eval-admin", role=Role.admin)
         session.add(user)
         session.flush()
-        run = Evaluation(state=EvaluationState.running, bundle_dir="b", data_dir="d", split="test", options={},
-                         created_by=user.id)
+        run = Evaluation(state=EvaluationState.running, bundle_dir="b", data_dir="d", split="test",
+                         options={}, created_by=user.id)
         session.add(run)
         session.flush()
         run_id = run.id
@@ -99,7 +103,10 @@ def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
 
     watcher = ProgressWatcher(api_settings(url, tmp_path), run_id)
     seen = []
-    with (tmp_path / "bar.txt").open("w") as sink, tqdm(total=5, desc="generating reports", file=sink) as bar:
+    with (
+        (tmp_path / "bar.txt").open("w") as sink,
+        tqdm(total=5, desc="generating reports", file=sink) as bar,
+    ):
         for _ in range(2):
             bar.update(1)
             watcher.poll()

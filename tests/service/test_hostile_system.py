@@ -136,6 +136,18 @@ def test_a_single_file_over_the_instance_limit_is_413_with_bounded_memory(api):
     assert api.peak_growth_mb(before) < 200
 
 
+def test_a_stow_body_cut_short_is_400_and_the_whole_instance_sent_afterwards_is_stored(api):
+    data = make_dicom(size=256, patient_name=PATIENT[0], patient_id=PATIENT[1])
+    body, content_type = multipart_related([data])
+    with api.client(api.tokens["uploader"]) as client:
+        cut = client.post("/dicomweb/studies", content=body[: len(body) * 2 // 3],
+                          headers={"Content-Type": content_type})
+        whole = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+    assert cut.status_code == 400 and cut.json()["code"] == "cut_short"
+    assert whole.status_code == 200
+    assert "00081198" not in whole.json() and len(whole.json()["00081199"]["Value"]) == 1
+
+
 def test_lone_surrogates_are_refused_with_422(api):
     with api.client(api.tokens["radiologist"]) as client:
         for path, body in (("/v1/reports/x/sign", b'{"password": "pw\\ud800", "version": 1}'),

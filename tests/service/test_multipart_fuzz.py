@@ -26,7 +26,8 @@ def _real_files() -> list[bytes]:
     files = [encode(base_dataset(chest_like(40, 32)), ts) for ts in (
         uid.ExplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian, uid.RLELossless,
         uid.JPEG2000Lossless)]
-    files.append(encode(base_dataset(chest_like(40, 32, bits=8), bits_stored=8), uid.JPEGBaseline8Bit))
+    files.append(encode(base_dataset(chest_like(40, 32, bits=8), bits_stored=8),
+                        uid.JPEGBaseline8Bit))
     base = Path(pydicom.data.__file__).parent / "test_files"
     files += [(base / name).read_bytes() for name in ("CT_small.dcm", "image_dfl.dcm")
               if (base / name).exists()]

@@ -1,4 +1,5 @@
-"""Celery tasks run in process (eager): bad input fails once, transient faults retry a bounded number of times."""
+"""Celery tasks run in process (eager): bad input fails once, transient faults retry a bounded
+number of times."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from tests.helpers.service import DX_PRESENTATION, make_dicom
 @pytest.fixture
 def env_settings(settings, monkeypatch: pytest.MonkeyPatch):
     """The process settings (what tasks read) pointed at the test database and store."""
-    for key, value in {"DATABASE_URL": settings.database_url, "STORAGE_DIR": str(settings.storage_dir),
-                       "REDIS_URL": settings.redis_url, "TRANSIENT_RETRIES": "2", "RETRY_BACKOFF_S": "0",
+    for key, value in {"DATABASE_URL": settings.database_url,
+                       "STORAGE_DIR": str(settings.storage_dir), "REDIS_URL": settings.redis_url,
+                       "TRANSIENT_RETRIES": "2", "RETRY_BACKOFF_S": "0",
                        "BROKER_TIMEOUT_S": "0.2"}.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
@@ -78,8 +80,11 @@ def test_a_transient_fault_is_retried_then_the_study_fails_with_its_cause(env_se
     task("ingest").apply(args=[study_id])
     with session_scope(env_settings.database_url) as session:
         study = session.get(Study, study_id)
-        assert study.state == StudyState.failed and study.failure_code == "transient_fault_exhausted"
+        assert study.state == StudyState.failed
+        assert study.failure_code == "transient_fault_exhausted"
         assert "after 2 retries" in study.failure_reason
         assert study.ingest_attempts == 0  # a transient fault is not counted as a lost worker
-        events = session.scalars(select(AuditEvent.action).where(AuditEvent.study_id == study_id)).all()
+        events = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.study_id == study_id)
+        ).all()
     assert events.count("study.transition") == 1

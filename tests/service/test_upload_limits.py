@@ -234,6 +234,20 @@ def test_an_upload_file_over_the_instance_limit_is_413_naming_it(client, tokens,
     assert not list((settings.storage_dir / "tmp").iterdir())  # the spooled file is gone
 
 
+def test_spool_folders_left_by_a_crash_are_swept_at_start(settings):
+    import os
+
+    from service.app import create_app
+
+    stale, fresh = settings.storage_dir / "tmp" / "stale", settings.storage_dir / "tmp" / "fresh"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "00001").write_bytes(b"part")
+    os.utime(stale, (0, 0))
+    create_app(settings, run_reconciler=False)
+    assert not stale.exists() and (fresh / "00001").exists()
+
+
 def test_slots_refuse_a_key_over_its_share_with_429_and_the_service_when_full_with_503():
     slots = Slots(total=2, per_key=1, what="uploads", retry_after_s=7)
     with slots.hold("a"):
