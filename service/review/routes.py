@@ -463,8 +463,8 @@ def _score_after_signing(settings, report_id: str) -> None:
 @router.post(
     "/reports/{report_id}/amend",
     response_model=ReportView,
-    summary="Amend a signed report: a corrected version, signed, referencing the signature it "
-    "corrects",
+    summary="Amend a signed report: a corrected version, signed, "
+    "referencing the signature it corrects",
     description="Role: radiologist. Needs the reason, your password and the version it corrects "
     "(If-Match or `version`). The report's status becomes amended; earlier versions and signatures "
     "stay. The amendment goes to the PACS as a new VERIFIED DICOM SR whose predecessor is "
