@@ -15,6 +15,7 @@ import pytest
 import modeling
 from modeling import cpu_kernels
 from modeling import generate as gen
+from modeling.model import MASK_VALUE
 from modeling.runtime import PaliGemma
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.available(),
@@ -149,8 +150,8 @@ def test_decode_attention_equals_numpy(b, kv, g, r, h, softcap) -> None:
         visible[1] = False
     scale = h ** -0.5
     got = jax.jit(lambda *a: cpu_kernels.attention(
-        *a, scale=scale, softcap=softcap, mask_value=gen.MASK_VALUE))(q, k, v, visible)
-    want = _attention_reference(q, k, v, visible, scale, softcap, gen.MASK_VALUE)
+        *a, scale=scale, softcap=softcap, mask_value=MASK_VALUE))(q, k, v, visible)
+    want = _attention_reference(q, k, v, visible, scale, softcap, MASK_VALUE)
     assert got.shape == (b, kv, g, h) and got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-6)
 
@@ -168,9 +169,9 @@ def test_decode_attention_is_stable_where_scores_exceed_exps_range(r: int) -> No
     visible[1, ::3] = False
     for at in (0, r // 2, r - 1):  # the largest score at the front, the middle, the tail
         k[0, 0, at] = q[0, 0, 0] / np.linalg.norm(q[0, 0, 0]) * 4
-        want = _attention_reference(q, k, v, visible, 1.0, None, gen.MASK_VALUE)
+        want = _attention_reference(q, k, v, visible, 1.0, None, MASK_VALUE)
         got = cpu_kernels.attention(q, k, v, visible, scale=1.0, softcap=None,
-                                    mask_value=gen.MASK_VALUE)
+                                    mask_value=MASK_VALUE)
         assert np.isfinite(np.asarray(got)).all()
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
@@ -184,9 +185,9 @@ def test_decode_attention_hidden_slots_are_never_read() -> None:
     v = rng.normal(size=(2, 2, 9, 16)).astype(np.float32)
     visible = np.ones((2, 9), bool)
     visible[:, 6:] = False
-    want = _attention_reference(q, k, v, visible, 0.25, 50.0, gen.MASK_VALUE)
+    want = _attention_reference(q, k, v, visible, 0.25, 50.0, MASK_VALUE)
     k[:, :, 6:], v[:, :, 6:] = np.nan, np.nan
-    got = cpu_kernels.attention(q, k, v, visible, scale=0.25, softcap=50.0, mask_value=gen.MASK_VALUE)
+    got = cpu_kernels.attention(q, k, v, visible, scale=0.25, softcap=50.0, mask_value=MASK_VALUE)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-6)
 
 
@@ -197,11 +198,12 @@ def _decode_step_targets(config, kernel: bool) -> str:
     t = config.text
     cache_len = 40
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
-    caches = tuple((jnp.zeros((2, t.num_kv_heads, gen._ring_size(config, i, cache_len), t.head_dim),
-                              cache_dtype),) * 2 for i in range(t.depth))
+    layers = tuple(gen.KVCache(*(jnp.zeros((2, t.num_kv_heads, gen._ring_size(config, i, cache_len),
+                                          t.head_dim), cache_dtype),) * 2)
+                   for i in range(t.depth))
     slot_pos = {r: jnp.zeros((2, r), jnp.int32) for r in gen._cache_groups(config, cache_len)}
     return str(jax.make_jaxpr(lambda tok, pos: gen._decode_step(
-        config, params, weights, tok, pos, caches, slot_pos, 30, cache_len))(
+        config, params, weights, tok, gen.Cache(layers, slot_pos, pos), 30, cache_len))(
             jnp.zeros(2, jnp.int32), jnp.full(2, 31, jnp.int32)))
 
 
