@@ -70,6 +70,7 @@ class TrainPlan:
     batch_size: int
     trainable: str
     remat: bool
+    shard_activations: bool
     compute_dtype: str
     parameters_total: int
     trainable_total: int
@@ -207,6 +208,10 @@ class _Program:
         step = make_train_step(forward, self.optimizer, compute_dtype=self.compute_dtype,
                                grad_accum_steps=accum, lora_scale=self.lora_scale,
                                lora_axes=self.lora_axes, label_smoothing=cfg.optim.label_smoothing)
+        if cfg.mesh.shard_activations:
+            from modeling.activations import with_activation_sharding
+
+            step = with_activation_sharding(step, batch_sharding)
         jitted = jax.jit(step, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                          donate_argnums=(0,))
         memory: CompiledMemory = compiled_memory(jitted.lower(self.state, self.frozen, batch).compile())
@@ -260,6 +265,7 @@ def plan_here(
         mesh={k: int(v) for k, v in program.mesh.shape.items()},
         device_memory=device_memory, headroom=headroom, batch_size=config.optim.batch_size,
         trainable=config.optim.trainable, remat=config.model.remat,
+        shard_activations=config.mesh.shard_activations,
         compute_dtype=config.model.compute_dtype, parameters_total=program.parameters_total,
         trainable_total=program.trainable_total,
     )
@@ -313,7 +319,8 @@ def format_plan(result: TrainPlan) -> str:
     lines = [
         f"{result.config}: {result.model}, {result.parameters_total / 1e9:.2f}B parameters "
         f"({result.trainable_total / 1e9:.2f}B trainable: {result.trainable}), "
-        f"{result.compute_dtype} compute, remat {'on' if result.remat else 'off'}",
+        f"{result.compute_dtype} compute, remat {'on' if result.remat else 'off'}, "
+        f"activations {'pinned to' if result.shard_activations else 'free of'} the batch sharding",
         f"{result.devices} devices, mesh {result.mesh}, {b(result.device_memory)} each; budget "
         f"{b(result.budget)} ({result.headroom:.0%} headroom); global batch {result.batch_size}",
         "",

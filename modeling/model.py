@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from modeling.activations import constrain
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 
 Params = dict[str, Any]
@@ -211,7 +212,7 @@ def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
     x = x + img["pos_embedding"].astype(dt)
 
     def body(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
-        return _vit_block(cfg, p, x), None
+        return constrain(_vit_block(cfg, p, constrain(x))), None
 
     x, _ = jax.lax.scan(body, x, img["Transformer"]["encoderblock"], unroll=unroll)
     norm = img["Transformer"]["encoder_norm"]
@@ -437,7 +438,7 @@ def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax
             kv["k"], kv["v"] = k, v
             return attend(cfg, q, k, v, layer_mask)
 
-        x = decoder_block(cfg, p, x, positions, attention, queries_from)
+        x = constrain(decoder_block(cfg, p, constrain(x), positions, attention, queries_from))
         return x, ((kv["k"], kv["v"]) if with_kv else None)
 
     if remat:
