@@ -66,7 +66,9 @@ def random_weights(config, seed: int = 0):
 
     import jax
 
-    return jax.tree_util.tree_map(leaf, param_shapes(config), is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree_util.tree_map(
+        leaf, param_shapes(config), is_leaf=lambda x: isinstance(x, tuple)
+    )
 
 
 def bench_config(name: str, new_tokens: int, batches: tuple[int, ...], repeats: int) -> dict:
@@ -101,7 +103,8 @@ def bench_config(name: str, new_tokens: int, batches: tuple[int, ...], repeats: 
 
         def run_hf(n: int, ids=ids, px=px) -> torch.Tensor:
             with torch.no_grad():
-                return hf.generate(input_ids=ids, pixel_values=px, attention_mask=torch.ones_like(ids),
+                return hf.generate(input_ids=ids, pixel_values=px,
+                                   attention_mask=torch.ones_like(ids),
                                    token_type_ids=torch.zeros_like(ids), max_new_tokens=n,
                                    min_new_tokens=n, do_sample=False, pad_token_id=0)
 
@@ -149,9 +152,9 @@ def main() -> None:
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}, malloc {active_allocator()}, "
           f"decode loop: {matmuls} (RADREPORT_CPU_KERNELS=0: XLA)")
-    header = (f"{'config':10} {'params':>7} {'batch':>5} | {'end-to-end tok/s: ours':>22} {'hf':>7} "
-              f"{'ratio':>6} | {'decode tok/s: ours':>18} {'hf':>7} {'ratio':>6} {'roofline':>8} | "
-              f"{'same tokens':>11}")
+    header = (f"{'config':10} {'params':>7} {'batch':>5} | {'end-to-end tok/s: ours':>22} "
+              f"{'hf':>7} {'ratio':>6} | {'decode tok/s: ours':>18} {'hf':>7} {'ratio':>6} "
+              f"{'roofline':>8} | {'same tokens':>11}")
     print(header)
     for name in args.configs:
         res = bench_config(name, args.new_tokens, tuple(args.batches), args.repeats)
@@ -166,8 +169,10 @@ def main() -> None:
                   f"{r['ours_decode_tps'] / r['hf_decode_tps']:5.2f}x {roof:8.0%} | "
                   f"{str(r['same_tokens']):>11}")
         if 1 in res and 8 in res:
-            print(f"{name:10} batch 8 / batch 1 tokens/s: {res[8]['ours_tps'] / res[1]['ours_tps']:.2f}x "
-                  f"(decode only {res[8]['ours_decode_tps'] / res[1]['ours_decode_tps']:.2f}x); "
+            end_to_end = res[8]["ours_tps"] / res[1]["ours_tps"]
+            decode_only = res[8]["ours_decode_tps"] / res[1]["ours_decode_tps"]
+            print(f"{name:10} batch 8 / batch 1 tokens/s: {end_to_end:.2f}x "
+                  f"(decode only {decode_only:.2f}x); "
                   f"roofline bound {bound:.0f} tok/s = {bandwidth / 1e9:.1f} GB/s copy bandwidth / "
                   f"{res['bytes_per_token'] / 1e6:.0f} MB/token")
 

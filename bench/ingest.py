@@ -1,10 +1,11 @@
-"""Ingest throughput: DICOM bytes -> model-ready arrays (224 and 448 px), by transfer syntax and size.
+"""Ingest throughput: DICOM bytes -> model-ready arrays (224 and 448 px), by transfer syntax and
+image size.
 
 Two paths over the same bytes in the same run:
 
-- ``radiology``: ``radiology.dicom.read`` (validation, decode, Modality LUT, VOI / percentile window,
-  polarity) then ``modeling.preprocess.preprocess_image`` at 224 and 448 (falls back to a
-  scikit-image resize when modeling is absent, and says so);
+- ``radiology``: ``radiology.dicom.read`` (validation, decode, Modality LUT, VOI / percentile
+  window, polarity) then ``modeling.preprocess.preprocess_image`` at 224 and 448 (falls back to
+  a scikit-image resize when modeling is absent, and says so);
 - ``plain``: ``pydicom.dcmread`` + ``pixel_array`` + pydicom's ``apply_modality_lut`` /
   ``apply_voi_lut`` + min-max scaling + ``skimage.transform.resize`` (anti-aliased) at 224 and 448.
 
@@ -49,7 +50,8 @@ except ImportError:  # pragma: no cover - modeling not installed
     from skimage.transform import resize as _sk_resize
 
     def preprocess_image(image: np.ndarray, size: int) -> np.ndarray:
-        out = _sk_resize(image, (size, size), anti_aliasing=True, preserve_range=True).astype(np.float32)
+        out = _sk_resize(image, (size, size), anti_aliasing=True, preserve_range=True)
+        out = out.astype(np.float32)
         return np.repeat(out[..., None] * 2 - 1, 3, axis=-1)
 
     RESIZE_NOTE = "local scikit-image resize (modeling.preprocess not found)"
@@ -185,7 +187,8 @@ def radiology_stages(data: bytes, clock: dict[str, float]) -> None:
     for s in OUT_SIZES:
         preprocess_image(image, s)
     t4 = time.perf_counter()
-    for key, value in (("read", t1 - t0), ("decode", t2 - t1), ("lut", t3 - t2), ("resize", t4 - t3)):
+    stages = (("read", t1 - t0), ("decode", t2 - t1), ("lut", t3 - t2), ("resize", t4 - t3))
+    for key, value in stages:
         clock[key] = clock.get(key, 0.0) + value
 
 
@@ -233,13 +236,15 @@ def _best_seconds(fn: Callable[[bytes], object], items: list[bytes], repeats: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="1024x1024,2500x3000", help="rows x columns, comma separated")
+    parser.add_argument("--sizes", default="1024x1024,2500x3000",
+                        help="rows x columns, comma separated")
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     console = Console(width=150)
     console.print(
-        f"[bold]bench/ingest.py[/] python {platform.python_version()}, pydicom {pydicom.__version__}, "
-        f"{os.cpu_count()} CPUs, numpy {np.__version__}; resize: {RESIZE_NOTE}; "
+        f"[bold]bench/ingest.py[/] python {platform.python_version()}, "
+        f"pydicom {pydicom.__version__}, {os.cpu_count()} CPUs, numpy {np.__version__}; "
+        f"resize: {RESIZE_NOTE}; "
         f"study = 2 instances (PA + LATERAL) -> {OUT_SIZES} px; best of {args.repeats}"
     )
     table = Table(title="DICOM bytes -> model-ready arrays (studies/s, higher is better)")
@@ -250,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     for rows, cols in sizes:
         for ts in SYNTAXES:
             try:
-                items = [encode(rows, cols, ts, view, seed) for seed, view in enumerate(("PA", "LATERAL"))]
+                items = [encode(rows, cols, ts, view, seed)
+                         for seed, view in enumerate(("PA", "LATERAL"))]
             except Exception as exc:  # an encoder missing from this installation
-                console.print(f"[yellow]skip {SHORT[ts]} {rows}x{cols}: {type(exc).__name__}: {exc}[/]")
+                console.print(f"[yellow]skip {SHORT[ts]} {rows}x{cols}: "
+                              f"{type(exc).__name__}: {exc}[/]")
                 continue
             for data in items:  # warm-up and a correctness check of both paths
                 ours, plain = radiology_path(data), plain_path(data)
@@ -290,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     if ratios:
         console.print(
-            f"radiology / plain throughput ratio: geometric mean {statistics.geometric_mean(ratios):.2f}x "
-            f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x). 'to [0,1] ms' = per instance, bytes to "
+            "radiology / plain throughput ratio: geometric mean "
+            f"{statistics.geometric_mean(ratios):.2f}x (min {min(ratios):.2f}x, "
+            f"max {max(ratios):.2f}x). 'to [0,1] ms' = per instance, bytes to "
             "a [0, 1] image without resizing. Breakdown = share of the radiology path's time per "
             "stage (read = parse bytes; decode = codec; LUT = modality + VOI/window + polarity; "
             "resize = both output sizes)."

@@ -44,7 +44,12 @@ def synthetic_pairs(count: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts[0::2], texts[1::2]
 
 
-def best_rate(work: Callable[[], object], reports: int, repeat: int, before: Callable[[], None] | None = None) -> float:
+def best_rate(
+    work: Callable[[], object],
+    reports: int,
+    repeat: int,
+    before: Callable[[], None] | None = None,
+) -> float:
     """Reports per second of the fastest of `repeat` runs."""
     best = float("inf")
     for _ in range(repeat):
@@ -107,7 +112,8 @@ def main() -> None:
                      "Rouge": lambda: Rouge().compute_score(gts, res),
                      "Cider": lambda: Cider().compute_score(gts, res)}[reference]
             ref_rate = best_rate(klass, n, args.repeat)
-        rows.append((name, best_rate(scorer, n, args.repeat), ref_rate, f"pycocoevalcap {reference}"))
+        rows.append((name, best_rate(scorer, n, args.repeat), ref_rate,
+                     f"pycocoevalcap {reference}"))
 
     texts = hypotheses + references
     java_rate = None
@@ -117,7 +123,8 @@ def main() -> None:
         java_rate = len(texts) / (time.perf_counter() - start) / 2
     except Exception:  # noqa: BLE001 - Java missing: no reference column
         java_rate = None
-    rows.append(("PTB tokenization (pairs)", best_rate(lambda: tokenize(texts, "ptb"), n, args.repeat),
+    rows.append(("PTB tokenization (pairs)",
+                 best_rate(lambda: tokenize(texts, "ptb"), n, args.repeat),
                  java_rate, "Stanford PTBTokenizer via java (incl. start-up)"))
 
     from evaluation.chexpert import label as chexpert_label
@@ -132,14 +139,16 @@ def main() -> None:
     for label, metrics in (("RadGraph F1, all levels (cold)", ["radgraph"]),
                            ("CheXpert F1 14/5 (cold)", ["chexpert"]),
                            ("RadGraph + CheXpert together (cold)", ["radgraph", "chexpert"])):
-        rows.append((label, best_rate(lambda m=metrics: score(hypotheses, references, metrics=m), n,
-                                      args.repeat, before=clear_caches), None, "target >= 1000 reports/s"))
+        rate = best_rate(lambda m=metrics: score(hypotheses, references, metrics=m), n,
+                         args.repeat, before=clear_caches)
+        rows.append((label, rate, None, "target >= 1000 reports/s"))
     score(hypotheses, references, metrics=["radgraph", "chexpert"])
     rows.append(("RadGraph + CheXpert together (warm cache)",
-                 best_rate(lambda: score(hypotheses, references, metrics=["radgraph", "chexpert"]), n,
-                           args.repeat), None, ""))
+                 best_rate(lambda: score(hypotheses, references, metrics=["radgraph", "chexpert"]),
+                           n, args.repeat), None, ""))
     rows.append(("score(): every metric (cold)",
-                 best_rate(lambda: score(hypotheses, references), n, args.repeat, before=clear_caches), None, ""))
+                 best_rate(lambda: score(hypotheses, references), n, args.repeat,
+                           before=clear_caches), None, ""))
     statistics = report_statistics(hypotheses, references)
     rows.append(("bootstrap, 500 resamples, every metric",
                  best_rate(lambda: bootstrap(statistics, resamples=500), n, args.repeat), None, ""))

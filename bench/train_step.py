@@ -4,9 +4,9 @@ Both sides train the same miniature PaliGemma 2 (the `demo` preset's architectur
 SigLIP + projector + Gemma 2, random init, float32) on the same batch and sequence length with
 AdamW and the loss on suffix tokens only, in interleaved rounds; everything trains unless
 `--trainable` names one of finetune's other modes (the demo's report steps train with the vision
-tower frozen: `--trainable vision_frozen`), the same on both sides. Prints examples/s of each and the
-median ratio of the rounds; our step is built as the preset trains it (`model.unroll_layers`); then the
-step time of our step on 8 simulated CPU devices (data=2 x fsdp=4) in a subprocess.
+tower frozen: `--trainable vision_frozen`), the same on both sides. Prints examples/s of each and
+the median ratio of the rounds; our step is built as the preset trains it (`model.unroll_layers`);
+then the step time of our step on 8 simulated CPU devices (data=2 x fsdp=4) in a subprocess.
 
     .venv/bin/python bench/train_step.py [--batch 16] [--steps 5] [--rounds 5] [--config demo]
                                          [--trainable all|vision_frozen|llm]
@@ -32,14 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def model_config(name: str, vocab: int):
     """(ModelConfig, text tokens per example, unroll_layers) of a finetune preset."""
-    from finetune.config import load_config
+    from finetune.presets import load_config
     from finetune.trainer import model_config_for
 
     cfg = load_config(name)
     return model_config_for(cfg, vocab), cfg.data.text_len, cfg.model.unroll_layers
 
 
-def make_batch(config, batch: int, length: int, prefix: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+def make_batch(
+    config, batch: int, length: int, prefix: int = 20, seed: int = 0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     size = config.image_size
     token_type = np.ones((batch, length), np.int32)
@@ -76,7 +78,8 @@ def jax_step(config, batch: dict[str, np.ndarray], mesh_shape: tuple[int, int] |
     state = jax.device_put(state, shardings)
     frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh))
     step = jax.jit(
-        make_train_step(partial(modeling.forward, config, unroll=unroll), tx, compute_dtype=jnp.float32),
+        make_train_step(partial(modeling.forward, config, unroll=unroll), tx,
+                        compute_dtype=jnp.float32),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
@@ -100,8 +103,9 @@ def _timed(fn: Callable[[], object], repeats: int = 1) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple[int, int] | None = None,
-             unroll: bool = False, trainable_mode: str = "all") -> dict:
+def time_jax(config, batch: dict[str, np.ndarray], steps: int,
+             mesh_shape: tuple[int, int] | None = None, unroll: bool = False,
+             trainable_mode: str = "all") -> dict:
     run, first, loss = jax_step(config, batch, mesh_shape, unroll, trainable_mode)
     step_s = _timed(run, steps)
     n = batch["input_ids"].shape[0]
@@ -111,7 +115,11 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int, mesh_shape: tuple
 
 
 # finetune's `optim.trainable` modes as transformers module names that stay frozen.
-TORCH_FROZEN = {"all": (), "vision_frozen": ("vision_tower",), "llm": ("vision_tower", "multi_modal_projector")}
+TORCH_FROZEN = {
+    "all": (),
+    "vision_frozen": ("vision_tower",),
+    "llm": ("vision_tower", "multi_modal_projector"),
+}
 
 
 def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"):
@@ -135,7 +143,8 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
     n, length = batch["input_ids"].shape
     image_tokens = config.num_image_tokens
     image_ids = np.full((n, image_tokens), hf["image_token_index"], np.int64)
-    input_ids = torch.from_numpy(np.concatenate([image_ids, batch["input_ids"]], axis=1).astype(np.int64))
+    input_ids = torch.from_numpy(
+        np.concatenate([image_ids, batch["input_ids"]], axis=1).astype(np.int64))
     token_type = torch.from_numpy(
         np.concatenate([np.zeros((n, image_tokens), np.int64), batch["token_type_ids"]], axis=1))
     labels = input_ids.clone()
@@ -165,7 +174,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=0, help="text tokens (default: the preset's)")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of ours and theirs")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds of ours and theirs")
     parser.add_argument("--trainable", default="all", choices=sorted(TORCH_FROZEN),
                         help="what trains on both sides (finetune's optim.trainable; the demo's "
                              "report steps use vision_frozen)")
@@ -192,14 +202,15 @@ def main() -> None:
           f"{length} text tokens, batch {args.batch}, float32, AdamW, trains {args.trainable}, "
           f"{os.cpu_count()} CPUs, "
           f"layer scans {'unrolled' if unroll else 'rolled'}, malloc {active_allocator()}")
-    ours, ours_first, ours_loss = jax_step(config, batch, unroll=unroll, trainable_mode=args.trainable)
+    ours, ours_first, ours_loss = jax_step(config, batch, unroll=unroll,
+                                           trainable_mode=args.trainable)
     theirs, theirs_first, theirs_loss, threads = torch_step(config, batch, args.trainable)
     # Interleave: each round times `steps` of ours then `steps` of theirs, so both see the same
     # machine; the ratio of each round is reported by its median (shared machines are noisy).
     # A pause before each block lets the other library's worker threads stop spinning, and one
     # untimed step then warms the side about to be timed: a training loop runs its steps back to
-    # back, and the first step after the other library ran measured ~25 ms slower for ours
-    # (147 vs ~120 ms) and not for theirs (--no-warm-step times without it).
+    # back, and the first step after the other library ran is slower for ours, not for theirs
+    # (bench/README.md has the numbers; --no-warm-step times without the warm-up step).
     rounds = []
     for _ in tqdm(range(args.rounds), desc="rounds", leave=False):
         blocks = []
@@ -214,15 +225,17 @@ def main() -> None:
     ratios = sorted(r[1] / r[0] for r in rounds)
     n = args.batch
     print(f"{'':28s}{'examples/s':>12s}{'step (s)':>10s}{'first step (s)':>16s}{'loss':>8s}")
-    print(f"{'radreport (JAX, jit)':28s}{n / ours_s:12.1f}{ours_s:10.3f}{ours_first:16.1f}{ours_loss():8.3f}")
-    print(f"{'transformers (torch, eager)':28s}{n / theirs_s:12.1f}{theirs_s:10.3f}{theirs_first:16.1f}"
-          f"{theirs_loss():8.3f}   ({threads} threads)")
-    print(f"ratio (ours / transformers): {float(np.median(ratios)):.2f}x median of {len(rounds)} rounds "
-          f"of {args.steps} steps each (range {ratios[0]:.2f}-{ratios[-1]:.2f}x)")
+    print(f"{'radreport (JAX, jit)':28s}{n / ours_s:12.1f}{ours_s:10.3f}{ours_first:16.1f}"
+          f"{ours_loss():8.3f}")
+    print(f"{'transformers (torch, eager)':28s}{n / theirs_s:12.1f}{theirs_s:10.3f}"
+          f"{theirs_first:16.1f}{theirs_loss():8.3f}   ({threads} threads)")
+    print(f"ratio (ours / transformers): {float(np.median(ratios)):.2f}x median of "
+          f"{len(rounds)} rounds of {args.steps} steps each "
+          f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}x)")
 
     if not args.skip_multidevice:
-        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-                   PYTHONPATH=str(ROOT))
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+                   JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
         command = [sys.executable, __file__, "--multidevice-only", "--config", args.config,
                    "--vocab", str(args.vocab), "--batch", str(args.batch), "--length", str(length),
                    "--steps", str(args.steps), "--trainable", args.trainable]
@@ -230,7 +243,8 @@ def main() -> None:
         multi = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"8 simulated CPU devices (data=2 x fsdp=4): {multi['step_s']:.3f} s/step, "
               f"{multi['examples_per_s']:.1f} examples/s (1 device: {ours_s:.3f} s/step; "
-              "simulated devices share the same cores, so this checks the sharded program, not speed-up)")
+              "simulated devices share the same cores, so this checks the sharded program, "
+              "not speed-up)")
 
 
 if __name__ == "__main__":

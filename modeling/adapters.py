@@ -15,9 +15,10 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from modeling.config import ModelConfig
@@ -74,30 +75,20 @@ def merge_adapter(config: ModelConfig, params: Params, adapter_dir: str | Path) 
         else:
             raise CheckpointError(f"{source}: tensor {key} is not a LoRA A/B matrix or a bias "
                                   "(embedding adapters, DoRA and modules_to_save do not merge)")
-    layout = detect_module_layout([*parts, *biases])
+    layout = detect_module_layout(config, [*(f"{m}.weight" for m in parts),
+                                           *(f"{m}.bias" for m in biases)])
     table = hf_table(config, layout)
     flat = dict(flatten(params))
-    deltas: dict[str, np.ndarray] = {}
+    # model path -> [(index, slice update: current float32 slice -> new slice)]
+    updates: dict[str, list[tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]]] = {}
     skipped = []
-
-    def target(module: str, leaf: str):
-        spec = table.get(f"{module}.{leaf}")
-        if spec is None:
-            if layout.unused(f"{module}.{leaf}"):
-                skipped.append(f"{module}.{leaf}")
-                return None
-            raise CheckpointError(f"{source}: adapter module {module} is not a linear layer of "
-                                  "PaliGemma 2 (or the adapter is for another model size)")
-        if spec.path not in deltas:
-            deltas[spec.path] = np.zeros(flat[spec.path].shape, np.float32)
-        return spec
-
     r_default, alpha_default = adapter.get("r", 8), adapter.get("lora_alpha", 8)
     for module, ab in sorted(parts.items()):
         if set(ab) != {"A", "B"}:
             raise CheckpointError(f"{source}: module {module} has lora_{''.join(ab)} only")
-        spec = target(module, "weight")
+        spec = table.get(f"{module}.weight")
         if spec is None:
+            skipped.append(f"{module}.weight")  # unused (detect_module_layout checked)
             continue
         a, b = np.asarray(ab["A"], np.float32), np.asarray(ab["B"], np.float32)
         r = _pattern_value(adapter.get("rank_pattern") or {}, module, r_default)
@@ -106,24 +97,27 @@ def merge_adapter(config: ModelConfig, params: Params, adapter_dir: str | Path) 
             raise CheckpointError(f"{source}: module {module} has rank {a.shape[0]}, config {r}")
         scale = alpha / math.sqrt(r) if adapter.get("use_rslora") else alpha / r
         delta = spec.from_hf(scale * (b @ a))
-        unit = deltas[spec.path][spec.index] if spec.index else deltas[spec.path]
-        if unit.shape != delta.shape:
+        if delta.shape != flat[spec.path].shape[len(spec.index):]:
             raise CheckpointError(f"{source}: module {module} adapts a weight of shape "
                                   f"{(b.shape[0], a.shape[1])}; the base has another size")
-        unit += delta
-    replaced: dict[str, Params] = {}
+        updates.setdefault(spec.path, []).append((spec.index, lambda w, d=delta: w + d))
     for module, bias in sorted(biases.items()):
-        spec = target(module, "bias")
+        spec = table.get(f"{module}.bias")
         if spec is None:
+            skipped.append(f"{module}.bias")
             continue
-        base = np.asarray(flat[spec.path], np.float32)
-        unit = base[spec.index] if spec.index else base
-        deltas[spec.path][spec.index] += spec.from_hf(np.asarray(bias, np.float32)) - unit
+        new = spec.from_hf(np.asarray(bias, np.float32))
+        updates.setdefault(spec.path, []).append((spec.index, lambda w, n=new: n))
     if skipped:
         warnings.warn(UnusedTensorsWarning(
             f"{source}: skipped adapters of {len(skipped)} weight(s) PaliGemma does not use "
             f"(the SigLIP pooling head): {', '.join(sorted(skipped))}"), stacklevel=2)
-    for path, delta in deltas.items():
+    # one path at a time: the float32 working copy is never more than one stacked array
+    for path, changes in updates.items():
         base = flat[path]
-        replaced[path] = (base.astype(jnp.float32) + delta).astype(base.dtype)
-    return unflatten({**flat, **replaced})
+        merged = np.array(base, np.float32)
+        for index, change in changes:
+            merged[index] = change(merged[index])
+        flat[path] = jax.device_put(merged.astype(base.dtype), base.sharding)
+        del merged
+    return unflatten(flat)

@@ -14,7 +14,10 @@ call, with the elementwise passes between them.
 `greedy_argmax`: greedy decoding's next token in one pass over the logits (XLA takes three: a
 max, a compare-select and a min).
 
-All three live in `kernels/decode.cc`.
+`bf16_take`, `bf16_matmul_t` and `bf16_gather`: the decode loop over bfloat16 parameters (`generate`) without
+the float32 copy of every weight XLA:CPU would otherwise keep (see `take_f32`).
+
+All of them live in `kernels/decode.cc`.
 
 The kernel is compiled for this machine (`-march=native`) by the C++ compiler (`$CXX`, else
 `g++`/`c++`/`clang++`) against the XLA FFI headers that jaxlib ships, into
@@ -50,6 +53,9 @@ SOURCE = Path(__file__).with_name("kernels") / "decode.cc"
 MATMUL_TARGET = "radreport_panel_matmul"
 ATTENTION_TARGET = "radreport_decode_attention"
 ARGMAX_TARGET = "radreport_greedy_argmax"
+TAKE_TARGET = "radreport_bf16_take"
+MATMUL_T_TARGET = "radreport_bf16_matmul_t"
+GATHER_TARGET = "radreport_bf16_gather"
 ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's ops in the decode loop
 ENV_CACHE = "RADREPORT_KERNEL_CACHE"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -134,7 +140,10 @@ def load() -> Kernel:
     lib.panel_width.restype = ctypes.c_int64
     for target, symbol in ((MATMUL_TARGET, lib.panel_matmul),
                            (ATTENTION_TARGET, lib.decode_attention),
-                           (ARGMAX_TARGET, lib.greedy_argmax)):
+                           (ARGMAX_TARGET, lib.greedy_argmax),
+                           (TAKE_TARGET, lib.bf16_take),
+                           (MATMUL_T_TARGET, lib.bf16_matmul_t),
+                           (GATHER_TARGET, lib.bf16_gather)):
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     return Kernel(path, int(lib.panel_width()))
 
@@ -212,6 +221,42 @@ def greedy_argmax(logits: jax.Array) -> jax.Array:
     load()
     out = jax.ffi.ffi_call(ARGMAX_TARGET, jax.ShapeDtypeStruct(logits.shape[:1], jnp.int32))
     return out(logits.astype(jnp.float32))
+
+
+def take_f32(w: jax.Array, index: int, after: jax.Array) -> jax.Array:
+    """w[index] of a bfloat16 array, widened to float32 in a fresh buffer, computed after
+    `after` (any array: its only role is to order the copy inside the program).
+
+    XLA:CPU converts a bfloat16 operand whole to float32 before it slices it or multiplies a few
+    rows by it, and in a loop it hoists that conversion of a loop-invariant weight out of the
+    loop: a float32 copy of every layer, alive for the whole loop. Taking each layer with this
+    kernel, after the activations it will multiply, keeps one layer's float32 copy at a time.
+    """
+    load()
+    rest = w.shape[1:]
+    offset = index * int(np.prod(rest, dtype=np.int64))
+    out = jax.ffi.ffi_call(TAKE_TARGET, jax.ShapeDtypeStruct(rest, jnp.float32))
+    return out(w, after, offset=np.int64(offset))
+
+
+def matmul_t_bf16(x: jax.Array, table: jax.Array) -> jax.Array:
+    """x [M, K] float32 @ table.T for a bfloat16 table [V, K] -> [M, V] float32, reading the
+    table as it is (no float32 copy of it; see `take_f32`)."""
+    load()
+    out = jax.ffi.ffi_call(MATMUL_T_TARGET,
+                           jax.ShapeDtypeStruct((x.shape[0], table.shape[0]), jnp.float32))
+    return out(x.astype(jnp.float32), table)
+
+
+def gather_bf16(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """table[ids] for a bfloat16 table [V, D] and int ids [...] -> [..., D] float32 (exact: every
+    bfloat16 is a float32), reading only those rows (see `take_f32`); ids are clipped to the
+    table like `jnp.take(..., mode="clip")`."""
+    load()
+    flat = ids.reshape(-1).astype(jnp.int32)
+    out = jax.ffi.ffi_call(GATHER_TARGET,
+                           jax.ShapeDtypeStruct((flat.shape[0], table.shape[1]), jnp.float32))
+    return out(table, flat).reshape(*ids.shape, table.shape[1])
 
 
 def main() -> None:

@@ -1,15 +1,19 @@
 """File formats without full copies: memory-mapped safetensors and `.npz`, and their writers.
 
-Readers return numpy memmaps (bfloat16 via ml_dtypes), so a loader touches one tensor at a time
-and never holds a float32 copy of a whole checkpoint.
+Readers return read-only numpy views of one memory map per file (bfloat16 via ml_dtypes), so a
+loader touches one tensor at a time and never holds a float32 copy of a whole checkpoint. Pages
+a process has read from a mapping count in its resident set for as long as the mapping lives;
+`release_pages` drops them (the page cache keeps the data, a later read maps it back in), so a
+loader that calls it after each parameter holds at most one parameter's source pages.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import ml_dtypes
@@ -28,13 +32,50 @@ class FormatError(ValueError):
     """A checkpoint file is malformed or uses an unsupported encoding."""
 
 
+def _map(path: Path) -> mmap.mmap:
+    with path.open("rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _view(mapped: mmap.mmap, dtype: np.dtype, offset: int, shape: tuple[int, ...],
+          fortran: bool = False) -> np.ndarray:
+    """A read-only array over `mapped` (its `.base` chain ends at the mmap, see release_pages)."""
+    count = int(np.prod(shape))
+    flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def mapping_of(a: np.ndarray) -> mmap.mmap | None:
+    """The memory map an array returned by `read_safetensors` / `read_npz` reads from (None for
+    an array in ordinary memory)."""
+    base = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def release_pages(arrays: Iterable[np.ndarray]) -> None:
+    """Drop this process's resident pages of the memory maps behind `arrays` (see `mapping_of`;
+    other arrays are ignored). The arrays stay valid: a later read faults the pages back in
+    from the page cache or the file."""
+    if not hasattr(mmap, "MADV_DONTNEED"):  # not Linux/macOS: pages stay until unmapped
+        return
+    maps = {id(m): m for m in map(mapping_of, arrays) if m is not None}
+    for mapped in maps.values():
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Name -> read-only memmap for every tensor of one .safetensors file."""
+    """Name -> read-only array mapped from the file (one memory map per file, nothing read yet)
+    for every tensor of one .safetensors file."""
     path = Path(path)
     with path.open("rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(header_len))
     base = 8 + header_len
+    mapped = _map(path) if path.stat().st_size > base else None
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -49,7 +90,7 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
         if end == start:
             out[name] = np.zeros(shape, dtype)
         else:
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=base + start, shape=shape)
+            out[name] = _view(mapped, dtype, base + start, shape)  # type: ignore[arg-type]
     return out
 
 
@@ -82,6 +123,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     out: dict[str, np.ndarray] = {}
+    mapped: mmap.mmap | None = None
     with zipfile.ZipFile(path) as zf, path.open("rb") as raw:
         for info in zf.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -95,8 +137,11 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
                 shape, fortran, dtype = read_header(raw)
-                arr = np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape,
-                                order="F" if fortran else "C") if np.prod(shape) else np.zeros(shape, dtype)
+                if np.prod(shape):
+                    mapped = mapped or _map(path)
+                    arr = _view(mapped, dtype, raw.tell(), shape, fortran)
+                else:
+                    arr = np.zeros(shape, dtype)
             else:
                 with zf.open(info) as member:
                     arr = np.lib.format.read_array(member)

@@ -68,8 +68,46 @@ def uses_cpu_kernel(config: ModelConfig) -> bool:
     return jnp.dtype(config.compute_dtype) == jnp.float32 and cpu_kernels.available()
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
+def streams_bfloat16(params: Params) -> bool:
+    """Whether generation reads bfloat16 language-model weights where they are, one layer at a
+    time (`cpu_kernels.take_f32`, `cpu_kernels.matmul_t_bf16`): bfloat16 parameters on the CPU
+    backend with the kernels built. There XLA would otherwise keep a float32 copy of every
+    weight for the whole program (twice the model's bytes again); `decode_weights` then makes
+    no copy at all ("layers" None)."""
+    return _all_bfloat16(params["llm"]) and cpu_kernels.available()
+
+
+def _all_bfloat16(tree: Params) -> bool:
+    dtypes = {jnp.dtype(a.dtype) for a in jax.tree_util.tree_leaves(tree)}
+    return dtypes == {jnp.dtype(jnp.bfloat16)}
+
+
 def decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[str, Any]:
+    """The decode loop's weights (see `_decode_weights`); with `streams_bfloat16(params)` none
+    are copied: {"layers": None, "table": None} makes the loop read each layer from `params`."""
+    if streams_bfloat16(params):
+        return {"layers": None, "table": None}
+    return _decode_weights(config, params, kernel)
+
+
+def streamed_layer(layers: Params, i: int, after: jax.Array) -> Params:
+    """Layer i of the stacked bfloat16 `layers`, widened to float32 by `cpu_kernels.take_f32`
+    after `after` is computed (the layer's input): one layer's float32 copy at a time."""
+    return jax.tree_util.tree_map(lambda a: cpu_kernels.take_f32(a, i, after), layers)
+
+
+def _streamed_block_weights(config: ModelConfig, layers: Params, i: int, x: jax.Array
+                            ) -> dict[str, Any]:
+    """What `_decode_weights` holds for layer i, taken from the stacked bfloat16 params."""
+    p = streamed_layer(layers, i, x)
+    mats = fused_block_weights(config.text, p, jnp.dtype(config.compute_dtype))
+    return {**mats, **{name: p[name]["scale"] for name in
+                       ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
+                        "post_ffw_norm")}}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[str, Any]:
     """The decode loop's matmul-ready weights, in the compute dtype: "layers", per layer
     `fused_block_weights` plus the norm scales, and "table", the output embedding for the
     logits. With `kernel` (`uses_cpu_kernel`) the matrices are `cpu_kernels.Panels` (the
@@ -156,6 +194,8 @@ def _final_logits(config: ModelConfig, llm: Params, x: jax.Array,
     x = rms_norm(t, x, llm["final_norm"]["scale"])
     if table is not None:
         logits = cpu_kernels.matmul(x, table)
+    elif _all_bfloat16(llm) and cpu_kernels.available():
+        logits = cpu_kernels.matmul_t_bf16(x, llm["embedder"]["input_embedding"])
     else:
         embedding = llm["embedder"]["input_embedding"]
         logits = jax.lax.dot_general(x, embedding.astype(x.dtype), (((1,), (1,)), ((), ())))
@@ -184,7 +224,9 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     p = config.num_image_tokens
     s0 = p + tp
     input_mask = jnp.arange(tp)[None, :] < lengths[:, None]
-    x = embed_inputs(config, params, pixel_values, text)
+    streamed = streams_bfloat16(params)
+    x = embed_inputs(config, params, pixel_values, text,
+                     gather=cpu_kernels.gather_bf16 if streamed else None)
     valid, mask_ar, positions = sequence_layout(config, jnp.zeros_like(text), input_mask)
     mask = make_attn_mask(valid, mask_ar)
     if t.sliding_window is not None and not t.sliding_window_prefix_exempt:
@@ -194,8 +236,9 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
     # Only the text positions' outputs are read (each row's last prompt token), so the last
     # layer skips the image positions' queries.
+    take = streamed_layer if streamed else None
     x, (ks, vs) = decode_layers(config, params["llm"], x, positions, mask, sliding,
-                                outputs_from=p, with_kv=True)
+                                outputs_from=p, with_kv=True, take_layer=take)
     ks, vs = ks.astype(cache_dtype), vs.astype(cache_dtype)
 
     # Right-align: slot s of row b holds prefill index s - shift_b.
@@ -283,7 +326,8 @@ def _sample(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: ja
 def _decode_step(config, params, weights, token, pos, caches, slot_pos, step_index, cache_len):
     """Embed `token`, run every layer against the cache, return logits and the new cache."""
     t = config.text
-    x = embed_tokens(config, params["llm"]["embedder"]["input_embedding"], token)
+    x = embed_tokens(config, params["llm"]["embedder"]["input_embedding"], token,
+                     cpu_kernels.gather_bf16 if weights["layers"] is None else None)
     idx = step_index
     new_slot_pos = {r: jax.lax.dynamic_update_slice(sp, pos[:, None].astype(sp.dtype), (0, idx % r))
                     for r, sp in slot_pos.items()}
@@ -305,7 +349,9 @@ def _decode_step(config, params, weights, token, pos, caches, slot_pos, step_ind
     rope = tuple(jnp.take(a, pos[:, None], axis=0, mode="clip") for a in table)  # shared by every layer
     for i in range(t.depth):  # layer order matters: x flows through them in sequence
         r = _ring_size(config, i, cache_len)
-        x, caches[i] = _step_block(config, weights["layers"][i], x, rope, caches[i], idx % r,
+        w = (weights["layers"][i] if weights["layers"] is not None
+             else _streamed_block_weights(config, params["llm"]["layers"], i, x))
+        x, caches[i] = _step_block(config, w, x, rope, caches[i], idx % r,
                                    visible[(r, t.is_sliding(i))])
     return _final_logits(config, params["llm"], x, weights["table"]), tuple(caches), new_slot_pos
 

@@ -3,14 +3,16 @@ model bundles, loaded tensor by tensor into the target dtype and (with a mesh) s
 
 No full float32 host copy is ever made: source tensors are memory-mapped, and each parameter is
 assembled by `jax.make_array_from_callback`, which asks only for the slices each device holds
-and casts them to the target dtype as they are read.
+and casts them to the target dtype as they are read. Parameters are made largest first and the
+source pages each one read are released after it (`formats.release_pages`), so the peak
+resident memory of a load is the loaded model plus about twice its largest parameter.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from modeling.adapters import merge_adapter
 from modeling.bundle import BUNDLE_FORMAT, load_bundle
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 from modeling.convert import config_from_hf
-from modeling.formats import flatten, read_npz, read_safetensors, unflatten
+from modeling.formats import flatten, read_npz, read_safetensors, release_pages, unflatten
 from modeling.model import Params, param_shapes
 from modeling.names import (
     NPZ_UNUSED,
@@ -49,12 +51,20 @@ EMBEDDING = "llm/embedder/input_embedding"
 
 
 def _materialize(readers: dict[str, tuple[tuple[int, ...], Reader]], dtype: Any,
-                 mesh: Mesh | None, rule: PartitionRule | None) -> Params:
+                 mesh: Mesh | None, rule: PartitionRule | None,
+                 sources: Iterable[np.ndarray] = ()) -> Params:
+    """Each parameter from its reader, largest first (while little else is resident, since a
+    parameter briefly exists twice: the host array read and the device copy), releasing the
+    memory-mapped `sources`' pages after each one."""
+    sources = list(sources)
     out = {}
-    for path, (shape, read) in readers.items():
+    for path in sorted(readers, key=lambda p: -int(np.prod(readers[p][0]))):
+        shape, read = readers[path]
         sharding = param_sharding(path, shape, mesh, rule)
         out[path] = jax.make_array_from_callback(
             shape, sharding, lambda idx, read=read, n=len(shape): read(_full_index(idx, n)))
+        out[path].block_until_ready()
+        release_pages(sources)
     return unflatten(out)
 
 
@@ -184,11 +194,16 @@ def load_hf(directory: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None =
         cfg_file = directory / "config.json"
         if not cfg_file.is_file():
             raise CheckpointError(f"{directory} has no config.json")
-        config = config_from_hf(json.loads(cfg_file.read_text()))
+        hf = json.loads(cfg_file.read_text())
+        if False in (hf.get("tie_word_embeddings"),
+                     hf.get("text_config", {}).get("tie_word_embeddings")):
+            raise CheckpointError(f"{directory}: tie_word_embeddings is false; PaliGemma 2 "
+                                  "reads logits off its embedding and has no separate lm_head")
+        config = config_from_hf(hf)
     tensors = read_hf_tensors(directory)
     table = hf_params_table(config, tensors, directory.name)
     readers = _spec_readers(config, table, tensors, np.dtype(dtype))
-    return config, _materialize(readers, dtype, mesh, partition)
+    return config, _materialize(readers, dtype, mesh, partition, tensors.values())
 
 
 # ----------------------------------------------------------------------------- big_vision npz
@@ -248,7 +263,7 @@ def load_npz(path: str | Path, dtype: Any = jnp.float32, mesh: Mesh | None = Non
     _warn_unused(head, "the SigLIP pooling head", source)
     _warn_unused(outside, f"outside {layout.prefix}, e.g. optimizer state", source)
     readers = _spec_readers(config, table, arrays, np.dtype(dtype))
-    return config, _materialize(readers, dtype, mesh, partition)
+    return config, _materialize(readers, dtype, mesh, partition, arrays.values())
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -250,10 +250,13 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     return rotate(x, *rope_sincos(positions, x.shape[-1], base))
 
 
-def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array) -> jax.Array:
-    """table[ids] * sqrt(D), the factor rounded to the table's dtype as every reference does."""
-    x = jnp.take(table, ids, axis=0)
-    x = x * jnp.asarray(math.sqrt(config.text.width), dtype=table.dtype)
+def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array,
+                 gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+    """table[ids] * sqrt(D), the factor rounded to the table's dtype as every reference does.
+    `gather(table, ids)`, when given, looks the rows up instead of `jnp.take` (its values are
+    the table's, in any dtype: `cpu_kernels.gather_bf16`)."""
+    x = jnp.take(table, ids, axis=0) if gather is None else gather(table, ids)
+    x = (x * jnp.asarray(math.sqrt(config.text.width), dtype=table.dtype)).astype(table.dtype)
     return x.astype(config.compute_dtype)
 
 
@@ -390,15 +393,17 @@ def sliding_window_mask(cfg: TextConfig, positions: jax.Array, key_positions: ja
 
 
 def embed_inputs(config: ModelConfig, params: Params, pixel_values: jax.Array,
-                 input_ids: jax.Array, *, unroll: bool = False) -> jax.Array:
-    """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype."""
+                 input_ids: jax.Array, *, unroll: bool = False,
+                 gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+    """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype
+    (`gather`: see `embed_tokens`)."""
     zimg = encode_image(config, params["img"], pixel_values, unroll=unroll)
     table = params["llm"]["embedder"]["input_embedding"]
     if config.image_embed_hf_roundtrip:  # transformers 4.x: /sqrt(D) then * dtype(sqrt(D))
         root = math.sqrt(config.text.width)
         zimg = (zimg / root).astype(table.dtype) * jnp.asarray(root, table.dtype)
         zimg = zimg.astype(config.compute_dtype)
-    ztxt = embed_tokens(config, table, input_ids)
+    ztxt = embed_tokens(config, table, input_ids, gather)
     return jnp.concatenate([zimg, ztxt], axis=1)
 
 
@@ -418,13 +423,16 @@ def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
 
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
                   mask: jax.Array, sliding_mask: jax.Array, remat: bool = False,
-                  unroll: bool = False, outputs_from: int = 0, with_kv: bool = False
+                  unroll: bool = False, outputs_from: int = 0, with_kv: bool = False,
+                  take_layer: Callable[[Params, int, jax.Array], Params] | None = None
                   ) -> jax.Array | tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """All decoder blocks over a whole sequence (scan over the stacked layers); `remat`
     recomputes each block's activations in the backward pass instead of storing them;
     `unroll` unrolls the scan (see `forward`). Returns x[:, outputs_from:] of the last block,
     whose queries for the positions before `outputs_from` are never computed; with `with_kv`,
-    also every layer's keys and values (k, v), each [L, B, S, K, H] (the prefill's caches)."""
+    also every layer's keys and values (k, v), each [L, B, S, K, H] (the prefill's caches).
+    `take_layer(layers, i, x)`, when given, supplies layer i's parameters from the stacked ones
+    and its input x, the layers running unrolled (`generate.streamed_layer`)."""
     cfg = config.text
 
     def block(x: jax.Array, p: Params, layer: jax.Array, queries_from: int):
@@ -444,6 +452,15 @@ def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax
     if remat:
         block = jax.checkpoint(block, policy=jax.checkpoint_policies.nothing_saveable,
                                static_argnums=(3,))
+    if take_layer is not None:
+        kvs = []
+        for i in range(cfg.depth):
+            queries_from = outputs_from if i == cfg.depth - 1 else 0
+            x, kv = block(x, take_layer(llm["layers"], i, x), jnp.asarray(i), queries_from)
+            kvs.append(kv)
+        if not with_kv:
+            return x
+        return x, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *kvs)
     scanned = cfg.depth - 1 if outputs_from else cfg.depth
     layers = jax.tree_util.tree_map(lambda a: a[:scanned], llm["layers"]) if outputs_from else llm["layers"]
     x, kv = jax.lax.scan(lambda x, inputs: block(x, *inputs, 0), x, (layers, jnp.arange(scanned)),

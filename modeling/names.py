@@ -211,14 +211,20 @@ def detect_hf_layout(names: Iterable[str]) -> HfLayout:
                           f"{', '.join(layout.name for layout in found)}; save it again")
 
 
-def detect_module_layout(modules: Iterable[str]) -> HfLayout:
-    """The layout whose language-model or vision prefix every (PEFT) module name starts with."""
-    modules = list(modules)
+def detect_module_layout(config: ModelConfig, tensors: Iterable[str]) -> HfLayout:
+    """The layout whose name table holds every (PEFT) tensor name, as `module.weight` /
+    `module.bias`, or marks it unused; the first such layout when several do (their tables
+    agree on those names)."""
+    tensors = list(tensors)
+    misses = {}
     for layout in (TRANSFORMERS_5_STATE, TRANSFORMERS_4_5X, HUB, TRANSFORMERS_5):
-        prefixes = (layout.vision, layout.text, layout.projector)
-        if modules and all(m.startswith(prefixes) for m in modules):
+        table = hf_table(config, layout)
+        misses[layout] = [t for t in tensors if t not in table and not layout.unused(t)]
+        if not misses[layout]:
             return layout
-    raise CheckpointError(f"adapter modules {', '.join(modules[:3])} name no PaliGemma layer")
+    closest = min(misses.values(), key=len)
+    raise CheckpointError(f"adapter module(s) {', '.join(closest[:3])} are not linear layers of "
+                          "this PaliGemma 2 (an adapter for another model or size?)")
 
 
 # ----------------------------------------------------------------------------- big_vision npz

@@ -1,14 +1,14 @@
 """jemalloc for the processes that run XLA on the CPU.
 
-XLA's CPU runtime allocates each execution's temporaries as one block (about 270 MB for the
+XLA's CPU runtime allocates each execution's temporaries as one block (hundreds of MB for the
 `demo` preset's train step). glibc's malloc serves blocks over 32 MiB with `mmap` and unmaps
-them on `free`, so every train step faults that block in again, page by page: measured on the
-2-core CI VM, 67,000 minor page faults and 0.14 s of kernel time per demo train step (~0.3 s),
-and ~14,000 faults per batch-8 `generate` call. glibc's own knobs do not fix it without harm
-(its per-thread arenas must map large blocks; a single arena made the batch-8 decode loop ~40 %
-slower through lock contention). jemalloc that never purges (`dirty_decay_ms:-1`) keeps freed
-blocks for reuse: under 100 faults and ~0.002 s of kernel time per step (docs/training.md). The
-price, as with any caching allocator: the process keeps its peak memory until it exits.
+them on `free`, so every train step, and every batched `generate` call, faults that block in
+again, page by page, and spends a large share of the step in the kernel. glibc's own knobs do
+not fix it without harm (its per-thread arenas must map large blocks; a single arena slows the
+batched decode loop through lock contention). jemalloc that never purges (`dirty_decay_ms:-1`)
+keeps freed blocks for reuse, so the faults disappear; docs/training.md ("Train-step speed",
+item 3) has the measurements. The price, as with any caching allocator: the process keeps its
+peak memory until it exits.
 
 `radreport` (and the bench scripts) re-execute themselves with jemalloc preloaded when the
 library is installed (Debian: `libjemalloc2`, which `redis-server` pulls in); child processes

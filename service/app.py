@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from service.auth import routes as auth_routes
-from service.core import errors
+from service.core import errors, spool
 from service.core.config import Settings, get_settings
-from service.core.middleware import BodySizeLimit
+from service.core.limits import RateLimit, Slots
+from service.core.middleware import (
+    BodySizeLimit,
+    CheckJsonBodies,
+    DrainBeforeRefusal,
+    ObserveRequests,
+    SafeErrors,
+    SecurityHeaders,
+)
 from service.dicomweb import outbox, read_routes
 from service.dicomweb import routes as dicomweb_routes
 from service.ops import routes as ops_routes
@@ -41,6 +47,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     runs them)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
+    spool.sweep(settings.storage_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,22 +70,23 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     )
     app.state.settings = settings
     app.state.registry, request_seconds = build_registry(settings)
+    app.state.upload_slots = Slots(settings.max_concurrent_uploads,
+                                   settings.max_concurrent_uploads_per_key, what="uploads",
+                                   retry_after_s=5)
+    app.state.auth_attempts = RateLimit(settings.auth_attempts_per_minute, 60.0,
+                                        what="password attempts")
     for router in ROUTERS:
         app.include_router(router)
 
     errors.install(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        request_seconds.labels(request.method, template, str(response.status_code)).observe(
-            time.perf_counter() - started)
-        return response
-
+    # Innermost first: SafeErrors inside the metrics (a 500 is counted), the size limit outside.
+    app.add_middleware(SafeErrors)
+    app.add_middleware(CheckJsonBodies, max_bytes=settings.max_json_bytes)
+    app.add_middleware(ObserveRequests, histogram=request_seconds)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(DrainBeforeRefusal)  # outermost: the client reads every refusal
     return app
 
 

@@ -112,6 +112,8 @@ def scp(
 def create_key(
     role: str = typer.Option(..., help="uploader, radiologist, admin or viewer (QIDO-RS/WADO-RS)."),
     name: str = typer.Option(..., help="User (person or machine) the key belongs to."),
+    expires_days: float | None = typer.Option(
+        None, help="Days until the key stops working (default: until revoked)."),
 ) -> None:
     """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
     from service.auth.api_keys import create_api_key
@@ -128,11 +130,27 @@ def create_key(
     migrate(settings.database_url)
     try:
         with session_scope(settings.database_url) as session:
-            token = create_api_key(session, name=name, role=chosen)
+            token = create_api_key(session, name=name, role=chosen, expires_days=expires_days)
     except ValueError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     typer.echo(token)
+
+
+@admin_app.command("list-keys")
+def list_keys() -> None:
+    """List API keys (never the tokens): user, role, prefix, created, expires, last used, revoked."""
+    from service.auth.api_keys import describe_api_keys
+    from service.core.config import get_settings
+    from service.core.db import migrate, session_scope
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        rows = describe_api_keys(session)
+    typer.echo("\t".join(("user", "role", "prefix", "created", "expires", "last_used", "revoked")))
+    for row in rows:
+        typer.echo("\t".join(row))
 
 
 @admin_app.command("revoke-keys")

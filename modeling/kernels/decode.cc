@@ -5,6 +5,10 @@
 //                      (zero-padded to P * W >= N columns)
 //   decode_attention:  one new query token per row against that row's KV cache
 //   greedy_argmax:     each row's first largest logit (greedy decoding's next token)
+//   bf16_take:         a block of a bfloat16 array (one layer of a stacked weight), widened to
+//                      float32 in a fresh buffer
+//   bf16_matmul_t:     y[M, V] = x[M, K] @ E^T, E [V, K] bfloat16 (the tied output embedding)
+//   bf16_gather:       rows of a bfloat16 table [V, D] (the token embedding), widened to float32
 //
 // panel_matmul. Decoding multiplies a few rows (one per sequence) by every weight matrix of the
 // model once per token. XLA:CPU hands such matmuls to YNNPACK, which repacks the weights on every
@@ -577,6 +581,103 @@ static ffi::Error GreedyArgmax(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------- bfloat16 weights
+//
+// XLA:CPU computes few-row matmuls, slices and gathers of bfloat16 arrays in float32: it converts
+// the whole operand first, and inside the decode loop it hoists that conversion of a loop-invariant
+// weight out of the loop, i.e. it keeps a float32 copy of every weight (twice the model). These two
+// custom calls read the bfloat16 weights where they are, so no such copy exists: bf16_take widens
+// one layer (a contiguous block) into a fresh float32 buffer, and its extra operand (any array the
+// caller computes just before) orders it inside the program, so each layer's copy lives only while
+// that layer runs; bf16_matmul_t multiplies rows by the transposed embedding directly.
+
+static inline float widen(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+constexpr int64_t kTakeChunk = int64_t(1) << 16;
+
+//   w [...] bfloat16, after (unused), offset attr -> out [...] float32 = w.flat[offset:offset+n]
+static ffi::Error Bf16Take(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> w, ffi::AnyBuffer after,
+                           ffi::ResultBuffer<ffi::F32> out, int64_t offset) {
+  (void)after;
+  const int64_t n = out->element_count();
+  if (offset < 0 || offset + n > int64_t(w.element_count())) {
+    return ffi::Error::InvalidArgument("bf16_take: offset + output size exceeds the weight");
+  }
+  const uint16_t* src = w.typed_data() + offset;
+  float* dst = out->typed_data();
+  parallel_for(pool, (n + kTakeChunk - 1) / kTakeChunk, [=](int64_t c) {
+    const int64_t end = std::min(n, (c + 1) * kTakeChunk);
+    for (int64_t i = c * kTakeChunk; i < end; ++i) dst[i] = widen(src[i]);
+  });
+  return ffi::Error::Success();
+}
+
+constexpr int64_t kTableRows = 64;  // embedding rows per work item
+
+//   x [M, K] float32, e [V, K] bfloat16 -> y [M, V] float32 = x @ e^T
+static ffi::Error Bf16MatmulT(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::BF16> e, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions();
+  auto ed = e.dimensions();
+  auto yd = y->dimensions();
+  if (xd.size() != 2 || ed.size() != 2 || ed[1] != xd[1] || yd.size() != 2 ||
+      yd[0] != xd[0] || yd[1] != ed[0]) {
+    return ffi::Error::InvalidArgument("bf16_matmul_t: expected x [M, K], e [V, K], y [M, V]");
+  }
+  const int64_t M = xd[0], K = xd[1], V = ed[0];
+  const float* xs = x.typed_data();
+  const uint16_t* es = e.typed_data();
+  float* ys = y->typed_data();
+  parallel_for(pool, (V + kTableRows - 1) / kTableRows, [=](int64_t b) {
+    thread_local std::unique_ptr<float[]> row;
+    thread_local int64_t capacity = 0;
+    if (capacity < K) {
+      row.reset(new float[K]);
+      capacity = K;
+    }
+    const int64_t end = std::min(V, (b + 1) * kTableRows);
+    for (int64_t v = b * kTableRows; v < end; ++v) {
+      const uint16_t* src = es + v * K;
+      for (int64_t k = 0; k < K; ++k) row[k] = widen(src[k]);
+      for (int64_t m = 0; m < M; ++m) {
+        const float* xm = xs + m * K;
+        Vec acc{};
+        int64_t k = 0;
+        for (; k + kLanes <= K; k += kLanes) acc += load(xm + k) * load(row.get() + k);
+        float sum = hsum(acc);
+        for (; k < K; ++k) sum += xm[k] * row[k];
+        ys[m * V + v] = sum;
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+//   table [V, D] bfloat16, ids [N] int32 -> out [N, D] float32 = table[clip(ids, 0, V - 1)]
+static ffi::Error Bf16Gather(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> table,
+                             ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> out) {
+  auto td = table.dimensions();
+  auto od = out->dimensions();
+  const int64_t N = ids.element_count();
+  if (td.size() != 2 || od.size() != 2 || od[0] != N || od[1] != td[1] || td[0] == 0) {
+    return ffi::Error::InvalidArgument("bf16_gather: expected table [V, D], ids [N], out [N, D]");
+  }
+  const int64_t V = td[0], D = td[1];
+  const uint16_t* ts = table.typed_data();
+  const int32_t* is = ids.typed_data();
+  float* os = out->typed_data();
+  parallel_for(pool, N, [=](int64_t n) {
+    const int64_t row = std::min<int64_t>(std::max<int64_t>(is[n], 0), V - 1);
+    for (int64_t d = 0; d < D; ++d) os[n * D + d] = widen(ts[row * D + d]);
+  });
+  return ffi::Error::Success();
+}
+
 extern "C" int64_t panel_width() { return kWidth; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(panel_matmul, PanelMatmul,
@@ -603,3 +704,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(decode_attention, DecodeAttention,
                                   .Attr<float>("scale")
                                   .Attr<float>("softcap")
                                   .Attr<float>("mask_value"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bf16_take, Bf16Take,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("offset"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bf16_matmul_t, Bf16MatmulT,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bf16_gather, Bf16Gather,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

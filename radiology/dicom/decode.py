@@ -28,8 +28,8 @@ __all__ = ["PLUGIN_ORDER", "decode_frame", "encapsulated_native", "plugins"]
 
 #: Decoder plugins tried, in this order, per transfer syntax. Fixed so that an image decodes to the
 #: same values on every machine (pydicom's own order depends on which packages are installed, and
-#: lossy JPEG decoders differ by a grey level), and fastest first (measured by bench/ingest.py:
-#: CharLS 4x libjpeg on JPEG-LS, pylibjpeg-rle 12x pydicom's RLE, Pillow 3x libjpeg on baseline).
+#: lossy JPEG decoders differ by a grey level), and fastest first (measured with bench/ingest.py;
+#: bench/README.md has the ratios).
 PLUGIN_ORDER: dict[str, tuple[str, ...]] = {
     _uid.JPEGBaseline8Bit: ("pillow", "pylibjpeg", "gdcm"),
     _uid.JPEGExtended12Bit: ("pylibjpeg", "pillow", "gdcm"),

@@ -29,6 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
 
 from radiology.dicom.errors import (
+    InvalidHeaderError,
     NotDicomError,
     TooLargeError,
     TruncatedError,
@@ -266,6 +267,7 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False, defer_pixels:
             )
         raise NotDicomError("The file holds no DICOM data elements; it is empty or not DICOM.")
     check_complete(ds, len(data))
+    convert_elements(ds)
     notes: list[str] = []
     if received is not data:  # report the syntax it came in, as pydicom's own inflation does
         ds.file_meta.TransferSyntaxUID = _uid.DeflatedExplicitVRLittleEndian
@@ -276,6 +278,34 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False, defer_pixels:
             "a DICOM instance."
         )
     return ds, notes
+
+
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+def convert_elements(ds: Dataset, where: str = "") -> None:
+    """Convert every element of the header (pixel data excepted) once, now, recursing into
+    sequences, and raise InvalidHeaderError naming the first one that cannot be read.
+
+    pydicom converts raw elements lazily, on first access, so a damaged element (an unknown VR,
+    a value that cannot be decoded) would otherwise raise an arbitrary pydicom error later, in
+    whichever stage happened to read it first.
+    """
+    for tag in list(ds.keys()):
+        if tag in _PIXEL_TAGS:
+            continue
+        try:
+            element = ds[tag]
+        except Exception as exc:  # pydicom raises assorted errors on damaged elements
+            raise InvalidHeaderError(
+                f"The header element ({tag.group:04X},{tag.element:04X}){where} cannot be read "
+                f"({type(exc).__name__}); the file is damaged. Re-export it from the source "
+                "system."
+            ) from exc
+        if element.VR == "SQ" and element.value is not None:
+            for index, item in enumerate(element.value):
+                convert_elements(item, f"{where} in item {index + 1} of "
+                                       f"({tag.group:04X},{tag.element:04X})")
 
 
 def check_complete(ds: Dataset, size: int) -> None:

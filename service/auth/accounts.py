@@ -15,13 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import secrets
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.auth.users import AuthError, RoleConflict, get_or_create_user, hash_token
+from service.core.config import Settings, get_settings
+from service.core.limits import Gate
 from service.core.models import AuditEvent, LoginToken, Role, User, utcnow
 
 LOGIN_PREFIX = "rrs_"
@@ -59,9 +62,31 @@ def _hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
+@functools.cache
+def password_gate() -> Gate:
+    """The process's gate around argon2 (PASSWORD_CHECKS at once, 64 MiB each): concurrent
+    sign-in attempts wait their turn (503 after 10 s) instead of exhausting memory."""
+    return Gate(get_settings().password_checks, wait_s=10.0, what="password checks")
+
+
 def hash_password(password: str) -> str:
     """An argon2id hash of `password` (salted; the parameters are stored in the hash)."""
-    return _hasher().hash(password)
+    with password_gate().enter():
+        return _hasher().hash(password)
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """How many failed password checks of one account (sign-ins and re-authentications at
+    signing together) within `window_s` lock it: LOGIN_MAX_FAILURES, LOGIN_LOCKOUT_S."""
+
+    max_failures: int
+    window_s: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Lockout:
+        """The lockout the settings describe."""
+        return cls(settings.login_max_failures, settings.login_lockout_s)
 
 
 def check_password_strength(password: str) -> None:
@@ -87,7 +112,8 @@ def verify_password(session: Session, user: User, password: str) -> bool:
     if not user.password_hash:
         return False
     try:
-        _hasher().verify(user.password_hash, password)
+        with password_gate().enter():
+            _hasher().verify(user.password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     if _hasher().check_needs_rehash(user.password_hash):
@@ -95,12 +121,49 @@ def verify_password(session: Session, user: User, password: str) -> bool:
     return True
 
 
+#: The audit action of a wrong password re-entered at signing or amending.
+REAUTH_FAILURE = "report.sign_reauth_failure"
+
+
 def recent_failures(session: Session, name: str, window_s: int) -> list[dt.datetime]:
-    """Times of the failed sign-ins of user name `name` in the last `window_s` seconds (from the audit trail)."""
+    """Times of the failed password checks of user name `name` in the last `window_s` seconds
+    (from the audit trail): failed sign-ins and failed re-authentications at signing."""
     since = utcnow() - dt.timedelta(seconds=window_s)
-    return list(session.scalars(select(AuditEvent.at).where(AuditEvent.action == "login.failure",
-                                                            AuditEvent.actor == f"user:{name}"[:200],
-                                                            AuditEvent.at >= since).order_by(AuditEvent.at)))
+    user_id = session.scalar(select(User.id).where(User.name == name)) if "\x00" not in name else None
+    whose = AuditEvent.actor == f"user:{name}"[:200]
+    if user_id is not None:
+        whose = or_(whose, and_(AuditEvent.action == REAUTH_FAILURE, AuditEvent.user_id == user_id))
+    return list(session.scalars(select(AuditEvent.at).where(
+        AuditEvent.action.in_(("login.failure", REAUTH_FAILURE)), whose, AuditEvent.at >= since,
+    ).order_by(AuditEvent.at)))
+
+
+def check_lockout(session: Session, name: str, lockout: Lockout) -> None:
+    """TooManyFailures when `name` failed `lockout.max_failures` password checks within the
+    window (the password is then not checked at all, which caps online guessing)."""
+    failures = recent_failures(session, name, lockout.window_s)
+    if len(failures) >= lockout.max_failures:
+        retry = failures[-lockout.max_failures] + dt.timedelta(seconds=lockout.window_s) - utcnow()
+        raise TooManyFailures(max(int(retry.total_seconds()), 1))
+
+
+def reauthenticate(session: Session, user: User, password: str, lockout: Lockout) -> bool:
+    """Whether `password` is the signed-in user's own (re-authentication at signing), under the
+    same lockout as sign-in: TooManyFailures when the account is locked. The caller audits a
+    failure (REAUTH_FAILURE), then calls `lock_after_failure`."""
+    check_lockout(session, user.name, lockout)
+    return verify_password(session, user, password)
+
+
+def lock_after_failure(session: Session, user: User, lockout: Lockout) -> bool:
+    """After a failed re-authentication (already added to the session): when the account has
+    now reached the lockout, sign it out everywhere (a stolen session cannot go on guessing)
+    and return True."""
+    session.flush()
+    if len(recent_failures(session, user.name, lockout.window_s)) < lockout.max_failures:
+        return False
+    revoke_logins(session, name=user.name, actor="system:lockout")
+    return True
 
 
 def check_credentials(session: Session, name: str, password: str, *, max_failures: int | None = None,
@@ -111,13 +174,10 @@ def check_credentials(session: Session, name: str, password: str, *, max_failure
     the password (TooManyFailures), which caps online guessing.
     """
     if max_failures is not None:
-        failures = recent_failures(session, name, lockout_s)
-        if len(failures) >= max_failures:
-            retry = failures[-max_failures] + dt.timedelta(seconds=lockout_s) - utcnow()
-            raise TooManyFailures(max(int(retry.total_seconds()), 1))
+        check_lockout(session, name, Lockout(max_failures, lockout_s))
     user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
     if user is None:
-        _hasher().hash(password)  # spend the same time as a real check: no user enumeration by timing
+        hash_password(password)  # spend the same time as a real check: no user enumeration by timing
     elif user.active and verify_password(session, user, password):
         return user
     session.add(AuditEvent(actor=f"user:{name}"[:200], user_id=user.id if user else None, action="login.failure",

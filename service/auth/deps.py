@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth.bearer import authenticate
+from service.auth.users import hash_token
 from service.core.deps import SessionDep
 from service.core.models import Role, User
 
@@ -45,3 +46,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, unknown or revoked bearer token"},
     403: {"description": "The token's role may not use this endpoint"},
 }
+
+
+def password_attempt(request: Request) -> None:
+    """Count one password attempt (sign-in, re-authentication) against the client's address and,
+    when it sends one, its token: AUTH_ATTEMPTS_PER_MINUTE each, else 429 with Retry-After."""
+    keys = [f"address:{request.client.host if request.client else '-'}"]
+    authorization = request.headers.get("authorization", "")
+    if authorization:
+        keys.append(f"token:{hash_token(authorization)}")
+    request.app.state.auth_attempts.hit(*keys)
+
+
+#: A route parameter that counts a password attempt before the route runs.
+PasswordAttempt = Annotated[None, Depends(password_attempt)]

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, OAuth2PasswordRequest
 from pydantic import BaseModel, Field
 
 from service.auth import accounts
-from service.auth.deps import ERRORS, bearer, require, roles_doc
+from service.auth.deps import ERRORS, PasswordAttempt, bearer, require, roles_doc
 from service.core.deps import SessionDep, SettingsDep
 from service.core.errors import Problem
 from service.core.models import Role, User
@@ -49,10 +49,13 @@ class Me(BaseModel):
     "expires after LOGIN_TTL_S or after LOGIN_IDLE_S without use; POST /v1/logout revokes it. Machines use API "
     "keys instead. Failed attempts are audited; after LOGIN_MAX_FAILURES within LOGIN_LOCKOUT_S the name is refused (429). A hospital identity provider (OIDC) is described in docs/review.md.",
     responses={401: {"model": Problem, "description": "Unknown user or wrong password"},
-               429: {"model": Problem, "description": "Too many failed sign-ins for this name (LOGIN_MAX_FAILURES)"}},
+               429: {"model": Problem, "description": "Too many failed sign-ins for this name "
+                     "(LOGIN_MAX_FAILURES), or too many attempts from this client "
+                     "(AUTH_ATTEMPTS_PER_MINUTE)"},
+               503: {"model": Problem, "description": "Too many password checks at once"}},
 )
-def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep,
-          settings: SettingsDep) -> LoginResponse:
+def login(_: PasswordAttempt, form: Annotated[OAuth2PasswordRequestForm, Depends()],
+          session: SessionDep, settings: SettingsDep) -> LoginResponse:
     token, row = accounts.login(session, form.username, form.password, ttl_s=settings.login_ttl_s,
                                 idle_s=settings.login_idle_s, max_failures=settings.login_max_failures,
                                 lockout_s=settings.login_lockout_s)

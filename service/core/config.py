@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     max_instances_per_upload: int = Field(64, description="Most instances in one upload.")
     max_zip_ratio: float = Field(200.0, description="Largest uncompressed/compressed ratio of a zip member.")
     max_image_pixels: int = Field(64_000_000, description="Largest Rows*Columns*Frames accepted at ingest.")
+    max_json_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body (report "
+                                "text, score pairs); larger ones are answered 413.")
+    max_concurrent_uploads: int = Field(
+        8, description="Uploads (HTTP and STOW-RS) one API process handles at once; more are "
+        "answered 503 with Retry-After.")
+    max_concurrent_uploads_per_key: int = Field(
+        2, description="Uploads one API key may have in progress at once; more are answered 429 "
+        "with Retry-After.")
 
     # Pipeline reliability.
     max_attempts: int = Field(3, description="Deliveries of a stage before the study fails (poison cap).")
@@ -151,17 +159,26 @@ class Settings(BaseSettings):
     # Review, sign-in and evaluations (issue 7; see service.auth, service.review, docs/review.md).
     login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
     login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
-    login_max_failures: int = Field(10, description="Failed sign-ins of one user name within LOGIN_LOCKOUT_S before "
-                                    "sign-in is refused for that name (429) until the window passes.")
+    login_max_failures: int = Field(
+        10, description="Failed password checks of one account (sign-ins, and re-authentications "
+        "at signing or amending) within LOGIN_LOCKOUT_S before it is refused (429) until the "
+        "window passes; reaching it at signing also signs the account out everywhere.")
     login_lockout_s: int = Field(15 * 60, description="Window of LOGIN_MAX_FAILURES (seconds).")
+    auth_attempts_per_minute: int = Field(
+        20, description="Password attempts (POST /v1/login, signing, amending) one client address "
+        "and one token may make per minute; more are answered 429 with Retry-After.")
+    password_checks: int = Field(
+        4, description="argon2 password checks one API process runs at once (64 MiB each); more "
+        "wait up to 10 s, then 503.")
     claim_ttl_s: int = Field(4 * 3600, description="A claim on a report older than this may be taken over by another "
                              "radiologist (so a report is never stuck with someone who left).")
     signature_key: str | None = Field(
         None, description="Secret that seals e-signatures (HMAC-SHA256). Unset: a random key kept in "
         "STORAGE_DIR/keys/signature.key, created on first use. Keep it out of the database.")
     evaluation_dir: Path | None = Field(None, description="Where offline evaluation runs write (default STORAGE_DIR/evaluations).")
-    evaluation_roots: str = Field("", description="Comma-separated folders under which POST /v1/evaluations may "
-                                  "name bundles and datasets (empty: any folder the worker can read).")
+    evaluation_roots: str = Field(
+        "", description="Comma-separated folders under which POST /v1/evaluations may name "
+        "bundles and datasets (empty: STORAGE_DIR only).")
 
     def ensure_dirs(self) -> None:
         """Create the store (and the SQLite parent folder) if missing."""

@@ -31,13 +31,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
 
 @functools.cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL and process; SQLite gets WAL and a busy timeout so processes can share it."""
+    """One engine per URL and process; SQLite gets WAL and a busy timeout so processes can share it.
+    Errors never carry the statement's parameters (report text, hashes), so no log can show them."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                               hide_parameters=True)
     return engine
 
 

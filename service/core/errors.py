@@ -1,5 +1,6 @@
 """Errors as the API answers them: `ServiceError`, the base of every domain error, and the one
-handler that turns any of them into a `Problem` response.
+handler that turns any of them into a `Problem` response; request validation errors are answered
+without echoing their input.
 
 A domain module raises a subclass naming its HTTP `status` and machine `code`; routes do not
 catch it. The handler answers `{"detail": message, "code": code}` (no `code` when it is None) with
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -55,6 +57,17 @@ async def answer(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers() or None)
 
 
+async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """The 422 of a request that fails validation: where and what, never the `input` or `ctx`
+    FastAPI would echo (a password, report text)."""
+    assert isinstance(error, RequestValidationError)
+    details = [{"loc": list(item.get("loc", ())), "msg": item.get("msg", ""),
+                "type": item.get("type", "")} for item in error.errors()]
+    return JSONResponse({"detail": details, "code": "invalid_request"}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
-    """Answer every ServiceError of `app` with `answer`."""
+    """Answer every ServiceError of `app` with `answer`, and validation errors with
+    `invalid_request`."""
     app.add_exception_handler(ServiceError, answer)
+    app.add_exception_handler(RequestValidationError, invalid_request)

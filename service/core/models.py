@@ -111,6 +111,10 @@ class ApiKey(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: None: the key never expires (`radreport admin create-key --expires-days`).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: When the key last authenticated a request (updated at most once a minute).
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     user: Mapped[User] = relationship(back_populates="api_keys")
 
 

@@ -42,6 +42,19 @@ class BlobStore:
             raise
         return digest
 
+    def put_file(self, source: Path, sha256: str) -> str:
+        """Move a file whose SHA-256 the caller computed while writing it (a spooled upload) into
+        the store, without reading it into memory; returns `sha256`. A blob already stored is
+        kept and `source` is left alone."""
+        target = self.path(sha256)
+        if target.exists():
+            return sha256
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(source, target)
+        return sha256
+
     def get(self, sha256: str) -> bytes:
         """The bytes of a blob; raises FileNotFoundError if absent."""
         return self.path(sha256).read_bytes()

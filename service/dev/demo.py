@@ -1,4 +1,4 @@
-"""The service half of `radreport demo`: start the system, upload synthetic studies, print the drafts."""
+"""The service half of `radreport demo`: start the system, upload synthetic studies, show drafts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from service.dev.system import LocalSystem
 
 
 def find_studies(data_dir: Path, limit: int) -> list[list[Path]]:
-    """Up to `limit` studies (lists of DICOM files, one folder each) under a MIMIC-CXR-style tree."""
+    """Up to `limit` studies (lists of DICOM files, one folder each) in a MIMIC-CXR-style tree."""
     folders: dict[Path, list[Path]] = defaultdict(list)
     for path in sorted(data_dir.rglob("*.dcm")):
         folders[path.parent].append(path)
@@ -25,8 +25,9 @@ def find_studies(data_dir: Path, limit: int) -> list[list[Path]]:
 
 
 def _stow_body(files: list[Path], boundary: str = "radreportDemoBoundary") -> tuple[bytes, str]:
-    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f.read_bytes() + b"\r\n"
-                    for f in files) + f"--{boundary}--\r\n".encode()
+    part_head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    body = b"".join(part_head + f.read_bytes() + b"\r\n" for f in files)
+    body += f"--{boundary}--\r\n".encode()
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
@@ -34,15 +35,19 @@ def upload_study(client: httpx.Client, files: list[Path], *, stow: bool) -> str:
     """Upload one study's files (multipart form or STOW-RS); returns the study id."""
     if stow:
         body, content_type = _stow_body(files)
-        response = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+        response = client.post("/dicomweb/studies", content=body,
+                               headers={"Content-Type": content_type})
         response.raise_for_status()
         return response.headers["X-Study-Status"].split(",")[0].strip().rsplit("/", 1)[-1]
-    response = client.post("/v1/studies", files=[("files", (f.name, f.read_bytes(), "application/dicom")) for f in files])
+    parts = [("files", (f.name, f.read_bytes(), "application/dicom")) for f in files]
+    response = client.post("/v1/studies", files=parts)
     response.raise_for_status()
     return response.json()["study_id"]
 
 
-def wait_terminal(client: httpx.Client, study_ids: list[str], timeout: float, *, findings: bool = True) -> dict[str, dict]:
+def wait_terminal(
+    client: httpx.Client, study_ids: list[str], timeout: float, *, findings: bool = True
+) -> dict[str, dict]:
     """Poll until every study is draft_ready (with findings extracted) or failed."""
     deadline = time.monotonic() + timeout
     done: dict[str, dict] = {}
@@ -69,7 +74,9 @@ def _positive_findings(findings: dict[str, Any] | None) -> str:
     return text + (f" (uncertain: {', '.join(uncertain)})" if uncertain else "")
 
 
-def run_service_demo(*, data_dir: Path, bundle_dir: Path, studies: int, keep_serving: bool, console: Any) -> None:
+def run_service_demo(
+    *, data_dir: Path, bundle_dir: Path, studies: int, keep_serving: bool, console: Any
+) -> None:
     """Start Redis/API/workers, upload `studies` studies (half by STOW-RS), print drafts, stop."""
     workdir = Path(data_dir).parent / "service"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -78,17 +85,22 @@ def run_service_demo(*, data_dir: Path, bundle_dir: Path, studies: int, keep_ser
         raise SystemExit(f"no DICOM studies under {data_dir}")
     system = LocalSystem(workdir, model_bundle=Path(bundle_dir), env={"RECONCILE_INTERVAL_S": "5"})
     try:
-        with console.status("starting redis, the API and the workers (the generate worker compiles first)"):
+        with console.status(
+            "starting redis, the API and the workers (the generate worker compiles first)"
+        ):
             system.start(workers=["ingest,score,outbox", "generate"])
             system.wait_workers_ready(timeout=900)
         with session_scope(system.database_url) as session:
             uploader = create_api_key(session, name="demo-uploader", role=Role.uploader)
             reader = create_api_key(session, name="demo-radiologist", role=Role.radiologist)
         console.print(f"API at {system.api_url} (OpenAPI: {system.api_url}/docs)")
-        with httpx.Client(base_url=system.api_url, headers={"Authorization": f"Bearer {uploader}"}, timeout=60) as up:
+        with httpx.Client(base_url=system.api_url, timeout=60,
+                          headers={"Authorization": f"Bearer {uploader}"}) as up:
             ids = [upload_study(up, files, stow=i % 2 == 1) for i, files in enumerate(chosen)]
-        console.print(f"uploaded {len(ids)} studies ({(len(ids) + 1) // 2} multipart, {len(ids) // 2} STOW-RS)")
-        with httpx.Client(base_url=system.api_url, headers={"Authorization": f"Bearer {reader}"}, timeout=60) as rd:
+        console.print(f"uploaded {len(ids)} studies ({(len(ids) + 1) // 2} multipart, "
+                      f"{len(ids) // 2} STOW-RS)")
+        with httpx.Client(base_url=system.api_url, timeout=60,
+                          headers={"Authorization": f"Bearer {reader}"}) as rd:
             results = wait_terminal(rd, ids, timeout=600)
         drafted = 0
         for n, study_id in enumerate(ids, 1):
@@ -98,7 +110,8 @@ def run_service_demo(*, data_dir: Path, bundle_dir: Path, studies: int, keep_ser
                 continue
             status = result["status"]
             if status["state"] == "failed":
-                console.print(f"[red]study {n}: failed ({status['failure_code']}): {status['failure_reason']}[/red]")
+                console.print(f"[red]study {n}: failed ({status['failure_code']}): "
+                              f"{status['failure_reason']}[/red]")
                 continue
             drafted += 1
             report = result["report"]
@@ -110,10 +123,12 @@ def run_service_demo(*, data_dir: Path, bundle_dir: Path, studies: int, keep_ser
                     console.print(f"[bold]{section.upper()}:[/bold] {report['sections'][section]}")
             if not any(report["sections"].get(s) for s in ("findings", "impression")):
                 console.print(report["text"])
-            console.print(f"[dim]findings (CheXpert-style positive): {_positive_findings(report['findings'])}[/dim]")
+            positive = _positive_findings(report["findings"])
+            console.print(f"[dim]findings (CheXpert-style positive): {positive}[/dim]")
         console.print(f"{drafted}/{len(ids)} studies drafted")
         if keep_serving:
-            console.print(f"serving at {system.api_url}; uploader token {uploader}; radiologist token {reader}")
+            console.print(f"serving at {system.api_url}; uploader token {uploader}; "
+                          f"radiologist token {reader}")
             console.print("Ctrl-C stops")
             try:
                 while True:

@@ -1,8 +1,8 @@
 """Start and stop a whole local system: Redis (private when REDIS_URL is unset), the API, workers.
 
-Used by `make demo` / `make serve` (through `service.dev.demo`) and by the tests. Each process logs to
-`<workdir>/logs/<name>.log`; workers can be supervised (restarted when they die, like a container
-restart policy); the private Redis can be stopped and restarted on the same port.
+Used by `make demo` / `make serve` (through `service.dev.demo`) and by the tests. Each process logs
+to `<workdir>/logs/<name>.log`; workers can be supervised (restarted when they die, like a
+container restart policy); the private Redis can be stopped and restarted on the same port.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class PrivateRedis:
         """Start (or restart) the server on its port and wait until it answers."""
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir),
              "--save", "", "--appendonly", "yes" if self.appendonly else "no",
              "--maxmemory-policy", "noeviction"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -108,8 +109,8 @@ class ManagedProcess:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.pids.append(self.process.pid)
 
     @property
@@ -181,7 +182,8 @@ class LocalSystem:
         """Settings equal to what the child processes read."""
         env = self.environment()
         keys = Settings.model_fields.keys()
-        return Settings(**{k: env[k.upper()] for k in keys if k.upper() in env and env[k.upper()] != ""})
+        return Settings(**{k: env[k.upper()] for k in keys
+                           if k.upper() in env and env[k.upper()] != ""})
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -195,15 +197,17 @@ class LocalSystem:
             self.start_api()
         for queues in workers or []:
             self.start_worker(queues)
-        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="radreport-supervisor")
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name="radreport-supervisor")
         self._supervisor.start()
         return self
 
     def start_api(self, port: int | None = None) -> str:
         """Start `radreport serve` and wait for /healthz; returns the base URL."""
         port = port or free_port()
-        proc = self._spawn("api", [sys.executable, "-m", "radreport", "serve", "--host", "127.0.0.1",
-                                   "--port", str(port)], restart=False)
+        command = [sys.executable, "-m", "radreport", "serve", "--host", "127.0.0.1",
+                   "--port", str(port)]
+        proc = self._spawn("api", command, restart=False)
         self.api_url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
@@ -230,13 +234,17 @@ class LocalSystem:
         wait_for(listening, 60, what="the C-STORE SCP")
         return port
 
-    def start_worker(self, queues: str, *, name: str | None = None, restart: bool = True) -> ManagedProcess:
+    def start_worker(
+        self, queues: str, *, name: str | None = None, restart: bool = True
+    ) -> ManagedProcess:
         """Start `radreport worker --queues ...` (supervised unless restart=False)."""
         name = name or f"worker-{queues.replace(',', '-')}-{len(self.processes)}"
-        return self._spawn(name, [sys.executable, "-m", "radreport", "worker", "--queues", queues], restart=restart)
+        command = [sys.executable, "-m", "radreport", "worker", "--queues", queues]
+        return self._spawn(name, command, restart=restart)
 
     def _spawn(self, name: str, command: list[str], *, restart: bool) -> ManagedProcess:
-        proc = ManagedProcess(name, command, self.environment(), self.workdir / "logs" / f"{name}.log", restart)
+        log_path = self.workdir / "logs" / f"{name}.log"
+        proc = ManagedProcess(name, command, self.environment(), log_path, restart)
         proc.start()
         self.processes.append(proc)
         return proc
@@ -248,7 +256,9 @@ class LocalSystem:
                     proc.restarts += 1
                     proc.start()
 
-    def wait_workers_ready(self, queues: tuple[str, ...] = ("ingest", "generate", "score"), timeout: float = 180) -> None:
+    def wait_workers_ready(
+        self, queues: tuple[str, ...] = ("ingest", "generate", "score"), timeout: float = 180
+    ) -> None:
         """Wait until each queue has a live worker heartbeat (generate workers compile first)."""
         def ready() -> bool:
             with session_scope(self.database_url) as session:
@@ -259,7 +269,8 @@ class LocalSystem:
 
     def logs_text(self) -> str:
         """Everything the system's processes logged so far."""
-        return "\n".join(p.read_text(errors="replace") for p in sorted((self.workdir / "logs").glob("*.log")))
+        logs = sorted((self.workdir / "logs").glob("*.log"))
+        return "\n".join(p.read_text(errors="replace") for p in logs)
 
     def stop(self) -> None:
         """Stop workers, the API and the private Redis (only processes this system started)."""

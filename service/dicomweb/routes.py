@@ -13,6 +13,7 @@ from service.core.config import Settings
 from service.core.db import session_scope
 from service.core.deps import SettingsDep, StoreDep
 from service.core.models import Role, User
+from service.core.spool import Spool, SpooledPart, spool_multipart
 from service.core.storage import BlobStore
 from service.dicomweb import stow
 from service.studies import intake
@@ -20,6 +21,9 @@ from service.studies.reconcile import enqueue_and_mark
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 DICOM_JSON = "application/dicom+json"
+#: FailureReason of an instance whose SOP Instance UID is stored with other bytes (the A900 class,
+#: "data set does not match": the stored instance is kept, the sender must use a new UID).
+CONFLICT = 0xA900
 
 STOW_DOC = {
     "requestBody": {
@@ -32,23 +36,26 @@ STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     200: {"description": "All instances stored", "content": {DICOM_JSON: {}}},
     202: {"description": "Some instances stored; see FailedSOPSequence / WarningReason", "content": {DICOM_JSON: {}}},
-    400: {"description": "Malformed multipart body"},
+    400: {"description": "Malformed multipart body, or one cut before its closing boundary"},
     409: {"description": "No instance stored; see FailedSOPSequence", "content": {DICOM_JSON: {}}},
-    413: {"description": "Body, part or instance count beyond the limits"},
+    413: {"description": "Body or instance count beyond the limits"},
     415: {"description": "Not multipart/related with type application/dicom"},
+    429: {"description": "This API key has too many uploads in progress (Retry-After)"},
+    503: {"description": "Too many uploads in progress (Retry-After)"},
 }
 
 
 async def _store(request: Request, settings: Settings, store: BlobStore, user: User, study_uid: str | None) -> JSONResponse:
     boundary = stow.boundary_of(request.headers.get("content-type"))
-    parts = await stow.parse_parts(
-        request.stream(), boundary, max_part_bytes=settings.max_instance_bytes,
-        max_parts=settings.max_instances_per_upload, max_total_bytes=settings.max_upload_bytes,
-    )
-    return await run_in_threadpool(_register, request, settings, store, user, parts, study_uid)
+    with request.app.state.upload_slots.hold(str(user.id)), Spool(settings.storage_dir) as files:
+        parts = await spool_multipart(
+            request.stream(), boundary, files, max_part_bytes=settings.max_instance_bytes,
+            max_parts=settings.max_instances_per_upload, max_total_bytes=settings.max_upload_bytes,
+            head=intake.sanitize_head)
+        return await run_in_threadpool(_register, settings, store, user, parts, study_uid)
 
 
-def _register(request: Request, settings: Settings, store: BlobStore, user: User, parts: list[stow.Part],
+def _register(settings: Settings, store: BlobStore, user: User, parts: list[SpooledPart],
               study_uid: str | None) -> JSONResponse:
     failed: list[dict[str, Any]] = []
     headers: list[intake.InstanceHeader] = []
@@ -56,11 +63,8 @@ def _register(request: Request, settings: Settings, store: BlobStore, user: User
         if part.content_type not in ("", stow.DICOM_MEDIA_TYPE):
             failed.append({"reason": 0xC000})
             continue
-        if part.too_large:
-            failed.append({"reason": 0xA700})
-            continue
         try:
-            header = intake.inspect_instance(part.body, settings)
+            header = intake.inspect_file(part, settings)
         except intake.InstanceRejected as error:
             failed.append({"reason": error.failure_reason})
             continue
@@ -84,6 +88,9 @@ def _register(request: Request, settings: Settings, store: BlobStore, user: User
                                    "warning": warning})
                 if item.study.id not in study_ids:
                     study_ids.append(item.study.id)
+            for conflict in registration.conflicts:
+                failed.append({"sop_class_uid": conflict.header.sop_class_uid,
+                               "sop_uid": conflict.header.sop_uid, "reason": CONFLICT})
             to_ingest = list(registration.studies_to_ingest)
     for study_id in to_ingest:
         enqueue_and_mark(settings, "ingest", study_id)

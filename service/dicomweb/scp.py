@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 WARNING_COERCED = 0xB000
+#: A SOP Instance UID already stored with other bytes (as STOW-RS: service.dicomweb.routes).
+CONFLICT = 0xA900
 
 #: Status of each intake failure reason (PS3.18 I.2.2 reasons are PS3.7 C-STORE statuses).
 STATUS_OF_REASON = {0xA700: 0xA700, 0xA900: 0xA900, 0xC000: 0xC000, 0x0122: 0x0122}
@@ -149,6 +151,9 @@ class StoreSCP:
             with session_scope(self.settings.database_url) as session:
                 user = session.merge(self._user(calling))
                 registration = intake.register_instances(session, self.store, [header], user)
+                if registration.conflicts:  # stored before with other bytes: refused, audited
+                    log.info("C-STORE from %s refused: instance_conflict", calling)
+                    return CONFLICT
                 [stored] = registration.stored
                 study_id = stored.study.id
                 to_ingest = study_id in registration.studies_to_ingest

@@ -1,4 +1,5 @@
-"""DICOMweb STOW-RS: a streaming multipart/related parser with size limits, and the PS3.18 response.
+"""DICOMweb STOW-RS: the request's media type and boundary, and the PS3.18 response (the body
+itself is streamed to disk by `service.core.spool`).
 
 The Store Instances Response (PS3.18 Annex I) is returned as DICOM JSON: ReferencedSOPSequence
 (0008,1199) for stored instances and FailedSOPSequence (0008,1198) with FailureReason (0008,1197).
@@ -6,11 +7,9 @@ The Store Instances Response (PS3.18 Annex I) is returned as DICOM JSON: Referen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 
 from service.core.errors import ServiceError
 
@@ -22,25 +21,6 @@ class StowError(ServiceError):
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message, status=status)
-
-
-@dataclass
-class Part:
-    """One message part: its headers and body (None when refused during streaming)."""
-
-    headers: dict[str, str] = field(default_factory=dict)
-    chunks: list[bytes] = field(default_factory=list)
-    size: int = 0
-    too_large: bool = False
-
-    @property
-    def content_type(self) -> str:
-        value, _ = parse_options_header(self.headers.get("content-type", ""))
-        return value.decode("latin-1").lower() if isinstance(value, bytes) else str(value).lower()
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks)
 
 
 def boundary_of(content_type: str | None) -> str:
@@ -63,64 +43,6 @@ def boundary_of(content_type: str | None) -> str:
     if not boundary or len(boundary) > 200:
         raise StowError(400, "the multipart/related Content-Type has no usable boundary")
     return boundary
-
-
-async def parse_parts(
-    stream: AsyncIterator[bytes], boundary: str, *, max_part_bytes: int, max_parts: int, max_total_bytes: int
-) -> list[Part]:
-    """Parse a multipart body as it streams in, keeping at most `max_part_bytes` of any part."""
-    parts: list[Part] = []
-    state: dict[str, Any] = {"field": b"", "value": b""}
-    total = 0
-
-    def on_part_begin() -> None:
-        if len(parts) >= max_parts:
-            raise StowError(413, f"the request holds more than {max_parts} instances")
-        parts.append(Part())
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = parts[-1]
-        part.size += end - start
-        if part.size > max_part_bytes:
-            part.too_large = True
-            part.chunks.clear()
-        elif not part.too_large:
-            part.chunks.append(data[start:end])
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        parts[-1].headers[state["field"].decode("latin-1").lower()] = state["value"].decode("latin-1")
-        state["field"], state["value"] = b"", b""
-
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-        },
-    )
-    try:
-        async for chunk in stream:
-            total += len(chunk)
-            if total > max_total_bytes:
-                raise StowError(413, f"the request exceeds {max_total_bytes} bytes")
-            parser.write(chunk)
-        parser.finalize()
-    except StowError:
-        raise
-    except Exception as error:  # python-multipart raises MultipartParseError and friends
-        raise StowError(400, f"the multipart/related body is malformed ({type(error).__name__})") from None
-    if not parts:
-        raise StowError(400, "the multipart/related body holds no parts")
-    return parts
 
 
 def _ui(value: str | None) -> dict[str, Any]:

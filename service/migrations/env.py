@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations online against the URL set by `service.core.db.alembic_config`."""
+"""Alembic environment: runs migrations online against the URL that
+`service.core.db.alembic_config` sets."""
 
 from __future__ import annotations
 

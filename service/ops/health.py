@@ -29,7 +29,8 @@ def live_workers(session: Session, alive_s: float) -> dict[str, int]:
     """Live workers per queue of the study pipeline, from their heartbeats."""
     cutoff = utcnow() - dt.timedelta(seconds=alive_s)
     counts = dict.fromkeys(QUEUES, 0)
-    for queues in session.scalars(select(WorkerHeartbeat.queues).where(WorkerHeartbeat.last_seen >= cutoff)):
+    alive = select(WorkerHeartbeat.queues).where(WorkerHeartbeat.last_seen >= cutoff)
+    for queues in session.scalars(alive):
         for queue in queues.split(","):
             if queue in counts:
                 counts[queue] += 1

@@ -49,52 +49,67 @@ class PipelineCollector(Collector):
     def collect(self) -> Iterator[object]:
         try:
             with session_scope(self.settings.database_url) as session:
-                states = dict(session.execute(select(Study.state, func.count()).group_by(Study.state)).all())
+                by_state = select(Study.state, func.count()).group_by(Study.state)
+                states = dict(session.execute(by_state).all())
                 failures = session.execute(
                     select(Study.failure_code, func.count()).where(Study.state == StudyState.failed)
                     .group_by(Study.failure_code)
                 ).all()
                 rows = session.execute(
-                    select(Study.received_at, Study.ingest_started_at, Study.ingested_at, Study.generate_started_at,
-                           Study.draft_ready_at, Study.generate_compute_s)
-                    .where(Study.draft_ready_at.is_not(None)).order_by(Study.draft_ready_at.desc()).limit(RECENT)
+                    select(Study.received_at, Study.ingest_started_at, Study.ingested_at,
+                           Study.generate_started_at, Study.draft_ready_at,
+                           Study.generate_compute_s)
+                    .where(Study.draft_ready_at.is_not(None))
+                    .order_by(Study.draft_ready_at.desc()).limit(RECENT)
                 ).all()
                 cutoff = utcnow() - dt.timedelta(seconds=self.settings.worker_alive_s)
-                heartbeats = session.scalars(select(WorkerHeartbeat.queues).where(WorkerHeartbeat.last_seen >= cutoff)).all()
+                alive = select(WorkerHeartbeat.queues).where(WorkerHeartbeat.last_seen >= cutoff)
+                heartbeats = session.scalars(alive).all()
                 deliveries = outbox.statistics(session)
         except Exception as error:
             log.warning("metrics: database unavailable (%s)", type(error).__name__)
             return
-        gauge = GaugeMetricFamily("radreport_studies", "Studies by pipeline state", labels=["state"])
+        gauge = GaugeMetricFamily(
+            "radreport_studies", "Studies by pipeline state", labels=["state"]
+        )
         for state in StudyState:
             gauge.add_metric([state.value], states.get(state, 0))
         yield gauge
-        failed = CounterMetricFamily("radreport_study_failures", "Failed studies by cause", labels=["cause"])
+        failed = CounterMetricFamily(
+            "radreport_study_failures", "Failed studies by cause", labels=["cause"]
+        )
         for code, count in failures:
             failed.add_metric([code or "unknown"], count)
         yield failed
-        samples: dict[str, list[float]] = {"ingest_wait": [], "ingest": [], "generate_wait": [], "generate": [],
-                                           "generate_compute": [], "total": []}
+        samples: dict[str, list[float]] = {
+            stage: [] for stage in ("ingest_wait", "ingest", "generate_wait", "generate",
+                                    "generate_compute", "total")
+        }
         for received, ingest_start, ingested, gen_start, ready, compute in rows:
             pairs = {"ingest_wait": (received, ingest_start), "ingest": (ingest_start, ingested),
-                     "generate_wait": (ingested, gen_start), "generate": (gen_start, ready), "total": (received, ready)}
+                     "generate_wait": (ingested, gen_start), "generate": (gen_start, ready),
+                     "total": (received, ready)}
             for stage, (a, b) in pairs.items():
                 if a is not None and b is not None:
                     samples[stage].append((b - a).total_seconds())
             if compute is not None:
                 samples["generate_compute"].append(compute)
-        yield _histogram("radreport_stage_seconds", f"Stage latencies of the last {RECENT} drafted studies", samples)
-        workers = GaugeMetricFamily("radreport_workers_alive", "Workers with a recent heartbeat, per queue", labels=["queue"])
+        yield _histogram("radreport_stage_seconds",
+                         f"Stage latencies of the last {RECENT} drafted studies", samples)
+        workers = GaugeMetricFamily("radreport_workers_alive",
+                                    "Workers with a recent heartbeat, per queue", labels=["queue"])
         for queue in (*QUEUES, OUTBOX):
             workers.add_metric([queue], sum(1 for q in heartbeats if queue in q.split(",")))
         yield workers
         yield from outbox_families(deliveries)
-        depth = GaugeMetricFamily("radreport_queue_depth", "Messages waiting in each Redis queue", labels=["queue"])
+        depth = GaugeMetricFamily("radreport_queue_depth", "Messages waiting in each Redis queue",
+                                  labels=["queue"])
         try:
             import redis
 
-            client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=self.settings.broker_timeout_s,
-                                          socket_connect_timeout=self.settings.broker_timeout_s)
+            timeout = self.settings.broker_timeout_s
+            client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=timeout,
+                                          socket_connect_timeout=timeout)
             try:
                 for queue in (*QUEUES, OUTBOX):
                     depth.add_metric([queue], client.llen(queue))

@@ -48,7 +48,9 @@ class Readiness(BaseModel):
     workers: dict[str, int]
 
 
-@router.get("/healthz", summary="Liveness: the API process answers", description="No authentication.")
+@router.get(
+    "/healthz", summary="Liveness: the API process answers", description="No authentication."
+)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -80,7 +82,9 @@ def readyz(request: Request, response: Response, settings: SettingsDep) -> Readi
 @router.get(
     "/metrics",
     summary="Prometheus metrics (queue depth, stage latencies, failures by cause)",
-    description="Role: admin (configure the scraper with a bearer token). Labels carry no patient data.",
+    description=(
+        "Role: admin (configure the scraper with a bearer token). Labels carry no patient data."
+    ),
     openapi_extra=roles_doc(Role.admin),
     response_class=Response,
     responses={**ERRORS, 200: {"content": {"text/plain": {}}}},

@@ -25,29 +25,37 @@ def evaluation_dir(settings: Settings) -> Path:
 
 
 def check_paths(settings: Settings, bundle_dir: str, data_dir: str) -> tuple[Path, Path]:
-    """Resolve and check the bundle and data folders (inside EVALUATION_ROOTS when that is set)."""
+    """Resolve and check the bundle and data folders: inside EVALUATION_ROOTS, or inside
+    STORAGE_DIR when that is not set (never any folder the server can read)."""
     try:
         bundle, data = Path(bundle_dir).resolve(), Path(data_dir).resolve()
     except (ValueError, OSError) as error:
         raise EvaluationRequestError(f"the folder names cannot be used ({error})") from None
     roots = [Path(r.strip()).resolve() for r in settings.evaluation_roots.split(",") if r.strip()]
+    roots = roots or [Path(settings.storage_dir).resolve()]
     for path, what in ((bundle, "bundle"), (data, "data")):
-        if roots and not any(path.is_relative_to(root) for root in roots):
-            raise EvaluationRequestError(f"the {what} folder is outside the folders this service may read "
-                                         f"(EVALUATION_ROOTS)")
+        if not any(path.is_relative_to(root) for root in roots):
+            raise EvaluationRequestError(f"the {what} folder is outside the folders this service "
+                                         "may read (EVALUATION_ROOTS, by default STORAGE_DIR)")
     if "\x00" in bundle_dir or "\x00" in data_dir:
         raise EvaluationRequestError("folder names cannot contain NUL characters")
     try:
         is_bundle, is_data = (bundle / "config.json").is_file(), data.is_dir()
     except OSError as error:  # e.g. a name too long for the file system
-        raise EvaluationRequestError(f"the folder names cannot be used ({error.strerror})") from None
+        raise EvaluationRequestError(
+            f"the folder names cannot be used ({error.strerror})"
+        ) from None
     if not is_bundle:
-        raise EvaluationRequestError(f"{bundle_dir[:200]} is not a model bundle (no config.json there)")
+        raise EvaluationRequestError(
+            f"{bundle_dir[:200]} is not a model bundle (no config.json there)"
+        )
     if not is_data:
-        raise EvaluationRequestError(f"{data_dir[:200]} is not a folder (expected a MIMIC-CXR-layout dataset)")
+        raise EvaluationRequestError(
+            f"{data_dir[:200]} is not a folder (expected a MIMIC-CXR-layout dataset)"
+        )
     return bundle, data
 
 
 def enqueue_evaluation(settings: Settings, evaluation_id: str) -> bool:
-    """Send the run to the `evaluate` queue of `settings.redis_url`; False when Redis cannot be reached."""
+    """Send the run to queue `evaluate` of `settings.redis_url`; False if Redis is unreachable."""
     return queues.send(settings, queues.EVALUATE, evaluation_id)

@@ -1,4 +1,5 @@
-"""A report as a FHIR R4 `DiagnosticReport`: preliminary (AI draft or edits), final (signed), amended.
+"""A report as a FHIR R4 `DiagnosticReport`: preliminary (AI draft or edits), final (signed),
+amended.
 
 Status mapping (hl7.org/fhir/R4/valueset-diagnostic-report-status.html): an unsigned report is
 `preliminary`, a signed one `final`, a signed report with a signed amendment `amended`, and a
@@ -23,7 +24,8 @@ FHIR_STATUS = {
     ReportStatus.amended: "amended",
     ReportStatus.rejected: "cancelled",
 }
-EXT_BASE = "https://radreport.example/fhir/StructureDefinition"  # placeholder canonical base, documented
+# A placeholder canonical base for the extensions (documented as such).
+EXT_BASE = "https://radreport.example/fhir/StructureDefinition"
 
 
 def diagnostic_report(report: Report, study: Study, draft: Draft, version: ReportVersion,
@@ -38,14 +40,15 @@ def diagnostic_report(report: Report, study: Study, draft: Draft, version: Repor
         "meta": {"versionId": str(version.version), "lastUpdated": version.created_at.isoformat()},
         "identifier": [{"system": "urn:radreport:report", "value": report.id}],
         "status": FHIR_STATUS[report.status],
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD",
-                                  "display": "Radiology"}]}],
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                                  "code": "RAD", "display": "Radiology"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4",
                              "display": "Diagnostic imaging study"}],
                  "text": "Chest X-ray report"},
         "effectiveDateTime": study.received_at.isoformat(),
         "issued": (signatures[-1].signed_at if signatures else version.created_at).isoformat(),
-        "imagingStudy": [{"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{study.study_uid}"},
+        "imagingStudy": [{"identifier": {"system": "urn:dicom:uid",
+                                         "value": f"urn:oid:{study.study_uid}"},
                           "display": "Imaging study of this report"}],
         "presentedForm": [{
             "contentType": "text/plain; charset=utf-8",
@@ -58,12 +61,14 @@ def diagnostic_report(report: Report, study: Study, draft: Draft, version: Repor
         "extension": [{"url": f"{EXT_BASE}/ai-draft",
                        "extension": [{"url": "bundle", "valueString": draft.bundle_id},
                                      {"url": "draftId", "valueString": draft.id},
-                                     {"url": "draftCreated", "valueDateTime": draft.created_at.isoformat()}]}],
+                                     {"url": "draftCreated",
+                                      "valueDateTime": draft.created_at.isoformat()}]}],
     }
     if impression:
         resource["conclusion"] = impression
     if signatures:
-        resource["resultsInterpreter"] = [{"display": name} for name in dict.fromkeys(s.signer_name for s in signatures)]
+        signers = dict.fromkeys(s.signer_name for s in signatures)
+        resource["resultsInterpreter"] = [{"display": name} for name in signers]
         resource["extension"] += [
             {"url": f"{EXT_BASE}/signature",
              "extension": [{"url": "signer", "valueString": s.signer_name},
@@ -75,5 +80,6 @@ def diagnostic_report(report: Report, study: Study, draft: Draft, version: Repor
             for s in signatures
         ]
     if report.status == ReportStatus.rejected and report.rejected_reason:
-        resource["extension"].append({"url": f"{EXT_BASE}/rejection-reason", "valueString": report.rejected_reason})
+        resource["extension"].append({"url": f"{EXT_BASE}/rejection-reason",
+                                      "valueString": report.rejected_reason})
     return resource

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from service.auth.deps import ERRORS, require, roles_doc
+from service.auth.accounts import Lockout
+from service.auth.deps import ERRORS, PasswordAttempt, require, roles_doc
 from service.core.db import session_scope
 from service.core.deps import ReportId, SessionDep, SettingsDep
 from service.core.errors import Problem
@@ -358,6 +359,15 @@ def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, res
     return _respond(session, workflow.get_report(session, report_id), response)
 
 
+#: Answers of the routes that re-ask the password.
+REAUTH_ERRORS: dict[int | str, dict] = {
+    401: {"model": Problem, "description": "Bad token or wrong password"},
+    429: {"model": Problem, "description": "Account locked after LOGIN_MAX_FAILURES wrong "
+          "passwords, or too many attempts from this client (AUTH_ATTEMPTS_PER_MINUTE)"},
+    503: {"model": Problem, "description": "Too many password checks at once"},
+}
+
+
 @router.post("/reports/{report_id}/sign", response_model=ReportView, summary="Sign the current version (e-signature)",
              description="Role: radiologist (the holder). Re-enter your password; choose the meaning. Binds signer, "
              "meaning, server time and the SHA-256 of the text in a sealed signature; the report becomes final and "
@@ -366,13 +376,14 @@ def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, res
              "outbox when one is configured. 401 code reauthentication_failed on a wrong password "
              "(audited).",
              openapi_extra=roles_doc(*WRITERS),
-             responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
+             responses={**WRITE_ERRORS, **REAUTH_ERRORS})
 def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
-                user: Annotated[User, Depends(require(*WRITERS))],
+                user: Annotated[User, Depends(require(*WRITERS))], _: PasswordAttempt,
                 if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
     workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning,
-                  base_version=base, key=workflow.signing_key(settings))
+                  base_version=base, key=workflow.signing_key(settings),
+                  lockout=Lockout.of(settings))
     _publish(session, settings, report_id, user)
     _score_after_signing(settings, report_id)
     return _respond(session, workflow.get_report(session, report_id), response)
@@ -403,14 +414,14 @@ def _score_after_signing(settings, report_id: str) -> None:
              "stay. The amendment goes to the PACS as a new VERIFIED DICOM SR whose predecessor is "
              "the previous signed one.",
              openapi_extra=roles_doc(*WRITERS),
-             responses={**WRITE_ERRORS, 401: {"model": Problem, "description": "Bad token or wrong password"}})
+             responses={**WRITE_ERRORS, **REAUTH_ERRORS})
 def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,
-                 user: Annotated[User, Depends(require(*WRITERS))],
+                 user: Annotated[User, Depends(require(*WRITERS))], _: PasswordAttempt,
                  if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
     workflow.amend(session, report_id, user, text=body.text, reason=body.reason,
                    password=body.password, meaning=body.meaning, base_version=base,
-                   key=workflow.signing_key(settings))
+                   key=workflow.signing_key(settings), lockout=Lockout.of(settings))
     _publish(session, settings, report_id, user)
     return _respond(session, workflow.get_report(session, report_id), response)
 

@@ -35,7 +35,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from service.auth.accounts import verify_password
+from service.auth.accounts import REAUTH_FAILURE, Lockout, lock_after_failure, reauthenticate
 from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.core.models import (
@@ -129,6 +129,9 @@ class ReauthenticationFailed(ReviewError):
     status, code = 401, "reauthentication_failed"
     keep_changes = True
 
+
+#: The lockout of sign and amend when the caller names none (the settings' defaults).
+DEFAULT_LOCKOUT = Lockout(10, 15 * 60)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -423,12 +426,19 @@ def signatures_of(session: Session, report_id: str) -> list[Signature]:
     return list(session.scalars(select(Signature).where(Signature.report_id == report_id).order_by(Signature.id)))
 
 
-def _reauthenticate(session: Session, report: Report, user: User, password: str) -> None:
-    if not verify_password(session, user, password):
-        _audit(session, user, "report.sign_reauth_failure", report)
-        raise ReauthenticationFailed("the password is not correct; a signature needs your own password again"
-                                     + ("" if user.password_hash else " (this account has no password: ask an "
-                                        "administrator to set one with `radreport admin create-user`)"))
+def _reauthenticate(session: Session, report: Report, user: User, password: str,
+                    lockout: Lockout) -> None:
+    """The signer's password again, under the sign-in lockout (wrong ones count toward it; the
+    one that reaches it signs the account out everywhere)."""
+    if not reauthenticate(session, user, password, lockout):
+        _audit(session, user, REAUTH_FAILURE, report)
+        locked = lock_after_failure(session, user, lockout)
+        raise ReauthenticationFailed(
+            "the password is not correct; a signature needs your own password again"
+            + ("" if user.password_hash else " (this account has no password: ask an "
+               "administrator to set one with `radreport admin create-user`)")
+            + (". Too many wrong passwords: the account is locked and signed out everywhere; "
+               "sign in again once the lockout has passed" if locked else ""))
 
 
 def _sign_version(session: Session, report: Report, user: User, version: ReportVersion, meaning: SignatureMeaning,
@@ -447,12 +457,12 @@ def _sign_version(session: Session, report: Report, user: User, version: ReportV
 
 
 def sign(session: Session, report_id: str, user: User, *, password: str, meaning: SignatureMeaning,
-         base_version: int | None, key: bytes) -> Signature:
+         base_version: int | None, key: bytes, lockout: Lockout = DEFAULT_LOCKOUT) -> Signature:
     """Sign the current version: re-authenticate, seal, make the report final and immutable, study signed."""
     report = get_report(session, report_id)
     _require_open_claim(report, user, "signed")
     _check_base(report, base_version, session)
-    _reauthenticate(session, report, user, password)
+    _reauthenticate(session, report, user, password, lockout)
     result = session.execute(
         update(Report)
         .where(Report.id == report.id, Report.status == OPEN, Report.current_version == base_version,
@@ -472,7 +482,8 @@ def sign(session: Session, report_id: str, user: User, *, password: str, meaning
 
 
 def amend(session: Session, report_id: str, user: User, *, text: str, reason: str, password: str,
-          meaning: SignatureMeaning, base_version: int | None, key: bytes) -> Signature:
+          meaning: SignatureMeaning, base_version: int | None, key: bytes,
+          lockout: Lockout = DEFAULT_LOCKOUT) -> Signature:
     """Correct a signed report: a new version, signed at once, referencing the signature it corrects."""
     report = get_report(session, report_id)
     if report.status not in SIGNED:
@@ -484,7 +495,7 @@ def amend(session: Session, report_id: str, user: User, *, text: str, reason: st
     current = current_version(session, report)
     if text == current.text:
         raise ReviewError("the amendment does not change the text", code="no_change")
-    _reauthenticate(session, report, user, password)
+    _reauthenticate(session, report, user, password, lockout)
     amended = signatures_of(session, report.id)[-1]
     version = _new_version(session, report, user, text, report.current_version)
     report.status = ReportStatus.amended

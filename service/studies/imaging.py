@@ -40,12 +40,13 @@ class DecodedImage:
         return _text(self.image.view)
 
 
-def decode(data: bytes, *, max_side: int) -> DecodedImage:
-    """Decode one DICOM instance with `radiology.dicom.read`; DicomError becomes ImageDecodeError."""
+def decode(data: bytes, *, max_side: int, policy: Any = None) -> DecodedImage:
+    """Decode one DICOM instance with `radiology.dicom.read` under `policy` (a ReadPolicy; the
+    default policy when None); DicomError becomes ImageDecodeError."""
     from radiology import dicom
 
     try:
-        image = dicom.read(data)
+        image = dicom.read(data, policy=policy)
     except dicom.DicomError as error:
         code = str(getattr(error, "code", "dicom_error"))
         raise ImageDecodeError(code, str(error)) from None

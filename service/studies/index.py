@@ -9,6 +9,7 @@ service does not offer), so metadata stays small and never carries images.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -50,13 +51,15 @@ def header_json(ds: Dataset) -> dict[str, Any]:
                              suppress_invalid_tags=True)
 
 
-def index_instance(session: Session, instance: Instance, data: bytes) -> IndexedInstance:
-    """Add (or return the existing) index row of a stored instance from its Part 10 bytes."""
+def index_instance(session: Session, instance: Instance, data: bytes | Path) -> IndexedInstance:
+    """Add (or return the existing) index row of a stored instance from its Part 10 bytes (or
+    its stored file, read up to the pixel data)."""
     existing = session.scalar(select(IndexedInstance)
                               .where(IndexedInstance.instance_id == instance.id))
     if existing is not None:
         return existing
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data,
+                         stop_before_pixels=True)
     header = header_json(ds)
     row = IndexedInstance(
         instance_id=instance.id, study_id=instance.study_id,

@@ -9,10 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from service.auth.deps import ERRORS, require, roles_doc
+from service.core.config import Settings
 from service.core.db import session_scope
 from service.core.deps import SessionDep, SettingsDep, StoreDep
 from service.core.errors import Problem
 from service.core.models import AuditEvent, Draft, Report, Role, Study, User
+from service.core.spool import Spool, SpooledPart, media_type, spool_multipart
+from service.core.storage import BlobStore
 from service.studies import intake
 from service.studies.imaging import WINDOW_PRESETS, render_png
 from service.studies.reconcile import enqueue_and_mark
@@ -58,9 +61,13 @@ def _status_url(study_id: str) -> str:
     summary="Upload one study (DICOM files or one zip)",
     description="Role: uploader. Multipart form field `files`: DICOM Part 10 instances of one study, "
     "or a single zip of them. Returns 202 with the study id and its status URL; uploading the same "
-    "SOP instances again returns the same study and creates nothing new.",
+    "SOP instances again returns the same study and creates nothing new; a SOP Instance UID "
+    "already stored with other bytes is refused (409 `instance_conflict`, audited). The body is "
+    "streamed to disk; limits in service/README (Threat model and limits).",
     openapi_extra={**UPLOAD_BODY, **roles_doc(*UPLOADERS)},
-    responses={**ERRORS, 413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}},
+    responses={**ERRORS, 400: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem},
+               415: {"model": Problem}, 422: {"model": Problem}, 429: {"model": Problem},
+               503: {"model": Problem}},
 )
 async def upload_study(
     request: Request,
@@ -69,47 +76,73 @@ async def upload_study(
     store: StoreDep,
     user: Annotated[User, Depends(require(*UPLOADERS))],
 ) -> UploadAccepted:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    media, options = media_type(request.headers.get("content-type", ""))
+    if media != "multipart/form-data":
         raise intake.UploadError(415, "unsupported_media_type", "send multipart/form-data with DICOM files in field 'files'")
-    try:
-        form = await request.form(max_files=settings.max_instances_per_upload, max_fields=16,
-                                  max_part_size=64 * 1024)
-    except HTTPException:
-        raise
-    except Exception as error:
-        raise intake.UploadError(400, "bad_multipart", f"the multipart body cannot be read ({type(error).__name__})") from None
-    files = [item for item in form.getlist("files") if hasattr(item, "read")]
-    if not files:
-        raise intake.UploadError(422, "no_files", "the form has no files in field 'files'")
-    blobs: list[bytes] = []
-    for item in files:
-        data = await item.read()
-        if len(data) >= 4 and data[:4] == b"PK\x03\x04":
-            if len(files) != 1:
-                raise intake.UploadError(422, "mixed_upload", "send either DICOM files or one zip, not both")
-            blobs.extend(await run_in_threadpool(intake.unpack_zip, data, settings))
-        else:
-            blobs.append(data)
-    if len(blobs) > settings.max_instances_per_upload:
-        raise intake.UploadError(413, "too_many_files", f"at most {settings.max_instances_per_upload} instances per upload")
-    return await run_in_threadpool(_register_upload, request, response, settings, store, user, blobs)
+    boundary = options.get("boundary", "")
+    if not boundary or len(boundary) > 200:
+        raise intake.UploadError(400, "bad_multipart",
+                                 "the multipart/form-data Content-Type has no usable boundary")
+    with request.app.state.upload_slots.hold(str(user.id)), Spool(settings.storage_dir) as spool:
+        parts = await spool_multipart(
+            request.stream(), boundary, spool, max_part_bytes=settings.max_instance_bytes,
+            max_parts=settings.max_instances_per_upload + MAX_FORM_FIELDS,
+            max_total_bytes=settings.max_upload_bytes, head=intake.sanitize_head)
+        files = [p for p in parts
+                 if p.disposition.get("name") == "files" and "filename" in p.disposition]
+        if not files:
+            raise intake.UploadError(422, "no_files", "the form has no files in field 'files'")
+        return await run_in_threadpool(_register_upload, response, settings, store, user, files,
+                                       spool)
 
 
-def _register_upload(request: Request, response: Response, settings, store, user: User, blobs: list[bytes]) -> UploadAccepted:
+def _is_zip(part: SpooledPart) -> bool:
+    if part.path is None:
+        return False
+    with part.path.open("rb") as handle:
+        return handle.read(4) == intake.ZIP_MAGIC
+
+
+#: Form fields besides the files an upload may carry (they are ignored).
+MAX_FORM_FIELDS = 16
+
+
+def _register_upload(response: Response, settings: Settings, store: BlobStore, user: User,
+                     files: list[SpooledPart], spool: Spool) -> UploadAccepted:
+    if any(f.too_large for f in files):
+        raise intake.UploadError(413, "too_large", "a file exceeds the limit of "
+                                 f"{settings.max_instance_bytes} bytes (MAX_INSTANCE_BYTES)")
+    if _is_zip(files[0]):
+        if len(files) != 1:
+            raise intake.UploadError(422, "mixed_upload",
+                                     "send either DICOM files or one zip, not both")
+        files = intake.unpack_zip(files[0], spool, settings)
+    if len(files) > settings.max_instances_per_upload:
+        raise intake.UploadError(413, "too_many_files", f"at most "
+                                 f"{settings.max_instances_per_upload} instances per upload")
     headers = []
-    for index, data in enumerate(blobs):
+    for index, part in enumerate(files):
         try:
-            headers.append(intake.inspect_instance(data, settings))
+            headers.append(intake.inspect_file(part, settings))
         except intake.InstanceRejected as error:
-            status = 413 if error.code in ("too_large", "too_many_pixels") else 422
-            raise intake.UploadError(status, error.code, f"file {index + 1}: {error.message}") from None
+            raise intake.UploadError(error.http_status, error.code,
+                                     f"file {index + 1}: {error.message}") from None
     study_uids = {h.study_uid for h in headers}
     if len(study_uids) != 1:
         raise intake.UploadError(422, "several_studies", "the files belong to several studies; upload one study per request")
     with session_scope(settings.database_url) as session:
         user = session.merge(user)
+        conflicts = intake.find_conflicts(session, headers, user)
+    if conflicts:
+        index = headers.index(conflicts[0].header)
+        raise intake.UploadError(409, "instance_conflict", f"file {index + 1}: "
+                                 f"{intake.Conflict.message}; nothing of this upload was stored")
+    with session_scope(settings.database_url) as session:
+        user = session.merge(user)
         registration = intake.register_instances(session, store, headers, user)
+        if registration.conflicts:  # stored concurrently with other bytes since the check above
+            raise intake.UploadError(409, "instance_conflict", f"{intake.Conflict.message}; "
+                                     "nothing of this upload was stored")
         study = registration.stored[0].study
         result = UploadAccepted(study_id=study.id, state=study.state.value, status_url=_status_url(study.id),
                                 instances_received=len(headers),
@@ -126,6 +159,12 @@ def _get_study(session, study_id: str) -> Study:
     if study is None:
         raise HTTPException(404, detail="no study with this id")
     return study
+
+
+def _record_read(session, study: Study, user: User, **details: object) -> None:
+    """Audit a read of a study's patient data (`study.read`: who, when, what view)."""
+    session.add(AuditEvent(actor=user.name, user_id=user.id, action="study.read", study_id=study.id,
+                           details=details))
 
 
 def _seconds(start, end) -> float | None:
@@ -165,7 +204,8 @@ def get_study(study_id: str, session: SessionDep, _: Annotated[User, Depends(req
 @router.get(
     "/{study_id}/images/{index}.png",
     summary="One image of a study as PNG, through a window preset",
-    description="Roles: radiologist, admin. `index` counts the study's decoded images from 0 in upload order.",
+    description="Roles: radiologist, admin. `index` counts the study's decoded images from 0 in upload "
+    "order. Each read is audited (`study.read`).",
     openapi_extra=roles_doc(*CLINICAL),
     response_class=Response,
     responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"model": Problem}, 409: {"model": Problem}},
@@ -175,7 +215,7 @@ def get_image(
     index: int,
     session: SessionDep,
     store: StoreDep,
-    _: Annotated[User, Depends(require(*CLINICAL))],
+    user: Annotated[User, Depends(require(*CLINICAL))],
     window: Annotated[str, Query(pattern="^(" + "|".join(WINDOW_PRESETS) + ")$", description="Window preset")] = "default",
 ) -> Response:
     study = _get_study(session, study_id)
@@ -185,24 +225,28 @@ def get_image(
     if not 0 <= index < len(images):
         raise HTTPException(404, detail=f"image index out of range: the study has {len(images)} images")
     pixels = store.get_array(images[index].image_sha256)
+    _record_read(session, study, user, view="image", index=index, window=window)
     return Response(render_png(pixels.astype("float32"), window), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=3600"})
+                    headers={"Cache-Control": "no-store"})
 
 
 @router.get(
     "/{study_id}/report",
     response_model=DraftReport,
     summary="The AI draft by section, with bundle id, generation settings and extracted findings",
-    description="Roles: radiologist, admin. 409 while the draft does not exist yet.",
+    description="Roles: radiologist, admin. 409 while the draft does not exist yet. Each read is "
+    "audited (`study.read`).",
     openapi_extra=roles_doc(*CLINICAL),
     responses={**ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
 )
-def get_report(study_id: str, session: SessionDep, _: Annotated[User, Depends(require(*CLINICAL))]) -> DraftReport:
+def get_report(study_id: str, session: SessionDep,
+               user: Annotated[User, Depends(require(*CLINICAL))]) -> DraftReport:
     study = _get_study(session, study_id)
     draft = session.scalar(select(Draft).where(Draft.study_id == study.id).order_by(Draft.created_at))
     if draft is None:
         raise HTTPException(409, detail=f"no draft yet (state {study.state.value})")
     report_id = session.scalar(select(Report.id).where(Report.draft_id == draft.id))
+    _record_read(session, study, user, view="draft", report_id=report_id)
     return DraftReport(study_id=study.id, draft_id=draft.id, report_id=report_id, bundle_id=draft.bundle_id,
                        text=draft.text, sections=draft.sections, generation=draft.generation,
                        findings=draft.findings, created_at=draft.created_at)

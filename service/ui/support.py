@@ -1,4 +1,5 @@
-"""Routes the review page needs beside the review API: image list, full-resolution render, findings with spans.
+"""Routes the review page needs beside the review API: image list, full-resolution render,
+findings with spans.
 
 Everything here is read-only and under `/v1/ui` (roles radiologist, admin):
 
@@ -31,13 +32,20 @@ from service.studies.imaging import WINDOW_PRESETS, ImageDecodeError, decode, re
 router = APIRouter(prefix="/v1/ui", tags=["review page"])
 
 CLINICAL = (Role.radiologist, Role.admin)
+#: The signed-in user of a route open to radiologists and admins.
+Clinician = Annotated[User, Depends(require(*CLINICAL))]
 TEXT_LIMIT = 20000
 
 #: Section headers the page splits the editor by (what `radiology.reports` recognises most often).
-SECTION_HEADERS = ("EXAMINATION", "INDICATION", "HISTORY", "CLINICAL HISTORY", "TECHNIQUE", "COMPARISON",
-                   "FINDINGS", "IMPRESSION", "RECOMMENDATION", "RECOMMENDATIONS", "ADDENDUM")
-_HEADER = re.compile(r"(?<![\w])(" + "|".join(sorted(map(re.escape, SECTION_HEADERS), key=len, reverse=True))
-                     + r")[ \t]*:", re.IGNORECASE)
+SECTION_HEADERS = ("EXAMINATION", "INDICATION", "HISTORY", "CLINICAL HISTORY", "TECHNIQUE",
+                   "COMPARISON", "FINDINGS", "IMPRESSION", "RECOMMENDATION", "RECOMMENDATIONS",
+                   "ADDENDUM")
+# Longest first, so "RECOMMENDATIONS" wins over "RECOMMENDATION".
+_HEADER = re.compile(
+    r"(?<![\w])(" + "|".join(sorted(map(re.escape, SECTION_HEADERS), key=len, reverse=True))
+    + r")[ \t]*:",
+    re.IGNORECASE,
+)
 CERTAINTY = {"OBS-DP": "present", "OBS-DA": "absent", "OBS-U": "uncertain", "ANAT-DP": "anatomy"}
 
 
@@ -107,7 +115,9 @@ class Entity(BaseModel):
     certainty: str = Field(description="present, absent, uncertain, or anatomy.")
     start: int
     end: int = Field(description="Offset after the last character.")
-    anatomy: list[str] = Field(description="Anatomy the observation is located at (located_at, with its modifiers).")
+    anatomy: list[str] = Field(
+        description="Anatomy the observation is located at (located_at, with its modifiers)."
+    )
     relations: list[list[str]]
 
 
@@ -137,39 +147,50 @@ def _decoded(study: Study) -> list[Any]:
     return [i for i in study.instances if i.image_sha256]
 
 
-@router.get("/config", response_model=PageConfig, summary="Window presets, signature meanings, worklist choices",
-            description="Roles: radiologist, admin.", openapi_extra=roles_doc(*CLINICAL), responses=ERRORS)
-def page_config(_: Annotated[User, Depends(require(*CLINICAL))]) -> PageConfig:
+@router.get("/config", response_model=PageConfig,
+            summary="Window presets, signature meanings, worklist choices",
+            description="Roles: radiologist, admin.", openapi_extra=roles_doc(*CLINICAL),
+            responses=ERRORS)
+def page_config(_: Clinician) -> PageConfig:
     return PageConfig(
         presets=[WindowPreset(name=n, center=c, width=w) for n, (c, w) in WINDOW_PRESETS.items()],
-        meanings=[Meaning(value=m.value, text=workflow.MEANING_TEXT[m]) for m in workflow.SignatureMeaning],
+        meanings=[Meaning(value=m.value, text=workflow.MEANING_TEXT[m])
+                  for m in workflow.SignatureMeaning],
         statuses=[s.value for s in ReportStatus], sorts=[s.value for s in workflow.WorklistSort],
     )
 
 
-@router.get("/studies/{study_id}/images", response_model=StudyImages, summary="The decoded images of a study",
-            description="Roles: radiologist, admin. Index order equals GET /v1/studies/{id}/images/{n}.png.",
+@router.get("/studies/{study_id}/images", response_model=StudyImages,
+            summary="The decoded images of a study",
+            description="Roles: radiologist, admin. "
+            "Index order equals GET /v1/studies/{id}/images/{n}.png.",
             openapi_extra=roles_doc(*CLINICAL), responses={**ERRORS, 404: {"model": Problem}})
-def study_images(study_id: str, session: SessionDep, _: Annotated[User, Depends(require(*CLINICAL))]) -> StudyImages:
+def study_images(study_id: str, session: SessionDep, _: Clinician) -> StudyImages:
     study = _study(session, study_id)
     return StudyImages(study_id=study.id, images=[
-        ImageInfo(index=n, view=i.view, frontal=_is_frontal(i.view), selected=bool(i.selected), rows=i.rows,
-                  columns=i.columns) for n, i in enumerate(_decoded(study))])
+        ImageInfo(index=n, view=i.view, frontal=_is_frontal(i.view), selected=bool(i.selected),
+                  rows=i.rows, columns=i.columns) for n, i in enumerate(_decoded(study))])
 
 
-@router.get("/studies/{study_id}/images/{index}/full.png", summary="One image at its original resolution (PNG)",
-            description="Roles: radiologist, admin. Decodes the DICOM file again (slower than the cached render); "
-            "8-bit grayscale over the full range (window `default`).",
+@router.get("/studies/{study_id}/images/{index}/full.png",
+            summary="One image at its original resolution (PNG)",
+            description="Roles: radiologist, admin. Decodes the DICOM file again (slower than the "
+            "cached render); 8-bit grayscale over the full range (window `default`).",
             openapi_extra=roles_doc(*CLINICAL), response_class=Response,
-            responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"model": Problem}, 409: {"model": Problem}})
+            responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"model": Problem},
+                       409: {"model": Problem}})
 async def full_image(study_id: str, index: int, session: SessionDep, store: StoreDep,
-                     _: Annotated[User, Depends(require(*CLINICAL))]) -> Response:
+                     _: Clinician) -> Response:
     study = _study(session, study_id)
     images = _decoded(study)
     if not images:
-        raise HTTPException(409, detail=f"the study has no decoded images (state {study.state.value})")
+        raise HTTPException(
+            409, detail=f"the study has no decoded images (state {study.state.value})"
+        )
     if not 0 <= index < len(images):
-        raise HTTPException(404, detail=f"image index out of range: the study has {len(images)} images")
+        raise HTTPException(
+            404, detail=f"image index out of range: the study has {len(images)} images"
+        )
     sha = images[index].sha256
 
     def render() -> bytes:
@@ -179,27 +200,32 @@ async def full_image(study_id: str, index: int, session: SessionDep, store: Stor
     try:
         png = await run_in_threadpool(render)
     except ImageDecodeError as error:
-        raise HTTPException(409, detail=f"the original image cannot be decoded again: {error.message}") from None
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        raise HTTPException(
+            409, detail=f"the original image cannot be decoded again: {error.message}"
+        ) from None
+    return Response(png, media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
 
 
 def section_spans(text: str) -> list[Section]:
-    """Header and body ranges of each section header found in `text` (none: the whole text is one body).
+    """Header and body ranges of each section header found in `text` (none: the whole text is one
+    body).
 
-    >>> [(s.name, text[s.body_start:s.end].strip()) for text in ["FINDINGS: Clear. IMPRESSION: Normal."]
-    ...  for s in section_spans(text)]
+    >>> text = "FINDINGS: Clear. IMPRESSION: Normal."
+    >>> [(s.name, text[s.body_start:s.end].strip()) for s in section_spans(text)]
     [('findings', 'Clear.'), ('impression', 'Normal.')]
     """
     matches = list(_HEADER.finditer(text))
     out = []
     for n, m in enumerate(matches):
         end = matches[n + 1].start() if n + 1 < len(matches) else len(text)
-        out.append(Section(name=m.group(1).lower().replace(" ", "_"), header_start=m.start(), body_start=m.end(), end=end))
+        out.append(Section(name=m.group(1).lower().replace(" ", "_"), header_start=m.start(),
+                           body_start=m.end(), end=end))
     return out
 
 
 def findings_of(text: str) -> FindingsView:
-    """Sections, entities with character spans (the extractor's tokenizer) and CheXpert-style labels."""
+    """Sections, entities with character spans (extractor tokens) and CheXpert-style labels."""
     from evaluation import chexpert, radgraph
     from evaluation.extractor.rules import TOKEN_PATTERN
 
@@ -219,19 +245,24 @@ def findings_of(text: str) -> FindingsView:
         anatomy = []
         for relation, target in e.get("relations", []):
             if relation == "located_at" and target in raw:
-                words = [t for t in raw.values() if ["modify", target] in t.get("relations", [])] + [raw[target]]
-                anatomy.append(" ".join(t["tokens"] for t in sorted(words, key=lambda t: int(t["start_ix"]))))
+                words = [t for t in raw.values() if ["modify", target] in t.get("relations", [])]
+                words.append(raw[target])
+                words.sort(key=lambda t: int(t["start_ix"]))
+                anatomy.append(" ".join(t["tokens"] for t in words))
         entities.append(Entity(id=str(key), text=text[start:end], label=e["label"],
                                certainty=CERTAINTY.get(e["label"], "other"), start=start, end=end,
-                               anatomy=anatomy, relations=[list(r) for r in e.get("relations", [])]))
+                               anatomy=anatomy,
+                               relations=[list(r) for r in e.get("relations", [])]))
     labels = chexpert.label(text)
-    return FindingsView(sections=sections, entities=entities,
-                        chexpert={str(k): (None if v is None else float(v)) for k, v in dict(labels).items()})
+    chexpert_labels = {str(k): (None if v is None else float(v)) for k, v in dict(labels).items()}
+    return FindingsView(sections=sections, entities=entities, chexpert=chexpert_labels)
 
 
-@router.post("/findings", response_model=FindingsView, summary="Sections and extracted findings of a text, with spans",
-             description="Roles: radiologist, admin. Runs the RadGraph-style extractor and the CheXpert-style labeler "
-             "on the text (nothing is stored). Offsets are in characters of the text as sent.",
+@router.post("/findings", response_model=FindingsView,
+             summary="Sections and extracted findings of a text, with spans",
+             description="Roles: radiologist, admin. Runs the RadGraph-style extractor and the "
+             "CheXpert-style labeler on the text (nothing is stored). Offsets are in characters of "
+             "the text as sent.",
              openapi_extra=roles_doc(*CLINICAL), responses=ERRORS)
-async def analyse_text(body: FindingsRequest, _: Annotated[User, Depends(require(*CLINICAL))]) -> FindingsView:
+async def analyse_text(body: FindingsRequest, _: Clinician) -> FindingsView:
     return await run_in_threadpool(findings_of, body.text)

@@ -46,7 +46,7 @@ def task(queue: str) -> Task:
 
 
 def __getattr__(name: str) -> Any:
-    """`app`: the Celery app, made on first access (what `celery -A service.worker.app` looks up)."""
+    """`app`: the Celery app, made on first access (what `celery -A service.worker.app` finds)."""
     if name == "app":
         return celery_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

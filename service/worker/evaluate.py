@@ -41,21 +41,26 @@ def _claim(settings: Settings, evaluation_id: str, worker: str) -> bool:
         result = session.execute(
             update(Evaluation)
             .where(Evaluation.id == evaluation_id, Evaluation.attempts == row.attempts,
-                   or_(Evaluation.state == EvaluationState.queued, Evaluation.state == EvaluationState.running))
-            .values(state=EvaluationState.running, worker=worker, attempts=row.attempts + 1, started_at=utcnow(),
-                    phase="loading", done=0)
+                   or_(Evaluation.state == EvaluationState.queued,
+                       Evaluation.state == EvaluationState.running))
+            .values(state=EvaluationState.running, worker=worker, attempts=row.attempts + 1,
+                    started_at=utcnow(), phase="loading", done=0)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             return False
         if row.attempts + 1 > settings.max_attempts:
-            _finish(session, evaluation_id, error=f"the evaluation worker was lost {row.attempts} times during this "
-                    "run; it was not retried again (check the worker log for crashes or out-of-memory kills)")
+            _finish(session, evaluation_id,
+                    error=f"the evaluation worker was lost {row.attempts} times during this run; "
+                    "it was not retried again (check the worker log for crashes or out-of-memory "
+                    "kills)")
             return False
     return True
 
 
-def _finish(session: Any, evaluation_id: str, *, results: dict | None = None, error: str | None = None) -> None:
+def _finish(
+    session: Any, evaluation_id: str, *, results: dict | None = None, error: str | None = None
+) -> None:
     row = session.get(Evaluation, evaluation_id, populate_existing=True)
     row.state = EvaluationState.failed if error else EvaluationState.succeeded
     row.error = error
@@ -65,7 +70,7 @@ def _finish(session: Any, evaluation_id: str, *, results: dict | None = None, er
 
 
 class ProgressWatcher(threading.Thread):
-    """Copies the run's progress bar (`generating reports`, tqdm) into the Evaluation row every second."""
+    """Copies the run's tqdm bar (`generating reports`) into its Evaluation row every second."""
 
     def __init__(self, settings: Settings, evaluation_id: str) -> None:
         super().__init__(name="radreport-evaluation-progress", daemon=True)
@@ -77,7 +82,8 @@ class ProgressWatcher(threading.Thread):
         """Write the current phase and counts when they changed."""
         from tqdm import tqdm
 
-        bars = [b for b in list(getattr(tqdm, "_instances", [])) if getattr(b, "desc", "") == "generating reports"]
+        bars = [b for b in list(getattr(tqdm, "_instances", []))
+                if getattr(b, "desc", "") == "generating reports"]
         if bars:
             bar = bars[0]
             state = ("generating", int(bar.n), int(bar.total) if bar.total is not None else None)
@@ -87,10 +93,13 @@ class ProgressWatcher(threading.Thread):
             return
         if state != self.last:
             with session_scope(self.settings.database_url) as session:
-                session.execute(update(Evaluation).where(Evaluation.id == self.evaluation_id,
-                                                         Evaluation.state == EvaluationState.running)
-                                .values(phase=state[0], done=state[1], total=state[2])
-                                .execution_options(synchronize_session=False))
+                session.execute(
+                    update(Evaluation)
+                    .where(Evaluation.id == self.evaluation_id,
+                           Evaluation.state == EvaluationState.running)
+                    .values(phase=state[0], done=state[1], total=state[2])
+                    .execution_options(synchronize_session=False)
+                )
             self.last = state
 
     def run(self) -> None:
@@ -102,7 +111,7 @@ class ProgressWatcher(threading.Thread):
 
 
 def run_evaluation(settings: Settings, evaluation_id: str, worker: str | None = None) -> bool:
-    """Claim and run one evaluation to its end (succeeded or failed); False when there was nothing to do."""
+    """Claim and run one evaluation to its end (succeeded or failed); False if nothing to do."""
     from evaluation.run import evaluate_bundle
 
     worker = worker or worker_name()
@@ -124,7 +133,8 @@ def run_evaluation(settings: Settings, evaluation_id: str, worker: str | None = 
         watcher.stop_event.set()
         log.warning("evaluation %s failed (%s)", evaluation_id, type(error).__name__)
         with session_scope(settings.database_url) as session:
-            _finish(session, evaluation_id, error=f"the evaluation failed: {type(error).__name__}: {error}"[:2000])
+            message = f"the evaluation failed: {type(error).__name__}: {error}"
+            _finish(session, evaluation_id, error=message[:2000])
         return True
     watcher.stop_event.set()
     watcher.join(timeout=5)

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 BEFORE_GENERATE: list[Callable[[Settings, BlobStore, list[str]], None]] = []
 
 
-def gather_batch(settings: Settings, first: str, worker: str, limit: int | None = None) -> list[str]:
+def gather_batch(
+    settings: Settings, first: str, worker: str, limit: int | None = None
+) -> list[str]:
     """Claim more fresh studies waiting for generation, up to `limit` (default BATCH_SIZE) or
     the batch wait."""
     batch = [first]
@@ -44,8 +46,9 @@ def gather_batch(settings: Settings, first: str, worker: str, limit: int | None 
     while len(batch) < limit:
         with session_scope(settings.database_url) as session:
             candidates = session.scalars(
-                select(Study.id).where(Study.state == StudyState.ingested, Study.generate_attempts == 0,
-                                       Study.id.not_in(batch))
+                select(Study.id)
+                .where(Study.state == StudyState.ingested, Study.generate_attempts == 0,
+                       Study.id.not_in(batch))
                 .order_by(Study.ingested_at).limit(limit - len(batch))
             ).all()
             for candidate in candidates:
@@ -60,7 +63,7 @@ def gather_batch(settings: Settings, first: str, worker: str, limit: int | None 
 
 
 def generate_claimed(settings: Settings, study_id: str, worker: str) -> None:
-    """Generate the draft of a study this worker has claimed, with others gathered into its batch."""
+    """Generate the draft of a study this worker claimed, with others gathered into its batch."""
     model = load_model(settings)
     store = BlobStore(settings.storage_dir)
     with session_scope(settings.database_url) as session:
@@ -70,7 +73,8 @@ def generate_claimed(settings: Settings, study_id: str, worker: str) -> None:
     try:
         generate_batch(settings, batch, worker, model, store)
     except BaseException:
-        # The first study is settled by run_stage; give the others back so another delivery takes them.
+        # The first study is settled by run_stage; give the others back so another delivery
+        # takes them.
         release_all(settings, batch[1:], worker)
         raise
 
@@ -126,8 +130,8 @@ def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker
             study = session.get(Study, study_id)
             if study.state != StudyState.generating:
                 return None
-            draft = Draft(study_id=study_id, bundle_id=model.bundle_id, text=text, sections=sections,
-                          generation=model.generation_settings, worker=worker)
+            draft = Draft(study_id=study_id, bundle_id=model.bundle_id, text=text,
+                          sections=sections, generation=model.generation_settings, worker=worker)
             session.add(draft)
             session.flush()
             report = Report(study_id=study_id, draft_id=draft.id, status=ReportStatus.preliminary)
@@ -148,8 +152,8 @@ def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker
         with session_scope(settings.database_url) as session:
             study = session.get(Study, study_id)
             if study.state == StudyState.generating:
-                pipeline.transition(session, study, StudyState.draft_ready, actor=f"worker:{worker}",
-                                    details={"duplicate": True})
+                pipeline.transition(session, study, StudyState.draft_ready,
+                                    actor=f"worker:{worker}", details={"duplicate": True})
         return None
 
 

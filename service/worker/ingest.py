@@ -13,6 +13,7 @@ from service.core.models import Instance, Study, StudyState
 from service.core.storage import BlobStore
 from service.studies import pipeline
 from service.studies.imaging import ImageDecodeError, choose_frontal, decode
+from service.studies.intake import read_policy
 from service.studies.reconcile import enqueue_and_mark
 from service.worker.stage import run_stage
 
@@ -24,14 +25,18 @@ def ingest_claimed(settings: Settings, study_id: str, worker: str) -> None:
         instances = [(i.id, i.sha256) for i in session.scalars(
             select(Instance).where(Instance.study_id == study_id).order_by(Instance.id))]
     decoded: dict[int, Any] = {}
+    policy = read_policy(settings)  # the limits intake applied: a bomb is refused the same way
     errors: list[ImageDecodeError] = []
     for instance_id, sha in instances:
         try:
-            decoded[instance_id] = decode(store.get(sha), max_side=settings.image_cache_size)
+            decoded[instance_id] = decode(store.get(sha), max_side=settings.image_cache_size,
+                                          policy=policy)
         except ImageDecodeError as error:
             errors.append(error)
     if not decoded:
-        raise errors[0] if errors else ImageDecodeError("no_instances", "the study has no instances")
+        if errors:
+            raise errors[0]
+        raise ImageDecodeError("no_instances", "the study has no instances")
     ids = list(decoded)
     frontal = choose_frontal([decoded[i] for i in ids])
     if frontal is None:
@@ -61,5 +66,5 @@ def _short(value: Any) -> str | None:
 
 
 def ingest_study(self: Any, study_id: str) -> None:
-    """Decode a study's instances, keep its images, choose the frontal view; then enqueue generate."""
+    """Decode a study's instances, keep its images, pick the frontal view; then enqueue generate."""
     run_stage(self, "ingest", study_id, ingest_claimed)

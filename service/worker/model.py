@@ -1,4 +1,5 @@
-"""The generate worker's model: one bundle loaded once per process, shape buckets compiled before work.
+"""The generate worker's model: one bundle loaded once per process, shape buckets compiled
+before work.
 
 `load_model` returns the process's `DraftModel` (made on first call); `loaded_model` peeks at it.
 
@@ -57,8 +58,10 @@ class DraftModel:
         self.model = modeling.load_pretrained(str(self.bundle_dir))
         self.load_s = time.perf_counter() - started
         self.image_size = int(self.model.config.image_size)
-        self.prompt = getattr(self.model, "prompt", None) or self.config.get("prompt", "describe en")
-        defaults = dict(getattr(self.model, "generation_defaults", None) or self.config.get("generation") or {})
+        self.prompt = (getattr(self.model, "prompt", None)
+                       or self.config.get("prompt", "describe en"))
+        defaults = dict(getattr(self.model, "generation_defaults", None)
+                        or self.config.get("generation") or {})
         self.max_new_tokens = int(max_new_tokens or defaults.get("max_new_tokens") or 64)
         self.generation_settings: dict[str, Any] = {
             "strategy": str(defaults.get("strategy", "greedy")),
@@ -89,7 +92,7 @@ class DraftModel:
         return fitted
 
     def warmup(self) -> None:
-        """Compile every batch bucket once with the real prompt (blank images), so serving never compiles."""
+        """Compile each batch bucket with the real prompt (blank images); serving never compiles."""
         blank = np.zeros((self.image_size, self.image_size), np.float32)
         for size in self.buckets:
             started = time.perf_counter()
@@ -108,11 +111,13 @@ class DraftModel:
         """One model call; the model pads the batch to its compiled bucket."""
         from modeling.preprocess import preprocess_image
 
-        batch = np.stack([np.asarray(preprocess_image(image, self.image_size), np.float32) for image in images])
+        batch = np.stack([np.asarray(preprocess_image(image, self.image_size), np.float32)
+                          for image in images])
         if batch.ndim == 3:
             batch = np.repeat(batch[..., None], 3, axis=-1)
         strategy = self.generation_settings["strategy"]
-        texts = self.model.generate_text(batch, [self.prompt] * len(images), self.max_new_tokens, strategy)
+        prompts = [self.prompt] * len(images)
+        texts = self.model.generate_text(batch, prompts, self.max_new_tokens, strategy)
         return [str(text) for text in texts]
 
 
@@ -131,8 +136,9 @@ def load_model(settings: Settings | None = None, *, warmup: bool = True) -> Draf
 
                 enable_compilation_cache(settings.jax_cache_dir)
             if settings.model_bundle is None:
-                raise RuntimeError("MODEL_BUNDLE is not set: a generate worker needs a model bundle "
-                                   "directory")
+                raise RuntimeError(
+                    "MODEL_BUNDLE is not set: a generate worker needs a model bundle directory"
+                )
             model = DraftModel(settings.model_bundle, batch_size=settings.batch_size,
                                max_new_tokens=settings.max_new_tokens,
                                device_memory=settings.generate_device_memory)

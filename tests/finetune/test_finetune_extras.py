@@ -44,16 +44,27 @@ def test_warmup_trains_the_vision_tower_and_keeps_its_structure(tiny_model) -> N
     assert any(moved) and history[-1]["step"] == 20
 
 
-def test_warmup_reports_held_out_label_f1_and_stops_at_its_deadline(tiny_model) -> None:
+def test_warmup_reports_held_out_label_f1(tiny_model) -> None:
+    config, params, _ = tiny_model
+    images, labels = _bright_or_dark(config.image_size, 1)
+    logged: list[str] = []
+    _, history = warm_up_vision(config, params["img"], images, labels, steps=80, lr=1e-2,
+                                batch_size=4, seed=0, augment=False, log=logged.append,
+                                validation=(images, labels))
+    assert history[-1]["step"] == 80
+    # Brightness is learnt within ~40 steps; the held-out F1 must show it (here on the same images).
+    assert history[-1]["val_label_micro_f1"] >= 0.9
+    assert "held-out label micro-F1" in logged[-1]
+
+
+def test_warmup_stops_at_its_deadline(tiny_model) -> None:
     config, params, _ = tiny_model
     images, labels = _bright_or_dark(config.image_size, 1)
     logged: list[str] = []
     _, history = warm_up_vision(config, params["img"], images, labels, steps=1_000_000, lr=1e-2,
                                 batch_size=4, seed=0, augment=False, log=logged.append,
-                                validation=(images, labels), deadline=time.time() + 6.0)
+                                validation=(images, labels), deadline=time.time() + 2.0)
     assert history and history[-1]["step"] < 1_000_000
-    # Brightness is learnt within ~40 steps; the held-out F1 must show it (here on the same images).
-    assert history[-1]["val_label_micro_f1"] >= 0.9
     assert "stopped at the time budget, of 1000000 planned" in logged[-1]
     assert "held-out label micro-F1" in logged[-1]
 

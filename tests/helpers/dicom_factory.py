@@ -1,4 +1,5 @@
-"""Test helper: write small chest-radiograph DICOM files in every transfer syntax the reader accepts.
+"""Test helper: write small chest-radiograph DICOM files in every transfer syntax the reader
+accepts.
 
 Encoders: pydicom (native, deflated, RLE), pylibjpeg-openjpeg (JPEG 2000), pyjpegls (JPEG-LS),
 Pillow (JPEG baseline; the same 8-bit stream relabelled SOF1 for 8-bit JPEG extended), imagecodecs
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ from PIL import Image
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -39,12 +43,15 @@ LOSSLESS = (
 LOSSY = (uid.JPEG2000, uid.JPEGLSNearLossless, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit)
 
 
-def chest_like(rows: int = 96, cols: int = 80, bits: int = 12, signed: bool = False, seed: int = 0) -> np.ndarray:
+def chest_like(
+    rows: int = 96, cols: int = 80, bits: int = 12, signed: bool = False, seed: int = 0
+) -> np.ndarray:
     """A smooth synthetic radiograph-like array with noise, using the full stored range."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:rows, 0:cols]
     body = np.exp(-(((x - cols / 2) / (cols / 2.6)) ** 2 + ((y - rows / 2) / (rows / 2.2)) ** 2))
-    lungs = np.exp(-(((np.abs(x - cols / 2) - cols / 5) / (cols / 9)) ** 2 + ((y - rows / 2) / (rows / 4)) ** 2))
+    lungs = np.exp(-(((np.abs(x - cols / 2) - cols / 5) / (cols / 9)) ** 2
+                     + ((y - rows / 2) / (rows / 4)) ** 2))
     img = 0.15 + 0.75 * body - 0.35 * lungs + 0.02 * rng.standard_normal((rows, cols))
     img = (img - img.min()) / (img.max() - img.min())
     top = 2**bits - 1
@@ -125,7 +132,7 @@ def _pydicom_compress(ds: Dataset, ts: uid.UID, **kwargs: object) -> bytes:
 
 
 def _imagecodecs_jpeg12(ds: Dataset) -> bytes:
-    """A genuine 12-bit extended sequential (SOF1) stream, written by libjpeg-turbo via imagecodecs."""
+    """A genuine 12-bit extended sequential (SOF1) stream, from libjpeg-turbo via imagecodecs."""
     import imagecodecs
 
     ds = _copy(ds)
@@ -162,7 +169,8 @@ def _pillow_jpeg(ds: Dataset, ts: uid.UID) -> bytes:
 def _gdcm(ds: Dataset, ts: uid.UID) -> bytes:
     import gdcm
 
-    names = {uid.JPEGLosslessSV1: "JPEGLosslessProcess14_1", uid.JPEGLossless: "JPEGLosslessProcess14"}
+    names = {uid.JPEGLosslessSV1: "JPEGLosslessProcess14_1",
+             uid.JPEGLossless: "JPEGLosslessProcess14"}
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.dcm", Path(tmp) / "out.dcm"
         src.write_bytes(_native(ds, uid.ExplicitVRLittleEndian))
@@ -216,3 +224,28 @@ def raw_dataset_bytes(ds: Dataset, *, implicit: bool = True) -> bytes:
     if data[128:132] == b"DICM":  # pydicom wrote a file meta after all: strip it
         raise AssertionError("expected a bare data set")
     return data
+
+
+def deflated_bomb(inflated_pixel_bytes: int = 1 << 30) -> bytes:
+    """A Deflated Explicit VR Little Endian DX header whose Pixel Data (zeros) inflates to
+    `inflated_pixel_bytes`; about a thousandth of that compressed. Made without holding it."""
+    ds = base_dataset(chest_like(64, 64))
+    del ds.PixelData
+    head = DicomBytesIO()
+    head.is_implicit_VR, head.is_little_endian = False, True  # the inflated body's encoding
+    write_dataset(head, ds)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflater.compress(head.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00"
+                               + inflated_pixel_bytes.to_bytes(4, "little"))]
+    zeros = bytes(1 << 24)
+    for _ in range(inflated_pixel_bytes // len(zeros)):
+        parts.append(deflater.compress(zeros))
+    parts.append(deflater.flush())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = uid.DeflatedExplicitVRLittleEndian
+    out = DicomBytesIO()
+    out.write(bytes(128) + b"DICM")
+    write_file_meta_info(out, meta)
+    return out.getvalue() + b"".join(parts)

@@ -43,7 +43,8 @@ def random_params(config: ModelConfig, seed: int = 0) -> dict:
     def leaf(shape: tuple[int, ...]) -> jnp.ndarray:
         return jnp.asarray(rng.normal(0.0, 0.3, shape).astype(np.float32))
 
-    params = jax.tree_util.tree_map(leaf, param_shapes(config), is_leaf=lambda x: isinstance(x, tuple))
+    params = jax.tree_util.tree_map(leaf, param_shapes(config),
+                                    is_leaf=lambda x: isinstance(x, tuple))
     table = params["llm"]["embedder"]["input_embedding"]
     params["llm"]["embedder"]["input_embedding"] = jnp.asarray(
         rng.normal(0.0, 0.05, table.shape).astype(np.float32))

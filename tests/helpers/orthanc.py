@@ -99,8 +99,8 @@ class Orthanc:
         config = self.workdir / "orthanc.json"
         config.write_text(json.dumps(self._config(), indent=2))
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([ORTHANC, str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=self.workdir)
+        self.process = subprocess.Popen([ORTHANC, str(config)], stdout=log,
+                                        stderr=subprocess.STDOUT, cwd=self.workdir)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

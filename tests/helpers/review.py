@@ -1,4 +1,4 @@
-"""Helpers of the review tests: drafts written by the worker's own code, people with passwords, an API."""
+"""Review test helpers: drafts written by the worker's own code, people with passwords, an API."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from service.core.db import session_scope
 from service.core.models import Role, Study, StudyState
 from tests.helpers.service import bearer
 
-PASSWORDS = {"dr-ada": "ada-correct-horse-1", "dr-bob": "bob-battery-staple-2", "ops-admin": "admin-long-pass-3",
-             "pacs-clerk": "uploader-pass-4444"}
-ROLES = {"dr-ada": Role.radiologist, "dr-bob": Role.radiologist, "ops-admin": Role.admin, "pacs-clerk": Role.uploader}
+PASSWORDS = {"dr-ada": "ada-correct-horse-1", "dr-bob": "bob-battery-staple-2",
+             "ops-admin": "admin-long-pass-3", "pacs-clerk": "uploader-pass-4444"}
+ROLES = {"dr-ada": Role.radiologist, "dr-bob": Role.radiologist, "ops-admin": Role.admin,
+         "pacs-clerk": Role.uploader}
 
 
 def store_draft(settings: Settings, text: str, *, bundle_id: str = "bundle-a@000000000001",
@@ -34,10 +35,13 @@ def store_draft(settings: Settings, text: str, *, bundle_id: str = "bundle-a@000
             session.add(study)
             session.flush()
             study_id = study.id
-    model = types.SimpleNamespace(bundle_id=bundle_id, generation_settings={"strategy": "greedy", "max_new_tokens": 64})
+    model = types.SimpleNamespace(bundle_id=bundle_id,
+                                  generation_settings={"strategy": "greedy", "max_new_tokens": 64})
     draft_id = store_worker_draft(settings, study_id, text, model, "test-worker", 0.1, 1)
     if draft_id is None:
-        raise RuntimeError("the worker code stored no draft (the study was not in state generating)")
+        raise RuntimeError(
+            "the worker code stored no draft (the study was not in state generating)"
+        )
     with session_scope(settings.database_url) as session:
         report_id = session.query(Report.id).filter(Report.draft_id == draft_id).scalar()
     return study_id, report_id

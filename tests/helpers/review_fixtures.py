@@ -1,4 +1,5 @@
-"""Pytest plugin of the review tests (`pytest_plugins = ["tests.helpers.review_fixtures"]`): the session-scoped `review_env`.
+"""Pytest plugin of the review tests (`pytest_plugins = ["tests.helpers.review_fixtures"]`): the
+session-scoped `review_env`.
 
 One migrated database per backend (SQLite, PostgreSQL) with its people signed in and an in-process
 API, shared by the review, quality and account tests (argon2 hashing and migrations are slow on 2
@@ -20,6 +21,9 @@ from service.core.models import Role
 from tests.helpers.review import PASSWORDS, api, create_people, login
 from tests.helpers.service import bearer
 
+#: The test PostgreSQL (`POSTGRES_ADMIN` of tests.helpers.service) as a libpq connection string.
+POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
 
 @dataclass
 class ReviewEnv:
@@ -36,8 +40,10 @@ class ReviewEnv:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def review_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewEnv]:
-    """One database per backend for the whole session, with people signed in (see the module docstring)."""
+def review_env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReviewEnv]:
+    """A database per backend for the session, with people signed in (see the module docstring)."""
     from service.auth.api_keys import create_api_key
     from service.core.db import migrate
     from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
@@ -51,11 +57,11 @@ def review_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         import psycopg
 
         schema = f"rr_review_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
 
         def drop() -> None:
-            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+            with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
         request.addfinalizer(drop)

@@ -188,10 +188,15 @@ def test_older_layouts_that_transformers_reads_load_the_same_model(hf_model, tmp
               else "model.vision_tower.vision_model.")
     assert f"{prefix}encoder.layers.0.self_attn.q_proj.weight" in names
     # transformers itself reads the fixture without a missing or unexpected tensor
-    _, info = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+    reread, info = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
         fixture, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     _assert_matches(_load_quietly(fixture), hf_model)
+    if layout == "hub":  # and writes the Hub layout back when it loaded one
+        reread.save_pretrained(tmp_path / "resaved")
+        resaved = set(read_safetensors(tmp_path / "resaved" / "model.safetensors"))
+        assert f"{prefix}encoder.layers.0.self_attn.q_proj.weight" in resaved
+        _assert_matches(_load_quietly(tmp_path / "resaved"), hf_model)
 
 
 def test_state_dict_saved_by_safetensors_loads_from_its_lm_head(hf_model, tmp_path):
@@ -258,8 +263,12 @@ def peft_case(hf_model, tmp_path_factory):
 
 def test_peft_adapter_merges_onto_the_base_with_peft_logits(peft_case):
     base, adapter, peft_model = peft_case
-    with pytest.warns(UnusedTensorsWarning, match="adapters of .* pooling head"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         model = modeling.load_pretrained(base, adapter=adapter)
+    messages = [str(w.message) for w in caught if w.category is UnusedTensorsWarning]
+    assert any("skipped adapters of 3 weight(s)" in m and "head.mlp.fc1.weight" in m
+               for m in messages)
     _assert_matches(model, peft_model)
     # the adapters change the model: the base alone is far from peft's logits
     pixels, ids, types = _inputs()
@@ -292,5 +301,19 @@ def test_an_adapter_for_another_model_is_refused(peft_case, tmp_path):
     write_safetensors(tmp_path / "adapter_model.safetensors",
                       {k.replace("layers.0.", "layers.9."): np.array(v) for k, v in tensors.items()})
     base = peft_case[0]
-    with pytest.raises(CheckpointError, match="layers.9.* is not a linear layer of PaliGemma 2"):
+    with pytest.raises(CheckpointError, match=r"layers\.9\..* not linear layers of this PaliGemma 2"):
         _load_quietly(base, adapter=tmp_path)
+
+
+def test_peft_adapter_of_a_transformers_4_5x_model_merges_the_same(peft_case, tmp_path):
+    """peft on transformers 4.52-4.57 names modules after that version's tree: SigLIP keeps
+    `vision_model.` (`model.vision_tower.vision_model.encoder...`)."""
+    base, adapter, peft_model = peft_case
+    tmp_path.joinpath("adapter_config.json").write_text(
+        (adapter / "adapter_config.json").read_text())
+    tensors = read_safetensors(adapter / "adapter_model.safetensors")
+    renamed = {k.replace("model.vision_tower.", "model.vision_tower.vision_model."): np.array(v)
+               for k, v in tensors.items()}
+    assert any(".vision_model.encoder.layers.0.mlp.fc1.lora_A" in k for k in renamed)
+    write_safetensors(tmp_path / "adapter_model.safetensors", renamed)
+    _assert_matches(_load_quietly(base, adapter=tmp_path), peft_model)

@@ -4,6 +4,7 @@ requested dtype and sharding, and name the offending tensor when something does 
 from __future__ import annotations
 
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,13 @@ import pytest
 import modeling
 from modeling.bundle import save_bundle
 from modeling.convert import write_big_vision_npz, write_hf_checkpoint
-from modeling.formats import read_npz, read_safetensors
+from modeling.formats import (
+    mapping_of,
+    read_npz,
+    read_safetensors,
+    release_pages,
+    write_safetensors,
+)
 from modeling.loaders import CheckpointError, config_from_npz_shapes
 from tests.helpers.models import CONFIG_A, random_params, random_pixels
 
@@ -163,8 +170,38 @@ def test_npz_reader_memory_maps_stored_members_and_reads_compressed_ones(tmp_pat
     np.savez(tmp_path / "plain.npz", **arrays)
     np.savez_compressed(tmp_path / "zipped.npz", **arrays)
     plain, zipped = read_npz(tmp_path / "plain.npz"), read_npz(tmp_path / "zipped.npz")
-    assert isinstance(plain["a/b"], np.memmap) and not isinstance(zipped["a/b"], np.memmap)
+    assert mapping_of(plain["a/b"]) is not None and mapping_of(zipped["a/b"]) is None
     for got in (plain, zipped):
         np.testing.assert_array_equal(got["a/b"], arrays["a/b"])
         np.testing.assert_array_equal(got["c"], arrays["c"])
         assert got["bf"].dtype == ml_dtypes.bfloat16 and got["bf"].astype(np.float32).tolist() == [0, 1, 2, 3]
+
+
+def test_hf_checkpoint_with_an_untied_lm_head_is_refused(params, tmp_path):
+    write_hf_checkpoint(tmp_path, CONFIG, params)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["tie_word_embeddings"] = False
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="tie_word_embeddings is false"):
+        modeling.load_pretrained(tmp_path)
+
+
+def _resident_file_pages_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_released_safetensors_pages_leave_the_resident_set_and_stay_readable(tmp_path):
+    data = np.arange(16 << 20, dtype=np.float32)  # 64 MiB
+    write_safetensors(tmp_path / "t.safetensors", {"w": data})
+    w = read_safetensors(tmp_path / "t.safetensors")["w"]
+    before = _resident_file_pages_kib()
+    assert float(w.sum(dtype=np.float64)) == float(data.sum(dtype=np.float64))  # every page read
+    read = _resident_file_pages_kib()
+    release_pages([w])
+    assert read - before > 60_000  # the mapping's pages were resident...
+    assert _resident_file_pages_kib() < before + 4_000  # ...and are not after the release
+    np.testing.assert_array_equal(w[-4:], data[-4:])  # still valid: read back on demand

@@ -168,3 +168,19 @@ def test_unscanned_big_vision_training_checkpoint_loads_the_same_params(bundle, 
                                       jax.tree_util.tree_leaves_with_path(reference.params),
                                       strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), str(path))
+
+
+def test_hf_export_converts_back_into_the_same_bundle(bundle, tmp_path):
+    _export(str(bundle), "--out", str(tmp_path / "hf"), "--dtype", "float32")
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "hf"), str(tmp_path / "again"),
+                                      "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    again = modeling.load_pretrained(tmp_path / "again")
+    reference = modeling.load_pretrained(bundle)
+    assert again.config == reference.config
+    text = "Mild cardiomegaly.\nNo effusion."
+    assert again.tokenizer.encode(text) == reference.tokenizer.encode(text)  # padded, same pieces
+    for (path, got), (_, want) in zip(jax.tree_util.tree_leaves_with_path(again.params),
+                                      jax.tree_util.tree_leaves_with_path(reference.params),
+                                      strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), str(path))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
 from pydicom import uid
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
@@ -27,6 +29,7 @@ from radiology.dicom import (
     UnsupportedImageError,
     UnsupportedTransferSyntaxError,
     read,
+    read_header,
 )
 from tests.helpers.dicom_factory import base_dataset, chest_like, encode, to_bytes
 
@@ -327,3 +330,17 @@ def test_jpip_referenced_pixels_are_an_unsupported_syntax():
     with pytest.raises(UnsupportedTransferSyntaxError) as info:
         read(to_bytes(ds))
     assert "JPIP" in info.value.message
+
+
+def test_an_element_with_an_unknown_vr_is_an_invalid_header_naming_it():
+    """pydicom converts elements lazily; a damaged one must fail the parse stage as a DicomError
+    naming the tag, not leak pydicom's NotImplementedError from whichever stage reads it first."""
+    data = bytearray(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    assert bytes(data[622:626]) == b"\x08\x00\x32\x00"  # (0008,0032) AcquisitionTime
+    data[626:628] = b"T\x00"  # its VR becomes an unknown one
+    policy = ReadPolicy(modalities=None)
+    for stage in (lambda: read_header(bytes(data), policy=policy, check=True),
+                  lambda: read(bytes(data), policy=policy)):
+        with pytest.raises(InvalidHeaderError, match=r"\(0008,0032\)") as caught:
+            stage()
+        assert caught.value.code == "invalid_header"

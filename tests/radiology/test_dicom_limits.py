@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import uid
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.dataset import Dataset
 
 from radiology.dicom import (
     CorruptPixelDataError,
@@ -31,35 +28,10 @@ from radiology.dicom import (
     read,
     read_header,
 )
-from tests.helpers.dicom_factory import base_dataset, chest_like, encode, to_bytes
+from tests.helpers.dicom_factory import base_dataset, chest_like, deflated_bomb, encode, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
-
-
-def deflated_bomb(inflated_pixel_bytes: int = GIB) -> bytes:
-    """A Deflated Explicit VR Little Endian DX header whose Pixel Data (zeros) inflates to
-    `inflated_pixel_bytes`; about a thousandth of that compressed. Made without holding it."""
-    ds = base_dataset(chest_like(64, 64))
-    del ds.PixelData
-    head = DicomBytesIO()
-    head.is_implicit_VR, head.is_little_endian = False, True  # the inflated body's encoding
-    write_dataset(head, ds)
-    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [deflater.compress(head.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00"
-                               + inflated_pixel_bytes.to_bytes(4, "little"))]
-    zeros = bytes(1 << 24)
-    for _ in range(inflated_pixel_bytes // len(zeros)):
-        parts.append(deflater.compress(zeros))
-    parts.append(deflater.flush())
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = uid.DeflatedExplicitVRLittleEndian
-    out = DicomBytesIO()
-    out.write(bytes(128) + b"DICM")
-    write_file_meta_info(out, meta)
-    return out.getvalue() + b"".join(parts)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Fixtures of the service tests: databases (SQLite file, fresh PostgreSQL schema), an in-process API."""
+"""Service test fixtures: databases (SQLite file, fresh PostgreSQL schema), an in-process API."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from service.core.db import migrate, session_scope
 from service.core.models import Role
 from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
 
+#: `POSTGRES_ADMIN` as a libpq connection string (creates and drops the schemas).
+POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
@@ -24,13 +27,13 @@ def postgres_url() -> Iterator[str]:
     import psycopg
 
     schema = f"rr_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     yield f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
     from service.core.db import get_engine
 
     get_engine.cache_clear()
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
@@ -62,15 +65,17 @@ def settings(migrated_sqlite_template: Path, tmp_path: Path) -> Settings:
     import shutil
 
     shutil.copyfile(migrated_sqlite_template, tmp_path / "radreport.db")
-    return api_settings(f"sqlite:///{tmp_path / 'radreport.db'}", tmp_path, max_instance_bytes=2_000_000,
-                        max_upload_bytes=4_000_000, max_instances_per_upload=8)
+    return api_settings(f"sqlite:///{tmp_path / 'radreport.db'}", tmp_path,
+                        max_instance_bytes=2_000_000, max_upload_bytes=4_000_000,
+                        max_instances_per_upload=8)
 
 
 @pytest.fixture
 def tokens(settings: Settings) -> dict[str, str]:
     """One API key per role."""
     with session_scope(settings.database_url) as session:
-        return {role.value: create_api_key(session, name=f"test-{role.value}", role=role) for role in Role}
+        return {role.value: create_api_key(session, name=f"test-{role.value}", role=role)
+                for role in Role}
 
 
 @pytest.fixture
@@ -90,8 +95,8 @@ def postgres_module_url() -> Iterator[str]:
     import psycopg
 
     schema = f"rr_sys_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     yield f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -39,12 +39,17 @@ def test_every_endpoint_but_health_declares_roles(settings):
     assert all(roles <= ALL_ROLES and roles for _, _, roles in operations)
 
 
-@pytest.mark.parametrize("headers", [{}, bearer("rr_not-a-real-token"), {"Authorization": "Basic dXNlcjpwdw=="}],
-                         ids=["absent", "unknown", "not-bearer"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("rr_not-a-real-token"), {"Authorization": "Basic dXNlcjpwdw=="}],
+    ids=["absent", "unknown", "not-bearer"],
+)
 def test_every_endpoint_refuses_an_absent_or_wrong_token(client, settings, headers):
     for method, path, _ in protected_operations(settings):
         response = call(client, method, path, headers)
-        assert response.status_code == 401, f"{method.upper()} {path} answered {response.status_code}"
+        assert response.status_code == 401, (
+            f"{method.upper()} {path} answered {response.status_code}"
+        )
         assert response.headers.get("www-authenticate") == "Bearer"
 
 
@@ -52,7 +57,9 @@ def test_every_endpoint_refuses_the_wrong_roles(client, settings, tokens):
     for method, path, roles in protected_operations(settings):
         for role in ALL_ROLES - roles:
             response = call(client, method, path, bearer(tokens[role]))
-            assert response.status_code == 403, f"{role} on {method.upper()} {path}: {response.status_code}"
+            assert response.status_code == 403, (
+                f"{role} on {method.upper()} {path}: {response.status_code}"
+            )
 
 
 def test_every_endpoint_admits_its_roles(client, settings, tokens):

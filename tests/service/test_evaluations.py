@@ -1,4 +1,5 @@
-"""An offline evaluation started through the API runs on a real worker and equals a direct `evaluate_bundle` run."""
+"""An offline evaluation started through the API runs on a real worker and equals a direct
+`evaluate_bundle` run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ RUN = {"split": "test", "batch_size": 4, "resamples": 50, "seed": 7}
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny random-weight bundle and a synthetic MIMIC-CXR tree whose test split holds a few studies."""
+    """A tiny random-weight bundle and a synthetic MIMIC-CXR tree with a few test-split studies."""
     from radiology.synth import write_dataset
 
     root = tmp_path_factory.mktemp("evaluation-inputs")
@@ -31,18 +32,21 @@ def test_an_evaluation_through_the_api_equals_a_direct_run_on_the_same_split(inp
     from evaluation.run import evaluate_bundle
 
     bundle, data = inputs
-    with LocalSystem(tmp_path / "system", redis_url="", env={"RECONCILE_INTERVAL_S": "0"}) as system:
+    env = {"RECONCILE_INTERVAL_S": "0", "EVALUATION_ROOTS": str(bundle.parent)}
+    with LocalSystem(tmp_path / "system", redis_url="", env=env) as system:
         system.start(api=True, workers=["evaluate"])
         with session_scope(system.database_url) as session:
             token = create_api_key(session, name="eval-admin", role=Role.admin)
         with httpx.Client(base_url=system.api_url, headers=bearer(token), timeout=30) as client:
-            started = client.post("/v1/evaluations", json={"bundle_dir": str(bundle), "data_dir": str(data), **RUN})
+            started = client.post("/v1/evaluations",
+                                  json={"bundle_dir": str(bundle), "data_dir": str(data), **RUN})
             assert started.status_code == 202, started.text
             url = started.json()["status_url"]
-            direct = evaluate_bundle(bundle, data, RUN["split"], tmp_path / "direct", RUN["batch_size"],
-                                     resamples=RUN["resamples"], seed=RUN["seed"], progress=False)
-            wait_for(lambda: client.get(url).json()["state"] in ("succeeded", "failed"), 300, interval=0.5,
-                     what="the evaluation to finish")
+            direct = evaluate_bundle(bundle, data, RUN["split"], tmp_path / "direct",
+                                     RUN["batch_size"], resamples=RUN["resamples"],
+                                     seed=RUN["seed"], progress=False)
+            wait_for(lambda: client.get(url).json()["state"] in ("succeeded", "failed"), 300,
+                     interval=0.5, what="the evaluation to finish")
             run = client.get(url).json()
             assert run["state"] == "succeeded", f"{run['error']}\n{system.logs_text()[-3000:]}"
             assert run["results"]["metrics"] == direct["metrics"]
@@ -65,10 +69,15 @@ def test_an_evaluation_of_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
     settings = api_settings(url, tmp_path)
     with session_scope(url) as session:
         token = create_api_key(session, name="eval-admin", role=Role.admin)
+    inside = settings.storage_dir / "not-a-bundle"
+    inside.mkdir(parents=True)
     with api(settings) as client:
         response = client.post("/v1/evaluations", headers=bearer(token),
-                               json={"bundle_dir": str(tmp_path), "data_dir": str(tmp_path)})
+                               json={"bundle_dir": str(inside), "data_dir": str(inside)})
+        outside = client.post("/v1/evaluations", headers=bearer(token),
+                              json={"bundle_dir": str(tmp_path), "data_dir": str(tmp_path)})
     assert response.status_code == 422 and "not a model bundle" in response.json()["detail"]
+    assert outside.status_code == 422 and "EVALUATION_ROOTS" in outside.json()["detail"]
 
 
 def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
@@ -84,8 +93,8 @@ def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
         user = User(name="eval-admin", role=Role.admin)
         session.add(user)
         session.flush()
-        run = Evaluation(state=EvaluationState.running, bundle_dir="b", data_dir="d", split="test", options={},
-                         created_by=user.id)
+        run = Evaluation(state=EvaluationState.running, bundle_dir="b", data_dir="d", split="test",
+                         options={}, created_by=user.id)
         session.add(run)
         session.flush()
         run_id = run.id
@@ -93,7 +102,10 @@ def test_the_progress_of_the_generation_bar_is_written_to_the_run(tmp_path):
 
     watcher = ProgressWatcher(api_settings(url, tmp_path), run_id)
     seen = []
-    with (tmp_path / "bar.txt").open("w") as sink, tqdm(total=5, desc="generating reports", file=sink) as bar:
+    with (
+        (tmp_path / "bar.txt").open("w") as sink,
+        tqdm(total=5, desc="generating reports", file=sink) as bar,
+    ):
         for _ in range(2):
             bar.update(1)
             watcher.poll()

@@ -1,11 +1,10 @@
 """Next to a real PACS with the whole system running: Orthanc sends a study to the service by
-STOW-RS and another by C-STORE (to `radreport scp`), the workers draft them, and the draft and the signed report come back as DICOM SR, to one
-Orthanc by STOW-RS and to another by C-STORE; with both PACS down during drafting and signing,
-every SR arrives once, in order, after they restart.
+STOW-RS and another by C-STORE (to `radreport scp`), the workers draft them, and the draft and the
+signed report come back as DICOM SR, to one Orthanc by STOW-RS and to another by C-STORE; with
+both PACS down during drafting and signing, every SR arrives once, in order, after they restart.
 
 Real processes: private Redis, the API (its reconciler re-sends due deliveries), the C-STORE
-listener, Celery workers
-(`ingest,score,outbox` and `generate` with a tiny random bundle), SQLite.
+listener, Celery workers (`ingest,score,outbox` and `generate` with a tiny random bundle), SQLite.
 """
 
 from __future__ import annotations

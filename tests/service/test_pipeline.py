@@ -1,4 +1,4 @@
-"""The study state machine on SQLite and PostgreSQL: claims, leases, the poison cap, one draft per bundle."""
+"""Study state machine on SQLite and PostgreSQL: claims, leases, poison cap, one draft a bundle."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ def new_study(url: str, state: StudyState = StudyState.ingested, uid: str = "1.2
         return study.id
 
 
-def claim(url: str, study_id: str, worker: str, stage: str = "generate", lease_s: float = 60, max_attempts: int = 3):
+def claim(url: str, study_id: str, worker: str, stage: str = "generate", lease_s: float = 60,
+          max_attempts: int = 3):
     with session_scope(url) as session:
-        return pipeline.claim(session, study_id, stage, worker=worker, lease_s=lease_s, max_attempts=max_attempts)
+        return pipeline.claim(session, study_id, stage, worker=worker, lease_s=lease_s,
+                              max_attempts=max_attempts)
 
 
 def test_a_claimed_study_is_busy_for_other_workers(database_url):
@@ -41,7 +43,9 @@ def test_an_expired_lease_is_retaken_and_counted(database_url):
     retake = claim(database_url, study_id, "w2")
     assert retake.status == "claimed" and retake.attempt == 2
     with session_scope(database_url) as session:
-        actions = session.scalars(select(AuditEvent.action).where(AuditEvent.study_id == study_id)).all()
+        actions = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.study_id == study_id)
+        ).all()
     assert "generate.retake" in actions
 
 
@@ -70,19 +74,23 @@ def test_transitions_are_audited_with_actor_and_refuse_skipping_states(database_
             pipeline.transition(session, study, StudyState.signed, actor="worker:x")
     with session_scope(database_url) as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.study_id == study_id)).one()
-        assert (event.actor, event.from_state, event.to_state) == ("worker:x", "received", "ingested")
+        assert (event.actor, event.from_state, event.to_state) == (
+            "worker:x", "received", "ingested"
+        )
         assert session.get(Study, study_id).ingested_at is not None
 
 
 def test_a_second_draft_for_the_same_study_and_bundle_is_impossible(database_url):
     study_id = new_study(database_url)
-    draft = dict(study_id=study_id, bundle_id="b@1", text="t", sections={}, generation={}, worker="w")
+    draft = dict(study_id=study_id, bundle_id="b@1", text="t", sections={}, generation={},
+                 worker="w")
     with session_scope(database_url) as session:
         session.add(Draft(**draft))
     with pytest.raises(IntegrityError), session_scope(database_url) as session:
         session.add(Draft(**draft))
     with session_scope(database_url) as session:
-        session.add(Draft(**{**draft, "bundle_id": "b@2"}))  # another bundle may draft the same study
+        # Another bundle may draft the same study.
+        session.add(Draft(**{**draft, "bundle_id": "b@2"}))
 
 
 def test_the_reconciler_finds_unleased_unfinished_work_only(database_url):

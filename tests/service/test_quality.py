@@ -1,4 +1,5 @@
-"""Quality numbers after signing synthetic studies with known edits equal what `evaluation` computes on the pairs."""
+"""Quality numbers after signing synthetic studies with known edits equal what `evaluation`
+computes on the pairs."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from tests.helpers.review import store_draft
 
 pytest_plugins = ["tests.helpers.review_fixtures"]
 
-NORMAL = "FINDINGS: Heart size is normal. The lungs are clear. No pleural effusion. IMPRESSION: No acute disease."
-EFFUSION = "FINDINGS: Small right pleural effusion. Heart size is normal. IMPRESSION: Small right pleural effusion."
+NORMAL = ("FINDINGS: Heart size is normal. The lungs are clear. No pleural effusion. "
+          "IMPRESSION: No acute disease.")
+EFFUSION = ("FINDINGS: Small right pleural effusion. Heart size is normal. "
+            "IMPRESSION: Small right pleural effusion.")
 APPENDED = " No pneumothorax."
-#: (draft, signed) pairs of bundle A: accepted unchanged, one sentence appended, a finding corrected,
-#: a finding added; bundle B: one appended, one unchanged.
+#: (draft, signed) pairs of bundle A: accepted unchanged, one sentence appended, a finding
+#: corrected, a finding added; bundle B: one appended, one unchanged.
 PAIRS_A = [
     (NORMAL, NORMAL),
     (EFFUSION, EFFUSION + APPENDED),
@@ -30,7 +33,7 @@ PAIRS_B = [(EFFUSION, EFFUSION + APPENDED), (NORMAL, NORMAL)]
 
 
 def sign_pairs(env, pairs, bundle_id: str) -> list[str]:
-    """Draft each pair's first text with `bundle_id`, edit it to the second, sign; the report ids."""
+    """Draft each pair's first text as `bundle_id`, edit it to the second, sign; the report ids."""
     ada = env.headers["dr-ada"]
     report_ids = []
     for draft, signed in pairs:
@@ -38,7 +41,9 @@ def sign_pairs(env, pairs, bundle_id: str) -> list[str]:
         env.client.post(f"/v1/reports/{report_id}/claim", headers=ada)
         version = 1
         if signed != draft:
-            assert env.client.put(f"/v1/reports/{report_id}", json={"text": signed, "version": 1}, headers=ada).status_code == 200
+            edited = env.client.put(f"/v1/reports/{report_id}",
+                                    json={"text": signed, "version": 1}, headers=ada)
+            assert edited.status_code == 200
             version = 2
         response = env.client.post(f"/v1/reports/{report_id}/sign", headers=ada,
                                    json={"password": "ada-correct-horse-1", "version": version})
@@ -49,8 +54,8 @@ def sign_pairs(env, pairs, bundle_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def signed(review_env):
-    """Bundles A and B (names unique to this module run) with their signed reports; A also has one rejected
-    draft and one still open."""
+    """Bundles A and B (names unique to this module run) with their signed reports; A also has one
+    rejected draft and one still open."""
     tag = uuid.uuid4().hex[:8]
     bundles = {f"quality-a-{tag}@1": PAIRS_A, f"quality-b-{tag}@1": PAIRS_B}
     started = dt.datetime.now(dt.UTC)
@@ -61,7 +66,8 @@ def signed(review_env):
         if action == "reject":
             ada = review_env.headers["dr-ada"]
             review_env.client.post(f"/v1/reports/{report_id}/claim", headers=ada)
-            review_env.client.post(f"/v1/reports/{report_id}/reject", json={"reason": "wrong study"}, headers=ada)
+            review_env.client.post(f"/v1/reports/{report_id}/reject",
+                                   json={"reason": "wrong study"}, headers=ada)
     return bundles, reports, started
 
 
@@ -81,16 +87,20 @@ def test_group_metrics_equal_evaluation_score_on_the_same_pairs(review_env, sign
         assert overall["metrics"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
-def test_per_finding_agreement_equals_clinical_f1_of_draft_against_signed_labels(review_env, signed):
+def test_per_finding_agreement_equals_clinical_f1_of_draft_against_signed_labels(
+    review_env, signed
+):
     bundles, _, _ = signed
     bundle = next(iter(bundles))
     drafts, signed_texts = [d for d, _ in PAIRS_A], [s for _, s in PAIRS_A]
     names, _ = finding_names()
-    expected = clinical_f1(label_many(drafts), label_many(signed_texts), names, "negative").per_finding
+    expected = clinical_f1(label_many(drafts), label_many(signed_texts), names,
+                           "negative").per_finding
     per_finding = quality(review_env, bundle_id=bundle)["per_finding"]
     for name in names:
         assert {k: per_finding[name][k] for k in expected[name]} == pytest.approx(expected[name])
-    assert per_finding["Cardiomegaly"]["draft_positive"] == 1 and per_finding["Cardiomegaly"]["signed_positive"] == 0
+    cardiomegaly = per_finding["Cardiomegaly"]
+    assert cardiomegaly["draft_positive"] == 1 and cardiomegaly["signed_positive"] == 0
 
 
 def test_accepted_unchanged_rate_and_edit_distance_follow_the_known_edits(review_env, signed):
@@ -101,10 +111,13 @@ def test_accepted_unchanged_rate_and_edit_distance_follow_the_known_edits(review
     admin = review_env.headers["ops-admin"]
     unchanged, appended = (review_env.client.get(f"/v1/quality/reports/{r}", headers=admin).json()
                            for r in reports[bundle_a][:2])
-    assert (unchanged["unchanged"], unchanged["edit_distance"], unchanged["edit_distance_words"]) == (True, 0, 0)
-    assert (appended["unchanged"], appended["edit_distance"], appended["edit_distance_words"]) == (
-        False, len(APPENDED), len(APPENDED.split()))
-    assert appended["metrics"]["bleu1"] == pytest.approx(score([EFFUSION], [EFFUSION + APPENDED])["bleu1"])
+    def edits(row: dict) -> tuple:
+        return row["unchanged"], row["edit_distance"], row["edit_distance_words"]
+
+    assert edits(unchanged) == (True, 0, 0)
+    assert edits(appended) == (False, len(APPENDED), len(APPENDED.split()))
+    expected_bleu1 = score([EFFUSION], [EFFUSION + APPENDED])["bleu1"]
+    assert appended["metrics"]["bleu1"] == pytest.approx(expected_bleu1)
 
 
 def test_draft_to_sign_time_and_the_time_series_cover_the_signed_reports(review_env, signed):
@@ -115,7 +128,8 @@ def test_draft_to_sign_time_and_the_time_series_cover_the_signed_reports(review_
     assert 0 < summary["overall"]["draft_to_sign_s_median"] <= elapsed
     assert sum(point["signed"] for point in summary["over_time"]) == len(PAIRS_A)
     assert summary["series"]["over_time"]["x"] == [p["period_start"] for p in summary["over_time"]]
-    future = quality(review_env, bundle_id=bundle, since=(dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat())
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    future = quality(review_env, bundle_id=bundle, since=tomorrow.isoformat())
     assert future["overall"] is None
 
 
@@ -133,7 +147,8 @@ def test_rejected_and_open_drafts_are_counted_per_bundle_but_not_scored(review_e
     bundles, _, _ = signed
     bundle_a, bundle_b = bundles
     summary = quality(review_env, bundle_id=bundle_a)
-    assert (summary["rejected"], summary["open_reports"], summary["overall"]["signed"]) == (1, 1, len(PAIRS_A))
+    counts = (summary["rejected"], summary["open_reports"], summary["overall"]["signed"])
+    assert counts == (1, 1, len(PAIRS_A))
     assert summary["per_bundle"][bundle_a]["rejected_rate"] == 1 / (len(PAIRS_A) + 1)
     assert summary["assessment"] == {"accepted": 1, "modified": 3, "rejected": 1}
     assert quality(review_env, bundle_id=bundle_b)["rejected"] == 0

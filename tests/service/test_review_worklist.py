@@ -36,12 +36,15 @@ def listed(review_env):
     client, ada, bob = review_env.client, review_env.headers["dr-ada"], review_env.headers["dr-bob"]
     assert client.post(f"/v1/reports/{ids['middle']}/claim", headers=ada).status_code == 200
     assert client.post(f"/v1/reports/{ids['recent']}/claim", headers=bob).status_code == 200
-    assert client.post(f"/v1/reports/{ids['recent']}/reject", json={"reason": "artefact"}, headers=bob).status_code == 200
+    rejected = client.post(f"/v1/reports/{ids['recent']}/reject", json={"reason": "artefact"},
+                           headers=bob)
+    assert rejected.status_code == 200
     return bundle, ids
 
 
 def names(env, bundle, ids, **params) -> list[str]:
-    response = env.client.get("/v1/worklist", params={"bundle_id": bundle, **params}, headers=env.headers["dr-ada"])
+    response = env.client.get("/v1/worklist", params={"bundle_id": bundle, **params},
+                              headers=env.headers["dr-ada"])
     assert response.status_code == 200, response.text
     by_id = {v: k for k, v in ids.items()}
     return [by_id[row["report_id"]] for row in response.json()["items"]]
@@ -54,7 +57,9 @@ def test_open_reports_come_highest_priority_first_then_oldest(review_env, listed
 def test_sorting_by_age_status_and_assignee(review_env, listed):
     every = ["preliminary", "rejected"]
     assert names(review_env, *listed, sort="age") == ["oldest", "middle", "urgent"]
-    assert names(review_env, *listed, sort="status", status=every) == ["urgent", "oldest", "middle", "recent"]
+    assert names(review_env, *listed, sort="status", status=every) == [
+        "urgent", "oldest", "middle", "recent"
+    ]
     assert names(review_env, *listed, sort="assignee") == ["oldest", "urgent", "middle"]
 
 
@@ -70,10 +75,14 @@ def test_filters_by_status_assignee_priority_and_age(review_env, listed):
 
 def test_pages_cover_the_list_once_with_the_total(review_env, listed):
     bundle, ids = listed
-    pages = [review_env.client.get("/v1/worklist", params={"bundle_id": bundle, "limit": 2, "offset": offset},
-                                   headers=review_env.headers["ops-admin"]).json() for offset in (0, 2)]
+    pages = [review_env.client.get("/v1/worklist",
+                                   params={"bundle_id": bundle, "limit": 2, "offset": offset},
+                                   headers=review_env.headers["ops-admin"]).json()
+             for offset in (0, 2)]
     assert [p["total"] for p in pages] == [3, 3]
     by_id = {v: k for k, v in ids.items()}
-    assert [by_id[row["report_id"]] for p in pages for row in p["items"]] == ["urgent", "oldest", "middle"]
+    assert [by_id[row["report_id"]] for p in pages for row in p["items"]] == [
+        "urgent", "oldest", "middle"
+    ]
     row = pages[0]["items"][0]
     assert row["priority"] == 10 and 3600 <= row["age_s"] < 4200 and row["claimed_by"] is None

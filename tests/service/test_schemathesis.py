@@ -23,7 +23,8 @@ atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 URL = f"sqlite:///{WORKDIR / 'db.sqlite'}"
 migrate(URL)
 with session_scope(URL) as _session:
-    TOKENS = {role.value: create_api_key(_session, name=f"fuzz-{role.value}", role=role) for role in Role}
+    TOKENS = {role.value: create_api_key(_session, name=f"fuzz-{role.value}", role=role)
+              for role in Role}
 APP = create_app(
     Settings(database_url=URL, redis_url="redis://127.0.0.1:9/0", storage_dir=WORKDIR / "store",
              broker_timeout_s=0.2, reconcile_interval_s=0),
@@ -41,14 +42,16 @@ def _raw_multipart_related(ctx, value):  # noqa: ANN001, ANN202 - schemathesis' 
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=15, deadline=None, suppress_health_check=list(hypothesis.HealthCheck),
-                     derandomize=True)
+@hypothesis.settings(max_examples=15, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck), derandomize=True)
 def test_no_generated_request_gets_a_server_error(case):
     roles = case.operation.definition.raw.get("x-roles") or []
     headers = {"Authorization": f"Bearer {TOKENS[roles[0]]}"} if roles else {}
     if case.path == "/readyz":
         # 503 is /readyz's documented answer while Redis and workers are absent, not a crash.
         response = case.call(headers=headers)
-        assert response.status_code < 500 or (response.status_code == 503 and "ready" in response.json())
+        assert response.status_code < 500 or (
+            response.status_code == 503 and "ready" in response.json()
+        )
         return
     case.call_and_validate(headers=headers, checks=[not_a_server_error])

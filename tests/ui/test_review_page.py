@@ -1,7 +1,7 @@
 """The review page end to end in headless Chromium against the real API and workers.
 
-Scenario order matters inside `test_a_radiologist_reviews_edits_merges_and_signs_a_study` (one study,
-one flow); the other tests use their own studies or sessions.
+Scenario order matters inside `test_a_radiologist_reviews_edits_merges_and_signs_a_study` (one
+study, one flow); the other tests use their own studies or sessions.
 """
 
 from __future__ import annotations
@@ -40,6 +40,16 @@ def page(browser, seeded):
     assert not errors, f"the page raised: {errors}"
 
 
+def current_version(client, report_id: str) -> int:
+    """The version number of the report's current text, read through the API."""
+    return client.get(f"/v1/reports/{report_id}").json()["current"]["version"]
+
+
+def token_refused(client, token: str) -> bool:
+    """Whether the API answers 401 to `token`."""
+    return client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
 def open_report(page, report_id: str) -> float:
     """Click the study's link in the worklist; seconds until its image and draft are shown."""
     link = page.locator(f'tr[data-report-id="{report_id}"] a.study-link')
@@ -70,13 +80,15 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     assert "dr-bob" in hostile_row.inner_text()
     assert "Urgent (10)" in page.locator(f'tr[data-report-id="{report_id}"]').inner_text()
     page.set_viewport_size({"width": 1280, "height": 800})
-    assert save_screenshot(page, shots / "review_worklist.png", clip={"x": 0, "y": 0, "width": 1280, "height": 420}) < 400_000
+    top = {"x": 0, "y": 0, "width": 1280, "height": 420}
+    assert save_screenshot(page, shots / "review_worklist.png", clip=top) < 400_000
     page.set_viewport_size({"width": 1920, "height": 1080})
 
     # Open the study: both images and the draft by section.
     seconds = open_report(page, report_id)
     in_page_ms = int(page.locator("body").get_attribute("data-study-shown-ms"))
-    print(f"\nstudy click -> image and draft shown: {seconds * 1000:.0f} ms (measured in the page: {in_page_ms} ms)")
+    print(f"\nstudy click -> image and draft shown: {seconds * 1000:.0f} ms "
+          f"(measured in the page: {in_page_ms} ms)")
     frontal = page.locator('canvas[data-view^="frontal"]')
     lateral = page.locator('canvas[data-view^="lateral"]')
     frontal.wait_for()
@@ -93,7 +105,8 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2 - 120, box["y"] + box["height"] / 2 + 60, steps=6)
     page.mouse.up()
-    page.wait_for_function("document.querySelector('canvas[data-view^=frontal]').dataset.window !== '0.500,1.000'")
+    page.wait_for_function("document.querySelector('canvas[data-view^=frontal]').dataset.window"
+                           " !== '0.500,1.000'")
     center, width = map(float, frontal.get_attribute("data-window").split(","))
     assert width < 1.0 and center > 0.5
     assert frontal.screenshot() != before
@@ -113,7 +126,8 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     readout = page.locator("figure.viewport output").first
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -400)  # zoom in at the pointer
-    page.wait_for_function("!document.querySelector('figure.viewport output').textContent.endsWith('· 100%')")
+    page.wait_for_function("!document.querySelector('figure.viewport output').textContent"
+                           ".endsWith('· 100%')")
     assert int(readout.inner_text().rsplit("·", 1)[1].strip().rstrip("%")) > 100
     zoomed = frontal.screenshot()
     page.keyboard.down("Shift")
@@ -133,18 +147,21 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     findings.press("End")
     findings.type(" " + ADDED_BY_RADIOLOGIST)
     page.wait_for_selector("#diff-text ins")
-    assert ADDED_BY_RADIOLOGIST.split()[-1] in page.locator("#diff-text ins").all_inner_texts()[-1] or \
-        "pneumothorax" in " ".join(page.locator("#diff-text ins").all_inner_texts())
-    page.wait_for_function("[...document.querySelectorAll('#findings-text mark.f-uncertain')].some(m => m.textContent === 'pneumothorax')")
+    inserted = page.locator("#diff-text ins").all_inner_texts()
+    assert ADDED_BY_RADIOLOGIST.split()[-1] in inserted[-1] or "pneumothorax" in " ".join(inserted)
+    page.wait_for_function("[...document.querySelectorAll('#findings-text mark.f-uncertain')]"
+                           ".some(m => m.textContent === 'pneumothorax')")
     page.keyboard.press("Control+s")
     page.get_by_text("Saved as version 2.").first.wait_for()
 
     # Meanwhile the same report is edited through the API (another window of the same radiologist).
     with seeded.client("dr-ada") as ada:
-        wait_for(lambda: ada.get(f"/v1/reports/{report_id}").json()["current"]["version"] == 2, 10, what="version 2")
+        wait_for(lambda: current_version(ada, report_id) == 2, 10, what="version 2")
         current = ada.get(f"/v1/reports/{report_id}").json()["current"]
         other = current["text"].replace("IMPRESSION:", f"{ADDED_BY_API}\n\nIMPRESSION:")
-        assert ada.put(f"/v1/reports/{report_id}", json={"text": other}, headers={"If-Match": '"2"'}).status_code == 200
+        saved_by_api = ada.put(f"/v1/reports/{report_id}", json={"text": other},
+                               headers={"If-Match": '"2"'})
+        assert saved_by_api.status_code == 200
 
     # The page's next save meets the conflict: a clear message and a merge view; merged, it saves.
     impression = section(page, "Impression")
@@ -161,7 +178,7 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     merge.get_by_role("button", name="Save merged text").click()
     page.get_by_text("Merged and saved as version 4.").first.wait_for()
     with seeded.client("dr-ada") as ada:
-        wait_for(lambda: ada.get(f"/v1/reports/{report_id}").json()["current"]["version"] == 4, 10, what="version 4")
+        wait_for(lambda: current_version(ada, report_id) == 4, 10, what="version 4")
         saved = ada.get(f"/v1/reports/{report_id}").json()["current"]
     assert saved["version"] == 4 and saved["text"] == merged
     assert ADDED_BY_RADIOLOGIST in saved["text"] and ADDED_BY_API in saved["text"]
@@ -190,7 +207,8 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     page.keyboard.press("Alt+h")
     versions = page.locator("#history-versions > li")
     versions.nth(3).wait_for()
-    assert [versions.nth(i).get_attribute("data-version") for i in range(versions.count())] == ["1", "2", "3", "4"]
+    numbers = [versions.nth(i).get_attribute("data-version") for i in range(versions.count())]
+    assert numbers == ["1", "2", "3", "4"]
     assert "signed" in versions.nth(3).inner_text()
     events = page.locator("#history-events").inner_text()
     for action in ("claim", "edit", "sign"):
@@ -217,7 +235,8 @@ def test_report_text_with_html_and_script_shows_as_text(page, seeded):
 
 
 PRESET_DIFFERENCE = """async ([studyId, preset]) => {
-    const figure = [...document.querySelectorAll('figure.viewport')].find(f => f.viewport.image.index === 1);
+    const figure = [...document.querySelectorAll('figure.viewport')]
+        .find(f => f.viewport.image.index === 1);
     const viewport = figure.viewport;
     viewport.applyPreset(preset);
     const token = JSON.parse(sessionStorage.getItem('radreport.session')).token;
@@ -227,10 +246,14 @@ PRESET_DIFFERENCE = """async ([studyId, preset]) => {
     const scratch = new OffscreenCanvas(bitmap.width, bitmap.height);
     scratch.getContext('2d').drawImage(bitmap, 0, 0);
     const server = scratch.getContext('2d').getImageData(0, 0, bitmap.width, bitmap.height).data;
-    const page = viewport.processed.getContext('2d').getImageData(0, 0, bitmap.width, bitmap.height).data;
+    const page = viewport.processed.getContext('2d')
+        .getImageData(0, 0, bitmap.width, bitmap.height).data;
     let worst = 0;
-    for (let i = 0; i < server.length; i += 4) worst = Math.max(worst, Math.abs(server[i] - page[i]));
-    return [worst, viewport.processed.width === bitmap.width, viewport.processed.height === bitmap.height];
+    for (let i = 0; i < server.length; i += 4) {
+        worst = Math.max(worst, Math.abs(server[i] - page[i]));
+    }
+    return [worst, viewport.processed.width === bitmap.width,
+            viewport.processed.height === bitmap.height];
 }"""
 
 
@@ -238,17 +261,22 @@ PRESET_DIFFERENCE = """async ([studyId, preset]) => {
 def test_a_preset_in_the_page_shows_what_the_server_renders_with_it(page, seeded, preset):
     sign_in(page, seeded.api_url, "dr-bob")
     open_report(page, seeded.routine)
-    worst, same_width, same_height = page.evaluate(PRESET_DIFFERENCE, [seeded.noise[1]["study_id"], preset])
+    worst, same_width, same_height = page.evaluate(
+        PRESET_DIFFERENCE, [seeded.noise[1]["study_id"], preset]
+    )
     assert same_width and same_height
-    assert worst <= 2  # the page windows the 8-bit full-range render; the server windows the float image
+    # the page windows the 8-bit full-range render; the server windows the float image
+    assert worst <= 2
 
 
 def worklist_ids(page) -> list[str]:
-    return page.locator("#worklist-body tr[data-report-id]").evaluate_all("rows => rows.map(r => r.dataset.reportId)")
+    rows = page.locator("#worklist-body tr[data-report-id]")
+    return rows.evaluate_all("rows => rows.map(r => r.dataset.reportId)")
 
 
 def wait_worklist(page, predicate, what: str) -> list[str]:
-    """The worklist's report ids once `predicate` holds for them (the page reloads it after each change)."""
+    """The worklist's report ids once `predicate` holds for them (the page reloads the worklist
+    after each change)."""
     wait_for(lambda: predicate(worklist_ids(page)), 10, what=what)
     return worklist_ids(page)
 
@@ -273,10 +301,13 @@ def test_the_worklist_filters_sorts_and_claims(page, seeded):
     assert worklist_ids(page)[0] == first  # priority 20 first
     for sort in ("age", "updated"):
         with seeded.client("dr-bob") as bob:
-            expected = [r["report_id"] for r in bob.get("/v1/worklist", params={"sort": sort}).json()["items"]]
+            items = bob.get("/v1/worklist", params={"sort": sort}).json()["items"]
+            expected = [r["report_id"] for r in items]
         page.get_by_label("Sort by", exact=True).select_option(sort)
-        wait_worklist(page, lambda ids, expected=expected: ids == expected, f"the worklist sorted by {sort}")
-    assert worklist_ids(page)[0] == hostile  # edited last during seeding: most recently updated first
+        wait_worklist(page, lambda ids, expected=expected: ids == expected,
+                      f"the worklist sorted by {sort}")
+    # edited last during seeding: the most recently updated report comes first
+    assert worklist_ids(page)[0] == hostile
     page.get_by_role("button", name=f"Claim study …{first_uid(seeded, first)}").click()
     page.locator(f'tr[data-report-id="{first}"]').get_by_text("dr-bob").wait_for()
     with seeded.client("dr-bob") as bob:
@@ -303,16 +334,17 @@ def test_next_unread_is_one_key_away_and_studies_step_by_keyboard(page, seeded):
     page.keyboard.press("Escape")
     page.get_by_role("heading", name="Worklist").wait_for()
     page.keyboard.press("n")
-    page.wait_for_function(f"!location.hash.endsWith('{first_unread}') && location.hash.startsWith('#/study/')")
+    page.wait_for_function(f"!location.hash.endsWith('{first_unread}')"
+                           " && location.hash.startsWith('#/study/')")
 
 
 def test_signing_out_and_an_ended_session_return_to_the_sign_in_form(page, seeded):
     sign_in(page, seeded.api_url, "dr-bob")
     token = page.evaluate("JSON.parse(sessionStorage.getItem('radreport.session')).token")
     with seeded.client("dr-bob") as bob:  # the session ends behind the page (as on expiry)
-        assert bob.post("/v1/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
-        wait_for(lambda: bob.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401, 10,
-                 what="the token to be refused")
+        signed_out = bob.post("/v1/logout", headers={"Authorization": f"Bearer {token}"})
+        assert signed_out.status_code == 204
+        wait_for(lambda: token_refused(bob, token), 10, what="the token to be refused")
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("Your session has ended").wait_for()
     assert page.get_by_role("heading", name="Sign in to review reports").is_visible()
@@ -322,8 +354,7 @@ def test_signing_out_and_an_ended_session_return_to_the_sign_in_form(page, seede
     page.get_by_role("button", name="Sign out").click()
     page.get_by_text("You are signed out.").wait_for()
     with seeded.client("dr-bob") as bob:
-        wait_for(lambda: bob.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401, 10,
-                 what="the signed-out token to be refused")
+        wait_for(lambda: token_refused(bob, token), 10, what="the signed-out token to be refused")
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
@@ -334,22 +365,30 @@ def test_the_study_view_fits_the_screen_with_labelled_controls(browser, seeded, 
         sign_in(page, seeded.api_url, "dr-bob")
         open_report(page, seeded.routine)
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
-        for selector in ("canvas[data-view^=frontal]", "canvas[data-view^=lateral]", "#editor textarea", "#diff-text",
-                         "#findings-text", "#sign-button", "#save-button"):
+        for selector in ("canvas[data-view^=frontal]", "canvas[data-view^=lateral]",
+                         "#editor textarea", "#diff-text", "#findings-text", "#sign-button",
+                         "#save-button"):
             box = page.locator(selector).first.bounding_box()
-            assert box and box["width"] > 40 and box["x"] + box["width"] <= size[0] and box["y"] < size[1], selector
-        unlabeled = page.evaluate("""[...document.querySelectorAll('#study-view button, #study-view select, #study-view textarea, #study-view canvas')]
+            assert box and box["width"] > 40, selector
+            assert box["x"] + box["width"] <= size[0] and box["y"] < size[1], selector
+        unlabeled = page.evaluate("""[...document.querySelectorAll(
+                '#study-view button, #study-view select, #study-view textarea, #study-view canvas')]
             .filter(e => e.offsetParent !== null)
-            .filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length) || e.textContent.trim()))
+            .filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length)
+                           || e.textContent.trim()))
             .map(e => e.outerHTML.slice(0, 80))""")
         assert unlabeled == []
         order = []
         page.locator("#back-button").focus()
         for _ in range(12):
-            order.append(page.evaluate("document.activeElement.id || document.activeElement.getAttribute('aria-label') || document.activeElement.textContent.trim()"))
+            order.append(page.evaluate(
+                "document.activeElement.id || document.activeElement.getAttribute('aria-label')"
+                " || document.activeElement.textContent.trim()"
+            ))
             page.keyboard.press("Tab")
         # study bar first, then the images' tools and canvases, then the editor
-        assert order.index("back-button") < order.index("claim-button") < order.index("Frontal (PA) window preset")
-        assert order.index("Frontal (PA) window preset") < order.index("Lateral (LATERAL) window preset")
+        frontal, lateral = "Frontal (PA) window preset", "Lateral (LATERAL) window preset"
+        assert order.index("back-button") < order.index("claim-button") < order.index(frontal)
+        assert order.index(frontal) < order.index(lateral)
     finally:
         context.close()

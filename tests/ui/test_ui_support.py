@@ -1,4 +1,5 @@
-"""The review page's server side without a browser: its static files and the /v1/ui helper routes."""
+"""The review page's server side without a browser: its static files and the /v1/ui helper
+routes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from fastapi.testclient import TestClient
 
 from service.ui.support import findings_of, section_spans
 
-REPORT = ("FINDINGS: Small left pleural effusion. No pneumothorax. Possible right lower lobe pneumonia.\n\n"
+REPORT = ("FINDINGS: Small left pleural effusion. No pneumothorax. "
+          "Possible right lower lobe pneumonia.\n\n"
           "IMPRESSION: Left effusion.")
 
 
@@ -23,11 +25,13 @@ def client(tmp_path_factory: pytest.TempPathFactory):
     url = f"sqlite:///{tmp / 'db.sqlite'}"
     migrate(url)
     with session_scope(url) as session:
-        tokens = {role: create_api_key(session, name=f"ui-{role.value}", role=role) for role in Role}
-    settings = Settings(database_url=url, redis_url="redis://127.0.0.1:9/0", storage_dir=tmp / "store",
-                        broker_timeout_s=0.2, reconcile_interval_s=0)
+        tokens = {role: create_api_key(session, name=f"ui-{role.value}", role=role)
+                  for role in Role}
+    settings = Settings(database_url=url, redis_url="redis://127.0.0.1:9/0",
+                        storage_dir=tmp / "store", broker_timeout_s=0.2, reconcile_interval_s=0)
     with TestClient(create_app(settings, run_reconciler=False)) as test_client:
-        test_client.tokens = {role.value: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
+        test_client.tokens = {role.value: {"Authorization": f"Bearer {t}"}
+                              for role, t in tokens.items()}
         yield test_client
 
 
@@ -69,8 +73,11 @@ def test_only_the_page_s_own_files_are_served(client, name):
 
 def test_the_helper_routes_refuse_uploaders_and_anonymous_callers(client):
     assert client.post("/v1/ui/findings", json={"text": REPORT}).status_code == 401
-    assert client.post("/v1/ui/findings", json={"text": REPORT}, headers=client.tokens["uploader"]).status_code == 403
-    answer = client.post("/v1/ui/findings", json={"text": REPORT}, headers=client.tokens["radiologist"])
+    refused = client.post("/v1/ui/findings", json={"text": REPORT},
+                          headers=client.tokens["uploader"])
+    assert refused.status_code == 403
+    answer = client.post("/v1/ui/findings", json={"text": REPORT},
+                         headers=client.tokens["radiologist"])
     assert answer.status_code == 200 and answer.json()["chexpert"]["Pleural Effusion"] == 1.0
 
 

@@ -1,4 +1,5 @@
-"""Initial schema: users, API keys, studies, instances, drafts, reports, versions, audit, heartbeats.
+"""Initial schema: users, API keys, studies, instances, drafts, reports, versions, audit,
+heartbeats.
 
 Revision ID: 0001
 Revises: (none)

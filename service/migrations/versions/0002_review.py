@@ -55,7 +55,9 @@ def upgrade() -> None:
         sa.Column("meaning", sa.String(length=32), nullable=False),
         sa.Column("signed_at", sa.DateTime(), nullable=False),
         sa.Column("content_sha256", sa.String(length=64), nullable=False),
-        sa.Column("amends_signature_id", sa.Integer(), sa.ForeignKey("signatures.id"), nullable=True),
+        sa.Column(
+            "amends_signature_id", sa.Integer(), sa.ForeignKey("signatures.id"), nullable=True
+        ),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("previous_seal", sa.String(length=64), nullable=True),
         sa.Column("seal", sa.String(length=64), nullable=False),
@@ -92,8 +94,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column(
             "state",
-            sa.Enum("queued", "running", "succeeded", "failed", name="evaluation_state", native_enum=False,
-                    length=20),
+            sa.Enum("queued", "running", "succeeded", "failed", name="evaluation_state",
+                    native_enum=False, length=20),
             nullable=False,
         ),
         sa.Column("bundle_dir", sa.Text(), nullable=False),
@@ -123,8 +125,8 @@ def _append_only_triggers() -> None:
     if dialect == "postgresql":
         op.execute(
             "CREATE FUNCTION rr_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "RAISE EXCEPTION 'table % is append-only: its rows are never changed or deleted', TG_TABLE_NAME; "
-            "END $$"
+            "RAISE EXCEPTION 'table % is append-only: its rows are never changed or deleted', "
+            "TG_TABLE_NAME; END $$"
         )
         for table, events in APPEND_ONLY.items():
             op.execute(f"CREATE TRIGGER {table}_append_only BEFORE {events} ON {table} "
@@ -134,7 +136,8 @@ def _append_only_triggers() -> None:
             for event in events.split(" OR "):
                 name = f"{table}_append_only_{event.split()[0].lower()}"
                 op.execute(f"CREATE TRIGGER {name} BEFORE {event} ON {table} BEGIN "
-                           f"SELECT RAISE(ABORT, 'table {table} is append-only: its rows are never changed or deleted'); END")
+                           f"SELECT RAISE(ABORT, 'table {table} is append-only: its rows are never "
+                           "changed or deleted'); END")
 
 
 def downgrade() -> None:

@@ -1,4 +1,5 @@
-"""The QIDO-RS search index of instances, the `viewer` role, and the original of a de-identified copy.
+"""The QIDO-RS search index of instances, the `viewer` role, and the original of a de-identified
+copy.
 
 Revision ID: 0004_instance_index
 Revises: 0003_sr_outbox
