@@ -313,12 +313,16 @@ def plan(
     return TrainPlan.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
 def format_plan(result: TrainPlan) -> str:
     """The plan as a table a person reads: one column per compiled micro-batch."""
     b = format_bytes
     lines = [
-        f"{result.config}: {result.model}, {result.parameters_total / 1e9:.2f}B parameters "
-        f"({result.trainable_total / 1e9:.2f}B trainable: {result.trainable}), "
+        f"{result.config}: {result.model}, {_count(result.parameters_total)} parameters "
+        f"({_count(result.trainable_total)} trainable: {result.trainable}), "
         f"{result.compute_dtype} compute, remat {'on' if result.remat else 'off'}, "
         f"activations {'pinned to' if result.shard_activations else 'free of'} the batch sharding",
         f"{result.devices} devices, mesh {result.mesh}, {b(result.device_memory)} each; budget "

@@ -8,6 +8,9 @@ The same code runs on 1 CPU, 8 simulated CPU devices, a GPU node or a TPU slice:
 The batch axis is split over both. A parameter is sharded by the first rule whose regex matches
 its '/'-joined path (e.g. `("llm/embedder/.*", "fsdp,None")`); without a rule, its largest axis
 divisible by the fsdp size is sharded over `fsdp` (big_vision's `fsdp` strategy), else replicated.
+The model's logical axis names (the `out_sharding` metadata of its `nnx.Param`s,
+`modeling.model.axis_names`) keep the default off the stacked "layers" axis, which the layer
+scan slices.
 """
 
 from __future__ import annotations
@@ -80,13 +83,20 @@ def parse_spec(text: str) -> PartitionSpec:
 
 
 def param_spec(
-    path: str, shape: Sequence[int], fsdp_size: int, rules: Sequence[Sequence[str]] = ()
+    path: str,
+    shape: Sequence[int],
+    fsdp_size: int,
+    rules: Sequence[Sequence[str]] = (),
+    axis_names: Sequence[str | None] | None = None,
 ) -> PartitionSpec:
-    """The PartitionSpec of one parameter: first matching rule, else fsdp on the largest axis.
+    """The PartitionSpec of one parameter: first matching rule, else fsdp on the largest axis
+    (never an axis whose logical name in `axis_names` is "layers").
 
     >>> param_spec("llm/layers/mlp/linear", (2, 64, 16), fsdp_size=4)
     PartitionSpec(None, 'fsdp', None)
     >>> param_spec("llm/final_norm/scale", (18,), fsdp_size=4)
+    PartitionSpec()
+    >>> param_spec("llm/layers/mlp/linear", (8, 6, 6), 4, axis_names=("layers", "mlp", "embed"))
     PartitionSpec()
     """
     for pattern, spec in rules:
@@ -98,6 +108,8 @@ def param_spec(
     if fsdp_size <= 1 or not shape:
         return PartitionSpec()
     order = sorted(range(len(shape)), key=lambda axis: (-shape[axis], axis))
+    if axis_names is not None and len(axis_names) == len(shape):
+        order = [axis for axis in order if axis_names[axis] != "layers"]
     for axis in order:
         if shape[axis] % fsdp_size == 0:
             spec: list[Any] = [None] * len(shape)
@@ -106,13 +118,26 @@ def param_spec(
     return PartitionSpec()
 
 
-def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[Sequence[str]] = ()) -> Any:
-    """NamedShardings for every leaf of a pytree (dict keys joined by '/' name the leaf)."""
+def tree_shardings(
+    tree: Any,
+    mesh: Mesh,
+    rules: Sequence[Sequence[str]] = (),
+    axes: dict[str, tuple[str | None, ...]] | None = None,
+) -> Any:
+    """NamedShardings for every leaf of a pytree (dict keys joined by '/' name the leaf).
+
+    `axes` ({parameter path: logical axis names}, `modeling.model.axis_names`) applies to every
+    leaf whose name ends with that path (a parameter, its optimizer moments, ...)."""
     fsdp_size = mesh.shape["fsdp"]
+    axes = axes or {}
 
     def leaf_sharding(path: tuple[Any, ...], leaf: Any) -> NamedSharding:
         shape = getattr(leaf, "shape", ())
-        return NamedSharding(mesh, param_spec(path_name(path), shape, fsdp_size, rules))
+        name = path_name(path)
+        parts = name.split("/")
+        names = next((axes[key] for key in ("/".join(parts[i:]) for i in range(len(parts)))
+                      if key in axes), None)
+        return NamedSharding(mesh, param_spec(name, shape, fsdp_size, rules, names))
 
     return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 

@@ -208,6 +208,7 @@ class Run:
         import modeling
         from finetune import optim, sharding
         from finetune.step import init_state, make_train_step
+        from modeling.model import axis_names
 
         cfg = self.config
         vocab = self.tokenizer.vocab_size if cfg.model.init == "scratch" else None
@@ -250,11 +251,13 @@ class Run:
             self.lora_axes = {}
             self.lora_scale = 1.0
         rules = [tuple(rule) for rule in cfg.mesh.rules]
-        self.frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, self.mesh, rules))
+        axes = axis_names(self.model_config)
+        frozen_shardings = sharding.tree_shardings(frozen, self.mesh, rules, axes)
+        self.frozen = jax.device_put(frozen, frozen_shardings)
         self.optimizer = optim.make_optimizer(cfg.optim, self.total_steps)
         self.schedule = optim.learning_rate_schedule(cfg.optim, self.total_steps)
         state = init_state(trainable, self.optimizer, self.state_rng)
-        self.state_shardings = sharding.tree_shardings(state, self.mesh, rules)
+        self.state_shardings = sharding.tree_shardings(state, self.mesh, rules, axes)
         self.state = jax.device_put(state, self.state_shardings)
         self.param_count = sum(int(np.prod(x.shape)) for x in flat.values())
         self.trainable_count = sum(int(np.prod(x.shape)) for x in trainable.values())

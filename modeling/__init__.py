@@ -2,7 +2,8 @@
 
 Public API (heavy modules load on first use, so `import modeling` stays cheap):
   PRESETS, ModelConfig                      modeling.config
-  init_params(config, rng), forward(...)    modeling.model (pure functions over a params pytree)
+  init_params(config, rng), forward(...)    modeling.model (Flax NNX modules; functions over the
+                                            nested-dict params they hold)
   load_pretrained(path, dtype, mesh)        modeling.loaders -> PaliGemma (.logits, .generate)
 """
 

@@ -14,6 +14,11 @@ holds (and whether it holds one), so masks are computed from positions, never fr
 a key is visible when it is valid and, on local layers, when query_pos - key_pos < window. A
 local layer's ring buffer holds the last R = min(window, cache length) slots (slot = index % R);
 right-alignment makes those the last R positions of every row, which is all the window needs.
+
+The model enters as pure functions over its parameters (the `nnx.split` state as a nested dict,
+merged into the modules inside the program); every step runs the model's own decoder block
+(`model.block_apply`) against the cache. The loop's carry is a typed pytree: `DecodeState` or
+`BeamState` around a `Cache` (per-layer `model.KVCache`s and the slot bookkeeping).
 """
 
 from __future__ import annotations
@@ -22,27 +27,25 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from modeling import cpu_kernels
 from modeling.config import ModelConfig
 from modeling.model import (
-    MASK_VALUE,
+    NORMS,
+    KVCache,
     Params,
-    decode_layers,
-    embed_inputs,
+    block_apply,
     embed_tokens,
-    fused_block_weights,
-    geglu,
     make_attn_mask,
-    rms_norm,
+    model_from_params,
     rope_sincos,
-    rotate,
     sequence_layout,
     sliding_window_mask,
-    split_qkv,
 )
 
 STRATEGIES = ("greedy", "sample", "beam")
@@ -57,6 +60,63 @@ class Plan:
     new_tokens: int  # decode buffer (bucketed)
     strategy: str = "greedy"
     beam_size: int = 1
+
+
+@flax.struct.dataclass
+class Cache:
+    """Everything a decode step reads besides the weights: the layers' keys and values and
+    which token each slot holds (B rows; B * beam_size under beam search).
+
+    layers: one `KVCache` per decoder layer, k and v [B, K, R, H]; R is the cache length, or
+      a sliding-window layer's ring size min(window, cache length).
+    slot_pos: {R: [B, R] int32}, the position of the token each slot holds (-1: empty), shared
+      by the layers with R slots; masks are computed from it, never from slot indices.
+    pos: [B] int32, the position of the next token fed to the model.
+    """
+
+    layers: tuple[KVCache, ...]
+    slot_pos: dict[int, jax.Array]
+    pos: jax.Array
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """The greedy / sampling loop's carry (N = plan.new_tokens).
+
+    step: [] int32, index in `tokens` of the token chosen next; tokens: [B, N] int32, chosen so
+    far (0 after a row is done); last: [B] int32, the token fed next; done: [B] bool, EOS seen
+    (or a padding row); n_out: [B] int32, tokens before EOS; cache: the `Cache`.
+    """
+
+    step: jax.Array
+    tokens: jax.Array
+    last: jax.Array
+    done: jax.Array
+    n_out: jax.Array
+    cache: Cache
+
+
+@flax.struct.dataclass
+class BeamState:
+    """The beam search loop's carry (b rows, nb = plan.beam_size beams, N = plan.new_tokens).
+
+    step: [] int32; alive_seq: [b, nb, N] int32 tokens of the live hypotheses; alive_logp:
+    [b, nb] their summed log-probabilities; parent: [b, nb] the beam each extends (the cache
+    rows to gather before the next step); last: [b, nb] int32 the token each feeds next;
+    fin_seq [b, nb, N], fin_len [b, nb], fin_score [b, nb]: the best finished hypotheses (EOS
+    excluded from the tokens, scored sum(logp) / length ** length_penalty); cache: the `Cache`
+    of the b * nb live rows.
+    """
+
+    step: jax.Array
+    alive_seq: jax.Array
+    alive_logp: jax.Array
+    parent: jax.Array
+    last: jax.Array
+    fin_seq: jax.Array
+    fin_len: jax.Array
+    fin_score: jax.Array
+    cache: Cache
 
 
 # ----------------------------------------------------------------------------- decode weights
@@ -90,119 +150,51 @@ def decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[st
     return _decode_weights(config, params, kernel)
 
 
-def streamed_layer(layers: Params, i: int, after: jax.Array) -> Params:
-    """Layer i of the stacked bfloat16 `layers`, widened to float32 by `cpu_kernels.take_f32`
-    after `after` is computed (the layer's input): one layer's float32 copy at a time."""
+def streamed_layer(layers: Any, i: int, after: jax.Array) -> Any:
+    """Layer i of the stacked bfloat16 `layers` (the state of `Gemma2.layers`), widened to
+    float32 by `cpu_kernels.take_f32` after `after` is computed (the layer's input): one
+    layer's float32 copy at a time."""
     return jax.tree_util.tree_map(lambda a: cpu_kernels.take_f32(a, i, after), layers)
 
 
-def _streamed_block_weights(config: ModelConfig, layers: Params, i: int, x: jax.Array
+def _streamed_block_weights(config: ModelConfig, params: Params, i: int, x: jax.Array
                             ) -> dict[str, Any]:
     """What `_decode_weights` holds for layer i, taken from the stacked bfloat16 params."""
-    p = streamed_layer(layers, i, x)
-    mats = fused_block_weights(config.text, p, jnp.dtype(config.compute_dtype))
-    return {**mats, **{name: p[name]["scale"] for name in
-                       ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
-                        "post_ffw_norm")}}
+    graphdef, state = nnx.split(model_from_params(config, params["llm"], "llm").layers)
+    block = nnx.merge(graphdef, streamed_layer(state, i, x))
+    return block.fused_weights(jnp.dtype(config.compute_dtype))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _decode_weights(config: ModelConfig, params: Params, kernel: bool) -> dict[str, Any]:
     """The decode loop's matmul-ready weights, in the compute dtype: "layers", per layer
-    `fused_block_weights` plus the norm scales, and "table", the output embedding for the
-    logits. With `kernel` (`uses_cpu_kernel`) the matrices are `cpu_kernels.Panels` (the
-    embedding transposed to [D, V] first); otherwise "table" is None and the logits read the
-    embedding as it is.
+    `DecoderBlock.fused_weights`, and "table", the output embedding for the logits. With
+    `kernel` (`uses_cpu_kernel`) the matrices are `cpu_kernels.Panels` (the embedding
+    transposed to [D, V] first), which also makes `block_apply` attend with the kernel;
+    otherwise "table" is None and the logits read the embedding as it is.
 
     A copy of the language model's weights: `runtime.PaliGemma` builds it once per model
     (packing the 65M bench model took ~140 ms, ~20 of its batch-1 decode steps) and passes it
     to every `generate_tokens` call."""
-    llm = params["llm"]
-    t = config.text
+    llm = model_from_params(config, params["llm"], "llm")
     dt = jnp.dtype(config.compute_dtype)
     layers = []
-    for i in range(t.depth):
-        p = jax.tree_util.tree_map(lambda a, i=i: a[i], llm["layers"])
-        mats = fused_block_weights(t, p, dt)
+    for i in range(config.text.depth):
+        w = llm.layer(i).fused_weights(dt)
         if kernel:
-            mats = {name: cpu_kernels.pack(w) for name, w in mats.items()}
-        layers.append({**mats, **{name: p[name]["scale"] for name in
-                                  ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm",
-                                   "post_ffw_norm")}})
-    table = cpu_kernels.pack(llm["embedder"]["input_embedding"].T) if kernel else None
+            w = {name: a if name in NORMS else cpu_kernels.pack(a) for name, a in w.items()}
+        layers.append(w)
+    table = cpu_kernels.pack(llm.embedder.input_embedding[...].T) if kernel else None
     return {"layers": layers, "table": table}
 
 
-def _packed(w: jax.Array | cpu_kernels.Panels | None) -> bool:
-    """Whether a decode weight was packed for the CPU kernels (`decode_weights(..., kernel=True)`):
-    the one signal the decode loop reads to use them (matmuls, attention, greedy argmax)."""
-    return isinstance(w, cpu_kernels.Panels)
-
-
-def _mm(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
-    """x [B, K] @ w [K, N], with the CPU kernel when `w` was packed for it."""
-    return cpu_kernels.matmul(x, w) if _packed(w) else x @ w
-
-
-def _step_block(config: ModelConfig, w: dict[str, Any], x: jax.Array,
-                rope: tuple[jax.Array, jax.Array], cache: tuple[jax.Array, jax.Array],
-                slot: jax.Array, visible: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One decoder block for one new token per row. x [B, D]; this layer's cache k, v
-    [B, K, R, H] (heads before slots, so attention needs no transposes; one array per layer,
-    so the in-place update and the attention read need no per-step slice of a stacked cache).
-    With weights packed for the CPU kernel (`decode_weights`), the attention is the kernel's
-    too (`cpu_kernels.attention`) where the cache is float32."""
-    t = config.text
-    N, K, H = t.num_heads, t.num_kv_heads, t.head_dim
-    b = x.shape[0]
-    h = rms_norm(t, x, w["pre_attention_norm"])
-    q, k, v = split_qkv(t, _mm(h, w["qkv"])[:, None])  # [B, 1, heads, H]
-    q = rotate(q, *rope)
-    if t.query_scale_before_matmul:
-        q = q * jnp.asarray(t.query_pre_attn_scalar ** -0.5, q.dtype)
-    k = rotate(k, *rope).reshape(b, K, 1, H)
-    v = v.reshape(b, K, 1, H)
-    ck, cv = cache
-    ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, slot, 0))
-    cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, slot, 0))
-    qg = q.reshape(b, K, N // K, H)
-    scale = 1.0 if t.query_scale_before_matmul else t.query_pre_attn_scalar ** -0.5
-    if _packed(w["qkv"]) and cpu_kernels.attention_fits(qg, ck):
-        a = cpu_kernels.attention(qg, ck, cv, visible, scale=scale,
-                                  softcap=t.attn_logits_softcap, mask_value=MASK_VALUE)
-    else:
-        logits = jnp.einsum("BKGH,BKSH->BKGS", qg, ck.astype(q.dtype)).astype(jnp.float32)
-        if not t.query_scale_before_matmul:
-            logits = logits * scale
-        if t.attn_logits_softcap:
-            logits = jnp.tanh(logits / t.attn_logits_softcap) * t.attn_logits_softcap
-        logits = jnp.where(visible[:, None, None, :], logits, MASK_VALUE)
-        probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-        a = jnp.einsum("BKGS,BKSH->BKGH", probs, cv.astype(x.dtype))
-    a = a.astype(x.dtype).reshape(b, N * H)
-    x = x + rms_norm(t, _mm(a, w["o"]), w["post_attention_norm"])
-    h = rms_norm(t, x, w["pre_ffw_norm"])
-    x = x + rms_norm(t, _mm(geglu(t, _mm(h, w["gate_up"])), w["down"]), w["post_ffw_norm"])
-    return x, (ck, cv)
-
-
-def _final_logits(config: ModelConfig, llm: Params, x: jax.Array,
-                  table: cpu_kernels.Panels | None = None) -> jax.Array:
-    """Soft-capped float32 logits [B, V] of the last hidden states x [B, D]; `table` is the
-    embedding packed for the CPU kernel (`decode_weights`), else the embedding is read as is."""
-    t = config.text
-    x = rms_norm(t, x, llm["final_norm"]["scale"])
-    if table is not None:
-        logits = cpu_kernels.matmul(x, table)
-    elif _all_bfloat16(llm) and cpu_kernels.available():
-        logits = cpu_kernels.matmul_t_bf16(x, llm["embedder"]["input_embedding"])
-    else:
-        embedding = llm["embedder"]["input_embedding"]
-        logits = jax.lax.dot_general(x, embedding.astype(x.dtype), (((1,), (1,)), ((), ())))
-    logits = logits.astype(jnp.float32)
-    if t.final_logits_softcap:
-        logits = jnp.tanh(logits / t.final_logits_softcap) * t.final_logits_softcap
-    return logits
+def _logits(config: ModelConfig, params: Params, x: jax.Array,
+            table: cpu_kernels.Panels | None = None) -> jax.Array:
+    """`Gemma2.logits` of hidden states x [..., D]: by the packed `table` (`decode_weights`),
+    else reading bfloat16 embeddings in place (`streams_bfloat16`), else as they are."""
+    llm = model_from_params(config, params["llm"], "llm")
+    matmul_t = cpu_kernels.matmul_t_bf16 if table is None and streams_bfloat16(params) else None
+    return llm.logits(x, table, matmul_t)
 
 
 # ----------------------------------------------------------------------------- prefill
@@ -217,16 +209,16 @@ def _ring_sources(s0: int, r: int) -> np.ndarray:
 
 
 def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text: jax.Array,
-             lengths: jax.Array, cache_len: int):
-    """Run the prompt; return (last-token logits [B, V], per-layer caches, slot bookkeeping)."""
+             lengths: jax.Array, cache_len: int) -> tuple[jax.Array, Cache]:
+    """Run the prompt; return (last-token logits [B, V], the `Cache` right-aligned)."""
     t = config.text
+    model = model_from_params(config, params)
     b, tp = text.shape
     p = config.num_image_tokens
     s0 = p + tp
     input_mask = jnp.arange(tp)[None, :] < lengths[:, None]
     streamed = streams_bfloat16(params)
-    x = embed_inputs(config, params, pixel_values, text,
-                     gather=cpu_kernels.gather_bf16 if streamed else None)
+    x = model.embed(pixel_values, text, gather=cpu_kernels.gather_bf16 if streamed else None)
     valid, mask_ar, positions = sequence_layout(config, jnp.zeros_like(text), input_mask)
     mask = make_attn_mask(valid, mask_ar)
     if t.sliding_window is not None and not t.sliding_window_prefix_exempt:
@@ -236,21 +228,19 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
     # Only the text positions' outputs are read (each row's last prompt token), so the last
     # layer skips the image positions' queries.
-    take = streamed_layer if streamed else None
-    x, (ks, vs) = decode_layers(config, params["llm"], x, positions, mask, sliding,
-                                outputs_from=p, with_kv=True, take_layer=take)
-    ks, vs = ks.astype(cache_dtype), vs.astype(cache_dtype)
+    x, kv = model.llm(x, positions, mask, sliding, outputs_from=p, with_kv=True,
+                      take_layer=streamed_layer if streamed else None)
+    ks, vs = kv.k.astype(cache_dtype), kv.v.astype(cache_dtype)  # [L, B, K, S0, H]
 
     # Right-align: slot s of row b holds prefill index s - shift_b.
     shift = tp - lengths
     src = jnp.arange(s0)[None, :] - shift[:, None]
     src_valid = src >= 0
     src = jnp.clip(src, 0, s0 - 1)
-    ks = jnp.take_along_axis(ks, src[None, :, :, None, None], axis=2)  # [L, B, S0, K, H]
-    vs = jnp.take_along_axis(vs, src[None, :, :, None, None], axis=2)
-    ks, vs = ks.transpose(0, 1, 3, 2, 4), vs.transpose(0, 1, 3, 2, 4)  # [L, B, K, S0, H]
+    ks = jnp.take_along_axis(ks, src[None, :, None, :, None], axis=3)
+    vs = jnp.take_along_axis(vs, src[None, :, None, :, None], axis=3)
     aligned_pos = jnp.where(src_valid, jnp.take_along_axis(positions, src, 1), -1)
-    caches: list[tuple[jax.Array, jax.Array]] = [None] * t.depth  # type: ignore[list-item]
+    caches: list[KVCache] = [None] * t.depth  # type: ignore[list-item]
     slot_pos = {}
     for r, layers in _cache_groups(config, cache_len).items():
         k, v = ks[np.array(layers)], vs[np.array(layers)]
@@ -263,12 +253,12 @@ def _prefill(config: ModelConfig, params: Params, pixel_values: jax.Array, text:
             k, v = jnp.pad(k, pad), jnp.pad(v, pad)
             sp = jnp.pad(aligned_pos, [(0, 0), (0, cache_len - s0)], constant_values=-1)
         for j, layer in enumerate(layers):
-            caches[layer] = (k[j], v[j])  # [B, K, R, H]
+            caches[layer] = KVCache(k[j], v[j])  # [B, K, R, H]
         slot_pos[r] = sp
-    last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]  # x: text positions
-    logits = _final_logits(config, params["llm"], last)
+    last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)  # x: text positions
+    logits = _logits(config, params, last)[:, 0]
     next_pos = p + lengths + t.position_offset  # slot positions include the offset too
-    return logits, tuple(caches), slot_pos, next_pos
+    return logits, Cache(tuple(caches), slot_pos, next_pos)
 
 
 def _cache_groups(config: ModelConfig, cache_len: int) -> dict[int, list[int]]:
@@ -323,37 +313,42 @@ def _sample(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: ja
 # ----------------------------------------------------------------------------- the program
 
 
-def _decode_step(config, params, weights, token, pos, caches, slot_pos, step_index, cache_len):
-    """Embed `token`, run every layer against the cache, return logits and the new cache."""
+def _decode_step(config: ModelConfig, params: Params, weights: dict[str, Any], token: jax.Array,
+                 cache: Cache, index: jax.Array | int, cache_len: int
+                 ) -> tuple[jax.Array, Cache]:
+    """Feed `token` [B] at position cache.pos through every layer (`block_apply` against the
+    cache, writing cache index `index`); return its logits [B, V] and the updated cache."""
     t = config.text
-    x = embed_tokens(config, params["llm"]["embedder"]["input_embedding"], token,
+    pos = cache.pos
+    x = embed_tokens(config, params["llm"]["embedder"]["input_embedding"], token[:, None],
                      cpu_kernels.gather_bf16 if weights["layers"] is None else None)
-    idx = step_index
-    new_slot_pos = {r: jax.lax.dynamic_update_slice(sp, pos[:, None].astype(sp.dtype), (0, idx % r))
-                    for r, sp in slot_pos.items()}
+    slot_pos = {r: jax.lax.dynamic_update_slice(sp, pos[:, None].astype(sp.dtype), (0, index % r))
+                for r, sp in cache.slot_pos.items()}
     visible: dict[tuple[int, bool], jax.Array] = {}
     for i in range(t.depth):
         key = (_ring_size(config, i, cache_len), t.is_sliding(i))
         if key not in visible:
-            sp = new_slot_pos[key[0]]
+            sp = slot_pos[key[0]]
             vis = sp >= 0
             if key[1]:
                 vis = vis & (pos[:, None] - sp < t.sliding_window)
             visible[key] = vis
-    caches = list(caches)
     # sin and cos of every position the loop can reach, a table XLA computes once (its inputs
     # are constants), and this step's rows looked up in it: computed from pos here, XLA fused
     # them into each of their consumers (every layer's q and k rotations and cache writes) and
     # recomputed them per output element, ~35 us per layer of a 10M batch-8 step
     table = rope_sincos(jnp.arange(cache_len + t.position_offset + 1), t.head_dim, t.rope_base)
-    rope = tuple(jnp.take(a, pos[:, None], axis=0, mode="clip") for a in table)  # shared by every layer
+    rope = tuple(jnp.take(a, pos[:, None], axis=0, mode="clip") for a in table)  # every layer's
+    layers = list(cache.layers)
     for i in range(t.depth):  # layer order matters: x flows through them in sequence
         r = _ring_size(config, i, cache_len)
         w = (weights["layers"][i] if weights["layers"] is not None
-             else _streamed_block_weights(config, params["llm"]["layers"], i, x))
-        x, caches[i] = _step_block(config, w, x, rope, caches[i], idx % r,
-                                   visible[(r, t.is_sliding(i))])
-    return _final_logits(config, params["llm"], x, weights["table"]), tuple(caches), new_slot_pos
+             else _streamed_block_weights(config, params, i, x))
+        x, layers[i] = block_apply(t, w, x, rope,
+                                   visible[(r, t.is_sliding(i))], cache=layers[i],
+                                   slot=index % r)
+    return _logits(config, params, x[:, 0], weights["table"]), Cache(tuple(layers), slot_pos,
+                                                                        pos + 1)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan"))
@@ -364,9 +359,11 @@ def generate_tokens(config: ModelConfig, plan: Plan, params: Params, weights: di
                     length_penalty: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Generate up to `max_new_tokens` (<= plan.new_tokens) tokens per row.
 
-    weights = decode_weights(config, params, uses_cpu_kernel(config)). text [B, Tp]
-    right-padded prompts (BOS prefix "\\n"), lengths [B], active [B] (False for batch padding
-    rows). Returns (tokens [B, new_tokens], number of tokens before EOS [B]).
+    params: the model's parameters as a nested dict (`modeling.model.params_of`); weights =
+    decode_weights(config, params, uses_cpu_kernel(config)). text [B, Tp] right-padded prompts
+    (BOS prefix "\\n"), lengths [B], active [B] (False for batch padding rows). The sampling
+    options are traced arguments: one compiled program serves every temperature, top-k and
+    top-p. Returns (tokens [B, new_tokens], number of tokens before EOS [B]).
     """
     if plan.strategy == "beam":
         return _beam(config, plan, params, weights, pixel_values, text, lengths, active,
@@ -374,38 +371,36 @@ def generate_tokens(config: ModelConfig, plan: Plan, params: Params, weights: di
     b, tp = text.shape
     s0 = config.num_image_tokens + tp
     cache_len = s0 + plan.new_tokens
-    logits, caches, slot_pos, pos = _prefill(config, params, pixel_values, text, lengths, cache_len)
+    logits, cache = _prefill(config, params, pixel_values, text, lengths, cache_len)
 
     def choose(logits: jax.Array, step: jax.Array) -> jax.Array:
-        if plan.strategy == "greedy" and _packed(weights["table"]):
+        if plan.strategy == "greedy" and isinstance(weights["table"], cpu_kernels.Panels):
             return cpu_kernels.greedy_argmax(logits)
         if plan.strategy == "greedy":
             return greedy_token(logits)
         return _sample(logits, jax.random.fold_in(key, step), temperature, top_k, top_p)
 
     tok = choose(logits, 0)
-    tokens = jnp.zeros((b, plan.new_tokens), jnp.int32).at[:, 0].set(tok)
     done = (tok == eos_id) | ~active
-    n_out = jnp.where(tok == eos_id, 0, 1) * active
+    state = DecodeState(
+        step=jnp.int32(1), tokens=jnp.zeros((b, plan.new_tokens), jnp.int32).at[:, 0].set(tok),
+        last=tok, done=done, n_out=jnp.where(tok == eos_id, 0, 1) * active, cache=cache)
 
-    def cond(state):
-        step, _, _, done, *_ = state
-        return (step < max_new_tokens) & ~jnp.all(done)
+    def cond(s: DecodeState) -> jax.Array:
+        return (s.step < max_new_tokens) & ~jnp.all(s.done)
 
-    def body(state):
-        step, tokens, tok, done, n_out, pos, caches, slot_pos = state
-        logits, caches, slot_pos = _decode_step(config, params, weights, tok, pos, caches,
-                                                slot_pos, s0 + step - 1, cache_len)
-        new = choose(logits, step)
-        new = jnp.where(done, 0, new)
-        tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, step))
-        n_out = n_out + (~done & (new != eos_id))
-        done = done | (new == eos_id)
-        return step + 1, tokens, new, done, n_out, pos + 1, caches, slot_pos
+    def body(s: DecodeState) -> DecodeState:
+        logits, cache = _decode_step(config, params, weights, s.last, s.cache, s0 + s.step - 1,
+                                     cache_len)
+        new = jnp.where(s.done, 0, choose(logits, s.step))
+        return DecodeState(
+            step=s.step + 1, tokens=jax.lax.dynamic_update_slice(s.tokens, new[:, None],
+                                                                 (0, s.step)),
+            last=new, done=s.done | (new == eos_id), n_out=s.n_out + (~s.done & (new != eos_id)),
+            cache=cache)
 
-    state = (jnp.int32(1), tokens, tok, done, n_out, pos, caches, slot_pos)
     state = jax.lax.while_loop(cond, body, state)
-    return state[1], state[4]
+    return state.tokens, state.n_out
 
 
 def _beam(config, plan, params, weights, pixel_values, text, lengths, active, max_new_tokens,
@@ -416,19 +411,10 @@ def _beam(config, plan, params, weights, pixel_values, text, lengths, active, ma
     rep = lambda a: jnp.repeat(a, nb, axis=0)  # noqa: E731
     s0 = config.num_image_tokens + tp
     cache_len = s0 + plan.new_tokens
-    logits, caches, slot_pos, pos = _prefill(config, params, pixel_values, text, lengths, cache_len)
-    caches = jax.tree_util.tree_map(rep, caches)
-    slot_pos = jax.tree_util.tree_map(rep, slot_pos)
-    pos = rep(pos)
+    logits, cache = _prefill(config, params, pixel_values, text, lengths, cache_len)
+    cache = jax.tree.map(rep, cache)
     n = plan.new_tokens
     neg = jnp.float32(-1e30)
-
-    alive_seq = jnp.zeros((b, nb, n), jnp.int32)
-    alive_logp = jnp.where(jnp.arange(nb) == 0, 0.0, neg)[None].repeat(b, 0)
-    fin_seq = jnp.zeros((b, nb, n), jnp.int32)
-    fin_len = jnp.zeros((b, nb), jnp.int32)
-    fin_score = jnp.full((b, nb), neg)
-    logp = jax.nn.log_softmax(rep(logits)).reshape(b, nb, -1)
 
     def expand(step, logp, alive_seq, alive_logp, fin_seq, fin_len, fin_score):
         vocab = logp.shape[-1]
@@ -455,45 +441,45 @@ def _beam(config, plan, params, weights, pixel_values, text, lengths, active, ma
         alive_tok = jnp.take_along_axis(tok, alive_i, 1)
         return alive_seq, alive_lp, alive_parent, alive_tok, fin_seq, fin_len, best_score
 
-    step0 = jnp.int32(0)
-    alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score = expand(
-        step0, logp, alive_seq, alive_logp, fin_seq, fin_len, fin_score)
-
-    def reorder(parent, caches, sp, pos):
-        flat = (parent + jnp.arange(b)[:, None] * nb).reshape(-1)
-        caches = jax.tree_util.tree_map(lambda a: a[flat], caches)
-        return caches, jax.tree_util.tree_map(lambda a: a[flat], sp), pos[flat]
-
-    def cond(state):
-        step, alive_logp, fin_score = state[0], state[2], state[7]
-        best_alive = jnp.max(alive_logp, 1) / (step.astype(jnp.float32) + 1) ** length_penalty
-        hopeless = jnp.all((jnp.min(fin_score, 1) >= best_alive) | ~active)
-        return (step < max_new_tokens) & ~hopeless
-
-    def body(state):
-        step, alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score, pos, caches, sp = state
-        caches, sp, pos = reorder(parent, caches, sp, pos)
-        logits, caches, sp = _decode_step(config, params, weights, tok.reshape(-1), pos, caches,
-                                          sp, s0 + step - 1, cache_len)
-        logp = jax.nn.log_softmax(logits).reshape(b, nb, -1)
+    def state_after(step, logp, s_seq, s_logp, f_seq, f_len, f_score, cache) -> BeamState:
         alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score = expand(
-            step, logp, alive_seq, alive_logp, fin_seq, fin_len, fin_score)
-        return (step + 1, alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score,
-                pos + 1, caches, sp)
+            step, logp, s_seq, s_logp, f_seq, f_len, f_score)
+        return BeamState(step=step + 1, alive_seq=alive_seq, alive_logp=alive_logp,
+                         parent=parent, last=tok, fin_seq=fin_seq, fin_len=fin_len,
+                         fin_score=fin_score, cache=cache)
 
-    state = (jnp.int32(1), alive_seq, alive_logp, parent, tok, fin_seq, fin_len, fin_score,
-             pos, caches, slot_pos)
-    state = jax.lax.while_loop(cond, body, state)
-    step, alive_seq, alive_logp, _, _, fin_seq, fin_len, fin_score = state[:8]
+    state = state_after(
+        jnp.int32(0), jax.nn.log_softmax(rep(logits)).reshape(b, nb, -1),
+        jnp.zeros((b, nb, n), jnp.int32),
+        jnp.where(jnp.arange(nb) == 0, 0.0, neg)[None].repeat(b, 0),
+        jnp.zeros((b, nb, n), jnp.int32), jnp.zeros((b, nb), jnp.int32), jnp.full((b, nb), neg),
+        cache)
+
+    def cond(s: BeamState) -> jax.Array:
+        best_alive = jnp.max(s.alive_logp, 1) / (s.step.astype(jnp.float32) + 1) ** length_penalty
+        hopeless = jnp.all((jnp.min(s.fin_score, 1) >= best_alive) | ~active)
+        return (s.step < max_new_tokens) & ~hopeless
+
+    def body(s: BeamState) -> BeamState:
+        rows = (s.parent + jnp.arange(b)[:, None] * nb).reshape(-1)
+        cache = jax.tree.map(lambda a: a[rows], s.cache)
+        logits, cache = _decode_step(config, params, weights, s.last.reshape(-1), cache,
+                                     s0 + s.step - 1, cache_len)
+        logp = jax.nn.log_softmax(logits).reshape(b, nb, -1)
+        return state_after(s.step, logp, s.alive_seq, s.alive_logp, s.fin_seq, s.fin_len,
+                           s.fin_score, cache)
+
+    s = jax.lax.while_loop(cond, body, state)
     # rows without a finished hypothesis fall back to their best alive beam (no EOS reached)
-    alive_score = alive_logp / step.astype(jnp.float32) ** length_penalty
-    use_alive = jnp.max(fin_score, 1) <= neg / 2
-    best_f = jnp.argmax(fin_score, 1)
+    alive_score = s.alive_logp / s.step.astype(jnp.float32) ** length_penalty
+    use_alive = jnp.max(s.fin_score, 1) <= neg / 2
+    best_f = jnp.argmax(s.fin_score, 1)
     best_a = jnp.argmax(alive_score, 1)
     seq = jnp.where(use_alive[:, None],
-                    jnp.take_along_axis(alive_seq, best_a[:, None, None], 1)[:, 0],
-                    jnp.take_along_axis(fin_seq, best_f[:, None, None], 1)[:, 0])
-    length = jnp.where(use_alive, step, jnp.take_along_axis(fin_len, best_f[:, None], 1)[:, 0])
+                    jnp.take_along_axis(s.alive_seq, best_a[:, None, None], 1)[:, 0],
+                    jnp.take_along_axis(s.fin_seq, best_f[:, None, None], 1)[:, 0])
+    length = jnp.where(use_alive, s.step,
+                       jnp.take_along_axis(s.fin_len, best_f[:, None], 1)[:, 0])
     return seq, length * active
 
 

@@ -1,8 +1,11 @@
-"""PaliGemma 2 in plain functional JAX: SigLIP vision tower, linear projector, Gemma 2 decoder.
+"""PaliGemma 2 in Flax NNX: SigLIP vision tower, linear projector, Gemma 2 decoder.
 
-Parameters are a plain nested dict (a pytree) using big_vision's names and layouts, so a
-big_vision `.npz` loads by renaming nothing, and sharding rules / LoRA can key off the paths.
-Layers are stacked along a leading axis (Lv vision layers, L text layers):
+The model is a tree of `nnx.Module`s (`PaliGemma2` > `SigLIP` + `Gemma2`) whose `nnx.Param`s
+carry big_vision's names and layouts, so `nnx.state(model, nnx.Param)` is exactly big_vision's
+parameter tree and a big_vision `.npz` loads by renaming nothing. The same tree as plain nested
+dicts of arrays ("params", what loaders, bundles and checkpoints hold) goes back and forth with
+`model_from_params` / `params_of`. Layers are stacked along a leading axis (Lv vision layers,
+L text layers; built with `nnx.vmap`, applied with a scan):
 
     img/embedding/kernel                         (p, p, 3, Wv)   patch conv, HWIO
     img/embedding/bias                           (Wv,)
@@ -26,11 +29,20 @@ Layers are stacked along a leading axis (Lv vision layers, L text layers):
     llm/layers/{pre_attention_norm,post_attention_norm,pre_ffw_norm,post_ffw_norm}/scale (L, D)
     llm/final_norm/scale                         (D,)
 
-Axis letters in einsums: B batch, T query length, S key/value length, N query heads, K key/value
-heads, G query heads per kv head (N = K * G), H head dim, D model width, F MLP width, V vocab.
+Every `nnx.Param` carries its logical axis names as sharding metadata (`out_sharding`, e.g.
+("layers", "heads", "embed", "head_dim") for q_einsum; `axis_names` reads them all), which
+`finetune.sharding` maps onto the device mesh. Sharding is never applied eagerly at creation.
+
+Axis letters in einsums: B batch, T query length, S key/value length, R cache slots, N query
+heads, K key/value heads, G query heads per kv head (N = K * G), H head dim, D model width,
+F MLP width, V vocab.
 
 The input layout is PaliGemma's prefix-LM: [image tokens] [BOS prefix "\\n"] [suffix EOS] [pad];
 image and prefix attend to each other fully, suffix tokens attend causally (`make_attn_mask`).
+
+One decoder block (`block_apply`) serves training, prefill and decode: given no cache it attends
+over its own keys and values under a mask and returns them (the prefill's cache); given a
+`KVCache` it writes the new token's key and value into it and attends over the cache.
 """
 
 from __future__ import annotations
@@ -40,11 +52,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+<<<<<<< HEAD
 from modeling.activations import constrain
+=======
+from modeling import cpu_kernels
+>>>>>>> main
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 
 Params = dict[str, Any]
@@ -52,172 +70,215 @@ Params = dict[str, Any]
 # The masked-logit value shared by big_vision and the gemma library.
 MASK_VALUE = -2.3819763e38
 
-
-# ----------------------------------------------------------------------------- parameters
-
-
-def param_shapes(config: ModelConfig) -> Params:
-    """The parameter tree as nested dicts of shape tuples (see the module docstring)."""
-    v, t = config.vision, config.text
-    lv, wv, nv, hv, mv = v.depth, v.width, v.num_heads, v.head_dim, v.mlp_dim
-    L, D, N, K, H, F = t.depth, t.width, t.num_heads, t.num_kv_heads, t.head_dim, t.mlp_dim
-    block = {
-        "LayerNorm_0": {"scale": (lv, wv), "bias": (lv, wv)},
-        "LayerNorm_1": {"scale": (lv, wv), "bias": (lv, wv)},
-        "MultiHeadDotProductAttention_0": {
-            **{name: {"kernel": (lv, wv, nv, hv), "bias": (lv, nv, hv)}
-               for name in ("query", "key", "value")},
-            "out": {"kernel": (lv, nv, hv, wv), "bias": (lv, wv)},
-        },
-        "MlpBlock_0": {
-            "Dense_0": {"kernel": (lv, wv, mv), "bias": (lv, mv)},
-            "Dense_1": {"kernel": (lv, mv, wv), "bias": (lv, wv)},
-        },
-    }
-    return {
-        "img": {
-            "embedding": {"kernel": (v.patch_size, v.patch_size, 3, wv), "bias": (wv,)},
-            "pos_embedding": (1, v.num_patches, wv),
-            "Transformer": {"encoderblock": block,
-                            "encoder_norm": {"scale": (wv,), "bias": (wv,)}},
-            "head": {"kernel": (wv, D), "bias": (D,)},
-        },
-        "llm": {
-            "embedder": {"input_embedding": (t.vocab_size, D)},
-            "layers": {
-                "attn": {
-                    "q_einsum": {"w": (L, N, D, H)},
-                    "kv_einsum": {"w": (L, 2, K, D, H)},
-                    "attn_vec_einsum": {"w": (L, N, H, D)},
-                },
-                "mlp": {"gating_einsum": (L, 2, D, F), "linear": (L, F, D)},
-                **{name: {"scale": (L, D)} for name in
-                   ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")},
-            },
-            "final_norm": {"scale": (D,)},
-        },
-    }
+Init = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+_normal = nnx.initializers.normal(0.02)
 
 
-def _is_shape(x: Any) -> bool:
-    return isinstance(x, tuple)
+def _param(rngs: nnx.Rngs, init: Init, shape: tuple[int, ...], dtype: Any,
+           axes: tuple[str | None, ...]) -> nnx.Param:
+    """An `nnx.Param` initialised by `init`, annotated with its logical axis names."""
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False)
 
 
-def init_params(config: ModelConfig, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
-    """Random parameters: normal(0.02) weights, zero biases and zero (i.e. identity) norm scales.
-
-    LayerNorm scales start at 1; RMSNorm scales at 0 because Gemma multiplies by (1 + scale).
-    The embedding table is normal(1/sqrt(D)) so that logits start O(1). (One jitted program.)
-    """
-    return _init_jit(config, rng, jnp.dtype(dtype))
+def _zeros(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    return jnp.zeros(shape, dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _init_jit(config: ModelConfig, rng: jax.Array, dtype: Any) -> Params:
-    shapes = param_shapes(config)
-    paths_and_shapes = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)[0]
-    keys = jax.random.split(rng, len(paths_and_shapes))
-    leaves = []
-    for (path, shape), key in zip(paths_and_shapes, keys, strict=True):
-        name = "/".join(str(getattr(p, "key", p)) for p in path)
-        leaf = name.rsplit("/", 1)[-1]
-        if "LayerNorm" in name or "encoder_norm" in name:
-            value = jnp.ones(shape) if leaf == "scale" else jnp.zeros(shape)
-        elif leaf in ("bias", "scale"):
-            value = jnp.zeros(shape)
-        elif leaf == "input_embedding":
-            value = jax.random.normal(key, shape) * config.text.width ** -0.5
-        else:
-            value = jax.random.normal(key, shape) * 0.02
-        leaves.append(value.astype(dtype))
-    treedef = jax.tree_util.tree_structure(shapes, is_leaf=_is_shape)
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+def _ones(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    return jnp.ones(shape, dtype)
 
 
-def abstract_params(config: ModelConfig, dtype: Any = jnp.float32) -> Params:
-    """`jax.ShapeDtypeStruct` leaves (no memory), e.g. for counting or sharding plans."""
-    return jax.eval_shape(lambda: init_params(config, jax.random.key(0), dtype))
+def _stack(depth: int, make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs) -> nnx.Module:
+    """`depth` copies of a block as one module whose params gain a leading "layers" axis."""
+
+    @nnx.split_rngs(splits=depth)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def build(rngs: nnx.Rngs) -> nnx.Module:
+        return make(rngs)
+
+    return build(rngs)
 
 
-def count_params(params: Params) -> int:
-    """Number of scalars in a (possibly abstract) parameter tree."""
-    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+def _scan_layers(stack: nnx.Module, body: Callable[[nnx.Module, Any, Any], tuple[Any, Any]],
+                 carry: Any, xs: Any = None, *, unroll: bool = False,
+                 remat: bool = False) -> tuple[Any, Any]:
+    """`lax.scan` of body(layer, carry, x) over the layers of a `_stack`ed module: the stack is
+    split into its graph and its stacked state, and each step merges one layer's slice."""
+    graphdef, state = nnx.split(stack)
+
+    def step(carry: Any, inputs: Any) -> tuple[Any, Any]:
+        layer_state, x = inputs
+        return body(nnx.merge(graphdef, layer_state), carry, x)
+
+    if remat:
+        step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
+    return jax.lax.scan(step, carry, (state, xs), unroll=unroll)
+
+
+def dense(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
+    """x [..., Din] @ w [Din, Dout] as one 2-D matmul over the flattened leading axes; with the
+    CPU decode kernel when `w` was packed for it (`cpu_kernels.pack`).
+
+    The same sums as `x @ w`; written 2-D because XLA's CPU backend lays out the backward pass
+    of a 3-D x @ w with transposed elementwise fusions (a GeGLU block's gradient ran ~3x slower;
+    see docs/training.md)."""
+    flat = x.reshape(-1, x.shape[-1])
+    out = cpu_kernels.matmul(flat, w) if isinstance(w, cpu_kernels.Panels) else flat @ w
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 # ----------------------------------------------------------------------------- vision tower
 
 
-def _layer_norm(cfg: VisionConfig, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-    xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, -1, keepdims=True)
-    if cfg.fast_variance:  # flax: E[x^2] - E[x]^2
-        var = jnp.maximum(jnp.mean(xf * xf, -1, keepdims=True) - mean * mean, 0.0)
-    else:
-        var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)
-    y = (xf - mean) * (jax.lax.rsqrt(var + cfg.layernorm_eps) * scale.astype(jnp.float32))
-    return (y + bias.astype(jnp.float32)).astype(x.dtype)
+class LayerNorm(nnx.Module):
+    """SigLIP LayerNorm in float32 (`VisionConfig.fast_variance` picks the variance formula)."""
+
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.cfg = cfg
+        self.scale = _param(rngs, _ones, (cfg.width,), dtype, ("embed",))
+        self.bias = _param(rngs, _zeros, (cfg.width,), dtype, ("embed",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        mean = jnp.mean(xf, -1, keepdims=True)
+        if self.cfg.fast_variance:  # flax: E[x^2] - E[x]^2
+            var = jnp.maximum(jnp.mean(xf * xf, -1, keepdims=True) - mean * mean, 0.0)
+        else:
+            var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)
+        inv = jax.lax.rsqrt(var + self.cfg.layernorm_eps)
+        y = (xf - mean) * (inv * self.scale[...].astype(jnp.float32))
+        return (y + self.bias[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x [..., Din] @ w [Din, Dout] as one 2-D matmul over the flattened leading axes.
+class Dense(nnx.Module):
+    """kernel [*in, *out] + bias [*out]; `matrix` views the kernel as [prod(in), prod(out)]."""
 
-    The same sums as `x @ w`; written 2-D because XLA's CPU backend lays out the backward pass
-    of a 3-D x @ w with transposed elementwise fusions (a GeGLU block's gradient ran ~3x slower;
-    see docs/training.md)."""
-    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+    def __init__(self, kernel_shape: tuple[int, ...], kernel_axes: tuple[str | None, ...],
+                 bias_rank: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.kernel = _param(rngs, _normal, kernel_shape, dtype, kernel_axes)
+        self.bias = _param(rngs, _zeros, kernel_shape[-bias_rank:], dtype,
+                           kernel_axes[-bias_rank:])
+        self.bias_rank = bias_rank
 
+    def matrix(self, dtype: Any) -> jax.Array:
+        shape = self.kernel.shape
+        return self.kernel[...].astype(dtype).reshape(-1, int(np.prod(shape[-self.bias_rank:])))
 
-def _vit_block(cfg: VisionConfig, p: Params, x: jax.Array) -> jax.Array:
-    dt = x.dtype
-    att = p["MultiHeadDotProductAttention_0"]
-    b, s, d = x.shape
-    n, hd = cfg.num_heads, cfg.head_dim
-    h = _layer_norm(cfg, x, p["LayerNorm_0"]["scale"], p["LayerNorm_0"]["bias"])
-    names = ("query", "key", "value")
-    w_qkv = jnp.concatenate([att[k]["kernel"].astype(dt).reshape(d, n * hd) for k in names], 1)
-    b_qkv = jnp.concatenate([att[k]["bias"].astype(dt).reshape(n * hd) for k in names])
-    qkv = (dense(h, w_qkv) + b_qkv).reshape(b, s, 3, n, hd)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    q = q / jnp.sqrt(jnp.asarray(cfg.head_dim, dt))  # flax scales q before the product
-    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)
-    o = jnp.einsum("BNTS,BSNH->BTNH", probs, v).reshape(b, s, n * hd)
-    x = x + dense(o, att["out"]["kernel"].astype(dt).reshape(n * hd, d)) + att["out"]["bias"].astype(dt)
-    mlp = p["MlpBlock_0"]
-    h = _layer_norm(cfg, x, p["LayerNorm_1"]["scale"], p["LayerNorm_1"]["bias"])
-    h = dense(h, mlp["Dense_0"]["kernel"].astype(dt)) + mlp["Dense_0"]["bias"].astype(dt)
-    h = jax.nn.gelu(h, approximate=True)
-    return x + dense(h, mlp["Dense_1"]["kernel"].astype(dt)) + mlp["Dense_1"]["bias"].astype(dt)
+    def __call__(self, x: jax.Array, residual: jax.Array | None = None) -> jax.Array:
+        """x @ kernel + bias; with `residual`, residual + x @ kernel + bias (in that order, as
+        big_vision rounds it)."""
+        y = dense(x, self.matrix(x.dtype))
+        if residual is not None:
+            y = residual + y
+        return y + self.bias[...].astype(x.dtype).reshape(-1)
 
 
-def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
-                 unroll: bool = False) -> jax.Array:
-    """[B, size, size, 3] in [-1, 1] -> projected image tokens [B, P, D] (compute dtype).
+class VitAttention(nnx.Module):
+    """SigLIP multi-head self-attention (big_vision's MultiHeadDotProductAttention)."""
 
-    Patches are taken row-major (token = row * grid + col); no CLS token, no pooling; the
-    projector output is added to the sequence unscaled (big_vision). `unroll` unrolls the
-    scan over the encoder blocks (see `forward`)."""
-    cfg = config.vision
-    dt = jnp.dtype(config.compute_dtype)
-    # The stride-p VALID convolution written as a matmul over flattened (row, col, channel)
-    # patches: the same sums, and its gradient is a plain matmul where XLA's CPU backend would
-    # run a slow dilated convolution for the kernel's gradient.
-    b, height, width, channels = pixel_values.shape
-    p = cfg.patch_size
-    gh, gw = height // p, width // p
-    patches = pixel_values[:, : gh * p, : gw * p].astype(dt).reshape(b, gh, p, gw, p, channels)
-    patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * channels)
-    kernel = img["embedding"]["kernel"].astype(dt).reshape(p * p * channels, -1)
-    x = dense(patches, kernel) + img["embedding"]["bias"].astype(dt)
-    x = x + img["pos_embedding"].astype(dt)
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.cfg = cfg
+        w, n, h = cfg.width, cfg.num_heads, cfg.head_dim
+        axes = ("embed", "heads", "head_dim")
+        self.query = Dense((w, n, h), axes, 2, rngs=rngs, dtype=dtype)
+        self.key = Dense((w, n, h), axes, 2, rngs=rngs, dtype=dtype)
+        self.value = Dense((w, n, h), axes, 2, rngs=rngs, dtype=dtype)
+        self.out = Dense((n, h, w), ("heads", "head_dim", "embed"), 1, rngs=rngs, dtype=dtype)
 
+    def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
+        """residual + attention(x)."""
+        dt = x.dtype
+        b, s, _ = x.shape
+        n, hd = self.cfg.num_heads, self.cfg.head_dim
+        parts = (self.query, self.key, self.value)
+        w_qkv = jnp.concatenate([p.matrix(dt) for p in parts], 1)
+        b_qkv = jnp.concatenate([p.bias[...].astype(dt).reshape(n * hd) for p in parts])
+        qkv = (dense(x, w_qkv) + b_qkv).reshape(b, s, 3, n, hd)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q = q / jnp.sqrt(jnp.asarray(hd, dt))  # flax scales q before the product
+        logits = jnp.einsum("BTNH,BSNH->BNTS", q, k)
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)
+        o = jnp.einsum("BNTS,BSNH->BTNH", probs, v).reshape(b, s, n * hd)
+        return self.out(o, residual)
+
+
+class MlpBlock(nnx.Module):
+    """SigLIP MLP: Dense, GELU(tanh), Dense."""
+
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.Dense_0 = Dense((cfg.width, cfg.mlp_dim), ("embed", "mlp"), 1, rngs=rngs, dtype=dtype)
+        self.Dense_1 = Dense((cfg.mlp_dim, cfg.width), ("mlp", "embed"), 1, rngs=rngs, dtype=dtype)
+
+<<<<<<< HEAD
     def body(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
         return constrain(_vit_block(cfg, p, constrain(x))), None
+=======
+    def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
+        """residual + MLP(x)."""
+        return self.Dense_1(jax.nn.gelu(self.Dense_0(x), approximate=True), residual)
+>>>>>>> main
 
-    x, _ = jax.lax.scan(body, x, img["Transformer"]["encoderblock"], unroll=unroll)
-    norm = img["Transformer"]["encoder_norm"]
-    x = _layer_norm(cfg, x, norm["scale"], norm["bias"])
-    return dense(x, img["head"]["kernel"].astype(dt)) + img["head"]["bias"].astype(dt)
+
+class EncoderBlock(nnx.Module):
+    """One pre-norm SigLIP block (attribute names are big_vision's parameter names)."""
+
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.LayerNorm_0 = LayerNorm(cfg, rngs=rngs, dtype=dtype)
+        self.MultiHeadDotProductAttention_0 = VitAttention(cfg, rngs=rngs, dtype=dtype)
+        self.LayerNorm_1 = LayerNorm(cfg, rngs=rngs, dtype=dtype)
+        self.MlpBlock_0 = MlpBlock(cfg, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.MultiHeadDotProductAttention_0(self.LayerNorm_0(x), x)
+        return self.MlpBlock_0(self.LayerNorm_1(x), x)
+
+
+class Encoder(nnx.Module):
+    """The stacked SigLIP blocks and the final LayerNorm."""
+
+    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.encoderblock = _stack(
+            cfg.depth, lambda r: EncoderBlock(cfg, rngs=r, dtype=dtype), rngs)
+        self.encoder_norm = LayerNorm(cfg, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, *, unroll: bool = False) -> jax.Array:
+        x, _ = _scan_layers(self.encoderblock, lambda block, x, _: (block(x), None), x,
+                            unroll=unroll)
+        return self.encoder_norm(x)
+
+
+class SigLIP(nnx.Module):
+    """SigLIP vision tower with PaliGemma's linear projector (`head`) to the text width."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        cfg = config.vision
+        self.config = config
+        p, w = cfg.patch_size, cfg.width
+        self.embedding = Dense((p, p, 3, w), (None, None, None, "embed"), 1, rngs=rngs,
+                               dtype=dtype)
+        self.pos_embedding = _param(rngs, _normal, (1, cfg.num_patches, w), dtype,
+                                    (None, None, "embed"))
+        self.Transformer = Encoder(cfg, rngs=rngs, dtype=dtype)
+        self.head = Dense((w, config.text.width), ("embed", "vocab_embed"), 1, rngs=rngs,
+                          dtype=dtype)
+
+    def __call__(self, pixel_values: jax.Array, *, unroll: bool = False) -> jax.Array:
+        """[B, size, size, 3] in [-1, 1] -> projected image tokens [B, P, D] (compute dtype).
+
+        Patches are taken row-major (token = row * grid + col); no CLS token, no pooling; the
+        projector output is added to the sequence unscaled (big_vision). `unroll` unrolls the
+        scan over the encoder blocks (see `forward`)."""
+        dt = jnp.dtype(self.config.compute_dtype)
+        # The stride-p VALID convolution written as a matmul over flattened (row, col, channel)
+        # patches: the same sums, and its gradient is a plain matmul where XLA's CPU backend
+        # would run a slow dilated convolution for the kernel's gradient.
+        b, height, width, channels = pixel_values.shape
+        p = self.config.vision.patch_size
+        gh, gw = height // p, width // p
+        patches = pixel_values[:, : gh * p, : gw * p].astype(dt).reshape(b, gh, p, gw, p, channels)
+        patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * channels)
+        x = self.embedding(patches) + self.pos_embedding[...].astype(dt)
+        return self.head(self.Transformer(x, unroll=unroll))
 
 
 # ----------------------------------------------------------------------------- Gemma 2 pieces
@@ -245,11 +306,6 @@ def rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary embedding, half-split convention. x [B, T, N, H], positions [B, T]."""
-    return rotate(x, *rope_sincos(positions, x.shape[-1], base))
-
-
 def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array,
                  gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
     """table[ids] * sqrt(D), the factor rounded to the table's dtype as every reference does.
@@ -260,28 +316,12 @@ def embed_tokens(config: ModelConfig, table: jax.Array, ids: jax.Array,
     return x.astype(config.compute_dtype)
 
 
-def fused_block_weights(cfg: TextConfig, p: Params, dtype: Any) -> dict[str, jax.Array]:
-    """One decoder block's matmul-ready 2-D weights in `dtype`: "qkv" [D, (N + 2K) H] (q | k | v),
-    "o" [N H, D], "gate_up" [D, 2F] (GELU gate | up), "down" [F, D]. Built from the checkpoint
-    layout on every call (small copies next to the activations they multiply)."""
-    D, N, K, H = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    attn, mlp = p["attn"], p["mlp"]
-    q = attn["q_einsum"]["w"].astype(dtype).transpose(1, 0, 2).reshape(D, N * H)
-    kv = attn["kv_einsum"]["w"].astype(dtype).transpose(2, 0, 1, 3).reshape(D, 2 * K * H)
-    gating = mlp["gating_einsum"].astype(dtype)
-    return {
-        "qkv": jnp.concatenate([q, kv], axis=1),
-        "o": attn["attn_vec_einsum"]["w"].astype(dtype).reshape(N * H, D),
-        "gate_up": jnp.concatenate([gating[0], gating[1]], axis=1),
-        "down": mlp["linear"].astype(dtype),
-    }
-
-
 def split_qkv(cfg: TextConfig, qkv: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """[..., (N + 2K) H] -> q [..., N, H], k [..., K, H], v [..., K, H] (no RoPE yet)."""
     N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     lead = qkv.shape[:-1]
-    return (qkv[..., : N * H].reshape(*lead, N, H), qkv[..., N * H: (N + K) * H].reshape(*lead, K, H),
+    return (qkv[..., : N * H].reshape(*lead, N, H),
+            qkv[..., N * H: (N + K) * H].reshape(*lead, K, H),
             qkv[..., (N + K) * H:].reshape(*lead, K, H))
 
 
@@ -289,18 +329,6 @@ def geglu(cfg: TextConfig, gate_up: jax.Array) -> jax.Array:
     """GELU(tanh)(gate) * up of a fused [..., 2F] projection."""
     f = cfg.mlp_dim
     return jax.nn.gelu(gate_up[..., :f], approximate=True) * gate_up[..., f:]
-
-
-def project_qkv(cfg: TextConfig, w: dict[str, jax.Array], x: jax.Array, positions: jax.Array
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """q [B,T,N,H] (RoPE'd, pre-scaled when `query_scale_before_matmul`), k, v [B,T,K,H];
-    `w` from `fused_block_weights`."""
-    q, k, v = split_qkv(cfg, dense(x, w["qkv"]))
-    q = apply_rope(q, positions, cfg.rope_base)
-    if cfg.query_scale_before_matmul:
-        q = q * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, x.dtype)
-    k = apply_rope(k, positions, cfg.rope_base)
-    return q, k, v
 
 
 def attend(cfg: TextConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
@@ -327,36 +355,324 @@ def attend(cfg: TextConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.
     return out.reshape(b, kh, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
-def decoder_block(cfg: TextConfig, p: Params, x: jax.Array, positions: jax.Array,
-                  attention: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
-                  queries_from: int = 0) -> jax.Array:
-    """One Gemma 2 block; `attention(q, k, v)` supplies the keys it attends to (mask, cache).
+@flax.struct.dataclass
+class KVCache:
+    """One layer's keys and values, heads before slots so attention needs no transposes.
 
-    queries_from=n computes the block's output only for positions n and after (every position
-    still supplies keys and values): a last layer whose first n outputs nobody reads skips their
-    queries, attention rows and MLP; the result is x[:, n:] of the full block's."""
-    w = fused_block_weights(cfg, p, x.dtype)
-    h = rms_norm(cfg, x, p["pre_attention_norm"]["scale"])
-    q, k, v = project_qkv(cfg, w, h, positions)
-    if queries_from:
-        x, q = x[:, queries_from:], q[:, queries_from:]
-    a = attention(q, k, v)
+    k, v: [B, K, R, H] (R slots: the whole cache, or a sliding-window layer's ring buffer).
+    A decode step writes its token at one slot shared by every row (see `modeling.generate`).
+    """
+
+    k: jax.Array
+    v: jax.Array
+
+
+def attend_cache(cfg: TextConfig, q: jax.Array, cache: KVCache, visible: jax.Array) -> jax.Array:
+    """One query token per row against a cache: q [B, 1, N, H], visible [B, R] -> [B, 1, N, H].
+
+    With float32 caches that the CPU decode kernel takes (`cpu_kernels.attention_fits`), the
+    kernel computes it; the caller decides whether to use it by packing the block's weights."""
+    b, _, n, h = q.shape
+    kh = cache.k.shape[1]
+    qg = q.reshape(b, kh, n // kh, h)
+    scale = 1.0 if cfg.query_scale_before_matmul else cfg.query_pre_attn_scalar ** -0.5
+    logits = jnp.einsum("BKGH,BKSH->BKGS", qg, cache.k.astype(q.dtype)).astype(jnp.float32)
+    if not cfg.query_scale_before_matmul:
+        logits = logits * scale
+    if cfg.attn_logits_softcap:
+        logits = jnp.tanh(logits / cfg.attn_logits_softcap) * cfg.attn_logits_softcap
+    logits = jnp.where(visible[:, None, None, :], logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    return jnp.einsum("BKGS,BKSH->BKGH", probs, cache.v.astype(q.dtype)).reshape(b, 1, n, h)
+
+
+def _attend_cache_kernel(cfg: TextConfig, q: jax.Array, cache: KVCache, visible: jax.Array
+                         ) -> jax.Array | None:
+    """`attend_cache` by the CPU decode kernel, or None where it does not fit this cache."""
+    b, _, n, h = q.shape
+    kh = cache.k.shape[1]
+    qg = q.reshape(b, kh, n // kh, h)
+    if not cpu_kernels.attention_fits(qg, cache.k):
+        return None
+    scale = 1.0 if cfg.query_scale_before_matmul else cfg.query_pre_attn_scalar ** -0.5
+    out = cpu_kernels.attention(qg, cache.k, cache.v, visible, scale=scale,
+                                softcap=cfg.attn_logits_softcap, mask_value=MASK_VALUE)
+    return out.astype(q.dtype).reshape(b, 1, n, h)
+
+
+BlockWeights = dict[str, Any]
+
+
+def block_apply(cfg: TextConfig, w: BlockWeights, x: jax.Array,
+                rope: tuple[jax.Array, jax.Array], mask: jax.Array, *,
+                cache: KVCache | None = None, slot: jax.Array | int = 0,
+                queries_from: int = 0) -> tuple[jax.Array, KVCache]:
+    """One Gemma 2 decoder block, for training, prefill and decode alike.
+
+    w: `DecoderBlock.fused_weights` (matrices possibly packed for the CPU kernel); x [B, T, D];
+    rope: `rope_sincos` of the T tokens' positions, [B, T, 1, H/2] each.
+
+    - cache=None (training, prefill): mask [B, T, T]; every token attends to the visible keys
+      among the T; returns (x, this call's keys and values as a `KVCache` [B, K, T, H], which
+      XLA drops where nobody reads them). queries_from=n computes outputs only for positions n
+      and after (every position still supplies keys and values): a last layer whose first n
+      outputs nobody reads skips their queries, attention rows and MLP; the result is
+      x[:, n:] of the full block's.
+    - cache given (decode, T = 1): mask [B, R] marks the visible slots (after this write); the
+      token's key and value are written at `slot` and the token attends to the cache; returns
+      (x, the updated cache).
+    """
+    h = rms_norm(cfg, x, w["pre_attention_norm"])
+    q, k, v = split_qkv(cfg, dense(h, w["qkv"]))
+    q = rotate(q, *rope)
+    if cfg.query_scale_before_matmul:
+        q = q * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, q.dtype)
+    k = rotate(k, *rope)
+    if cache is None:
+        new_cache = KVCache(k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
+        if queries_from:
+            x, q, mask = x[:, queries_from:], q[:, queries_from:], mask[:, queries_from:]
+        a = attend(cfg, q, k, v, mask)
+    else:
+        b, _, kh, hd = k.shape
+        write = lambda c, new: jax.lax.dynamic_update_slice(  # noqa: E731
+            c, new.reshape(b, kh, 1, hd).astype(c.dtype), (0, 0, slot, 0))
+        new_cache = KVCache(write(cache.k, k), write(cache.v, v))
+        a = None
+        if isinstance(w["qkv"], cpu_kernels.Panels):
+            a = _attend_cache_kernel(cfg, q, new_cache, mask)
+        if a is None:
+            a = attend_cache(cfg, q, new_cache, mask)
     a = dense(a.reshape(*a.shape[:-2], -1), w["o"])
-    x = x + rms_norm(cfg, a, p["post_attention_norm"]["scale"])
-    h = rms_norm(cfg, x, p["pre_ffw_norm"]["scale"])
+    x = x + rms_norm(cfg, a, w["post_attention_norm"])
+    h = rms_norm(cfg, x, w["pre_ffw_norm"])
     m = dense(geglu(cfg, dense(h, w["gate_up"])), w["down"])
-    return x + rms_norm(cfg, m, p["post_ffw_norm"]["scale"])
+    return x + rms_norm(cfg, m, w["post_ffw_norm"]), new_cache
 
 
-def output_logits(config: ModelConfig, llm: Params, x: jax.Array) -> jax.Array:
-    """Final RMSNorm, tied output embedding, optional final soft-cap -> float32 logits."""
-    cfg = config.text
-    x = rms_norm(cfg, x, llm["final_norm"]["scale"])
-    table = llm["embedder"]["input_embedding"]
-    logits = jnp.einsum("BTD,VD->BTV", x, table.astype(x.dtype)).astype(jnp.float32)
-    if cfg.final_logits_softcap:
-        logits = jnp.tanh(logits / cfg.final_logits_softcap) * cfg.final_logits_softcap
-    return logits
+class Einsum(nnx.Module):
+    """A bare weight `w` used in an einsum (the gemma library's name)."""
+
+    def __init__(self, shape: tuple[int, ...], axes: tuple[str | None, ...], *,
+                 rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.w = _param(rngs, _normal, shape, dtype, axes)
+
+
+class Attention(nnx.Module):
+    """Gemma 2 grouped-query attention weights (computed in `block_apply`)."""
+
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        D, N, K, H = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_einsum = Einsum((N, D, H), ("heads", "embed", "head_dim"), rngs=rngs, dtype=dtype)
+        self.kv_einsum = Einsum((2, K, D, H), (None, "kv_heads", "embed", "head_dim"),
+                                rngs=rngs, dtype=dtype)
+        self.attn_vec_einsum = Einsum((N, H, D), ("heads", "head_dim", "embed"), rngs=rngs,
+                                      dtype=dtype)
+
+
+class FeedForward(nnx.Module):
+    """Gemma 2 GeGLU MLP weights: gating_einsum [2, D, F] (gate | up), linear [F, D]."""
+
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        D, F = cfg.width, cfg.mlp_dim
+        self.gating_einsum = _param(rngs, _normal, (2, D, F), dtype, (None, "embed", "mlp"))
+        self.linear = _param(rngs, _normal, (F, D), dtype, ("mlp", "embed"))
+
+
+class RMSNorm(nnx.Module):
+    """Gemma RMSNorm weight: `scale`, applied as (1 + scale) (zero init = identity)."""
+
+    def __init__(self, width: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.scale = _param(rngs, _zeros, (width,), dtype, ("embed",))
+
+
+NORMS = ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")
+
+
+class DecoderBlock(nnx.Module):
+    """One Gemma 2 block: pre/post-norm attention and pre/post-norm GeGLU MLP."""
+
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        self.cfg = cfg
+        self.pre_attention_norm = RMSNorm(cfg.width, rngs=rngs, dtype=dtype)
+        self.attn = Attention(cfg, rngs=rngs, dtype=dtype)
+        self.post_attention_norm = RMSNorm(cfg.width, rngs=rngs, dtype=dtype)
+        self.pre_ffw_norm = RMSNorm(cfg.width, rngs=rngs, dtype=dtype)
+        self.mlp = FeedForward(cfg, rngs=rngs, dtype=dtype)
+        self.post_ffw_norm = RMSNorm(cfg.width, rngs=rngs, dtype=dtype)
+
+    def fused_weights(self, dtype: Any) -> BlockWeights:
+        """Matmul-ready 2-D weights in `dtype`: "qkv" [D, (N + 2K) H] (q | k | v), "o" [N H, D],
+        "gate_up" [D, 2F] (GELU gate | up), "down" [F, D]; and the four norm scales as stored.
+        Built from the checkpoint layout on every call (small copies next to the activations
+        they multiply)."""
+        cfg = self.cfg
+        D, N, K, H = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        attn, mlp = self.attn, self.mlp
+        q = attn.q_einsum.w[...].astype(dtype).transpose(1, 0, 2).reshape(D, N * H)
+        kv = attn.kv_einsum.w[...].astype(dtype).transpose(2, 0, 1, 3).reshape(D, 2 * K * H)
+        gating = mlp.gating_einsum[...].astype(dtype)
+        return {
+            "qkv": jnp.concatenate([q, kv], axis=1),
+            "o": attn.attn_vec_einsum.w[...].astype(dtype).reshape(N * H, D),
+            "gate_up": jnp.concatenate([gating[0], gating[1]], axis=1),
+            "down": mlp.linear[...].astype(dtype),
+            **{name: getattr(self, name).scale[...] for name in NORMS},
+        }
+
+    def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array], mask: jax.Array, *,
+                 cache: KVCache | None = None, slot: jax.Array | int = 0,
+                 queries_from: int = 0) -> tuple[jax.Array, KVCache]:
+        """`block_apply` with this block's weights in x's dtype."""
+        return block_apply(self.cfg, self.fused_weights(x.dtype), x, rope, mask, cache=cache,
+                           slot=slot, queries_from=queries_from)
+
+
+class Embedder(nnx.Module):
+    """The token embedding, tied with the output layer."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        t = config.text
+        self.config = config
+        init = nnx.initializers.normal(t.width ** -0.5)  # logits start O(1)
+        self.input_embedding = _param(rngs, init, (t.vocab_size, t.width), dtype,
+                                      ("vocab", "embed"))
+
+    def encode(self, ids: jax.Array,
+               gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+        """ids [B, T] -> [B, T, D] in the compute dtype (`embed_tokens`)."""
+        return embed_tokens(self.config, self.input_embedding[...], ids, gather)
+
+
+class Gemma2(nnx.Module):
+    """The Gemma 2 decoder: embedder, stacked decoder blocks, final norm, tied output layer."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+        t = config.text
+        self.config = config
+        self.embedder = Embedder(config, rngs=rngs, dtype=dtype)
+        self.layers = _stack(t.depth, lambda r: DecoderBlock(t, rngs=r, dtype=dtype), rngs)
+        self.final_norm = RMSNorm(t.width, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+                 sliding_mask: jax.Array, *, remat: bool = False, unroll: bool = False,
+                 outputs_from: int = 0, with_kv: bool = False,
+                 take_layer: Callable[[nnx.State, int, jax.Array], nnx.State] | None = None
+                 ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """All decoder blocks over a whole sequence x [B, S, D] (a scan over the stacked
+        layers); `remat` recomputes each block's activations in the backward pass instead of
+        storing them; `unroll` unrolls the scan (see `forward`). Returns x[:, outputs_from:] of
+        the last block, whose queries for the positions before `outputs_from` are never
+        computed; with `with_kv`, also every layer's keys and values as one `KVCache` with
+        arrays [L, B, K, S, H] (the prefill's caches). `take_layer(state, i, x)`, when given,
+        supplies layer i's parameters from the stacked state and its input x, the layers
+        running unrolled (`generate.streamed_layer`)."""
+        cfg = self.config.text
+        rope = rope_sincos(positions, cfg.head_dim, cfg.rope_base)
+
+        def block(layer: DecoderBlock, x: jax.Array, index: jax.Array, queries_from: int):
+            layer_mask = mask
+            if cfg.sliding_window is not None:
+                layer_mask = jnp.where(index % 2 == 0, mask & sliding_mask, mask)
+            return layer(x, rope, layer_mask, queries_from=queries_from)
+
+        graphdef, state = nnx.split(self.layers)
+        if take_layer is not None:
+            kvs = []
+            for i in range(cfg.depth):
+                queries_from = outputs_from if i == cfg.depth - 1 else 0
+                layer = nnx.merge(graphdef, take_layer(state, i, x))
+                x, kv = block(layer, x, jnp.asarray(i), queries_from)
+                kvs.append(kv)
+            return (x, jax.tree.map(lambda *a: jnp.stack(a), *kvs)) if with_kv else x
+        scanned = cfg.depth - 1 if outputs_from else cfg.depth
+        if outputs_from:
+            head = nnx.merge(graphdef, jax.tree.map(lambda a: a[:scanned], state))
+        else:
+            head = self.layers
+        x, kv = _scan_layers(head, lambda layer, x, i: block(layer, x, i, 0), x,
+                             jnp.arange(scanned), unroll=unroll, remat=remat)
+        if outputs_from:
+            last = nnx.merge(graphdef, jax.tree.map(lambda a: a[-1], state))
+            step = functools.partial(block, queries_from=outputs_from)
+            if remat:
+                step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
+            x, kv_last = step(last, x, jnp.asarray(cfg.depth - 1))
+            if with_kv:
+                kv = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), kv, kv_last)
+        return (x, kv) if with_kv else x
+
+    def layer(self, index: int) -> DecoderBlock:
+        """Decoder block `index` (a view on slice `index` of the stacked parameters)."""
+        graphdef, state = nnx.split(self.layers)
+        return nnx.merge(graphdef, jax.tree.map(lambda a: a[index], state))
+
+    def logits(self, x: jax.Array, table: cpu_kernels.Panels | None = None,
+               matmul_t: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+        """Final RMSNorm, tied output embedding, optional final soft-cap -> float32 logits
+        [..., V] of hidden states x [..., D]; `table` is the embedding transposed to [D, V] and
+        packed for the CPU kernel (`modeling.generate.decode_weights`), else the embedding is
+        read as is, by `matmul_t(x [M, D], embedding)` when given (`cpu_kernels.matmul_t_bf16`).
+        """
+        cfg = self.config.text
+        x = rms_norm(cfg, x, self.final_norm.scale[...])
+        if table is not None:
+            logits = dense(x, table)
+        elif matmul_t is not None:
+            embedding = self.embedder.input_embedding[...]
+            flat = matmul_t(x.reshape(-1, x.shape[-1]), embedding)
+            logits = flat.reshape(*x.shape[:-1], flat.shape[-1])
+        else:
+            embedding = self.embedder.input_embedding[...].astype(x.dtype)
+            logits = jax.lax.dot_general(x, embedding, (((x.ndim - 1,), (1,)), ((), ())))
+        logits = logits.astype(jnp.float32)
+        if cfg.final_logits_softcap:
+            logits = jnp.tanh(logits / cfg.final_logits_softcap) * cfg.final_logits_softcap
+        return logits
+
+
+class PaliGemma2(nnx.Module):
+    """PaliGemma 2: `img` (SigLIP + projector) and `llm` (Gemma 2), big_vision's two subtrees.
+
+    PaliGemma2(config, rngs=nnx.Rngs(0)) initialises random parameters in `param_dtype`:
+    normal(0.02) weights, zero biases, LayerNorm scales 1, RMSNorm scales 0 (Gemma multiplies
+    by 1 + scale), and the embedding table normal(1/sqrt(D)) so that logits start O(1).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
+                 param_dtype: Any = jnp.float32) -> None:
+        self.config = config
+        self.img = SigLIP(config, rngs=rngs, dtype=param_dtype)
+        self.llm = Gemma2(config, rngs=rngs, dtype=param_dtype)
+
+    def embed(self, pixel_values: jax.Array, input_ids: jax.Array, *, unroll: bool = False,
+              gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+        """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype
+        (`gather`: see `embed_tokens`)."""
+        config = self.config
+        zimg = self.img(pixel_values, unroll=unroll)
+        table = self.llm.embedder.input_embedding[...]
+        if config.image_embed_hf_roundtrip:  # transformers 4.x: /sqrt(D) then * dtype(sqrt(D))
+            root = math.sqrt(config.text.width)
+            zimg = (zimg / root).astype(table.dtype) * jnp.asarray(root, table.dtype)
+            zimg = zimg.astype(config.compute_dtype)
+        return jnp.concatenate([zimg, self.llm.embedder.encode(input_ids, gather)], axis=1)
+
+    def __call__(self, pixel_values: jax.Array, input_ids: jax.Array, token_type_ids: jax.Array,
+                 input_mask: jax.Array | None = None, *, remat: bool = False,
+                 unroll: bool = False) -> jax.Array:
+        """Logits [N, T, V] (float32) for the text positions; see `forward`."""
+        config = self.config
+        x = self.embed(pixel_values, input_ids, unroll=unroll)
+        valid, mask_ar, positions = sequence_layout(config, token_type_ids, input_mask)
+        mask = make_attn_mask(valid, mask_ar)
+        sliding = jnp.ones_like(mask)
+        if config.text.sliding_window is not None:
+            in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
+            sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
+        x = self.llm(x, positions, mask, sliding, remat=remat, unroll=unroll,
+                     outputs_from=config.num_image_tokens)
+        return self.llm.logits(x)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -389,24 +705,6 @@ def sliding_window_mask(cfg: TextConfig, positions: jax.Array, key_positions: ja
     return jnp.abs(delta) < cfg.sliding_window
 
 
-# ----------------------------------------------------------------------------- forward
-
-
-def embed_inputs(config: ModelConfig, params: Params, pixel_values: jax.Array,
-                 input_ids: jax.Array, *, unroll: bool = False,
-                 gather: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
-    """Concatenate image tokens and embedded text: [B, P + T, D] in the compute dtype
-    (`gather`: see `embed_tokens`)."""
-    zimg = encode_image(config, params["img"], pixel_values, unroll=unroll)
-    table = params["llm"]["embedder"]["input_embedding"]
-    if config.image_embed_hf_roundtrip:  # transformers 4.x: /sqrt(D) then * dtype(sqrt(D))
-        root = math.sqrt(config.text.width)
-        zimg = (zimg / root).astype(table.dtype) * jnp.asarray(root, table.dtype)
-        zimg = zimg.astype(config.compute_dtype)
-    ztxt = embed_tokens(config, table, input_ids, gather)
-    return jnp.concatenate([zimg, ztxt], axis=1)
-
-
 def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
                     input_mask: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(valid [B,S], mask_ar [B,S], positions [B,S]) for image + text of a right-padded batch."""
@@ -421,8 +719,83 @@ def sequence_layout(config: ModelConfig, token_type_ids: jax.Array,
     return valid, mask_ar, positions
 
 
+# ----------------------------------------------------------------------------- params bridge
+
+
+@functools.cache
+def graphdefs(config: ModelConfig) -> dict[str, nnx.GraphDef]:
+    """The graph (structure, no arrays) of the model and of its `img` and `llm` subtrees."""
+    model = nnx.eval_shape(lambda: PaliGemma2(config, rngs=nnx.Rngs(0)))
+    return {"model": nnx.split(model)[0], "img": nnx.split(model.img)[0],
+            "llm": nnx.split(model.llm)[0]}
+
+
+def model_from_params(config: ModelConfig, params: Params, part: str = "model") -> Any:
+    """The NNX model (or its "img" / "llm" part) around a nested dict of arrays laid out as
+    `param_shapes` (no copy; works under jit and on abstract arrays). A path missing from or
+    extra to `params` is an error."""
+    return nnx.merge(graphdefs(config)[part], params)
+
+
+def params_of(model: nnx.Module) -> Params:
+    """A model's parameters as a nested dict of arrays (big_vision's tree, `param_shapes`)."""
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def axis_names(config: ModelConfig) -> dict[str, tuple[str | None, ...]]:
+    """{'a/b/c': logical axis names} of every parameter (its `out_sharding` metadata), e.g.
+    'llm/layers/attn/q_einsum/w': ("layers", "heads", "embed", "head_dim")."""
+    model = nnx.eval_shape(lambda: PaliGemma2(config, rngs=nnx.Rngs(0)))
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        out["/".join(str(p) for p in path)] = tuple(var.get_metadata()["out_sharding"])
+    return out
+
+
+def param_shapes(config: ModelConfig) -> Params:
+    """The parameter tree as nested dicts of shape tuples (see the module docstring)."""
+    return jax.tree.map(lambda a: tuple(a.shape), abstract_params(config))
+
+
+def init_params(config: ModelConfig, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
+    """Random parameters of `PaliGemma2` as a nested dict (one jitted program)."""
+    return _init_jit(config, rng, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_jit(config: ModelConfig, rng: jax.Array, dtype: Any) -> Params:
+    return params_of(PaliGemma2(config, rngs=nnx.Rngs(params=rng), param_dtype=dtype))
+
+
+def abstract_params(config: ModelConfig, dtype: Any = jnp.float32) -> Params:
+    """`jax.ShapeDtypeStruct` leaves (no memory), e.g. for counting or sharding plans."""
+    model = nnx.eval_shape(lambda: PaliGemma2(config, rngs=nnx.Rngs(0), param_dtype=dtype))
+    return params_of(model)
+
+
+def count_params(params: Params) -> int:
+    """Number of scalars in a (possibly abstract) parameter tree."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+
+
+# ----------------------------------------------------------------------------- functional API
+
+
+def encode_image(config: ModelConfig, img: Params, pixel_values: jax.Array, *,
+                 unroll: bool = False) -> jax.Array:
+    """`SigLIP` over the `img` subtree of a params dict: [B, size, size, 3] -> [B, P, D]."""
+    return model_from_params(config, img, "img")(pixel_values, unroll=unroll)
+
+
+def embed_inputs(config: ModelConfig, params: Params, pixel_values: jax.Array,
+                 input_ids: jax.Array, *, unroll: bool = False) -> jax.Array:
+    """`PaliGemma2.embed` over a params dict: image tokens then embedded text, [B, P + T, D]."""
+    return model_from_params(config, params).embed(pixel_values, input_ids, unroll=unroll)
+
+
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
                   mask: jax.Array, sliding_mask: jax.Array, remat: bool = False,
+<<<<<<< HEAD
                   unroll: bool = False, outputs_from: int = 0, with_kv: bool = False,
                   take_layer: Callable[[Params, int, jax.Array], Params] | None = None
                   ) -> jax.Array | tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -471,12 +844,21 @@ def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax
         if with_kv:
             kv = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), kv, kv_last)
     return (x, kv) if with_kv else x
+=======
+                  unroll: bool = False, outputs_from: int = 0, with_kv: bool = False
+                  ) -> jax.Array | tuple[jax.Array, KVCache]:
+    """`Gemma2.__call__` over the `llm` subtree of a params dict."""
+    return model_from_params(config, llm, "llm")(
+        x, positions, mask, sliding_mask, remat=remat, unroll=unroll, outputs_from=outputs_from,
+        with_kv=with_kv)
+>>>>>>> main
 
 
 def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_ids: jax.Array,
             token_type_ids: jax.Array, input_mask: jax.Array | None = None, *,
             remat: bool = False, unroll: bool = False) -> jax.Array:
-    """Logits [N, T, V] (float32) for the text positions. Pure, differentiable, jit-friendly.
+    """Logits [N, T, V] (float32) for the text positions. Pure, differentiable, jit-friendly:
+    `PaliGemma2` around `params` (a nested dict, `param_shapes`), called.
 
     pixel_values [N, H, W, 3] in [-1, 1]; input_ids [N, T] text tokens (BOS, prefix, "\\n",
     suffix, EOS, pads); token_type_ids [N, T] 0 for the prefix, 1 for the suffix; input_mask
@@ -486,13 +868,5 @@ def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_
     result, a program that grows with depth, and for the few-layer CPU presets a faster
     training step (XLA then fuses across layers and skips the loop's stacked-residual copies).
     """
-    x = embed_inputs(config, params, pixel_values, input_ids, unroll=unroll)
-    valid, mask_ar, positions = sequence_layout(config, token_type_ids, input_mask)
-    mask = make_attn_mask(valid, mask_ar)
-    sliding = jnp.ones_like(mask)
-    if config.text.sliding_window is not None:
-        in_prefix = jnp.cumsum(mask_ar, axis=1) == 0
-        sliding = sliding_window_mask(config.text, positions, positions, in_prefix, in_prefix)
-    x = decode_layers(config, params["llm"], x, positions, mask, sliding, remat=remat, unroll=unroll,
-                      outputs_from=config.num_image_tokens)
-    return output_logits(config, params["llm"], x)
+    model = model_from_params(config, params)
+    return model(pixel_values, input_ids, token_type_ids, input_mask, remat=remat, unroll=unroll)

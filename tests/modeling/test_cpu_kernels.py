@@ -15,6 +15,7 @@ import pytest
 import modeling
 from modeling import cpu_kernels
 from modeling import generate as gen
+from modeling.model import MASK_VALUE
 from modeling.runtime import PaliGemma
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.available(),
@@ -149,8 +150,8 @@ def test_decode_attention_equals_numpy(b, kv, g, r, h, softcap) -> None:
         visible[1] = False
     scale = h ** -0.5
     got = jax.jit(lambda *a: cpu_kernels.attention(
-        *a, scale=scale, softcap=softcap, mask_value=gen.MASK_VALUE))(q, k, v, visible)
-    want = _attention_reference(q, k, v, visible, scale, softcap, gen.MASK_VALUE)
+        *a, scale=scale, softcap=softcap, mask_value=MASK_VALUE))(q, k, v, visible)
+    want = _attention_reference(q, k, v, visible, scale, softcap, MASK_VALUE)
     assert got.shape == (b, kv, g, h) and got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-6)
 
@@ -168,9 +169,9 @@ def test_decode_attention_is_stable_where_scores_exceed_exps_range(r: int) -> No
     visible[1, ::3] = False
     for at in (0, r // 2, r - 1):  # the largest score at the front, the middle, the tail
         k[0, 0, at] = q[0, 0, 0] / np.linalg.norm(q[0, 0, 0]) * 4
-        want = _attention_reference(q, k, v, visible, 1.0, None, gen.MASK_VALUE)
+        want = _attention_reference(q, k, v, visible, 1.0, None, MASK_VALUE)
         got = cpu_kernels.attention(q, k, v, visible, scale=1.0, softcap=None,
-                                    mask_value=gen.MASK_VALUE)
+                                    mask_value=MASK_VALUE)
         assert np.isfinite(np.asarray(got)).all()
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
@@ -184,9 +185,9 @@ def test_decode_attention_hidden_slots_are_never_read() -> None:
     v = rng.normal(size=(2, 2, 9, 16)).astype(np.float32)
     visible = np.ones((2, 9), bool)
     visible[:, 6:] = False
-    want = _attention_reference(q, k, v, visible, 0.25, 50.0, gen.MASK_VALUE)
+    want = _attention_reference(q, k, v, visible, 0.25, 50.0, MASK_VALUE)
     k[:, :, 6:], v[:, :, 6:] = np.nan, np.nan
-    got = cpu_kernels.attention(q, k, v, visible, scale=0.25, softcap=50.0, mask_value=gen.MASK_VALUE)
+    got = cpu_kernels.attention(q, k, v, visible, scale=0.25, softcap=50.0, mask_value=MASK_VALUE)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=2e-6)
 
 
@@ -197,11 +198,12 @@ def _decode_step_targets(config, kernel: bool) -> str:
     t = config.text
     cache_len = 40
     cache_dtype = jnp.dtype(config.cache_dtype or config.compute_dtype)
-    caches = tuple((jnp.zeros((2, t.num_kv_heads, gen._ring_size(config, i, cache_len), t.head_dim),
-                              cache_dtype),) * 2 for i in range(t.depth))
+    layers = tuple(gen.KVCache(*(jnp.zeros((2, t.num_kv_heads, gen._ring_size(config, i, cache_len),
+                                          t.head_dim), cache_dtype),) * 2)
+                   for i in range(t.depth))
     slot_pos = {r: jnp.zeros((2, r), jnp.int32) for r in gen._cache_groups(config, cache_len)}
     return str(jax.make_jaxpr(lambda tok, pos: gen._decode_step(
-        config, params, weights, tok, pos, caches, slot_pos, 30, cache_len))(
+        config, params, weights, tok, gen.Cache(layers, slot_pos, pos), 30, cache_len))(
             jnp.zeros(2, jnp.int32), jnp.full(2, 31, jnp.int32)))
 
 
@@ -233,3 +235,63 @@ def test_greedy_argmax_equals_greedy_token(vocab: int) -> None:
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
     assert got[3] == vocab - 1 and got[2] == 0
+
+
+# ----------------------------------------------------------------------------- bfloat16 weights
+
+
+@needs_kernel
+def test_take_f32_widens_exactly_one_layer_of_a_stacked_bfloat16_weight() -> None:
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(4, 3, 70001)), jnp.bfloat16)  # past one copy chunk
+    x = jnp.ones((2, 5))
+    got = jax.jit(lambda w, x: cpu_kernels.take_f32(w, 2, x))(w, x)
+    assert got.dtype == jnp.float32 and got.shape == (3, 70001)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(w[2]).astype(np.float32))
+
+
+@needs_kernel
+@pytest.mark.parametrize("m,k,v", [(1, 1, 1), (3, 37, 100), (8, 64, 129), (2, 2304, 70)])
+def test_matmul_t_bf16_equals_numpy(m: int, k: int, v: int) -> None:
+    """Contractions below, at and past the vector width; tables of partial row blocks."""
+    rng = np.random.default_rng(m + k + v)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    table = jnp.asarray(rng.normal(size=(v, k)), jnp.bfloat16)
+    got = np.asarray(jax.jit(cpu_kernels.matmul_t_bf16)(jnp.asarray(x), table))
+    want = x.astype(np.float64) @ np.asarray(table).astype(np.float64).T
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@needs_kernel
+def test_gather_bf16_equals_take_with_clipped_ids() -> None:
+    table = jnp.asarray(np.random.default_rng(4).normal(size=(50, 24)), jnp.bfloat16)
+    ids = jnp.asarray([[0, 49, 7], [60, -3, 7]], jnp.int32)
+    got = jax.jit(cpu_kernels.gather_bf16)(table, ids)
+    want = np.asarray(jnp.take(table, ids, axis=0, mode="clip")).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def _generate_bf16(params, config, kernels: bool):
+    model = PaliGemma(config, params, batch_buckets=(2,), prompt_buckets=(8,),
+                      new_token_buckets=(8,))
+    if not kernels:  # XLA everywhere: the weights copied in the compute dtype as before
+        model.decode_weights = gen._decode_weights(config, params, False)
+    pixels = np.random.default_rng(5).uniform(-1, 1, (2, config.image_size, config.image_size, 3))
+    return model, model.generate(pixels.astype(np.float32), [[2, 5, 6, 7, 8], [2, 9]], 8)
+
+
+@needs_kernel
+def test_bfloat16_parameters_generate_the_same_tokens_streamed_as_with_xla_copies(
+        monkeypatch) -> None:
+    """bfloat16 parameters on the CPU: the decode loop and the prefill read each layer in place
+    (`generate.streams_bfloat16`, no copy of the weights up front) and generate exactly the
+    tokens of XLA's path, which copies every weight to float32."""
+    config = modeling.PRESETS["tiny"]
+    params = modeling.init_params(config, jax.random.PRNGKey(7), jnp.bfloat16)
+    assert gen.streams_bfloat16(params)
+    streamed, tokens = _generate_bf16(params, config, True)
+    assert streamed.decode_weights == {"layers": None, "table": None}
+    monkeypatch.setattr(gen, "streams_bfloat16", lambda params: False)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    _, want = _generate_bf16(params, config, False)
+    assert tokens == want

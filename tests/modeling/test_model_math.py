@@ -156,3 +156,50 @@ def test_last_layer_skipping_leading_queries_equals_the_full_stack(remat, unroll
     for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads), strict=True):
         # float32 sums in another order: relative differences of a few 1e-4 on small entries
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
+
+
+def test_the_nnx_parameter_state_is_big_vision_s_tree_with_logical_axes() -> None:
+    """`nnx.state(model, nnx.Param)` has exactly `param_shapes`' paths and shapes, and every
+    parameter names its axes (stacked ones first "layers") for the finetune mesh rules."""
+    from flax import nnx
+
+    from modeling.model import PaliGemma2, axis_names, param_shapes
+
+    model = PaliGemma2(CONFIG_A, rngs=nnx.Rngs(0))
+    state = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    shapes = {"/".join(map(str, path)): tuple(var.shape) for path, var in state}
+    expected = jax.tree_util.tree_flatten_with_path(
+        param_shapes(CONFIG_A), is_leaf=lambda x: isinstance(x, tuple))[0]
+    assert shapes == {"/".join(k.key for k in path): shape for path, shape in expected}
+    names = axis_names(CONFIG_A)
+    assert names.keys() == shapes.keys()
+    assert all(len(names[p]) == len(shapes[p]) for p in shapes)
+    assert names["llm/layers/attn/q_einsum/w"] == ("layers", "heads", "embed", "head_dim")
+    assert names["img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"] == ("layers", "embed",
+                                                                                "mlp")
+
+
+def test_one_block_decoding_token_by_token_against_its_cache_equals_the_whole_sequence() -> None:
+    """`DecoderBlock` run over T tokens at once (training, prefill) and run one token at a time,
+    each writing its key and value into a `KVCache` and attending to it (decode), agree."""
+    from modeling.model import KVCache, model_from_params, rope_sincos
+
+    params = random_params(CONFIG_A, 8)
+    block = model_from_params(CONFIG_A, params).llm.layer(1)  # a global-attention layer
+    cfg = CONFIG_A.text
+    b, t = 2, 6
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(b, t, cfg.width)), jnp.float32)
+    positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+    rope = rope_sincos(positions, cfg.head_dim, cfg.rope_base)
+    causal = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+    whole, kv = block(x, rope, causal)
+    assert kv.k.shape == (b, cfg.num_kv_heads, t, cfg.head_dim)
+    zeros = jnp.zeros((b, cfg.num_kv_heads, t, cfg.head_dim), jnp.float32)
+    cache = KVCache(zeros, zeros)
+    for i in range(t):
+        visible = jnp.broadcast_to(jnp.arange(t) <= i, (b, t))
+        step_rope = tuple(a[:, i: i + 1] for a in rope)
+        out, cache = block(x[:, i: i + 1], step_rope, visible, cache=cache, slot=i)
+        np.testing.assert_allclose(np.asarray(out[:, 0]), np.asarray(whole[:, i]), rtol=1e-5,
+                                   atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cache.k), np.asarray(kv.k), rtol=1e-6, atol=1e-6)
