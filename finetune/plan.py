@@ -174,11 +174,14 @@ class _Program:
         self.optimizer = optim.make_optimizer(config.optim, total_steps=1000)
 
         from finetune.step import init_state
+        from modeling.model import axis_names
 
         state = jax.eval_shape(lambda t: init_state(t, self.optimizer, jax.random.PRNGKey(0)),
                                trainable)
-        self.state = _with_shardings(state, sharding.tree_shardings(state, self.mesh, rules))
-        self.frozen = _with_shardings(frozen, sharding.tree_shardings(frozen, self.mesh, rules))
+        axes = axis_names(self.model_config)
+        self.state = _with_shardings(state, sharding.tree_shardings(state, self.mesh, rules, axes))
+        self.frozen = _with_shardings(frozen, sharding.tree_shardings(frozen, self.mesh, rules,
+                                                                      axes))
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
         self.compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
 

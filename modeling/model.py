@@ -58,11 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-<<<<<<< HEAD
-from modeling.activations import constrain
-=======
 from modeling import cpu_kernels
->>>>>>> main
+from modeling.activations import constrain
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 
 Params = dict[str, Any]
@@ -107,8 +104,11 @@ def _scan_layers(stack: nnx.Module, body: Callable[[nnx.Module, Any, Any], tuple
     graphdef, state = nnx.split(stack)
 
     def step(carry: Any, inputs: Any) -> tuple[Any, Any]:
+        # The carry is the [B, ...] activations: pinned where a layer begins and ends when the
+        # caller traces inside `modeling.activations.activation_sharding` (else unchanged).
         layer_state, x = inputs
-        return body(nnx.merge(graphdef, layer_state), carry, x)
+        carry, out = body(nnx.merge(graphdef, layer_state), constrain(carry), x)
+        return constrain(carry), out
 
     if remat:
         step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
@@ -209,14 +209,9 @@ class MlpBlock(nnx.Module):
         self.Dense_0 = Dense((cfg.width, cfg.mlp_dim), ("embed", "mlp"), 1, rngs=rngs, dtype=dtype)
         self.Dense_1 = Dense((cfg.mlp_dim, cfg.width), ("mlp", "embed"), 1, rngs=rngs, dtype=dtype)
 
-<<<<<<< HEAD
-    def body(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
-        return constrain(_vit_block(cfg, p, constrain(x))), None
-=======
     def __call__(self, x: jax.Array, residual: jax.Array) -> jax.Array:
         """residual + MLP(x)."""
         return self.Dense_1(jax.nn.gelu(self.Dense_0(x), approximate=True), residual)
->>>>>>> main
 
 
 class EncoderBlock(nnx.Module):
@@ -795,63 +790,12 @@ def embed_inputs(config: ModelConfig, params: Params, pixel_values: jax.Array,
 
 def decode_layers(config: ModelConfig, llm: Params, x: jax.Array, positions: jax.Array,
                   mask: jax.Array, sliding_mask: jax.Array, remat: bool = False,
-<<<<<<< HEAD
-                  unroll: bool = False, outputs_from: int = 0, with_kv: bool = False,
-                  take_layer: Callable[[Params, int, jax.Array], Params] | None = None
-                  ) -> jax.Array | tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """All decoder blocks over a whole sequence (scan over the stacked layers); `remat`
-    recomputes each block's activations in the backward pass instead of storing them;
-    `unroll` unrolls the scan (see `forward`). Returns x[:, outputs_from:] of the last block,
-    whose queries for the positions before `outputs_from` are never computed; with `with_kv`,
-    also every layer's keys and values (k, v), each [L, B, S, K, H] (the prefill's caches).
-    `take_layer(layers, i, x)`, when given, supplies layer i's parameters from the stacked ones
-    and its input x, the layers running unrolled (`generate.streamed_layer`)."""
-    cfg = config.text
-
-    def block(x: jax.Array, p: Params, layer: jax.Array, queries_from: int):
-        layer_mask = mask
-        if cfg.sliding_window is not None:
-            layer_mask = jnp.where(layer % 2 == 0, mask & sliding_mask, mask)
-        layer_mask = layer_mask[:, queries_from:]
-        kv: dict[str, jax.Array] = {}
-
-        def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-            kv["k"], kv["v"] = k, v
-            return attend(cfg, q, k, v, layer_mask)
-
-        x = constrain(decoder_block(cfg, p, constrain(x), positions, attention, queries_from))
-        return x, ((kv["k"], kv["v"]) if with_kv else None)
-
-    if remat:
-        block = jax.checkpoint(block, policy=jax.checkpoint_policies.nothing_saveable,
-                               static_argnums=(3,))
-    if take_layer is not None:
-        kvs = []
-        for i in range(cfg.depth):
-            queries_from = outputs_from if i == cfg.depth - 1 else 0
-            x, kv = block(x, take_layer(llm["layers"], i, x), jnp.asarray(i), queries_from)
-            kvs.append(kv)
-        if not with_kv:
-            return x
-        return x, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *kvs)
-    scanned = cfg.depth - 1 if outputs_from else cfg.depth
-    layers = jax.tree_util.tree_map(lambda a: a[:scanned], llm["layers"]) if outputs_from else llm["layers"]
-    x, kv = jax.lax.scan(lambda x, inputs: block(x, *inputs, 0), x, (layers, jnp.arange(scanned)),
-                         unroll=unroll)
-    if outputs_from:
-        last = jax.tree_util.tree_map(lambda a: a[-1], llm["layers"])
-        x, kv_last = block(x, last, jnp.asarray(cfg.depth - 1), outputs_from)
-        if with_kv:
-            kv = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), kv, kv_last)
-    return (x, kv) if with_kv else x
-=======
                   unroll: bool = False, outputs_from: int = 0, with_kv: bool = False
                   ) -> jax.Array | tuple[jax.Array, KVCache]:
     """`Gemma2.__call__` over the `llm` subtree of a params dict."""
     return model_from_params(config, llm, "llm")(
         x, positions, mask, sliding_mask, remat=remat, unroll=unroll, outputs_from=outputs_from,
         with_kv=with_kv)
->>>>>>> main
 
 
 def forward(config: ModelConfig, params: Params, pixel_values: jax.Array, input_ids: jax.Array,
