@@ -59,6 +59,7 @@ import numpy as np
 from flax import nnx
 
 from modeling import cpu_kernels
+from modeling.activations import constrain
 from modeling.config import ModelConfig, TextConfig, VisionConfig
 
 Params = dict[str, Any]
@@ -103,8 +104,11 @@ def _scan_layers(stack: nnx.Module, body: Callable[[nnx.Module, Any, Any], tuple
     graphdef, state = nnx.split(stack)
 
     def step(carry: Any, inputs: Any) -> tuple[Any, Any]:
+        # The carry is the [B, ...] activations: pinned where a layer begins and ends when the
+        # caller traces inside `modeling.activations.activation_sharding` (else unchanged).
         layer_state, x = inputs
-        return body(nnx.merge(graphdef, layer_state), carry, x)
+        carry, out = body(nnx.merge(graphdef, layer_state), constrain(carry), x)
+        return constrain(carry), out
 
     if remat:
         step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
