@@ -149,6 +149,7 @@ class _Program:
         import modeling
         from finetune import optim, sharding
         from finetune.trainer import model_config_for
+        from modeling.model import axis_names
 
         self.config = config
         available = jax.devices()
@@ -176,8 +177,10 @@ class _Program:
 
         state = jax.eval_shape(lambda t: init_state(t, self.optimizer, jax.random.PRNGKey(0)),
                                trainable)
-        self.state = _with_shardings(state, sharding.tree_shardings(state, self.mesh, rules))
-        self.frozen = _with_shardings(frozen, sharding.tree_shardings(frozen, self.mesh, rules))
+        axes = axis_names(self.model_config)  # as the trainer shards them
+        self.state = _with_shardings(state, sharding.tree_shardings(state, self.mesh, rules, axes))
+        self.frozen = _with_shardings(frozen,
+                                      sharding.tree_shardings(frozen, self.mesh, rules, axes))
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
         self.compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
 
