@@ -5,7 +5,7 @@ in bfloat16.
 The checkpoint is what transformers itself writes: `PaliGemmaForConditionalGeneration(config)`
 with random weights, built directly in bfloat16 and saved with `save_pretrained` as sharded
 safetensors (no network, no download). Each side then runs in its own subprocess, so each peak
-resident set (`ru_maxrss` of that child) is its own:
+resident set (VmHWM of that child) is its own:
 
     python bench/real_size.py --make /tmp/pg2-3b                 # write the checkpoint (~6 GB)
     python bench/real_size.py /tmp/pg2-3b                        # both sides, side by side
@@ -66,6 +66,14 @@ def make_checkpoint(out: Path, preset: str = PRESET, text_depth: int | None = No
 
 
 def _peak_rss_bytes() -> int:
+    """This process's peak resident set: VmHWM where /proc has it (ru_maxrss would include the
+    parent's resident set at the fork: Linux keeps it across exec), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
@@ -102,8 +110,9 @@ def run_ours(directory: Path, new_tokens: int, batch: int) -> dict:
             "tokens": tokens[0]}
 
 
-def run_transformers(directory: Path, new_tokens: int, batch: int) -> dict:
-    """Load with transformers' `from_pretrained(dtype=bfloat16)` and generate greedily."""
+def run_transformers(directory: Path, new_tokens: int, batch: int, device: str = "cpu") -> dict:
+    """Load with transformers' `from_pretrained(dtype=bfloat16)` onto `device` and generate
+    greedily."""
     import numpy as np
     import torch
     from transformers import PaliGemmaForConditionalGeneration
@@ -111,15 +120,17 @@ def run_transformers(directory: Path, new_tokens: int, batch: int) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     model = PaliGemmaForConditionalGeneration.from_pretrained(
-        directory, dtype=torch.bfloat16, attn_implementation="eager").eval()
+        directory, dtype=torch.bfloat16, attn_implementation="eager").eval().to(device)
+    _sync(device)
     load_s = time.perf_counter() - start
     load_rss = _peak_rss_bytes()
     size = model.config.vision_config.image_size
     pixels, prompts = _inputs(size, batch)
     image_tokens = model.config.vision_config.num_image_tokens
     image_id = model.config.image_token_index
-    ids = torch.tensor([[image_id] * image_tokens + p for p in prompts])
-    px = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(torch.bfloat16)
+    ids = torch.tensor([[image_id] * image_tokens + p for p in prompts], device=device)
+    px = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(
+        device=device, dtype=torch.bfloat16)
     kwargs = {"input_ids": ids, "pixel_values": px, "attention_mask": torch.ones_like(ids),
               "token_type_ids": torch.zeros_like(ids), "do_sample": False,
               "eos_token_id": None, "pad_token_id": 0}
@@ -127,22 +138,33 @@ def run_transformers(directory: Path, new_tokens: int, batch: int) -> dict:
     with torch.inference_mode():
         for n in (1, new_tokens):
             model.generate(**kwargs, max_new_tokens=n, min_new_tokens=n)
+            _sync(device)
             start = time.perf_counter()
             out = model.generate(**kwargs, max_new_tokens=n, min_new_tokens=n)
+            _sync(device)
             times[n] = time.perf_counter() - start
     return {"load_s": load_s, "load_peak_rss": load_rss, "prefill_s": times[1],
             "per_token_s": (times[new_tokens] - times[1]) / max(new_tokens - 1, 1),
             "tokens": out[0, ids.shape[1]:].tolist()}
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 SIDES = {"ours": run_ours, "transformers": run_transformers}
 
 
-def measure(side: str, directory: Path, new_tokens: int, batch: int) -> dict:
-    """Run one side in a fresh subprocess; its peak RSS is that child's alone."""
+def measure(side: str, directory: Path, new_tokens: int, batch: int, **options: object) -> dict:
+    """Run one side in a fresh subprocess; its peak RSS is that child's alone. `options` go to
+    the side's function (e.g. device="cuda" for transformers)."""
     code = ("import json, sys, resource; from bench.real_size import SIDES, _peak_rss_bytes; "
             "from pathlib import Path; "
-            f"r = SIDES[{side!r}](Path({str(directory)!r}), {new_tokens}, {batch}); "
+            f"r = SIDES[{side!r}](Path({str(directory)!r}), {new_tokens}, {batch}, "
+            f"**{options!r}); "
             "r['peak_rss'] = _peak_rss_bytes(); print('RESULT ' + json.dumps(r))")
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

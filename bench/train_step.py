@@ -122,8 +122,9 @@ TORCH_FROZEN = {
 }
 
 
-def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"):
-    """(run one step, first-step seconds, last loss getter, torch threads)."""
+def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all",
+               device: str = "cpu"):
+    """(run one step, first-step seconds, last loss getter, torch threads) on `device`."""
     import torch
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
@@ -134,7 +135,7 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
     hf["text_config"]["attn_implementation"] = "eager"  # Gemma 2 soft-capping needs eager
     model = PaliGemmaForConditionalGeneration(PaliGemmaConfig.from_dict(hf))
     model.config._attn_implementation = "eager"
-    model.train()
+    model.to(device).train()
     for name, param in model.named_parameters():
         if any(part in name.split(".") for part in TORCH_FROZEN[trainable_mode]):
             param.requires_grad_(False)
@@ -150,6 +151,8 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
     labels = input_ids.clone()
     labels[token_type == 0] = -100
     pixels = torch.from_numpy(batch["pixel_values"].transpose(0, 3, 1, 2).copy())
+    input_ids, token_type, labels, pixels = (t.to(device) for t in (input_ids, token_type, labels,
+                                                                     pixels))
     attention = torch.ones_like(input_ids)
 
     box = {"loss": None}
@@ -162,6 +165,8 @@ def torch_step(config, batch: dict[str, np.ndarray], trainable_mode: str = "all"
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         box["loss"] = out.loss.detach()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     first = _timed(run)
     return run, first, lambda: float(box["loss"]), torch.get_num_threads()

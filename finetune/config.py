@@ -116,6 +116,10 @@ class MeshSection:
     rules: list[list[str]] = field(default_factory=list)
     # Call jax.distributed.initialize() (multi-host GPU nodes, TPU slices).
     distributed: bool = False
+    # Pin activations to the batch sharding where every layer begins and ends
+    # (modeling.activations); without it XLA may keep the whole batch's activations on every
+    # device under FSDP (`radreport finetune --plan` shows the difference).
+    shard_activations: bool = True
 
 
 @dataclass

@@ -70,6 +70,7 @@ class TrainPlan:
     batch_size: int
     trainable: str
     remat: bool
+    shard_activations: bool
     compute_dtype: str
     parameters_total: int
     trainable_total: int
@@ -149,7 +150,6 @@ class _Program:
         import modeling
         from finetune import optim, sharding
         from finetune.trainer import model_config_for
-        from modeling.model import axis_names
 
         self.config = config
         available = jax.devices()
@@ -174,13 +174,14 @@ class _Program:
         self.optimizer = optim.make_optimizer(config.optim, total_steps=1000)
 
         from finetune.step import init_state
+        from modeling.model import axis_names
 
         state = jax.eval_shape(lambda t: init_state(t, self.optimizer, jax.random.PRNGKey(0)),
                                trainable)
-        axes = axis_names(self.model_config)  # as the trainer shards them
+        axes = axis_names(self.model_config)
         self.state = _with_shardings(state, sharding.tree_shardings(state, self.mesh, rules, axes))
-        self.frozen = _with_shardings(frozen,
-                                      sharding.tree_shardings(frozen, self.mesh, rules, axes))
+        self.frozen = _with_shardings(frozen, sharding.tree_shardings(frozen, self.mesh, rules,
+                                                                      axes))
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
         self.compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
 
@@ -210,6 +211,10 @@ class _Program:
         step = make_train_step(forward, self.optimizer, compute_dtype=self.compute_dtype,
                                grad_accum_steps=accum, lora_scale=self.lora_scale,
                                lora_axes=self.lora_axes, label_smoothing=cfg.optim.label_smoothing)
+        if cfg.mesh.shard_activations:
+            from modeling.activations import with_activation_sharding
+
+            step = with_activation_sharding(step, batch_sharding)
         jitted = jax.jit(step, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                          donate_argnums=(0,))
         memory: CompiledMemory = compiled_memory(jitted.lower(self.state, self.frozen, batch).compile())
@@ -263,6 +268,7 @@ def plan_here(
         mesh={k: int(v) for k, v in program.mesh.shape.items()},
         device_memory=device_memory, headroom=headroom, batch_size=config.optim.batch_size,
         trainable=config.optim.trainable, remat=config.model.remat,
+        shard_activations=config.mesh.shard_activations,
         compute_dtype=config.model.compute_dtype, parameters_total=program.parameters_total,
         trainable_total=program.trainable_total,
     )
@@ -310,13 +316,18 @@ def plan(
     return TrainPlan.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
 def format_plan(result: TrainPlan) -> str:
     """The plan as a table a person reads: one column per compiled micro-batch."""
     b = format_bytes
     lines = [
-        f"{result.config}: {result.model}, {result.parameters_total / 1e9:.2f}B parameters "
-        f"({result.trainable_total / 1e9:.2f}B trainable: {result.trainable}), "
-        f"{result.compute_dtype} compute, remat {'on' if result.remat else 'off'}",
+        f"{result.config}: {result.model}, {_count(result.parameters_total)} parameters "
+        f"({_count(result.trainable_total)} trainable: {result.trainable}), "
+        f"{result.compute_dtype} compute, remat {'on' if result.remat else 'off'}, "
+        f"activations {'pinned to' if result.shard_activations else 'free of'} the batch sharding",
         f"{result.devices} devices, mesh {result.mesh}, {b(result.device_memory)} each; budget "
         f"{b(result.budget)} ({result.headroom:.0%} headroom); global batch {result.batch_size}",
         "",

@@ -154,7 +154,10 @@ class Run:
         current = self.config.to_dict()
         comparable = {k: v for k, v in current.items() if k not in ("time_limit_s",)}
         if path.exists():
-            saved = json.loads(path.read_text())
+            # Keys added since the run started take their defaults (so it still resumes).
+            from finetune.config import from_dict
+
+            saved = from_dict(json.loads(path.read_text())).to_dict()
             saved = {k: v for k, v in saved.items() if k not in ("time_limit_s",)}
             if saved != comparable:
                 raise ConfigError(
@@ -274,6 +277,10 @@ class Run:
             lora_axes=self.lora_axes,
             label_smoothing=cfg.optim.label_smoothing,
         )
+        if cfg.mesh.shard_activations:
+            from modeling.activations import with_activation_sharding
+
+            step = with_activation_sharding(step, sharding.batch_sharding(self.mesh))
         self.train_step = jax.jit(
             step,
             out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),

@@ -1,4 +1,4 @@
-"""De-identification: a PS3.15 Basic Profile copy of a DICOM header, and hashed identifiers for logs.
+"""De-identification: a PS3.15 Basic Profile copy of a DICOM header; hashed identifiers for logs.
 
 The attribute table (which action applies to which tag) is the DICOM standard's Table E.1-1 as
 packaged by ``dicom-anonymizer`` (edition 2026c); the actions are applied here so that UIDs map
@@ -44,7 +44,8 @@ __all__ = ["Deidentifier", "SafeIds", "has_burned_in_annotation", "profile_actio
 
 SECRET_ENV = "RADREPORT_DEID_SECRET"
 _TABLE_EDITION = "dicomfields_2026c"
-_ACTION_PRIORITY = ("X_Z_U_STAR_TAGS", "U_TAGS", "X_Z_D_TAGS", "X_D_TAGS", "Z_D_TAGS", "D_TAGS", "X_Z_TAGS", "Z_TAGS", "X_TAGS")
+_ACTION_PRIORITY = ("X_Z_U_STAR_TAGS", "U_TAGS", "X_Z_D_TAGS", "X_D_TAGS", "Z_D_TAGS", "D_TAGS",
+                    "X_Z_TAGS", "Z_TAGS", "X_TAGS")
 _ACTION_OF = {
     "D_TAGS": "D",
     "Z_TAGS": "Z",
@@ -57,7 +58,8 @@ _ACTION_OF = {
     "X_Z_U_STAR_TAGS": "U",
 }
 _PATIENT_ID = 0x00100020
-_PATIENT_CHARACTERISTICS = {0x00101010, 0x00100040, 0x00101020, 0x00101030, 0x00102160, 0x001021C0, 0x001021A0}
+_PATIENT_CHARACTERISTICS = {0x00101010, 0x00100040, 0x00101020, 0x00101030, 0x00102160,
+                            0x001021C0, 0x001021A0}
 _DUMMY = {
     "PN": "ANONYMOUS",
     "LO": "ANONYMIZED",
@@ -109,7 +111,8 @@ class SafeIds:
 
     def as_dict(self) -> dict[str, str | None]:
         """Plain dict, e.g. for structured logging."""
-        return {"study": self.study, "series": self.series, "instance": self.instance, "patient": self.patient}
+        return {"study": self.study, "series": self.series, "instance": self.instance,
+                "patient": self.patient}
 
 
 class Deidentifier:
@@ -169,7 +172,7 @@ class Deidentifier:
         return self._digest(kind, str(value).strip()).hex()[:16]
 
     def safe_ids(self, source: Dataset | object) -> SafeIds:
-        """Hashed identifiers of a Dataset or of a decoded image (``radiology.dicom.DicomImage``)."""
+        """Hashed identifiers of a Dataset or a decoded image (``radiology.dicom.DicomImage``)."""
         if isinstance(source, Dataset):
             study = source.get("StudyInstanceUID")
             series = source.get("SeriesInstanceUID")
@@ -188,7 +191,7 @@ class Deidentifier:
         )
 
     def deidentify(self, ds: Dataset, *, keep_pixels: bool = False) -> Dataset:
-        """A de-identified copy of ``ds`` (the input is not modified); pixel data dropped by default."""
+        """A de-identified copy of ``ds`` (``ds`` is unchanged); pixel data dropped by default."""
         source = ds
         if not keep_pixels:  # drop pixels from a shallow copy first: never deep-copy megabytes
             pixel_tags = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -240,7 +243,9 @@ class Deidentifier:
         for tag in list(ds.keys()):
             tag = BaseTag(tag)
             group = tag.group
-            if tag.is_private or (0x5000 <= group <= 0x50FF) or (0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000)):
+            curve = 0x5000 <= group <= 0x50FF
+            overlay_data_or_comment = 0x6000 <= group <= 0x60FF and tag.element in (0x3000, 0x4000)
+            if tag.is_private or curve or overlay_data_or_comment:
                 del ds[tag]
                 continue
             action = actions.get(int(tag))

@@ -64,8 +64,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
         title="radreport",
         version="1.0",
         summary="Chest X-ray draft reports: DICOM in (upload or STOW-RS), drafts out.",
-        description="Bearer tokens are API keys from `radreport admin create-key`; each endpoint names its "
-        "roles (`x-roles`). Studies move received -> ingested -> generating -> draft_ready, or failed with a reason.",
+        description="Bearer tokens are API keys from `radreport admin create-key`; each endpoint "
+        "names its roles (`x-roles`). Studies move received -> ingested -> generating -> "
+        "draft_ready, or failed with a reason.",
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -7,7 +7,8 @@ import socket
 
 import typer
 
-admin_app = typer.Typer(help="Administer the service: API keys, migrations, reconciliation.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administer the service: API keys, migrations, reconciliation.",
+                        no_args_is_help=True)
 
 
 def serve(
@@ -15,7 +16,7 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(1, help="API processes (uvicorn workers)."),
 ) -> None:
-    """Run the API (migrations first). Settings come from the environment (DATABASE_URL, REDIS_URL, STORAGE_DIR)."""
+    """Run the API (migrations first); settings come from DATABASE_URL, REDIS_URL, STORAGE_DIR."""
     import uvicorn
 
     from service.core import logs
@@ -37,7 +38,8 @@ def serve(
 
 def worker(
     queues: str = typer.Option("ingest,generate,score", help="Comma-separated queues to consume."),
-    concurrency: int = typer.Option(0, help="Processes for CPU queues (0: WORKER_CONCURRENCY). Ignored with generate."),
+    concurrency: int = typer.Option(
+        0, help="Processes for CPU queues (0: WORKER_CONCURRENCY). Ignored with generate."),
     name: str = typer.Option("", help="Worker node name (default: queues@host:pid)."),
 ) -> None:
     """Run a Celery worker. With `generate` it uses the solo pool (JAX is not fork-safe), loads
@@ -58,8 +60,9 @@ def worker(
 
     if "generate" in chosen:
         model = load_model(settings, warmup=True)
+        compile_s = sum(model.compile_s.values())
         typer.echo(f"model bundle {model.bundle_id} loaded in {model.load_s:.1f} s; "
-                   f"buckets {model.buckets} compiled in {sum(model.compile_s.values()):.1f} s", err=True)
+                   f"buckets {model.buckets} compiled in {compile_s:.1f} s", err=True)
         pool, processes = "solo", 1
     elif "evaluate" in chosen:  # an offline evaluation loads a bundle with JAX: no fork after that
         pool, processes = "solo", 1
@@ -68,8 +71,8 @@ def worker(
     node = name or f"{'+'.join(chosen)}@{socket.gethostname()}:{os.getpid()}"
     celery_app().worker_main([
         "worker", "--queues", ",".join(chosen), "--pool", pool, "--concurrency", str(processes),
-        "--hostname", node, "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
-        "--prefetch-multiplier", "1",
+        "--hostname", node, "--loglevel", settings.log_level,
+        "--without-gossip", "--without-mingle", "--prefetch-multiplier", "1",
     ])
 
 
@@ -115,7 +118,7 @@ def create_key(
     expires_days: float | None = typer.Option(
         None, help="Days until the key stops working (default: until revoked)."),
 ) -> None:
-    """Create an API key; prints the bearer token alone on stdout (it is not stored, only its hash)."""
+    """Create an API key; prints the bearer token alone on stdout (only its hash is stored)."""
     from service.auth.api_keys import create_api_key
     from service.core.config import get_settings
     from service.core.db import migrate, session_scope
@@ -124,7 +127,8 @@ def create_key(
     try:
         chosen = Role(role)
     except ValueError:
-        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
+        roles = ", ".join(r.value for r in Role)
+        raise typer.BadParameter(f"role must be one of {roles}") from None
     settings = get_settings()
     settings.ensure_dirs()
     migrate(settings.database_url)
@@ -139,7 +143,7 @@ def create_key(
 
 @admin_app.command("list-keys")
 def list_keys() -> None:
-    """List API keys (never the tokens): user, role, prefix, created, expires, last used, revoked."""
+    """List API keys (never the tokens): user, role, prefix, created, expires, last use, revoked."""
     from service.auth.api_keys import describe_api_keys
     from service.core.config import get_settings
     from service.core.db import migrate, session_scope
@@ -230,10 +234,12 @@ def reindex_command() -> None:
 @admin_app.command("create-user")
 def create_user_command(
     role: str = typer.Option(..., help="radiologist, admin, uploader or viewer."),
-    name: str = typer.Option(..., help="The person's user name (also the printed name on signatures)."),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin (scripts)."),
+    name: str = typer.Option(
+        ..., help="The person's user name (also the printed name on signatures)."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from stdin (scripts)."),
 ) -> None:
-    """Create a person's account with a password (argon2), or set a new password; they sign in at POST /v1/login."""
+    """Create a person's account with a password (argon2), or set a new one (for POST /v1/login)."""
     import sys
 
     from service.auth.accounts import AccountError, create_user
@@ -244,7 +250,8 @@ def create_user_command(
     try:
         chosen = Role(role)
     except ValueError:
-        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
+        roles = ", ".join(r.value for r in Role)
+        raise typer.BadParameter(f"role must be one of {roles}") from None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

@@ -1,7 +1,7 @@
-"""People's accounts: argon2 password hashes, short-lived sign-in tokens, sign-out, re-authentication.
+"""People's accounts: argon2 password hashes, short-lived sign-in tokens, sign-out, re-auth.
 
-Machines (a PACS, an integration engine) keep API keys (`service.auth.api_keys`); people sign in with
-a password at `POST /v1/login` and get a bearer token that expires after `LOGIN_TTL_S` or after
+Machines (a PACS, an integration engine) keep API keys (`service.auth.api_keys`); people sign in
+with a password at `POST /v1/login` and get a bearer token that expires after `LOGIN_TTL_S` or after
 `LOGIN_IDLE_S` without use (HIPAA 164.312(a)(2)(iii) automatic logoff), and that sign-out revokes.
 Both kinds of token travel in the same `Authorization: Bearer` header; sign-in tokens start with
 `rrs_`, API keys with `rr_`. A hospital that runs its own identity provider puts an OIDC-aware
@@ -43,13 +43,14 @@ class CredentialError(AuthError):
 
 
 class TooManyFailures(AuthError):
-    """Too many failed sign-ins for this user name recently; sign-in is refused until the window passes."""
+    """Too many failed sign-ins for this user name lately; refused until the window passes."""
 
     status = 429
 
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many failed sign-ins for this user name; try again in {retry_after_s // 60 + 1} minutes "
-                         "or ask an administrator")
+        minutes = retry_after_s // 60 + 1
+        super().__init__(f"too many failed sign-ins for this user name; try again in {minutes} "
+                         "minutes or ask an administrator")
         self.retry_after_s = retry_after_s
 
     def headers(self) -> dict[str, str]:
@@ -95,20 +96,22 @@ def check_password_strength(password: str) -> None:
         raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
 
 
-def create_user(session: Session, *, name: str, role: Role, password: str, actor: str = "cli:admin") -> User:
-    """Create a person's account with a password, or set the password of an existing user of that role."""
+def create_user(session: Session, *, name: str, role: Role, password: str,
+                actor: str = "cli:admin") -> User:
+    """Create a person's account with a password, or set the password of an existing such user."""
     check_password_strength(password)
     try:
         user = get_or_create_user(session, name=name, role=role, actor=actor)
     except RoleConflict as error:
         raise AccountError(str(error)) from error
     user.password_hash = hash_password(password)
-    session.add(AuditEvent(actor=actor, action="user.set_password", user_id=None, details={"user": name}))
+    session.add(AuditEvent(actor=actor, action="user.set_password", user_id=None,
+                           details={"user": name}))
     return user
 
 
 def verify_password(session: Session, user: User, password: str) -> bool:
-    """Whether `password` is the user's; rehashes transparently when the argon2 parameters changed."""
+    """Whether `password` is the user's; rehashes transparently when argon2's parameters changed."""
     if not user.password_hash:
         return False
     try:
@@ -129,7 +132,7 @@ def recent_failures(session: Session, name: str, window_s: int) -> list[dt.datet
     """Times of the failed password checks of user name `name` in the last `window_s` seconds
     (from the audit trail): failed sign-ins and failed re-authentications at signing."""
     since = utcnow() - dt.timedelta(seconds=window_s)
-    user_id = session.scalar(select(User.id).where(User.name == name)) if "\x00" not in name else None
+    user_id = None if "\x00" in name else session.scalar(select(User.id).where(User.name == name))
     whose = AuditEvent.actor == f"user:{name}"[:200]
     if user_id is not None:
         whose = or_(whose, and_(AuditEvent.action == REAUTH_FAILURE, AuditEvent.user_id == user_id))
@@ -166,37 +169,40 @@ def lock_after_failure(session: Session, user: User, lockout: Lockout) -> bool:
     return True
 
 
-def check_credentials(session: Session, name: str, password: str, *, max_failures: int | None = None,
-                      lockout_s: int = 900) -> User:
+def check_credentials(session: Session, name: str, password: str, *,
+                      max_failures: int | None = None, lockout_s: int = 900) -> User:
     """The active user `name` if `password` matches; CredentialError otherwise (failure audited).
 
-    With `max_failures`, a name that failed that often within `lockout_s` is refused without checking
-    the password (TooManyFailures), which caps online guessing.
+    With `max_failures`, a name that failed that often within `lockout_s` is refused without
+    checking the password (TooManyFailures), which caps online guessing.
     """
     if max_failures is not None:
         check_lockout(session, name, Lockout(max_failures, lockout_s))
     user = None if "\x00" in name else session.scalar(select(User).where(User.name == name))
     if user is None:
-        hash_password(password)  # spend the same time as a real check: no user enumeration by timing
+        # Spend the same time as a real check: no user enumeration by timing.
+        hash_password(password)
     elif user.active and verify_password(session, user, password):
         return user
-    session.add(AuditEvent(actor=f"user:{name}"[:200], user_id=user.id if user else None, action="login.failure",
-                           details={"user_known": user is not None}))
+    session.add(AuditEvent(actor=f"user:{name}"[:200], user_id=user.id if user else None,
+                           action="login.failure", details={"user_known": user is not None}))
     raise CredentialError("unknown user name or wrong password")
 
 
-def login(session: Session, name: str, password: str, *, ttl_s: int, idle_s: int, max_failures: int | None = None,
-          lockout_s: int = 900) -> tuple[str, LoginToken]:
+def login(session: Session, name: str, password: str, *, ttl_s: int, idle_s: int,
+          max_failures: int | None = None, lockout_s: int = 900) -> tuple[str, LoginToken]:
     """Check the password and issue a sign-in token: (token shown once, its row)."""
-    user = check_credentials(session, name, password, max_failures=max_failures, lockout_s=lockout_s)
+    user = check_credentials(session, name, password, max_failures=max_failures,
+                             lockout_s=lockout_s)
     token = LOGIN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = LoginToken(user_id=user.id, token_sha256=hash_token(token), created_at=now,
                      expires_at=now + dt.timedelta(seconds=ttl_s), idle_s=idle_s, last_seen=now)
     session.add(row)
     session.flush()
+    details = {"login_token_id": row.id, "expires_at": row.expires_at.isoformat()}
     session.add(AuditEvent(actor=user.name, user_id=user.id, action="login.success",
-                           details={"login_token_id": row.id, "expires_at": row.expires_at.isoformat()}))
+                           details=details))
     return token, row
 
 
@@ -222,7 +228,7 @@ def authenticate_login(session: Session, token: str) -> User:
 
 
 def logout(session: Session, token: str, user: User) -> bool:
-    """Revoke the sign-in token `token`; False when it is not a sign-in token (API keys are revoked by admins)."""
+    """Revoke the sign-in token `token`; False for any other token (admins revoke API keys)."""
     if not token.startswith(LOGIN_PREFIX):
         return False
     row = _token_row(session, token)
@@ -230,7 +236,8 @@ def logout(session: Session, token: str, user: User) -> bool:
         return False
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        session.add(AuditEvent(actor=user.name, user_id=user.id, action="logout", details={"login_token_id": row.id}))
+        session.add(AuditEvent(actor=user.name, user_id=user.id, action="logout",
+                               details={"login_token_id": row.id}))
     return True
 
 
@@ -239,19 +246,22 @@ def revoke_logins(session: Session, *, name: str, actor: str = "cli:admin") -> i
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         raise AccountError(f"no user named {name!r}")
-    rows = session.scalars(select(LoginToken).where(LoginToken.user_id == user.id, LoginToken.revoked_at.is_(None)))
+    live = select(LoginToken).where(LoginToken.user_id == user.id, LoginToken.revoked_at.is_(None))
+    rows = session.scalars(live)
     count = 0
     for row in rows:
         row.revoked_at = utcnow()
         count += 1
-    session.add(AuditEvent(actor=actor, action="login.revoke_all", details={"user": name, "count": count}))
+    session.add(AuditEvent(actor=actor, action="login.revoke_all",
+                           details={"user": name, "count": count}))
     return count
 
 
 def set_active(session: Session, *, name: str, active: bool, actor: str = "cli:admin") -> None:
-    """Enable or disable an account (a disabled account's keys and sign-ins stop working at once)."""
+    """Enable or disable an account (a disabled account's keys and sign-ins stop at once)."""
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         raise AccountError(f"no user named {name!r}")
     user.active = active
-    session.add(AuditEvent(actor=actor, action="user.enable" if active else "user.disable", details={"user": name}))
+    action = "user.enable" if active else "user.disable"
+    session.add(AuditEvent(actor=actor, action=action, details={"user": name}))

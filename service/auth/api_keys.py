@@ -49,7 +49,8 @@ def revoke_api_keys(session: Session, *, name: str, actor: str = "cli:admin") ->
         if key.revoked_at is None:
             key.revoked_at = utcnow()
             count += 1
-    session.add(AuditEvent(actor=actor, action="api_key.revoke", details={"user": name, "count": count}))
+    session.add(AuditEvent(actor=actor, action="api_key.revoke",
+                           details={"user": name, "count": count}))
     return count
 
 

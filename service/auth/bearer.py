@@ -1,4 +1,4 @@
-"""Who a bearer token belongs to: a person's sign-in token (`rrs_`) or a machine's API key (`rr_`)."""
+"""Who a bearer token belongs to: a person's sign-in token (`rrs_`) or a machine's key (`rr_`)."""
 
 from __future__ import annotations
 

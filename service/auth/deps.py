@@ -1,4 +1,4 @@
-"""The current user as a dependency: `require(*roles)` admits exactly those roles; OpenAPI role docs."""
+"""The current user as a dependency: `require(*roles)` admits just those roles; role docs."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ def require(*roles: Role) -> Callable[..., User]:
     ) -> User:
         user = authenticate(session, credentials.credentials if credentials else None)
         if user.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                detail=f"role {user.role.value} may not do this; allowed: {', '.join(sorted(r.value for r in allowed))}",
+                detail=f"role {user.role.value} may not do this; allowed: {names}",
             )
         return user
 

@@ -18,6 +18,8 @@ from service.core.models import Role, User
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 EVERYONE = (Role.uploader, Role.radiologist, Role.admin)
+#: The bearer token of the request, if any (sign-out and "who am I" tell the two kinds apart).
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 class LoginResponse(BaseModel):
@@ -27,7 +29,8 @@ class LoginResponse(BaseModel):
     token_type: str = "bearer"
     expires_in: int = Field(description="Seconds until the token expires at the latest.")
     expires_at: dt.datetime
-    idle_timeout_s: int = Field(description="The token also expires after this long without a request.")
+    idle_timeout_s: int = Field(
+        description="The token also expires after this long without a request.")
     user: str
     role: str
 
@@ -38,16 +41,19 @@ class Me(BaseModel):
     user: str
     role: str
     token: str = Field(description="`sign-in` (from POST /v1/login) or `api-key`.")
-    has_password: bool = Field(description="Whether the account can sign reports (signing re-asks the password).")
+    has_password: bool = Field(
+        description="Whether the account can sign reports (signing re-asks the password).")
 
 
 @router.post(
     "/login",
     response_model=LoginResponse,
     summary="Sign in with user name and password; returns a short-lived bearer token",
-    description="No token needed. Form fields `username` and `password` (OAuth2 password flow). The token "
-    "expires after LOGIN_TTL_S or after LOGIN_IDLE_S without use; POST /v1/logout revokes it. Machines use API "
-    "keys instead. Failed attempts are audited; after LOGIN_MAX_FAILURES within LOGIN_LOCKOUT_S the name is refused (429). A hospital identity provider (OIDC) is described in docs/review.md.",
+    description="No token needed. Form fields `username` and `password` (OAuth2 password flow). "
+    "The token expires after LOGIN_TTL_S or after LOGIN_IDLE_S without use; POST /v1/logout "
+    "revokes it. Machines use API keys instead. Failed attempts are audited; after "
+    "LOGIN_MAX_FAILURES within LOGIN_LOCKOUT_S the name is refused (429). A hospital identity "
+    "provider (OIDC) is described in docs/review.md.",
     responses={401: {"model": Problem, "description": "Unknown user or wrong password"},
                429: {"model": Problem, "description": "Too many failed sign-ins for this name "
                      "(LOGIN_MAX_FAILURES), or too many attempts from this client "
@@ -56,11 +62,13 @@ class Me(BaseModel):
 )
 def login(_: PasswordAttempt, form: Annotated[OAuth2PasswordRequestForm, Depends()],
           session: SessionDep, settings: SettingsDep) -> LoginResponse:
-    token, row = accounts.login(session, form.username, form.password, ttl_s=settings.login_ttl_s,
-                                idle_s=settings.login_idle_s, max_failures=settings.login_max_failures,
+    token, row = accounts.login(session, form.username, form.password,
+                                ttl_s=settings.login_ttl_s, idle_s=settings.login_idle_s,
+                                max_failures=settings.login_max_failures,
                                 lockout_s=settings.login_lockout_s)
-    return LoginResponse(access_token=token, expires_in=settings.login_ttl_s, expires_at=row.expires_at,
-                         idle_timeout_s=row.idle_s, user=row.user.name, role=row.user.role.value)
+    return LoginResponse(access_token=token, expires_in=settings.login_ttl_s,
+                         expires_at=row.expires_at, idle_timeout_s=row.idle_s,
+                         user=row.user.name, role=row.user.role.value)
 
 
 @router.post(
@@ -68,16 +76,16 @@ def login(_: PasswordAttempt, form: Annotated[OAuth2PasswordRequestForm, Depends
     status_code=204,
     response_class=Response,
     summary="Sign out: revoke this sign-in token",
-    description="Roles: uploader, radiologist, admin. Only sign-in tokens can be signed out (409 for an API key: "
-    "an administrator revokes those with `radreport admin revoke-keys`).",
+    description="Roles: uploader, radiologist, admin. Only sign-in tokens can be signed out (409 "
+    "for an API key: an administrator revokes those with `radreport admin revoke-keys`).",
     openapi_extra=roles_doc(*EVERYONE),
     responses={**ERRORS, 409: {"model": Problem}},
 )
 def logout(session: SessionDep, user: Annotated[User, Depends(require(*EVERYONE))],
-           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Response:
+           credentials: Credentials) -> Response:
     if credentials is None or not accounts.logout(session, credentials.credentials, user):
-        raise HTTPException(409, detail="this is an API key, not a sign-in token; an administrator revokes API keys "
-                            "with `radreport admin revoke-keys`")
+        raise HTTPException(409, detail="this is an API key, not a sign-in token; an administrator "
+                            "revokes API keys with `radreport admin revoke-keys`")
     return Response(status_code=204)
 
 
@@ -89,7 +97,8 @@ def logout(session: SessionDep, user: Annotated[User, Depends(require(*EVERYONE)
     openapi_extra=roles_doc(*EVERYONE),
     responses=ERRORS,
 )
-def me(user: Annotated[User, Depends(require(*EVERYONE))],
-       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Me:
-    kind = "sign-in" if credentials and credentials.credentials.startswith(accounts.LOGIN_PREFIX) else "api-key"
-    return Me(user=user.name, role=user.role.value, token=kind, has_password=bool(user.password_hash))
+def me(user: Annotated[User, Depends(require(*EVERYONE))], credentials: Credentials) -> Me:
+    token = credentials.credentials if credentials else ""
+    signed_in = token.startswith(accounts.LOGIN_PREFIX)
+    return Me(user=user.name, role=user.role.value, token="sign-in" if signed_in else "api-key",
+              has_password=bool(user.password_hash))

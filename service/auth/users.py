@@ -40,7 +40,9 @@ def get_or_create_user(session: Session, *, name: str, role: Role, actor: str) -
         user = User(name=name, role=role)
         session.add(user)
         session.flush()
-        session.add(AuditEvent(actor=actor, action="user.create", details={"user": name, "role": role.value}))
+        session.add(AuditEvent(actor=actor, action="user.create",
+                               details={"user": name, "role": role.value}))
     elif user.role != role:
-        raise RoleConflict(f"user {name!r} already exists with role {user.role.value}, not {role.value}")
+        raise RoleConflict(
+            f"user {name!r} already exists with role {user.role.value}, not {role.value}")
     return user

@@ -1,1 +1,1 @@
-"""What every part of the service shares: settings, database, schema, file store, queues, HTTP plumbing."""
+"""What every part of the service shares: settings, database, schema, file store, queues, HTTP."""

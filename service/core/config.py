@@ -23,17 +23,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", case_sensitive=False)
 
     # Where things live.
-    database_url: str = Field("sqlite:///var/radreport.db", description="SQLAlchemy URL (SQLite or PostgreSQL).")
+    database_url: str = Field(
+        "sqlite:///var/radreport.db", description="SQLAlchemy URL (SQLite or PostgreSQL).")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis).")
-    storage_dir: Path = Field(Path("var/store"), description="Root of the content-addressed file store.")
-    model_bundle: Path | None = Field(None, description="Model bundle directory used by generate workers.")
+    storage_dir: Path = Field(
+        Path("var/store"), description="Root of the content-addressed file store.")
+    model_bundle: Path | None = Field(
+        None, description="Model bundle directory used by generate workers.")
 
     # Upload limits (bytes / counts).
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest request body accepted.")
     max_instance_bytes: int = Field(128 * 1024 * 1024, description="Largest single DICOM instance.")
     max_instances_per_upload: int = Field(64, description="Most instances in one upload.")
-    max_zip_ratio: float = Field(200.0, description="Largest uncompressed/compressed ratio of a zip member.")
-    max_image_pixels: int = Field(64_000_000, description="Largest Rows*Columns*Frames accepted at ingest.")
+    max_zip_ratio: float = Field(
+        200.0, description="Largest uncompressed/compressed ratio of a zip member.")
+    max_image_pixels: int = Field(
+        64_000_000, description="Largest Rows*Columns*Frames accepted at ingest.")
     max_json_bytes: int = Field(16 * 1024 * 1024, description="Largest JSON request body (report "
                                 "text, score pairs); larger ones are answered 413.")
     max_concurrent_uploads: int = Field(
@@ -44,16 +49,24 @@ class Settings(BaseSettings):
         "with Retry-After.")
 
     # Pipeline reliability.
-    max_attempts: int = Field(3, description="Deliveries of a stage before the study fails (poison cap).")
+    max_attempts: int = Field(
+        3, description="Deliveries of a stage before the study fails (poison cap).")
     transient_retries: int = Field(5, description="Retries with backoff for transient faults.")
     retry_backoff_s: float = Field(2.0, description="First backoff delay for transient faults.")
-    lease_s: float = Field(600.0, description="How long a worker owns a claimed study before others may retake it.")
-    visibility_timeout_s: int = Field(3600, description="Redis visibility timeout for unacknowledged tasks.")
-    reconcile_interval_s: float = Field(30.0, description="Period of the reconciler (0 disables it).")
-    reconcile_after_s: float = Field(120.0, description="Age after which unfinished work is re-enqueued.")
-    broker_timeout_s: float = Field(3.0, description="Timeout when publishing to / pinging Redis from the API.")
-    worker_heartbeat_s: float = Field(5.0, description="Period of worker heartbeats written to the database.")
-    worker_alive_s: float = Field(30.0, description="A worker counts as alive this long after its last heartbeat.")
+    lease_s: float = Field(
+        600.0, description="How long a worker owns a claimed study before others may retake it.")
+    visibility_timeout_s: int = Field(
+        3600, description="Redis visibility timeout for unacknowledged tasks.")
+    reconcile_interval_s: float = Field(
+        30.0, description="Period of the reconciler (0 disables it).")
+    reconcile_after_s: float = Field(
+        120.0, description="Age after which unfinished work is re-enqueued.")
+    broker_timeout_s: float = Field(
+        3.0, description="Timeout when publishing to / pinging Redis from the API.")
+    worker_heartbeat_s: float = Field(
+        5.0, description="Period of worker heartbeats written to the database.")
+    worker_alive_s: float = Field(
+        30.0, description="A worker counts as alive this long after its last heartbeat.")
 
     # Generation.
     batch_size: int = Field(4, description="Most studies gathered into one generate call.")
@@ -62,21 +75,24 @@ class Settings(BaseSettings):
         "set, the worker compiles its generate program at start and lowers BATCH_SIZE to the "
         "largest batch (1, 2, 4, ...) that fits 90% of it (modeling.memory).")
     batch_wait_ms: int = Field(200, description="How long a generate worker waits to fill a batch.")
-    max_new_tokens: int | None = Field(None, description="Override of the bundle's generation length.")
-    image_cache_size: int = Field(1024, description="Longest side of the decoded image kept for renders.")
+    max_new_tokens: int | None = Field(
+        None, description="Override of the bundle's generation length.")
+    image_cache_size: int = Field(
+        1024, description="Longest side of the decoded image kept for renders.")
 
     # Operations.
     worker_concurrency: int = Field(2, description="Processes of a CPU-only (ingest/score) worker.")
     log_level: str = Field("INFO", description="Log level of API and workers.")
-    jax_cache_dir: Path | None = Field(None, description="Persistent JAX compilation cache (private to the worker).")
+    jax_cache_dir: Path | None = Field(
+        None, description="Persistent JAX compilation cache (private to the worker).")
     fault_kill_marker: str | None = Field(
         None,
         description="Test hook (service.worker.faults): a generate worker SIGKILLs itself while "
         "generating a study whose StudyDescription contains this marker. Never set in production.",
     )
     fault_pause_marker: str | None = Field(
-        None, description="Test hook: a generate worker sleeps FAULT_PAUSE_S while generating a marked study."
-    )
+        None, description="Test hook: a generate worker sleeps FAULT_PAUSE_S while generating a "
+        "marked study.")
     fault_pause_s: float = Field(0.0, description="Seconds of the FAULT_PAUSE_MARKER pause.")
 
     # Reports back to the PACS (issue 18, service.dicomweb.outbox): DICOM SR through the outbox.
@@ -157,8 +173,10 @@ class Settings(BaseSettings):
         "database and the repository).")
 
     # Review, sign-in and evaluations (issue 7; see service.auth, service.review, docs/review.md).
-    login_ttl_s: int = Field(8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
-    login_idle_s: int = Field(30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
+    login_ttl_s: int = Field(
+        8 * 3600, description="Lifetime of a sign-in token from POST /v1/login (seconds).")
+    login_idle_s: int = Field(
+        30 * 60, description="A sign-in token unused this long expires (automatic logoff).")
     login_max_failures: int = Field(
         10, description="Failed password checks of one account (sign-ins, and re-authentications "
         "at signing or amending) within LOGIN_LOCKOUT_S before it is refused (429) until the "
@@ -170,12 +188,14 @@ class Settings(BaseSettings):
     password_checks: int = Field(
         4, description="argon2 password checks one API process runs at once (64 MiB each); more "
         "wait up to 10 s, then 503.")
-    claim_ttl_s: int = Field(4 * 3600, description="A claim on a report older than this may be taken over by another "
-                             "radiologist (so a report is never stuck with someone who left).")
+    claim_ttl_s: int = Field(
+        4 * 3600, description="A claim on a report older than this may be taken over by another "
+        "radiologist (so a report is never stuck with someone who left).")
     signature_key: str | None = Field(
-        None, description="Secret that seals e-signatures (HMAC-SHA256). Unset: a random key kept in "
-        "STORAGE_DIR/keys/signature.key, created on first use. Keep it out of the database.")
-    evaluation_dir: Path | None = Field(None, description="Where offline evaluation runs write (default STORAGE_DIR/evaluations).")
+        None, description="Secret that seals e-signatures (HMAC-SHA256). Unset: a random key kept "
+        "in STORAGE_DIR/keys/signature.key, created on first use. Keep it out of the database.")
+    evaluation_dir: Path | None = Field(
+        None, description="Where offline evaluation runs write (default STORAGE_DIR/evaluations).")
     evaluation_roots: str = Field(
         "", description="Comma-separated folders under which POST /v1/evaluations may name "
         "bundles and datasets (empty: STORAGE_DIR only).")
@@ -184,7 +204,8 @@ class Settings(BaseSettings):
         """Create the store (and the SQLite parent folder) if missing."""
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url.startswith("sqlite:///"):
-            Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            database_file = Path(self.database_url.removeprefix("sqlite:///"))
+            database_file.parent.mkdir(parents=True, exist_ok=True)
 
 
 @functools.cache

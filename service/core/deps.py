@@ -1,4 +1,4 @@
-"""Request dependencies every route may use: the settings, a database session, the file store, ids."""
+"""Request dependencies every route may use: the settings, a database session, the store, ids."""
 
 from __future__ import annotations
 

@@ -44,7 +44,9 @@ class ServiceError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the answer."""
-        return {"detail": self.message} if self.code is None else {"detail": self.message, "code": self.code}
+        if self.code is None:
+            return {"detail": self.message}
+        return {"detail": self.message, "code": self.code}
 
     def headers(self) -> dict[str, str]:
         """Headers of the answer (none by default)."""

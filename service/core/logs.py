@@ -1,4 +1,4 @@
-"""Logging for API and workers: one format, to stderr, and libraries that could print header values muted."""
+"""Logging for API and workers: one format, to stderr; libraries that may print headers muted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 
 
 def configure(level: str = "INFO") -> None:
-    """Set up logging; pydicom's element-level warnings (which can quote header values) are silenced."""
+    """Set up logging; pydicom's element-level warnings (which may quote header values) muted."""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,

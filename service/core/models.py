@@ -1,4 +1,4 @@
-"""The database schema: users and API keys, studies and instances, drafts, reports and versions, audit.
+"""The database schema: users and API keys, studies and instances, drafts, reports, versions, audit.
 
 The database, not Redis, is the truth about every study. Review and sign-off (issue 7) build on
 `Report` / `ReportVersion`: the AI `Draft` is immutable, a report's text lives in append-only
@@ -40,7 +40,7 @@ def new_id() -> str:
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp stored as naive UTC and read back timezone-aware, the same on SQLite and PostgreSQL."""
+    """A timestamp stored as naive UTC, read back timezone-aware (SQLite and PostgreSQL alike)."""
 
     impl = DateTime
     cache_ok = True
@@ -89,7 +89,7 @@ TERMINAL_PIPELINE_STATES = frozenset({StudyState.draft_ready, StudyState.failed}
 
 
 class User(Base):
-    """A person or a machine; machines authenticate with API keys, people later also with passwords."""
+    """A person or a machine; machines authenticate with API keys, people also with passwords."""
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -102,7 +102,7 @@ class User(Base):
 
 
 class ApiKey(Base):
-    """A bearer token, stored only as its SHA-256 (tokens are 256-bit random, so no slow hash needed)."""
+    """A bearer token, stored only as its SHA-256 (256 random bits need no slow hash)."""
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -356,7 +356,7 @@ class OutboxMessage(Base):
 
 
 class LoginToken(Base):
-    """A person's sign-in token (POST /v1/login): short-lived, idle-limited, revocable; stored as SHA-256."""
+    """A person's sign-in token (POST /v1/login): short-lived, idle-limited, revocable, hashed."""
 
     __tablename__ = "login_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -371,7 +371,7 @@ class LoginToken(Base):
 
 
 class Signature(Base):
-    """An electronic signature: signer, meaning, server time and content hash of one version, sealed.
+    """An electronic signature: signer, meaning, server time and content hash of a version, sealed.
 
     `seal` is HMAC-SHA256 (key outside the database) over those fields and the previous seal of the
     same report, so the signatures of a report form a hash chain (see service.review).
@@ -388,14 +388,15 @@ class Signature(Base):
     meaning: Mapped[str] = mapped_column(String(32))
     signed_at: Mapped[dt.datetime] = mapped_column()
     content_sha256: Mapped[str] = mapped_column(String(64))
-    amends_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), default=None)
+    amends_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"),
+                                                            default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     previous_seal: Mapped[str | None] = mapped_column(String(64), default=None)
     seal: Mapped[str] = mapped_column(String(64))
 
 
 class DraftScore(Base):
-    """How far an AI draft was from what the radiologist signed: every metric, edit distance, timing."""
+    """How far an AI draft was from the signed report: each metric, edit distance, timing."""
 
     __tablename__ = "draft_scores"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -427,7 +428,7 @@ class EvaluationState(enum.StrEnum):
 
 
 class Evaluation(Base):
-    """An offline evaluation (bundle + dataset split) run by a worker; results and report on disk."""
+    """An offline evaluation (bundle + dataset split) run by a worker; results, report on disk."""
 
     __tablename__ = "evaluations"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

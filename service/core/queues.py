@@ -1,4 +1,4 @@
-"""The work queues: their names, each task's registered name, and sending a task (the producer side).
+"""The work queues: their names, each task's registered name, and sending a task (producer side).
 
 The API, the reconciler and the workers send work through `send`; the consuming side (the workers'
 Celery app and the tasks themselves) is `service.worker`. A message carries only an id: the
@@ -68,7 +68,7 @@ _PRODUCERS_LOCK = threading.Lock()
 
 
 def producer(settings: Settings) -> Celery:
-    """The app publishing to `settings.redis_url` (one per broker URL and process, made on first use)."""
+    """The app publishing to `settings.redis_url` (one per broker URL and process, made lazily)."""
     with _PRODUCERS_LOCK:
         if settings.redis_url not in _PRODUCERS:
             _PRODUCERS[settings.redis_url] = make_celery(settings)

@@ -140,7 +140,8 @@ def sweep(storage_dir: Path, older_than_s: float = 24 * 3600) -> int:
 class _Writer:
     """The part being written: holds back its first HEAD_BYTES, then writes and hashes."""
 
-    def __init__(self, part: SpooledPart, path: Path, head: Callable[[bytes], bytes] | None) -> None:
+    def __init__(self, part: SpooledPart, path: Path,
+                 head: Callable[[bytes], bytes] | None) -> None:
         self.part, self.path, self.head = part, path, head
         self.pending = b""
         self.handle: BinaryIO | None = None

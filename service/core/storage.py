@@ -1,4 +1,4 @@
-"""Content-addressed file store: blobs named by their SHA-256, written atomically, DICOM preamble zeroed."""
+"""Content-addressed file store: blobs named by SHA-256, atomic writes, DICOM preamble zeroed."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The service half of `radreport demo`: start the system, upload synthetic studies, print the
-drafts."""
+"""The service half of `radreport demo`: start the system, upload synthetic studies, show drafts."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ from service.dev.system import LocalSystem
 
 
 def find_studies(data_dir: Path, limit: int) -> list[list[Path]]:
-    """Up to `limit` studies (lists of DICOM files, one folder each) under a MIMIC-CXR-style
-    tree."""
+    """Up to `limit` studies (lists of DICOM files, one folder each) in a MIMIC-CXR-style tree."""
     folders: dict[Path, list[Path]] = defaultdict(list)
     for path in sorted(data_dir.rglob("*.dcm")):
         folders[path.parent].append(path)

@@ -28,14 +28,16 @@ CONFLICT = 0xA900
 STOW_DOC = {
     "requestBody": {
         "required": True,
-        "content": {'multipart/related; type="application/dicom"': {"schema": {"type": "string", "format": "binary"}}},
+        "content": {'multipart/related; type="application/dicom"': {
+            "schema": {"type": "string", "format": "binary"}}},
     },
     **roles_doc(Role.uploader),
 }
 STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     200: {"description": "All instances stored", "content": {DICOM_JSON: {}}},
-    202: {"description": "Some instances stored; see FailedSOPSequence / WarningReason", "content": {DICOM_JSON: {}}},
+    202: {"description": "Some instances stored; see FailedSOPSequence / WarningReason",
+          "content": {DICOM_JSON: {}}},
     400: {"description": "Malformed multipart body, or one cut before its closing boundary"},
     409: {"description": "No instance stored; see FailedSOPSequence", "content": {DICOM_JSON: {}}},
     413: {"description": "Body or instance count beyond the limits"},
@@ -45,7 +47,8 @@ STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _store(request: Request, settings: Settings, store: BlobStore, user: User, study_uid: str | None) -> JSONResponse:
+async def _store(request: Request, settings: Settings, store: BlobStore, user: User,
+                 study_uid: str | None) -> JSONResponse:
     boundary = stow.boundary_of(request.headers.get("content-type"))
     with request.app.state.upload_slots.hold(str(user.id)), Spool(settings.storage_dir) as files:
         parts = await spool_multipart(
@@ -70,7 +73,8 @@ def _register(settings: Settings, store: BlobStore, user: User, parts: list[Spoo
             continue
         if study_uid is not None and header.received_study_uid != study_uid:
             # PS3.18 10.5.3: an instance of another study than the target resource is not stored.
-            failed.append({"sop_class_uid": header.sop_class_uid, "sop_uid": header.sop_uid, "reason": 0xA900})
+            failed.append({"sop_class_uid": header.sop_class_uid, "sop_uid": header.sop_uid,
+                           "reason": 0xA900})
             continue
         headers.append(header)
     referenced: list[dict[str, Any]] = []
@@ -84,8 +88,8 @@ def _register(settings: Settings, store: BlobStore, user: User, parts: list[Spoo
             for item in registration.stored:
                 warning = 0xB000 if item.warning else None
                 warnings += warning is not None
-                referenced.append({"sop_class_uid": item.header.sop_class_uid, "sop_uid": item.header.sop_uid,
-                                   "warning": warning})
+                referenced.append({"sop_class_uid": item.header.sop_class_uid,
+                                   "sop_uid": item.header.sop_uid, "warning": warning})
                 if item.study.id not in study_ids:
                     study_ids.append(item.study.id)
             for conflict in registration.conflicts:
@@ -96,21 +100,25 @@ def _register(settings: Settings, store: BlobStore, user: User, parts: list[Spoo
         enqueue_and_mark(settings, "ingest", study_id)
     body = stow.store_response(referenced, failed, retrieve_url=None)
     code = stow.status_code_for(len(referenced), len(failed), warnings)
-    response_headers = {"X-Study-Status": ", ".join(f"/v1/studies/{sid}" for sid in study_ids)} if study_ids else {}
+    status_urls = ", ".join(f"/v1/studies/{sid}" for sid in study_ids)
+    response_headers = {"X-Study-Status": status_urls} if study_ids else {}
     return JSONResponse(body, status_code=code, media_type=DICOM_JSON, headers=response_headers)
 
 
 @router.post(
     "/studies",
     summary="STOW-RS: store instances of any studies",
-    description="Role: uploader. PS3.18 Store Instances: multipart/related; type=\"application/dicom\" "
-    "(quoted or not). The response is the Store Instances Response in DICOM JSON. The `X-Study-Status` "
-    "header lists the status URLs of the studies touched.",
+    description="Role: uploader. PS3.18 Store Instances: multipart/related; "
+    "type=\"application/dicom\" (quoted or not). The response is the Store Instances Response in "
+    "DICOM JSON. The `X-Study-Status` header lists the status URLs of the studies touched.",
     openapi_extra=STOW_DOC,
     responses=STOW_RESPONSES,
 )
 async def stow_any(
-    request: Request, settings: SettingsDep, store: StoreDep, user: Annotated[User, Depends(require(Role.uploader))]
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    user: Annotated[User, Depends(require(Role.uploader))],
 ) -> JSONResponse:
     return await _store(request, settings, store, user, None)
 
@@ -118,8 +126,8 @@ async def stow_any(
 @router.post(
     "/studies/{study_uid}",
     summary="STOW-RS: store instances of one study",
-    description="Role: uploader. As POST /dicomweb/studies, but instances of another StudyInstanceUID "
-    "are refused (FailedSOPSequence, reason 0xA900).",
+    description="Role: uploader. As POST /dicomweb/studies, but instances of another "
+    "StudyInstanceUID are refused (FailedSOPSequence, reason 0xA900).",
     openapi_extra=STOW_DOC,
     responses=STOW_RESPONSES,
 )

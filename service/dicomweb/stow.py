@@ -23,6 +23,11 @@ class StowError(ServiceError):
         super().__init__(message, status=status)
 
 
+def _text(value: str | bytes) -> str:
+    """A header parameter as text (the multipart parser may hand back bytes)."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
 def boundary_of(content_type: str | None) -> str:
     """The boundary of a `multipart/related; type="application/dicom"` request (type quoted or not).
 
@@ -32,13 +37,11 @@ def boundary_of(content_type: str | None) -> str:
         raise StowError(415, "Content-Type must be multipart/related; type=\"application/dicom\"")
     media, params = parse_options_header(content_type)
     media_text = media.decode("latin-1").lower() if isinstance(media, bytes) else str(media).lower()
-    options = {
-        (k.decode("latin-1") if isinstance(k, bytes) else k).lower(): (v.decode("latin-1") if isinstance(v, bytes) else v)
-        for k, v in params.items()
-    }
+    options = {_text(k).lower(): _text(v) for k, v in params.items()}
     part_type = options.get("type", "").strip().strip('"').lower()
     if media_text != "multipart/related" or part_type not in ("", DICOM_MEDIA_TYPE):
-        raise StowError(415, "only multipart/related with type=\"application/dicom\" (PS3.10 instances) is supported")
+        raise StowError(415, "only multipart/related with type=\"application/dicom\" "
+                        "(PS3.10 instances) is supported")
     boundary = options.get("boundary", "").strip().strip('"')
     if not boundary or len(boundary) > 200:
         raise StowError(400, "the multipart/related Content-Type has no usable boundary")
@@ -49,7 +52,8 @@ def _ui(value: str | None) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
-def store_response(referenced: list[dict[str, Any]], failed: list[dict[str, Any]], retrieve_url: str | None) -> dict[str, Any]:
+def store_response(referenced: list[dict[str, Any]], failed: list[dict[str, Any]],
+                   retrieve_url: str | None) -> dict[str, Any]:
     """The Store Instances Response Module in DICOM JSON.
 
     `referenced` items: {sop_class_uid, sop_uid, retrieve_url?, warning?}; `failed` items:

@@ -28,8 +28,7 @@ EvaluationId = Annotated[str, PathParam(min_length=1, max_length=36, pattern=r"^
 
 
 class EvaluationRequest(BaseModel):
-    """What to evaluate: a model bundle on one split of a MIMIC-CXR-layout dataset (as `radreport
-    evaluate`)."""
+    """What to evaluate: a bundle on a MIMIC-CXR-layout dataset split (as `radreport evaluate`)."""
 
     bundle_dir: str = Field(min_length=1, max_length=1000,
                             description="Model bundle folder, as the workers see it.")

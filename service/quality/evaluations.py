@@ -57,6 +57,5 @@ def check_paths(settings: Settings, bundle_dir: str, data_dir: str) -> tuple[Pat
 
 
 def enqueue_evaluation(settings: Settings, evaluation_id: str) -> bool:
-    """Send the run to the `evaluate` queue of `settings.redis_url`; False when Redis cannot be
-    reached."""
+    """Send the run to queue `evaluate` of `settings.redis_url`; False if Redis is unreachable."""
     return queues.send(settings, queues.EVALUATE, evaluation_id)

@@ -1,5 +1,4 @@
-"""Routes of quality monitoring: GET /v1/quality (plot-ready JSON), its HTML page, one report's
-score."""
+"""Quality monitoring routes: GET /v1/quality (plot-ready JSON), its HTML page, a report's score."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ router = APIRouter(prefix="/v1/quality", tags=["quality"])
 
 READERS = (Role.radiologist, Role.admin)
 #: The signed-in user of a route open to radiologists and admins.
-Reader = Annotated[User, Depends(require(*READERS))]
+Clinician = Annotated[User, Depends(require(*READERS))]
 
 
 class QualitySummary(BaseModel):
@@ -88,7 +87,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
             "each group's (draft, signed) pairs; also accepted-unchanged rate, edit distance, "
             "draft-to-sign time, per finding.",
             openapi_extra=roles_doc(*READERS), responses={**ERRORS, 422: {"model": Problem}})
-def get_quality(session: SessionDep, _: Reader, since: Since = None, until: Until = None,
+def get_quality(session: SessionDep, _: Clinician, since: Since = None, until: Until = None,
                 bundle_id: Bundle = None, period: Period = "day") -> QualitySummary:
     return QualitySummary(**_summary(session, since, until, bundle_id, period))
 
@@ -98,7 +97,7 @@ def get_quality(session: SessionDep, _: Reader, since: Since = None, until: Unti
             description="Roles: admin, radiologist. Same numbers as GET /v1/quality.",
             openapi_extra=roles_doc(*READERS),
             responses={**ERRORS, 200: {"content": {"text/html": {}}}})
-def get_quality_html(session: SessionDep, _: Reader, since: Since = None, until: Until = None,
+def get_quality_html(session: SessionDep, _: Clinician, since: Since = None, until: Until = None,
                      bundle_id: Bundle = None, period: Period = "day") -> HTMLResponse:
     return HTMLResponse(scores.render_html(_summary(session, since, until, bundle_id, period)))
 
@@ -107,7 +106,7 @@ def get_quality_html(session: SessionDep, _: Reader, since: Since = None, until:
             summary="The stored score of one signed report's draft",
             description="Roles: admin, radiologist. 404 until the report is signed.",
             openapi_extra=roles_doc(*READERS), responses={**ERRORS, 404: {"model": Problem}})
-def get_report_quality(report_id: ReportId, session: SessionDep, _: Reader) -> ReportQuality:
+def get_report_quality(report_id: ReportId, session: SessionDep, _: Clinician) -> ReportQuality:
     row = session.scalar(select(DraftScore).where(DraftScore.report_id == report_id))
     if row is None:
         row = scores.score_report(session, report_id) if _exists(session, report_id) else None

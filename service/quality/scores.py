@@ -43,16 +43,14 @@ HEADLINE = ("bleu4", "rougeL", "cider", "radgraph_partial", "radgraph_combined",
 
 
 def edit_distances(draft: str, signed: str) -> tuple[int, int, float]:
-    """(character Levenshtein distance, word Levenshtein distance, characters / longer text
-    length)."""
+    """(character Levenshtein distance, word Levenshtein distance, characters / longer length)."""
     chars = Levenshtein.distance(draft, signed)
     words = Levenshtein.distance(draft.split(), signed.split())
     return chars, words, chars / max(len(draft), len(signed), 1)
 
 
 def pair_scores(draft: str, signed: str) -> dict[str, Any]:
-    """Every `evaluation` metric of one (draft, signed) pair, per-report values and both texts'
-    labels."""
+    """Every `evaluation` metric of a (draft, signed) pair, per-report values, the texts' labels."""
     from evaluation import score, score_per_report
     from evaluation.clinical import label_many
 
@@ -69,8 +67,7 @@ def pair_scores(draft: str, signed: str) -> dict[str, Any]:
 
 
 def score_report(session: Session, report_id: str) -> DraftScore | None:
-    """Score the AI draft of a signed report against its first signed text (once; None if
-    unsigned)."""
+    """Score a signed report's AI draft against its first signed text (once; None if unsigned)."""
     existing = session.scalar(select(DraftScore).where(DraftScore.report_id == report_id))
     if existing is not None:
         return existing
@@ -105,8 +102,7 @@ def score_report(session: Session, report_id: str) -> DraftScore | None:
 
 
 def backfill(session: Session, limit: int = 200) -> int:
-    """Score signed reports that have no score yet (e.g. scoring failed at signing); returns how
-    many."""
+    """Score signed reports without a score (e.g. scoring failed at signing); returns how many."""
     scored = select(DraftScore.id).where(DraftScore.report_id == Report.id).exists()
     missing = session.scalars(
         select(Report.id)
@@ -180,8 +176,7 @@ def _bucket(when: dt.datetime, period: str) -> str:
 def per_finding(
     rows: Sequence[DraftScore], uncertain: str = "negative"
 ) -> dict[str, dict[str, float]]:
-    """Per CheXpert finding: the draft's labels against the signed text's (precision, recall, F1,
-    agreement)."""
+    """Per CheXpert finding: draft against signed labels (precision, recall, F1, agreement)."""
     from evaluation.clinical import clinical_f1, finding_names
 
     names, _ = finding_names()
@@ -359,8 +354,7 @@ def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def render_html(summary: dict[str, Any]) -> str:
-    """A small self-contained HTML page: headline numbers, plots, per-bundle and per-finding
-    tables."""
+    """A small self-contained HTML page: headline numbers, plots, per-bundle/per-finding tables."""
     from html import escape
 
     head = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"

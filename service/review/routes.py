@@ -1,7 +1,7 @@
-"""Routes of radiologist review: worklist, report, claim/release, edit, sign, amend, reject, history, FHIR.
+"""Routes of radiologist review: worklist, report, claim, edit, sign, amend, reject, history, FHIR.
 
-Writes need role radiologist; reads (worklist, report, history, FHIR, signature check) radiologist or
-admin (auditors). Edits, signatures and amendments say which version they are based on, by
+Writes need role radiologist; reads (worklist, report, history, FHIR, signature check) radiologist
+or admin (auditors). Edits, signatures and amendments say which version they are based on, by
 `If-Match: "<version>"` or the body field `version`; a stale one gets 409 with the current version.
 """
 
@@ -130,13 +130,15 @@ class EditRequest(BaseModel):
     """A new text for the report, based on a version."""
 
     text: str = Field(min_length=1, max_length=TEXT_LIMIT, pattern=NO_NUL)
-    version: int | None = Field(None, description="The version this edit is based on (or send If-Match).")
+    version: int | None = Field(
+        None, description="The version this edit is based on (or send If-Match).")
 
 
 class SignRequest(BaseModel):
     """A signature: the signer's password again and what the signature means."""
 
-    password: str = Field(min_length=1, max_length=1000, description="The signer's own password (re-authentication).")
+    password: str = Field(min_length=1, max_length=1000,
+                          description="The signer's own password (re-authentication).")
     meaning: workflow.SignatureMeaning = workflow.SignatureMeaning.approval
     version: int | None = Field(None, description="The version being signed (or send If-Match).")
 
@@ -145,7 +147,8 @@ class AmendRequest(SignRequest):
     """A correction of a signed report, signed at once."""
 
     text: str = Field(min_length=1, max_length=TEXT_LIMIT, pattern=NO_NUL)
-    reason: str = Field(min_length=1, max_length=2000, pattern=NO_NUL, description="Why the signed report is corrected.")
+    reason: str = Field(min_length=1, max_length=2000, pattern=NO_NUL,
+                        description="Why the signed report is corrected.")
 
 
 class RejectRequest(BaseModel):
@@ -183,7 +186,8 @@ class HistoryEvent(BaseModel):
 class HistoryVersion(VersionView):
     """A version with what changed from the one before (unified diff)."""
 
-    diff: str | None = Field(description="Unified diff from the previous version (null for version 1).")
+    diff: str | None = Field(
+        description="Unified diff from the previous version (null for version 1).")
     signed: bool
 
 
@@ -222,8 +226,8 @@ def _version_view(version: ReportVersion) -> VersionView:
 
 
 def _signature_view(signature: Signature) -> SignatureView:
-    return SignatureView(id=signature.id, version=signature.version, kind=signature.kind, signer=signature.signer_name,
-                         meaning=signature.meaning,
+    return SignatureView(id=signature.id, version=signature.version, kind=signature.kind,
+                         signer=signature.signer_name, meaning=signature.meaning,
                          meaning_text=workflow.MEANING_TEXT[workflow.SignatureMeaning(signature.meaning)],
                          signed_at=signature.signed_at, content_sha256=signature.content_sha256,
                          amends_signature_id=signature.amends_signature_id, reason=signature.reason,
@@ -239,12 +243,15 @@ def report_view(session, report: Report) -> ReportView:
     study = session.get(Study, report.study_id)
     draft = session.get(Draft, report.draft_id)
     return ReportView(
-        report_id=report.id, study_id=study.id, study_uid=study.study_uid, status=report.status.value,
-        study_state=study.state.value, priority=report.priority, claimed_by=_user_name(session, report.claimed_by),
-        claimed_at=report.claimed_at, current=_version_view(workflow.current_version(session, report)),
-        draft=DraftSummary(draft_id=draft.id, bundle_id=draft.bundle_id, created_at=draft.created_at, text=draft.text),
+        report_id=report.id, study_id=study.id, study_uid=study.study_uid,
+        status=report.status.value, study_state=study.state.value, priority=report.priority,
+        claimed_by=_user_name(session, report.claimed_by), claimed_at=report.claimed_at,
+        current=_version_view(workflow.current_version(session, report)),
+        draft=DraftSummary(draft_id=draft.id, bundle_id=draft.bundle_id,
+                           created_at=draft.created_at, text=draft.text),
         signatures=[_signature_view(s) for s in workflow.signatures_of(session, report.id)],
-        rejected_reason=report.rejected_reason, created_at=report.created_at, updated_at=report.updated_at,
+        rejected_reason=report.rejected_reason, created_at=report.created_at,
+        updated_at=report.updated_at,
     )
 
 
@@ -261,23 +268,31 @@ def parse_if_match(value: str | None) -> int | None:
     try:
         return int(token)
     except ValueError:
-        raise HTTPException(400, detail=f"If-Match must name a report version such as \"3\", not {value!r}") from None
+        message = f"If-Match must name a report version such as \"3\", not {value!r}"
+        raise HTTPException(400, detail=message) from None
 
 
 def _base_version(body_version: int | None, if_match: str | None) -> int | None:
     header = parse_if_match(if_match)
     if header is not None and body_version is not None and header != body_version:
-        raise HTTPException(400, detail=f"If-Match names version {header} but the body names {body_version}")
+        raise HTTPException(
+            400, detail=f"If-Match names version {header} but the body names {body_version}")
     return header if header is not None else body_version
 
 
 REPORT_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 404: {"model": Problem}}
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **REPORT_ERRORS,
-    409: {"model": Conflict, "description": "Stale version (with the current one), not claimed, or signed/rejected"},
+    409: {"model": Conflict,
+          "description": "Stale version (with the current one), not claimed, or signed/rejected"},
     428: {"model": Problem, "description": "No If-Match header and no `version` field"},
 }
-IfMatch = Annotated[str | None, Header(description='The version the change is based on, e.g. "3" (the ETag).')]
+IfMatch = Annotated[
+    str | None, Header(description='The version the change is based on, e.g. "3" (the ETag).')]
+#: The signed-in user of a route open to radiologists and admins (auditors).
+Reader = Annotated[User, Depends(require(*READERS))]
+#: The signed-in radiologist of a route that changes a report.
+Writer = Annotated[User, Depends(require(*WRITERS))]
 
 
 # --------------------------------------------------------------------------- routes
@@ -287,20 +302,26 @@ IfMatch = Annotated[str | None, Header(description='The version the change is ba
     "/worklist",
     response_model=Worklist,
     summary="The worklist: reports filtered by status, assignee, priority and age; sorted; paged",
-    description="Roles: radiologist, admin. Default: open (preliminary) reports, highest priority then oldest first. "
-    "Sorts: priority, age (oldest first), updated (newest first), status, assignee (unclaimed first).",
+    description="Roles: radiologist, admin. Default: open (preliminary) reports, highest priority "
+    "then oldest first. Sorts: priority, age (oldest first), updated (newest first), status, "
+    "assignee (unclaimed first).",
     openapi_extra=roles_doc(*READERS),
     responses=ERRORS,
 )
 def get_worklist(
     session: SessionDep,
-    user: Annotated[User, Depends(require(*READERS))],
-    status: Annotated[list[ReportStatus] | None, Query(description="Report statuses (repeat); default preliminary.")] = None,
-    assignee: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="`me`, `none` or a user name.")] = None,
+    user: Reader,
+    status: Annotated[list[ReportStatus] | None, Query(
+        description="Report statuses (repeat); default preliminary.")] = None,
+    assignee: Annotated[str | None, Query(
+        max_length=200, pattern=NO_NUL, description="`me`, `none` or a user name.")] = None,
     min_priority: Annotated[int | None, Query(ge=-100, le=100)] = None,
-    min_age_s: Annotated[float | None, Query(ge=0, le=1e9, description="Drafts at least this old.")] = None,
-    max_age_s: Annotated[float | None, Query(ge=0, le=1e9, description="Drafts at most this old.")] = None,
-    bundle_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Drafts of this model bundle.")] = None,
+    min_age_s: Annotated[float | None, Query(
+        ge=0, le=1e9, description="Drafts at least this old.")] = None,
+    max_age_s: Annotated[float | None, Query(
+        ge=0, le=1e9, description="Drafts at most this old.")] = None,
+    bundle_id: Annotated[str | None, Query(
+        max_length=200, pattern=NO_NUL, description="Drafts of this model bundle.")] = None,
     sort: workflow.WorklistSort = workflow.WorklistSort.priority,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -313,47 +334,72 @@ def get_worklist(
         bundle_id=bundle_id, sort=sort, limit=limit, offset=offset,
     )
     rows = [WorklistRow(report_id=i.report.id, study_id=i.study.id, study_uid=i.study.study_uid,
-                        status=i.report.status.value, study_state=i.study.state.value, priority=i.report.priority,
-                        claimed_by=i.claimed_by, claimed_at=i.report.claimed_at, version=i.report.current_version,
+                        status=i.report.status.value, study_state=i.study.state.value,
+                        priority=i.report.priority, claimed_by=i.claimed_by,
+                        claimed_at=i.report.claimed_at, version=i.report.current_version,
                         bundle_id=i.draft.bundle_id, draft_created_at=i.draft.created_at,
-                        age_s=round((now - i.draft.created_at).total_seconds(), 3), updated_at=i.report.updated_at)
+                        age_s=round((now - i.draft.created_at).total_seconds(), 3),
+                        updated_at=i.report.updated_at)
             for i in items]
     return Worklist(total=total, limit=limit, offset=offset, items=rows)
 
 
-@router.get("/reports/{report_id}", response_model=ReportView, summary="A report at its current version (ETag = version)",
-            description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
+@router.get(
+    "/reports/{report_id}",
+    response_model=ReportView,
+    summary="A report at its current version (ETag = version)",
+    description="Roles: radiologist, admin.",
+    openapi_extra=roles_doc(*READERS),
+    responses=REPORT_ERRORS,
+)
 def get_report(report_id: ReportId, session: SessionDep, response: Response,
-               user: Annotated[User, Depends(require(*READERS))]) -> ReportView:
+               user: Reader) -> ReportView:
     report = workflow.get_report(session, report_id)
     workflow.record_read(session, report, user, "report")
     return _respond(session, report, response)
 
 
-@router.post("/reports/{report_id}/claim", response_model=ReportView, summary="Claim a preliminary report for review",
-             description="Role: radiologist. Idempotent for the holder; 409 when another radiologist holds it, "
-             "unless their claim is older than CLAIM_TTL_S (then it is taken over, and the audit says from whom).",
-             openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def claim_report(report_id: ReportId, session: SessionDep, settings: SettingsDep, response: Response,
-                 user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
-    return _respond(session, workflow.claim(session, report_id, user, claim_ttl_s=settings.claim_ttl_s), response)
+@router.post(
+    "/reports/{report_id}/claim",
+    response_model=ReportView,
+    summary="Claim a preliminary report for review",
+    description="Role: radiologist. Idempotent for the holder; 409 when another radiologist holds "
+    "it, unless their claim is older than CLAIM_TTL_S (then it is taken over, and the audit says "
+    "from whom).",
+    openapi_extra=roles_doc(*WRITERS),
+    responses=WRITE_ERRORS,
+)
+def claim_report(report_id: ReportId, session: SessionDep, settings: SettingsDep,
+                 response: Response, user: Writer) -> ReportView:
+    report = workflow.claim(session, report_id, user, claim_ttl_s=settings.claim_ttl_s)
+    return _respond(session, report, response)
 
 
-@router.post("/reports/{report_id}/release", response_model=ReportView, summary="Release a claimed report",
-             description="Role: radiologist (the holder). Edits stay; the report returns to the worklist.",
-             openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
+@router.post(
+    "/reports/{report_id}/release",
+    response_model=ReportView,
+    summary="Release a claimed report",
+    description="Role: radiologist (the holder). Edits stay; the report returns to the worklist.",
+    openapi_extra=roles_doc(*WRITERS),
+    responses=WRITE_ERRORS,
+)
 def release_report(report_id: ReportId, session: SessionDep, response: Response,
-                   user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
+                   user: Writer) -> ReportView:
     return _respond(session, workflow.release(session, report_id, user), response)
 
 
-@router.put("/reports/{report_id}", response_model=ReportView, summary="Edit a claimed report: a new version",
-            description="Role: radiologist (the holder). Send If-Match: \"<version>\" or `version`; 409 with the "
-            "current version when it is stale, 428 without either. A signed report refuses edits (409 report_locked).",
-            openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
+@router.put(
+    "/reports/{report_id}",
+    response_model=ReportView,
+    summary="Edit a claimed report: a new version",
+    description="Role: radiologist (the holder). Send If-Match: \"<version>\" or `version`; 409 "
+    "with the current version when it is stale, 428 without either. A signed report refuses edits "
+    "(409 report_locked).",
+    openapi_extra=roles_doc(*WRITERS),
+    responses=WRITE_ERRORS,
+)
 def edit_report(report_id: ReportId, body: EditRequest, session: SessionDep, response: Response,
-                user: Annotated[User, Depends(require(*WRITERS))],
-                if_match: IfMatch = None) -> ReportView:
+                user: Writer, if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
     workflow.edit(session, report_id, user, body.text, base)
     return _respond(session, workflow.get_report(session, report_id), response)
@@ -368,17 +414,21 @@ REAUTH_ERRORS: dict[int | str, dict] = {
 }
 
 
-@router.post("/reports/{report_id}/sign", response_model=ReportView, summary="Sign the current version (e-signature)",
-             description="Role: radiologist (the holder). Re-enter your password; choose the meaning. Binds signer, "
-             "meaning, server time and the SHA-256 of the text in a sealed signature; the report becomes final and "
-             "immutable, and its AI draft is scored against the signed text. "
-             "The signed report goes to the PACS as a VERIFIED DICOM SR (and to FHIR) through the "
-             "outbox when one is configured. 401 code reauthentication_failed on a wrong password "
-             "(audited).",
-             openapi_extra=roles_doc(*WRITERS),
-             responses={**WRITE_ERRORS, **REAUTH_ERRORS})
-def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep, settings: SettingsDep, response: Response,
-                user: Annotated[User, Depends(require(*WRITERS))], _: PasswordAttempt,
+@router.post(
+    "/reports/{report_id}/sign",
+    response_model=ReportView,
+    summary="Sign the current version (e-signature)",
+    description="Role: radiologist (the holder). Re-enter your password; choose the meaning. Binds "
+    "signer, meaning, server time and the SHA-256 of the text in a sealed signature; the report "
+    "becomes final and immutable, and its AI draft is scored against the signed text. "
+    "The signed report goes to the PACS as a VERIFIED DICOM SR (and to FHIR) through the "
+    "outbox when one is configured. 401 code reauthentication_failed on a wrong password "
+    "(audited).",
+    openapi_extra=roles_doc(*WRITERS),
+    responses={**WRITE_ERRORS, **REAUTH_ERRORS},
+)
+def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep,
+                settings: SettingsDep, response: Response, user: Writer, _: PasswordAttempt,
                 if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
     workflow.sign(session, report_id, user, password=body.password, meaning=body.meaning,
@@ -398,25 +448,32 @@ def _publish(session, settings, report_id: str, user: User) -> None:
 
 
 def _score_after_signing(settings, report_id: str) -> None:
-    """Score the draft in its own transaction: a scoring fault never undoes a signature (GET /v1/quality backfills)."""
+    """Score the draft in its own transaction, so a scoring fault never undoes a signature.
+
+    A draft left unscored here is scored later by GET /v1/quality.
+    """
     try:
         with session_scope(settings.database_url) as scoring:
             scores.score_report(scoring, report_id)
     except Exception as error:
-        scores.log.warning("scoring the draft of a signed report failed (%s); it will be backfilled",
-                            type(error).__name__)
+        scores.log.warning("scoring the draft of a signed report failed (%s); it will be "
+                           "backfilled", type(error).__name__)
 
 
-@router.post("/reports/{report_id}/amend", response_model=ReportView,
-             summary="Amend a signed report: a corrected version, signed, referencing the signature it corrects",
-             description="Role: radiologist. Needs the reason, your password and the version it corrects (If-Match or "
-             "`version`). The report's status becomes amended; earlier versions and signatures "
-             "stay. The amendment goes to the PACS as a new VERIFIED DICOM SR whose predecessor is "
-             "the previous signed one.",
-             openapi_extra=roles_doc(*WRITERS),
-             responses={**WRITE_ERRORS, **REAUTH_ERRORS})
-def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, settings: SettingsDep, response: Response,
-                 user: Annotated[User, Depends(require(*WRITERS))], _: PasswordAttempt,
+@router.post(
+    "/reports/{report_id}/amend",
+    response_model=ReportView,
+    summary="Amend a signed report: a corrected version, signed, "
+    "referencing the signature it corrects",
+    description="Role: radiologist. Needs the reason, your password and the version it corrects "
+    "(If-Match or `version`). The report's status becomes amended; earlier versions and signatures "
+    "stay. The amendment goes to the PACS as a new VERIFIED DICOM SR whose predecessor is "
+    "the previous signed one.",
+    openapi_extra=roles_doc(*WRITERS),
+    responses={**WRITE_ERRORS, **REAUTH_ERRORS},
+)
+def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep,
+                 settings: SettingsDep, response: Response, user: Writer, _: PasswordAttempt,
                  if_match: IfMatch = None) -> ReportView:
     base = _base_version(body.version, if_match)
     workflow.amend(session, report_id, user, text=body.text, reason=body.reason,
@@ -426,29 +483,51 @@ def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep, s
     return _respond(session, workflow.get_report(session, report_id), response)
 
 
-@router.post("/reports/{report_id}/reject", response_model=ReportView, summary="Reject the AI draft with a reason",
-             description="Role: radiologist (the holder). The report is closed as rejected (FHIR cancelled).",
-             openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def reject_report(report_id: ReportId, body: RejectRequest, session: SessionDep, response: Response,
-                  user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
+@router.post(
+    "/reports/{report_id}/reject",
+    response_model=ReportView,
+    summary="Reject the AI draft with a reason",
+    description="Role: radiologist (the holder). The report is closed as rejected (FHIR "
+    "cancelled).",
+    openapi_extra=roles_doc(*WRITERS),
+    responses=WRITE_ERRORS,
+)
+def reject_report(report_id: ReportId, body: RejectRequest, session: SessionDep,
+                  response: Response, user: Writer) -> ReportView:
     return _respond(session, workflow.reject(session, report_id, user, body.reason), response)
 
 
-@router.post("/reports/{report_id}/priority", response_model=ReportView, summary="Set an open report's worklist priority",
-             description="Role: radiologist.", openapi_extra=roles_doc(*WRITERS), responses=WRITE_ERRORS)
-def prioritize_report(report_id: ReportId, body: PriorityRequest, session: SessionDep, response: Response,
-                      user: Annotated[User, Depends(require(*WRITERS))]) -> ReportView:
-    return _respond(session, workflow.set_priority(session, report_id, user, body.priority), response)
+@router.post(
+    "/reports/{report_id}/priority",
+    response_model=ReportView,
+    summary="Set an open report's worklist priority",
+    description="Role: radiologist.",
+    openapi_extra=roles_doc(*WRITERS),
+    responses=WRITE_ERRORS,
+)
+def prioritize_report(report_id: ReportId, body: PriorityRequest, session: SessionDep,
+                      response: Response, user: Writer) -> ReportView:
+    report = workflow.set_priority(session, report_id, user, body.priority)
+    return _respond(session, report, response)
 
 
-@router.get("/reports/{report_id}/history", response_model=History,
-            summary="Every version (with diffs) and every event (who, when, what), oldest first",
-            description="Roles: radiologist, admin. Append-only: versions and events are never changed or deleted. "
-            "Reads of the report (GET report, history, FHIR) are audited too and listed with `reads=true`.",
-            openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
-def get_history(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))],
-                reads: Annotated[bool, Query(description="Also list who read the report (report.read events).")] = False,
-                ) -> History:
+@router.get(
+    "/reports/{report_id}/history",
+    response_model=History,
+    summary="Every version (with diffs) and every event (who, when, what), oldest first",
+    description="Roles: radiologist, admin. Append-only: versions and events are never changed or "
+    "deleted. Reads of the report (GET report, history, FHIR) are audited too and listed with "
+    "`reads=true`.",
+    openapi_extra=roles_doc(*READERS),
+    responses=REPORT_ERRORS,
+)
+def get_history(
+    report_id: ReportId,
+    session: SessionDep,
+    user: Reader,
+    reads: Annotated[bool, Query(
+        description="Also list who read the report (report.read events).")] = False,
+) -> History:
     report, versions, events = workflow.history(session, report_id, include_reads=reads)
     workflow.record_read(session, report, user, "history")
     signed = {s.version for s in workflow.signatures_of(session, report.id)}
@@ -457,29 +536,45 @@ def get_history(report_id: ReportId, session: SessionDep, user: Annotated[User, 
         diff = None if i == 0 else workflow.unified_diff(
             versions[i - 1].text, version.text, f"version {versions[i - 1].version}",
             f"version {version.version}")
-        out_versions.append(HistoryVersion(**_version_view(version).model_dump(), diff=diff, signed=version.version in signed))
-    out_events = [HistoryEvent(at=e.at, actor=e.actor, action=e.action, version=(e.details or {}).get("version"),
-                               from_state=e.from_state, to_state=e.to_state, details=e.details or {}) for e in events]
-    return History(report_id=report.id, status=report.status.value, versions=out_versions, events=out_events)
+        out_versions.append(HistoryVersion(**_version_view(version).model_dump(), diff=diff,
+                                           signed=version.version in signed))
+    out_events = [HistoryEvent(at=e.at, actor=e.actor, action=e.action,
+                               version=(e.details or {}).get("version"), from_state=e.from_state,
+                               to_state=e.to_state, details=e.details or {})
+                  for e in events]
+    return History(report_id=report.id, status=report.status.value, versions=out_versions,
+                   events=out_events)
 
 
-@router.get("/reports/{report_id}/verify", response_model=Verification,
-            summary="Check the report's signatures against their seals, the hash chain and the stored text",
-            description="Roles: radiologist, admin.", openapi_extra=roles_doc(*READERS), responses=REPORT_ERRORS)
+@router.get(
+    "/reports/{report_id}/verify",
+    response_model=Verification,
+    summary="Check the report's signatures against their seals, the hash chain and the stored text",
+    description="Roles: radiologist, admin.",
+    openapi_extra=roles_doc(*READERS),
+    responses=REPORT_ERRORS,
+)
 def verify_report(report_id: ReportId, session: SessionDep, settings: SettingsDep,
-                  _: Annotated[User, Depends(require(*READERS))]) -> Verification:
+                  _: Reader) -> Verification:
     checks = workflow.verify(session, report_id, workflow.signing_key(settings))
-    views = [SignatureCheckView(signature_id=c.signature.id, version=c.signature.version, signer=c.signature.signer_name,
-                                valid=c.valid, problems=c.problems) for c in checks]
-    return Verification(report_id=report_id, valid=bool(checks) and all(c.valid for c in checks), signatures=views)
+    views = [SignatureCheckView(signature_id=c.signature.id, version=c.signature.version,
+                                signer=c.signature.signer_name, valid=c.valid,
+                                problems=c.problems)
+             for c in checks]
+    valid = bool(checks) and all(c.valid for c in checks)
+    return Verification(report_id=report_id, valid=valid, signatures=views)
 
 
-@router.get("/reports/{report_id}/fhir", summary="The report as a FHIR R4 DiagnosticReport",
-            description="Roles: radiologist, admin. Status preliminary (unsigned), final (signed), amended, or "
-            "cancelled (draft rejected). Media type application/fhir+json.",
-            openapi_extra=roles_doc(*READERS), response_class=JSONResponse,
-            responses={**REPORT_ERRORS, 200: {"content": {"application/fhir+json": {}}}})
-def get_fhir(report_id: ReportId, session: SessionDep, user: Annotated[User, Depends(require(*READERS))]) -> JSONResponse:
+@router.get(
+    "/reports/{report_id}/fhir",
+    summary="The report as a FHIR R4 DiagnosticReport",
+    description="Roles: radiologist, admin. Status preliminary (unsigned), final (signed), "
+    "amended, or cancelled (draft rejected). Media type application/fhir+json.",
+    openapi_extra=roles_doc(*READERS),
+    response_class=JSONResponse,
+    responses={**REPORT_ERRORS, 200: {"content": {"application/fhir+json": {}}}},
+)
+def get_fhir(report_id: ReportId, session: SessionDep, user: Reader) -> JSONResponse:
     report = workflow.get_report(session, report_id)
     workflow.record_read(session, report, user, "fhir")
     resource = fhir.diagnostic_report(report, session.get(Study, report.study_id),
@@ -488,4 +583,3 @@ def get_fhir(report_id: ReportId, session: SessionDep, user: Annotated[User, Dep
                                       workflow.signatures_of(session, report.id))
     return JSONResponse(resource, media_type="application/fhir+json",
                         headers={"ETag": f'W/"{report.current_version}"'})
-

@@ -1,4 +1,4 @@
-"""Radiologist review: worklist, claims, versioned edits, e-signatures, amendments, rejection, history.
+"""Radiologist review: worklist, claims, versioned edits, e-signatures, amendment, rejection, audit.
 
 Domain logic as plain functions that take the session and commit nothing (the caller owns the
 transaction). The rules, after 21 CFR 11 and HIPAA 164.312 (see docs/review.md):
@@ -54,7 +54,8 @@ from service.studies import pipeline
 
 OPEN = ReportStatus.preliminary
 SIGNED = (ReportStatus.final, ReportStatus.amended)
-STATUS_ORDER = (ReportStatus.preliminary, ReportStatus.final, ReportStatus.amended, ReportStatus.rejected)
+STATUS_ORDER = (ReportStatus.preliminary, ReportStatus.final, ReportStatus.amended,
+                ReportStatus.rejected)
 
 
 class SignatureMeaning(enum.StrEnum):
@@ -68,7 +69,8 @@ class SignatureMeaning(enum.StrEnum):
 MEANING_TEXT = {
     SignatureMeaning.authorship: "I am the author of this report.",
     SignatureMeaning.review: "I have reviewed this report.",
-    SignatureMeaning.approval: "I have reviewed the images and approve this report as the final report.",
+    SignatureMeaning.approval: "I have reviewed the images and approve this report as the final "
+    "report.",
 }
 
 
@@ -142,11 +144,12 @@ def content_sha256(text: str) -> str:
 
 
 def sections_of(text: str) -> dict[str, Any]:
-    """A report's sections as `radiology.reports.parse` finds them (what the generate worker stores)."""
+    """A report's sections as `radiology.reports.parse` finds them (as the generate worker does)."""
     from radiology.reports import parse
 
     parsed = parse(text)
-    return {k: v for k, v in dataclasses.asdict(parsed).items() if isinstance(v, str | None | list | dict)}
+    return {k: v for k, v in dataclasses.asdict(parsed).items()
+            if isinstance(v, str | None | list | dict)}
 
 
 def get_report(session: Session, report_id: str) -> Report:
@@ -158,7 +161,7 @@ def get_report(session: Session, report_id: str) -> Report:
 
 
 def version_fields(version: ReportVersion) -> dict[str, Any]:
-    """What the API shows of a version: number, text, sections, author, time, SHA-256 of the text."""
+    """What the API shows of a version: number, text, sections, author, time, the text's SHA-256."""
     return {"version": version.version, "text": version.text, "sections": version.sections or {},
             "author": version.author, "created_at": version.created_at,
             "content_sha256": version.content_sha256}
@@ -167,16 +170,18 @@ def version_fields(version: ReportVersion) -> dict[str, Any]:
 def current_version(session: Session, report: Report) -> ReportVersion:
     """The report's current version row."""
     return session.scalars(
-        select(ReportVersion).where(ReportVersion.report_id == report.id, ReportVersion.version == report.current_version)
+        select(ReportVersion).where(ReportVersion.report_id == report.id,
+                                    ReportVersion.version == report.current_version)
     ).one()
 
 
 def _audit(session: Session, user: User, action: str, report: Report, **details: Any) -> None:
-    session.add(AuditEvent(actor=user.name, user_id=user.id, action=action, study_id=report.study_id,
-                           report_id=report.id, details=details))
+    session.add(AuditEvent(actor=user.name, user_id=user.id, action=action,
+                           study_id=report.study_id, report_id=report.id, details=details))
 
 
-def _study_to(session: Session, report: Report, state: StudyState, user: User, **details: Any) -> None:
+def _study_to(session: Session, report: Report, state: StudyState, user: User,
+              **details: Any) -> None:
     study = session.get(Study, report.study_id)
     if study is not None and study.state != state and state in pipeline.ALLOWED[study.state]:
         pipeline.transition(session, study, state, actor=user.name, user_id=user.id,
@@ -185,8 +190,8 @@ def _study_to(session: Session, report: Report, state: StudyState, user: User, *
 
 def _check_base(report: Report, base_version: int | None, session: Session) -> None:
     if base_version is None:
-        raise PreconditionRequired("say which version this change is based on: send If-Match: \"<version>\" "
-                                   "or the field `version`")
+        raise PreconditionRequired("say which version this change is based on: send "
+                                   "If-Match: \"<version>\" or the field `version`")
     if base_version != report.current_version:
         raise VersionConflict(
             f"the report changed: you edited version {base_version}, the current version is "
@@ -197,11 +202,12 @@ def _check_base(report: Report, base_version: int | None, session: Session) -> N
 
 def _require_open_claim(report: Report, user: User, action: str) -> None:
     if report.status != OPEN:
-        raise ReportLocked(f"the report is {report.status.value}; it cannot be {action}"
-                           + (" (correct a signed report with an amendment)" if report.status in SIGNED else ""))
+        hint = " (correct a signed report with an amendment)" if report.status in SIGNED else ""
+        raise ReportLocked(f"the report is {report.status.value}; it cannot be {action}{hint}")
     if report.claimed_by != user.id:
         holder = "nobody" if report.claimed_by is None else "another radiologist"
-        raise NotClaimed(f"claim the report before it can be {action} (it is claimed by {holder})")
+        raise NotClaimed(
+            f"claim the report before it can be {action} (it is claimed by {holder})")
 
 
 # --------------------------------------------------------------------------- worklist
@@ -241,7 +247,10 @@ def worklist(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[WorklistItem], int]:
-    """Reports filtered by status, assignee ("me", "none" or a user name), priority, draft age and bundle; (page, total)."""
+    """Reports filtered by status, assignee, priority, draft age and bundle: (page, total).
+
+    `assignee` is "me", "none" or a user name.
+    """
     claimer = aliased(User)
     query = (
         select(Report, Study, Draft, claimer.name)
@@ -269,26 +278,31 @@ def worklist(
     order = {
         WorklistSort.priority: (Report.priority.desc(), Draft.created_at.asc(), Report.id),
         WorklistSort.age: (Draft.created_at.asc(), Report.id),
-        WorklistSort.updated: (func.coalesce(Report.updated_at, Report.created_at).desc(), Report.id),
+        WorklistSort.updated: (func.coalesce(Report.updated_at, Report.created_at).desc(),
+                               Report.id),
         WorklistSort.status: (case({s: i for i, s in enumerate(STATUS_ORDER)}, value=Report.status),
                               Report.priority.desc(), Draft.created_at.asc(), Report.id),
-        WorklistSort.assignee: (claimer.name.is_not(None), claimer.name.asc(), Draft.created_at.asc(), Report.id),
+        WorklistSort.assignee: (claimer.name.is_not(None), claimer.name.asc(),
+                                Draft.created_at.asc(), Report.id),
     }[sort]
     rows = session.execute(query.order_by(*order).limit(limit).offset(offset)).all()
     return [WorklistItem(r, s, d, name) for r, s, d, name in rows], int(total)
 
 
-# --------------------------------------------------------------------------- claim, release, priority
+# ------------------------------------------------------------------- claim, release, priority
 
 
-def claim(session: Session, report_id: str, user: User, *, claim_ttl_s: float | None = None) -> Report:
+def claim(session: Session, report_id: str, user: User, *,
+          claim_ttl_s: float | None = None) -> Report:
     """Take a preliminary report for review (idempotent for its holder); the study goes in_review.
 
-    Another radiologist's claim older than `claim_ttl_s` is taken over (and the audit event says from whom).
+    Another radiologist's claim older than `claim_ttl_s` is taken over (and the audit event says
+    from whom).
     """
     report = get_report(session, report_id)
     if report.status != OPEN:
-        raise ReportLocked(f"the report is {report.status.value}; only preliminary reports can be claimed")
+        raise ReportLocked(
+            f"the report is {report.status.value}; only preliminary reports can be claimed")
     now = utcnow()
     previous = report.claimed_by if report.claimed_by != user.id else None
     free = [Report.claimed_by.is_(None), Report.claimed_by == user.id]
@@ -298,15 +312,16 @@ def claim(session: Session, report_id: str, user: User, *, claim_ttl_s: float | 
         update(Report)
         .where(Report.id == report_id, Report.status == OPEN, or_(*free))
         .values(claimed_by=user.id,
-                claimed_at=case((Report.claimed_by == user.id, func.coalesce(Report.claimed_at, now)), else_=now),
+                claimed_at=case((Report.claimed_by == user.id,
+                                 func.coalesce(Report.claimed_at, now)), else_=now),
                 updated_at=now)
         .execution_options(synchronize_session=False)
     )
     session.refresh(report)
     if result.rowcount != 1:
-        raise NotClaimed("another radiologist has claimed this report; it can be claimed once they release it"
-                         + (f" or after {claim_ttl_s / 3600:g} h" if claim_ttl_s is not None else ""),
-                         code="claimed_by_other")
+        expiry = f" or after {claim_ttl_s / 3600:g} h" if claim_ttl_s is not None else ""
+        raise NotClaimed("another radiologist has claimed this report; it can be claimed once they "
+                         f"release it{expiry}", code="claimed_by_other")
     details = {"taken_over_from": session.get(User, previous).name} if previous is not None else {}
     _audit(session, user, "report.claim", report, **details)
     _study_to(session, report, StudyState.in_review, user)
@@ -314,7 +329,7 @@ def claim(session: Session, report_id: str, user: User, *, claim_ttl_s: float | 
 
 
 def release(session: Session, report_id: str, user: User) -> Report:
-    """Give a claimed report back to the worklist (its edits stay); the study returns to draft_ready."""
+    """Give a claimed report back to the worklist (edits stay); the study returns to draft_ready."""
     report = get_report(session, report_id)
     _require_open_claim(report, user, "released")
     report.claimed_by = None
@@ -329,7 +344,8 @@ def set_priority(session: Session, report_id: str, user: User, priority: int) ->
     """Change a preliminary report's worklist priority (higher first)."""
     report = get_report(session, report_id)
     if report.status != OPEN:
-        raise ReportLocked(f"the report is {report.status.value}; priorities only matter for open reports")
+        raise ReportLocked(
+            f"the report is {report.status.value}; priorities only matter for open reports")
     _audit(session, user, "report.priority", report, **{"from": report.priority, "to": priority})
     report.priority = priority
     report.updated_at = utcnow()
@@ -339,8 +355,9 @@ def set_priority(session: Session, report_id: str, user: User, priority: int) ->
 # --------------------------------------------------------------------------- edits
 
 
-def _new_version(session: Session, report: Report, user: User, text: str, base_version: int) -> ReportVersion:
-    """Append version base+1 if the report is still at `base_version` (a conditional UPDATE: race-free)."""
+def _new_version(session: Session, report: Report, user: User, text: str,
+                 base_version: int) -> ReportVersion:
+    """Append version base+1 if the report is still at `base_version` (a conditional UPDATE)."""
     result = session.execute(
         update(Report)
         .where(Report.id == report.id, Report.current_version == base_version)
@@ -353,14 +370,16 @@ def _new_version(session: Session, report: Report, user: User, text: str, base_v
             f"the report changed while you edited it (now version {report.current_version})",
             current_version(session, report),
         )
-    version = ReportVersion(report_id=report.id, version=base_version + 1, text=text, sections=sections_of(text),
-                            author_id=user.id, author=user.name, content_sha256=content_sha256(text))
+    version = ReportVersion(report_id=report.id, version=base_version + 1, text=text,
+                            sections=sections_of(text), author_id=user.id, author=user.name,
+                            content_sha256=content_sha256(text))
     session.add(version)
     session.flush()
     return version
 
 
-def edit(session: Session, report_id: str, user: User, text: str, base_version: int | None) -> ReportVersion:
+def edit(session: Session, report_id: str, user: User, text: str,
+         base_version: int | None) -> ReportVersion:
     """Save an edit as a new version, based on `base_version`; an unchanged text creates nothing."""
     report = get_report(session, report_id)
     _require_open_claim(report, user, "edited")
@@ -389,7 +408,10 @@ def _change_summary(before: str, after: str) -> dict[str, int]:
 
 
 def signing_key(settings: Settings) -> bytes:
-    """The HMAC key of signatures: SIGNATURE_KEY, else a random key in STORAGE_DIR/keys (created once, 0600)."""
+    """The HMAC key of signatures: SIGNATURE_KEY, else a random key in STORAGE_DIR/keys.
+
+    The random key is created once, readable by its owner only (0600).
+    """
     if settings.signature_key:
         return settings.signature_key.encode("utf-8")
     path = Path(settings.storage_dir) / "keys" / "signature.key"
@@ -408,9 +430,11 @@ def signing_key(settings: Settings) -> bytes:
 def _seal_payload(signature: Signature) -> bytes:
     fields = {
         "report_id": signature.report_id, "version": signature.version, "kind": signature.kind,
-        "signer_id": signature.signer_id, "signer_name": signature.signer_name, "meaning": signature.meaning,
+        "signer_id": signature.signer_id, "signer_name": signature.signer_name,
+        "meaning": signature.meaning,
         "signed_at": signature.signed_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-        "content_sha256": signature.content_sha256, "amends_signature_id": signature.amends_signature_id,
+        "content_sha256": signature.content_sha256,
+        "amends_signature_id": signature.amends_signature_id,
         "reason": signature.reason, "previous_seal": signature.previous_seal,
     }
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -423,7 +447,8 @@ def seal(signature: Signature, key: bytes) -> str:
 
 def signatures_of(session: Session, report_id: str) -> list[Signature]:
     """A report's signatures in order."""
-    return list(session.scalars(select(Signature).where(Signature.report_id == report_id).order_by(Signature.id)))
+    in_order = select(Signature).where(Signature.report_id == report_id).order_by(Signature.id)
+    return list(session.scalars(in_order))
 
 
 def _reauthenticate(session: Session, report: Report, user: User, password: str,
@@ -441,11 +466,13 @@ def _reauthenticate(session: Session, report: Report, user: User, password: str,
                "sign in again once the lockout has passed" if locked else ""))
 
 
-def _sign_version(session: Session, report: Report, user: User, version: ReportVersion, meaning: SignatureMeaning,
-                  key: bytes, *, kind: str, amends: Signature | None = None, reason: str | None = None) -> Signature:
+def _sign_version(session: Session, report: Report, user: User, version: ReportVersion,
+                  meaning: SignatureMeaning, key: bytes, *, kind: str,
+                  amends: Signature | None = None, reason: str | None = None) -> Signature:
     previous = signatures_of(session, report.id)
     signature = Signature(
-        report_id=report.id, version=version.version, kind=kind, signer_id=user.id, signer_name=user.name,
+        report_id=report.id, version=version.version, kind=kind,
+        signer_id=user.id, signer_name=user.name,
         meaning=meaning.value, signed_at=utcnow(), content_sha256=content_sha256(version.text),
         amends_signature_id=amends.id if amends else None, reason=reason,
         previous_seal=previous[-1].seal if previous else None,
@@ -458,25 +485,27 @@ def _sign_version(session: Session, report: Report, user: User, version: ReportV
 
 def sign(session: Session, report_id: str, user: User, *, password: str, meaning: SignatureMeaning,
          base_version: int | None, key: bytes, lockout: Lockout = DEFAULT_LOCKOUT) -> Signature:
-    """Sign the current version: re-authenticate, seal, make the report final and immutable, study signed."""
+    """Sign the current version: re-authenticate, seal, report final and immutable, study signed."""
     report = get_report(session, report_id)
     _require_open_claim(report, user, "signed")
     _check_base(report, base_version, session)
     _reauthenticate(session, report, user, password, lockout)
     result = session.execute(
         update(Report)
-        .where(Report.id == report.id, Report.status == OPEN, Report.current_version == base_version,
-               Report.claimed_by == user.id)
+        .where(Report.id == report.id, Report.status == OPEN,
+               Report.current_version == base_version, Report.claimed_by == user.id)
         .values(status=ReportStatus.final, claimed_by=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     session.refresh(report)
     if result.rowcount != 1:
-        raise VersionConflict("the report changed while you signed it; reload it", current_version(session, report))
+        raise VersionConflict("the report changed while you signed it; reload it",
+                              current_version(session, report))
     version = current_version(session, report)
     signature = _sign_version(session, report, user, version, meaning, key, kind="sign")
-    _audit(session, user, "report.sign", report, version=version.version, signature_id=signature.id,
-           meaning=meaning.value, content_sha256=signature.content_sha256)
+    _audit(session, user, "report.sign", report, version=version.version,
+           signature_id=signature.id, meaning=meaning.value,
+           content_sha256=signature.content_sha256)
     _study_to(session, report, StudyState.signed, user)
     return signature
 
@@ -484,11 +513,12 @@ def sign(session: Session, report_id: str, user: User, *, password: str, meaning
 def amend(session: Session, report_id: str, user: User, *, text: str, reason: str, password: str,
           meaning: SignatureMeaning, base_version: int | None, key: bytes,
           lockout: Lockout = DEFAULT_LOCKOUT) -> Signature:
-    """Correct a signed report: a new version, signed at once, referencing the signature it corrects."""
+    """Correct a signed report: a new version, signed at once, naming the signature it corrects."""
     report = get_report(session, report_id)
     if report.status not in SIGNED:
-        raise ReportLocked(f"only signed reports are amended; this one is {report.status.value}"
-                           + (" (edit it and sign it instead)" if report.status == OPEN else ""))
+        hint = " (edit it and sign it instead)" if report.status == OPEN else ""
+        raise ReportLocked(
+            f"only signed reports are amended; this one is {report.status.value}{hint}")
     if not reason.strip():
         raise ReviewError("an amendment needs a reason", code="reason_required")
     _check_base(report, base_version, session)
@@ -499,16 +529,17 @@ def amend(session: Session, report_id: str, user: User, *, text: str, reason: st
     amended = signatures_of(session, report.id)[-1]
     version = _new_version(session, report, user, text, report.current_version)
     report.status = ReportStatus.amended
-    signature = _sign_version(session, report, user, version, meaning, key, kind="amendment", amends=amended,
-                              reason=reason)
-    _audit(session, user, "report.amend", report, version=version.version, signature_id=signature.id,
-           amends_signature_id=amended.id, amends_version=amended.version, reason=reason, meaning=meaning.value,
+    signature = _sign_version(session, report, user, version, meaning, key, kind="amendment",
+                              amends=amended, reason=reason)
+    _audit(session, user, "report.amend", report, version=version.version,
+           signature_id=signature.id, amends_signature_id=amended.id,
+           amends_version=amended.version, reason=reason, meaning=meaning.value,
            content_sha256=signature.content_sha256, **_change_summary(current.text, text))
     return signature
 
 
 def reject(session: Session, report_id: str, user: User, reason: str) -> Report:
-    """Reject the AI draft as unusable, with a reason (IHE AIRAI "rejected"); the report is closed."""
+    """Reject the AI draft as unusable, with a reason (IHE AIRAI "rejected"); the report closes."""
     report = get_report(session, report_id)
     _require_open_claim(report, user, "rejected")
     if not reason.strip():
@@ -532,22 +563,26 @@ class SignatureCheck:
 
 
 def verify(session: Session, report_id: str, key: bytes) -> list[SignatureCheck]:
-    """Check every signature of a report against the key, the hash chain and the stored version text."""
+    """Check each signature of a report against the key, the hash chain and the stored text."""
     report = get_report(session, report_id)
     checks = []
     previous_seal: str | None = None
     for signature in signatures_of(session, report.id):
         problems = []
         if not hmac.compare_digest(seal(signature, key), signature.seal):
-            problems.append("the seal does not match the signature's fields (the signature record was altered)")
+            problems.append("the seal does not match the signature's fields "
+                            "(the signature record was altered)")
         if signature.previous_seal != previous_seal:
-            problems.append("the hash chain is broken (a signature was removed, reordered or altered)")
-        stored = session.scalars(select(ReportVersion).where(ReportVersion.report_id == report.id,
-                                                             ReportVersion.version == signature.version)).first()
+            problems.append(
+                "the hash chain is broken (a signature was removed, reordered or altered)")
+        signed_version = select(ReportVersion).where(ReportVersion.report_id == report.id,
+                                                     ReportVersion.version == signature.version)
+        stored = session.scalars(signed_version).first()
         if stored is None:
             problems.append(f"version {signature.version} is missing")
         elif content_sha256(stored.text) != signature.content_sha256:
-            problems.append(f"the stored text of version {signature.version} is not the text that was signed")
+            problems.append(f"the stored text of version {signature.version} is not the text "
+                            "that was signed")
         checks.append(SignatureCheck(signature, not problems, problems))
         previous_seal = signature.seal
     return checks
@@ -557,17 +592,22 @@ def verify(session: Session, report_id: str, key: bytes) -> list[SignatureCheck]
 
 
 def record_read(session: Session, report: Report, user: User, view: str) -> None:
-    """Audit that `user` read the report (HIPAA 164.312(b): reads of patient information are recorded too)."""
+    """Audit that `user` read the report (HIPAA 164.312(b): reads of patient data are recorded)."""
     _audit(session, user, "report.read", report, view=view)
 
 
 def history(session: Session, report_id: str, *, include_reads: bool = False
             ) -> tuple[Report, list[ReportVersion], list[AuditEvent]]:
-    """Every version (oldest first) and every audit event of the report and its study, in order (reads on request)."""
+    """Every version (oldest first) and every audit event of the report and its study, in order.
+
+    Reads of the report are left out unless `include_reads`.
+    """
     report = get_report(session, report_id)
-    versions = list(session.scalars(select(ReportVersion).where(ReportVersion.report_id == report.id)
-                                    .order_by(ReportVersion.version)))
-    query = select(AuditEvent).where(or_(AuditEvent.report_id == report.id, AuditEvent.study_id == report.study_id))
+    versions = list(session.scalars(
+        select(ReportVersion).where(ReportVersion.report_id == report.id)
+        .order_by(ReportVersion.version)))
+    query = select(AuditEvent).where(or_(AuditEvent.report_id == report.id,
+                                         AuditEvent.study_id == report.study_id))
     if not include_reads:
         query = query.where(AuditEvent.action != "report.read")
     events = list(session.scalars(query.order_by(AuditEvent.at, AuditEvent.id)))
@@ -576,5 +616,6 @@ def history(session: Session, report_id: str, *, include_reads: bool = False
 
 def unified_diff(before: str, after: str, from_label: str, to_label: str) -> str:
     """A unified diff of two report texts, line by line."""
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=from_label, tofile=to_label))
+    lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                 fromfile=from_label, tofile=to_label)
+    return "".join(lines)

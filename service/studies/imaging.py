@@ -1,4 +1,4 @@
-"""Image work for the service: decode instances through `radiology`, pick the frontal view, render PNGs."""
+"""Image work for the service: decode instances with `radiology`, pick the frontal view, render."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class ImageDecodeError(Exception):
 
 @dataclass
 class DecodedImage:
-    """What ingest keeps of one instance: the decoded image and a copy with its longest side capped."""
+    """What ingest keeps of an instance: the decoded image, and a copy with its long side capped."""
 
     image: Any  # radiology.dicom.DicomImage
     pixels: np.ndarray
@@ -50,7 +50,8 @@ def decode(data: bytes, *, max_side: int, policy: Any = None) -> DecodedImage:
     except dicom.DicomError as error:
         code = str(getattr(error, "code", "dicom_error"))
         raise ImageDecodeError(code, str(error)) from None
-    return DecodedImage(image=image, pixels=downscale(np.asarray(image.pixels, dtype=np.float32), max_side))
+    pixels = downscale(np.asarray(image.pixels, dtype=np.float32), max_side)
+    return DecodedImage(image=image, pixels=pixels)
 
 
 def _text(value: object) -> str | None:
@@ -61,7 +62,7 @@ def _text(value: object) -> str | None:
 
 
 def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrink so the longest side is at most `max_side` (anti-aliased); smaller images pass through."""
+    """Shrink so the longest side is at most `max_side` (anti-aliased); smaller ones pass as is."""
     rows, columns = pixels.shape[:2]
     scale = max_side / max(rows, columns)
     if scale >= 1.0:
@@ -73,7 +74,7 @@ def downscale(pixels: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def choose_frontal(images: list[DecodedImage]) -> int | None:
-    """Index of the image to report on, by `radiology.studies.choose_views` (PA before AP, never a lateral)."""
+    """Index of the image to report on, by `radiology.studies.choose_views` (PA, AP, no lateral)."""
     from radiology.studies import choose_views
 
     frontal, _, _ = choose_views([d.image for d in images])
@@ -83,13 +84,13 @@ def choose_frontal(images: list[DecodedImage]) -> int | None:
 
 
 def render_png(pixels: np.ndarray, window: str = "default", image_format: str = "PNG") -> bytes:
-    """An 8-bit grayscale PNG (or `image_format="JPEG"`) of a [0, 1] image through a window
-    preset."""
+    """An 8-bit grayscale PNG (or `image_format="JPEG"`) of a [0, 1] image through a window."""
     from PIL import Image
 
     center, width = WINDOW_PRESETS[window]
     low = center - width / 2
     shown = np.clip((pixels - low) / width, 0.0, 1.0)
     buffer = io.BytesIO()
-    Image.fromarray((shown * 255.0 + 0.5).astype(np.uint8), mode="L").save(buffer, format=image_format)
+    gray = (shown * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(gray, mode="L").save(buffer, format=image_format)
     return buffer.getvalue()

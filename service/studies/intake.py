@@ -1,4 +1,4 @@
-"""DICOM upload intake: validate instances (and zips) cheaply, store them, register studies idempotently.
+"""DICOM upload intake: validate instances (and zips) cheaply, store them, register studies once.
 
 Upload-time checks are every check `radiology.dicom.read` makes before decoding (Part 10, a
 deflated data set inflated within MAX_INSTANCE_BYTES, nothing cut short, pixel data present and as
@@ -48,7 +48,7 @@ IMAGE_SOP_CLASSES = {
 
 
 class UploadError(ServiceError):
-    """An upload refused as a whole: HTTP status, a machine code and a message an operator can act on."""
+    """An upload refused as a whole: HTTP status, a machine code and a message to act on."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message, status=status, code=code)
@@ -153,7 +153,8 @@ def _inspect(data: bytes, settings: Settings) -> tuple[str, str, str, str]:
     """(study, series, SOP instance, SOP class UIDs) of an instance that passes every check
     `radiology.dicom.read` makes before decoding; InstanceRejected otherwise."""
     if len(data) < 132 or data[128:132] != b"DICM":
-        raise InstanceRejected("not_dicom", 0xC000, "not a DICOM Part 10 file (no 'DICM' marker after the preamble)")
+        raise InstanceRejected("not_dicom", 0xC000,
+                               "not a DICOM Part 10 file (no 'DICM' marker after the preamble)")
     policy = read_policy(settings)
     try:
         dataset, notes = dicom.read_dataset(data, defer_pixels=True, policy=policy)
@@ -180,7 +181,8 @@ def _inspect(data: bytes, settings: Settings) -> tuple[str, str, str, str]:
     except InstanceRejected:
         raise
     except Exception as error:  # pydicom raises assorted errors on hostile input
-        raise InstanceRejected("corrupt", 0xC000, f"the DICOM file cannot be parsed ({type(error).__name__})") from None
+        message = f"the DICOM file cannot be parsed ({type(error).__name__})"
+        raise InstanceRejected("corrupt", 0xC000, message) from None
     if any("beyond the image" in note for note in notes):
         raise InstanceRejected("pixel_length_mismatch", 0xC000, "the pixel data is longer than "
                                "Rows x Columns x Frames x Samples x Bits Allocated describe; the "
@@ -219,7 +221,8 @@ def unpack_zip(archive_part: SpooledPart, spool: Spool, settings: Settings) -> l
         archive = zipfile.ZipFile(archive_part.path)  # type: ignore[arg-type]
         members = [m for m in archive.infolist() if not m.is_dir()]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, TypeError) as error:
-        raise UploadError(422, "bad_zip", f"the zip archive cannot be read ({type(error).__name__})") from None
+        raise UploadError(422, "bad_zip",
+                          f"the zip archive cannot be read ({type(error).__name__})") from None
     with archive:
         if len(members) > settings.max_instances_per_upload:
             raise UploadError(413, "too_many_files", f"the archive holds {len(members)} files; "
@@ -327,13 +330,14 @@ def _get_or_create_study(session: Session, study_uid: str, user: User) -> tuple[
         assert study is not None
         return study, False
     session.add(
-        AuditEvent(actor=f"user:{user.name}", user_id=user.id, action="study.receive", study_id=study.id,
-                   to_state=StudyState.received.value)
+        AuditEvent(actor=f"user:{user.name}", user_id=user.id, action="study.receive",
+                   study_id=study.id, to_state=StudyState.received.value)
     )
     return study, True
 
 
-def register_instances(session: Session, store: BlobStore, headers: list[InstanceHeader], user: User) -> Registration:
+def register_instances(session: Session, store: BlobStore, headers: list[InstanceHeader],
+                       user: User) -> Registration:
     """Store instance bytes and rows; the same SOP instance again changes nothing (idempotent).
 
     A SOP Instance UID already stored with other bytes is never replaced nor silently dropped:
@@ -370,7 +374,8 @@ def register_instances(session: Session, store: BlobStore, headers: list[Instanc
             result.stored.append(StoredInstance(header, study, created=False))
             continue
         session.add(
-            AuditEvent(actor=f"user:{user.name}", user_id=user.id, action="instance.store", study_id=study.id,
+            AuditEvent(actor=f"user:{user.name}", user_id=user.id, action="instance.store",
+                       study_id=study.id,
                        details={"sha256": sha, "late": study.state != StudyState.received})
         )
         result.stored.append(StoredInstance(header, study, created=True))

@@ -60,7 +60,8 @@ def transition(
     )
     study.state = to_state
     study.updated_at = now
-    stamp = {S.ingested: "ingested_at", S.draft_ready: "draft_ready_at", S.failed: "failed_at"}.get(to_state)
+    stamps = {S.ingested: "ingested_at", S.draft_ready: "draft_ready_at", S.failed: "failed_at"}
+    stamp = stamps.get(to_state)
     if stamp:
         setattr(study, stamp, now)
     if to_state in (S.ingested, S.draft_ready, S.failed):
@@ -69,7 +70,7 @@ def transition(
 
 
 def fail(session: Session, study: Study, *, code: str, reason: str, actor: str) -> None:
-    """End a study as `failed` with a machine code and a reason a person can act on (no-op if terminal)."""
+    """End a study as `failed` with a machine code and an actionable reason (no-op if terminal)."""
     if S.failed not in ALLOWED[study.state]:
         return
     study.failure_code = code
@@ -85,7 +86,8 @@ class Claim:
     attempt: int = 0
 
 
-def claim(session: Session, study_id: str, stage: str, *, worker: str, lease_s: float, max_attempts: int) -> Claim:
+def claim(session: Session, study_id: str, stage: str, *, worker: str, lease_s: float,
+          max_attempts: int) -> Claim:
     """Take a study for `stage` under a lease; retakes a study whose previous owner's lease expired.
 
     Each claim counts an attempt; past `max_attempts` (workers lost while holding it) the study
@@ -115,17 +117,19 @@ def claim(session: Session, study_id: str, stage: str, *, worker: str, lease_s: 
     attempt = getattr(study, attempts_col)
     if attempt > max_attempts:
         fail(session, study, code=f"{stage}_worker_lost",
-             reason=f"the {stage} worker was lost {attempt - 1} times while processing this study; "
-                    "it was not retried again (check the worker logs for crashes or out-of-memory kills)",
+             reason=f"the {stage} worker was lost {attempt - 1} times while processing this "
+                    "study; it was not retried again (check the worker logs for crashes or "
+                    "out-of-memory kills)",
              actor=f"worker:{worker}")
         return Claim("exhausted", attempt)
     if getattr(study, started_col) is None or attempt == 1:
         setattr(study, started_col, now)
     if stage == "generate" and study.state == S.ingested:
-        transition(session, study, S.generating, actor=f"worker:{worker}", details={"attempt": attempt})
+        transition(session, study, S.generating, actor=f"worker:{worker}",
+                   details={"attempt": attempt})
     elif attempt > 1:
-        session.add(AuditEvent(actor=f"worker:{worker}", action=f"{stage}.retake", study_id=study.id,
-                               details={"attempt": attempt}))
+        session.add(AuditEvent(actor=f"worker:{worker}", action=f"{stage}.retake",
+                               study_id=study.id, details={"attempt": attempt}))
     return Claim("claimed", attempt)
 
 
@@ -150,7 +154,7 @@ def renew_leases(session: Session, worker: str, lease_s: float) -> int:
 
 
 def stale_work(session: Session, *, older_than_s: float, limit: int = 500) -> list[tuple[str, str]]:
-    """(stage, study id) pairs whose work Redis may have lost: unfinished, unleased, not enqueued lately."""
+    """(stage, study id) pairs whose work Redis may have lost: unfinished, unleased, not re-sent."""
     now = utcnow()
     cutoff = now - dt.timedelta(seconds=older_than_s)
     free = or_(Study.lease_until.is_(None), Study.lease_until < now)

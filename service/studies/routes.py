@@ -32,6 +32,8 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"])
 UPLOADERS = (Role.uploader,)
 READERS = (Role.uploader, Role.radiologist, Role.admin)
 CLINICAL = (Role.radiologist, Role.admin)
+#: The `window` query parameter: one of the preset names.
+WINDOW_PATTERN = "^(" + "|".join(WINDOW_PRESETS) + ")$"
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -40,8 +42,11 @@ UPLOAD_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                             "description": "DICOM Part 10 files of one study, or one .zip of them"}},
+                    "properties": {"files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "DICOM Part 10 files of one study, or one .zip of them",
+                    }},
                     "required": ["files"],
                 }
             }
@@ -59,11 +64,11 @@ def _status_url(study_id: str) -> str:
     status_code=202,
     response_model=UploadAccepted,
     summary="Upload one study (DICOM files or one zip)",
-    description="Role: uploader. Multipart form field `files`: DICOM Part 10 instances of one study, "
-    "or a single zip of them. Returns 202 with the study id and its status URL; uploading the same "
-    "SOP instances again returns the same study and creates nothing new; a SOP Instance UID "
-    "already stored with other bytes is refused (409 `instance_conflict`, audited). The body is "
-    "streamed to disk; limits in service/README (Threat model and limits).",
+    description="Role: uploader. Multipart form field `files`: DICOM Part 10 instances of one "
+    "study, or a single zip of them. Returns 202 with the study id and its status URL; uploading "
+    "the same SOP instances again returns the same study and creates nothing new; a SOP Instance "
+    "UID already stored with other bytes is refused (409 `instance_conflict`, audited). The body "
+    "is streamed to disk; limits in service/README (Threat model and limits).",
     openapi_extra={**UPLOAD_BODY, **roles_doc(*UPLOADERS)},
     responses={**ERRORS, 400: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem},
                415: {"model": Problem}, 422: {"model": Problem}, 429: {"model": Problem},
@@ -78,7 +83,8 @@ async def upload_study(
 ) -> UploadAccepted:
     media, options = media_type(request.headers.get("content-type", ""))
     if media != "multipart/form-data":
-        raise intake.UploadError(415, "unsupported_media_type", "send multipart/form-data with DICOM files in field 'files'")
+        raise intake.UploadError(415, "unsupported_media_type",
+                                 "send multipart/form-data with DICOM files in field 'files'")
     boundary = options.get("boundary", "")
     if not boundary or len(boundary) > 200:
         raise intake.UploadError(400, "bad_multipart",
@@ -129,7 +135,8 @@ def _register_upload(response: Response, settings: Settings, store: BlobStore, u
                                      f"file {index + 1}: {error.message}") from None
     study_uids = {h.study_uid for h in headers}
     if len(study_uids) != 1:
-        raise intake.UploadError(422, "several_studies", "the files belong to several studies; upload one study per request")
+        raise intake.UploadError(422, "several_studies", "the files belong to several studies; "
+                                 "upload one study per request")
     with session_scope(settings.database_url) as session:
         user = session.merge(user)
         conflicts = intake.find_conflicts(session, headers, user)
@@ -144,8 +151,8 @@ def _register_upload(response: Response, settings: Settings, store: BlobStore, u
             raise intake.UploadError(409, "instance_conflict", f"{intake.Conflict.message}; "
                                      "nothing of this upload was stored")
         study = registration.stored[0].study
-        result = UploadAccepted(study_id=study.id, state=study.state.value, status_url=_status_url(study.id),
-                                instances_received=len(headers),
+        result = UploadAccepted(study_id=study.id, state=study.state.value,
+                                status_url=_status_url(study.id), instances_received=len(headers),
                                 instances_new=sum(1 for s in registration.stored if s.created))
         to_ingest = list(registration.studies_to_ingest)
     for study_id in to_ingest:
@@ -179,7 +186,8 @@ def _seconds(start, end) -> float | None:
     openapi_extra=roles_doc(*READERS),
     responses={**ERRORS, 404: {"model": Problem}},
 )
-def get_study(study_id: str, session: SessionDep, _: Annotated[User, Depends(require(*READERS))]) -> StudyStatus:
+def get_study(study_id: str, session: SessionDep,
+              _: Annotated[User, Depends(require(*READERS))]) -> StudyStatus:
     study = _get_study(session, study_id)
     draft = session.scalar(select(Draft.id).where(Draft.study_id == study.id))
     end = study.draft_ready_at or study.failed_at
@@ -193,9 +201,11 @@ def get_study(study_id: str, session: SessionDep, _: Annotated[User, Depends(req
         total_s=_seconds(study.received_at, end),
     )
     return StudyStatus(
-        study_id=study.id, state=study.state.value, received_at=study.received_at, updated_at=study.updated_at,
+        study_id=study.id, state=study.state.value,
+        received_at=study.received_at, updated_at=study.updated_at,
         instances=len(study.instances), images=sum(1 for i in study.instances if i.image_sha256),
-        timings=timings, attempts={"ingest": study.ingest_attempts, "generate": study.generate_attempts},
+        timings=timings,
+        attempts={"ingest": study.ingest_attempts, "generate": study.generate_attempts},
         failure_code=study.failure_code, failure_reason=study.failure_reason,
         report_url=f"/v1/studies/{study.id}/report" if draft else None,
     )
@@ -204,11 +214,12 @@ def get_study(study_id: str, session: SessionDep, _: Annotated[User, Depends(req
 @router.get(
     "/{study_id}/images/{index}.png",
     summary="One image of a study as PNG, through a window preset",
-    description="Roles: radiologist, admin. `index` counts the study's decoded images from 0 in upload "
-    "order. Each read is audited (`study.read`).",
+    description="Roles: radiologist, admin. `index` counts the study's decoded images from 0 in "
+    "upload order. Each read is audited (`study.read`).",
     openapi_extra=roles_doc(*CLINICAL),
     response_class=Response,
-    responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"model": Problem}, 409: {"model": Problem}},
+    responses={**ERRORS, 200: {"content": {"image/png": {}}},
+               404: {"model": Problem}, 409: {"model": Problem}},
 )
 def get_image(
     study_id: str,
@@ -216,14 +227,16 @@ def get_image(
     session: SessionDep,
     store: StoreDep,
     user: Annotated[User, Depends(require(*CLINICAL))],
-    window: Annotated[str, Query(pattern="^(" + "|".join(WINDOW_PRESETS) + ")$", description="Window preset")] = "default",
+    window: Annotated[str, Query(pattern=WINDOW_PATTERN, description="Window preset")] = "default",
 ) -> Response:
     study = _get_study(session, study_id)
     images = [i for i in study.instances if i.image_sha256]
     if not images:
-        raise HTTPException(409, detail=f"the study has no decoded images (state {study.state.value})")
+        raise HTTPException(
+            409, detail=f"the study has no decoded images (state {study.state.value})")
     if not 0 <= index < len(images):
-        raise HTTPException(404, detail=f"image index out of range: the study has {len(images)} images")
+        raise HTTPException(
+            404, detail=f"image index out of range: the study has {len(images)} images")
     pixels = store.get_array(images[index].image_sha256)
     _record_read(session, study, user, view="image", index=index, window=window)
     return Response(render_png(pixels.astype("float32"), window), media_type="image/png",
@@ -242,14 +255,16 @@ def get_image(
 def get_report(study_id: str, session: SessionDep,
                user: Annotated[User, Depends(require(*CLINICAL))]) -> DraftReport:
     study = _get_study(session, study_id)
-    draft = session.scalar(select(Draft).where(Draft.study_id == study.id).order_by(Draft.created_at))
+    first_draft = select(Draft).where(Draft.study_id == study.id).order_by(Draft.created_at)
+    draft = session.scalar(first_draft)
     if draft is None:
         raise HTTPException(409, detail=f"no draft yet (state {study.state.value})")
     report_id = session.scalar(select(Report.id).where(Report.draft_id == draft.id))
     _record_read(session, study, user, view="draft", report_id=report_id)
-    return DraftReport(study_id=study.id, draft_id=draft.id, report_id=report_id, bundle_id=draft.bundle_id,
-                       text=draft.text, sections=draft.sections, generation=draft.generation,
-                       findings=draft.findings, created_at=draft.created_at)
+    return DraftReport(study_id=study.id, draft_id=draft.id, report_id=report_id,
+                       bundle_id=draft.bundle_id, text=draft.text, sections=draft.sections,
+                       generation=draft.generation, findings=draft.findings,
+                       created_at=draft.created_at)
 
 
 @router.get(
@@ -260,9 +275,11 @@ def get_report(study_id: str, session: SessionDep,
     openapi_extra=roles_doc(Role.admin),
     responses={**ERRORS, 404: {"model": Problem}},
 )
-def get_audit(study_id: str, session: SessionDep, _: Annotated[User, Depends(require(Role.admin))]) -> list[AuditEntry]:
+def get_audit(study_id: str, session: SessionDep,
+              _: Annotated[User, Depends(require(Role.admin))]) -> list[AuditEntry]:
     _get_study(session, study_id)
-    events = session.scalars(select(AuditEvent).where(AuditEvent.study_id == study_id).order_by(AuditEvent.id))
-    return [AuditEntry(at=e.at, actor=e.actor, action=e.action, from_state=e.from_state, to_state=e.to_state,
-                       details=e.details or {}) for e in events]
+    trail = select(AuditEvent).where(AuditEvent.study_id == study_id).order_by(AuditEvent.id)
+    return [AuditEntry(at=e.at, actor=e.actor, action=e.action, from_state=e.from_state,
+                       to_state=e.to_state, details=e.details or {})
+            for e in session.scalars(trail)]
 

@@ -15,7 +15,8 @@ class UploadAccepted(BaseModel):
     state: str
     status_url: str
     instances_received: int = Field(description="Instances in this upload.")
-    instances_new: int = Field(description="Instances not stored before (0 when the upload repeats one).")
+    instances_new: int = Field(
+        description="Instances not stored before (0 when the upload repeats one).")
 
 
 class StageTimings(BaseModel):
@@ -56,7 +57,8 @@ class DraftReport(BaseModel):
     text: str
     sections: dict[str, Any]
     generation: dict[str, Any]
-    findings: dict[str, Any] | None = Field(None, description="Null until the score worker has extracted them.")
+    findings: dict[str, Any] | None = Field(
+        None, description="Null until the score worker has extracted them.")
     created_at: dt.datetime
 
 

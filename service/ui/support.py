@@ -225,8 +225,7 @@ def section_spans(text: str) -> list[Section]:
 
 
 def findings_of(text: str) -> FindingsView:
-    """Sections, entities with character spans (the extractor's tokenizer) and CheXpert-style
-    labels."""
+    """Sections, entities with character spans (extractor tokens) and CheXpert-style labels."""
     from evaluation import chexpert, radgraph
     from evaluation.extractor.rules import TOKEN_PATTERN
 

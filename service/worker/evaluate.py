@@ -70,8 +70,7 @@ def _finish(
 
 
 class ProgressWatcher(threading.Thread):
-    """Copies the run's progress bar (`generating reports`, tqdm) into the Evaluation row every
-    second."""
+    """Copies the run's tqdm bar (`generating reports`) into its Evaluation row every second."""
 
     def __init__(self, settings: Settings, evaluation_id: str) -> None:
         super().__init__(name="radreport-evaluation-progress", daemon=True)
@@ -112,8 +111,7 @@ class ProgressWatcher(threading.Thread):
 
 
 def run_evaluation(settings: Settings, evaluation_id: str, worker: str | None = None) -> bool:
-    """Claim and run one evaluation to its end (succeeded or failed); False when there was nothing
-    to do."""
+    """Claim and run one evaluation to its end (succeeded or failed); False if nothing to do."""
     from evaluation.run import evaluate_bundle
 
     worker = worker or worker_name()

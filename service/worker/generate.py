@@ -63,8 +63,7 @@ def gather_batch(
 
 
 def generate_claimed(settings: Settings, study_id: str, worker: str) -> None:
-    """Generate the draft of a study this worker has claimed, with others gathered into its
-    batch."""
+    """Generate the draft of a study this worker claimed, with others gathered into its batch."""
     model = load_model(settings)
     store = BlobStore(settings.storage_dir)
     with session_scope(settings.database_url) as session:

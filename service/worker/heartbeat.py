@@ -1,5 +1,4 @@
-"""Worker liveness: this process's name, and a thread that writes its heartbeat and renews its
-leases."""
+"""Worker liveness: this process's name, and a thread writing its heartbeat and renewing leases."""
 
 from __future__ import annotations
 

@@ -66,6 +66,5 @@ def _short(value: Any) -> str | None:
 
 
 def ingest_study(self: Any, study_id: str) -> None:
-    """Decode a study's instances, keep its images, choose the frontal view; then enqueue
-    generate."""
+    """Decode a study's instances, keep its images, pick the frontal view; then enqueue generate."""
     run_stage(self, "ingest", study_id, ingest_claimed)

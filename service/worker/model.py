@@ -92,8 +92,7 @@ class DraftModel:
         return fitted
 
     def warmup(self) -> None:
-        """Compile every batch bucket once with the real prompt (blank images), so serving never
-        compiles."""
+        """Compile each batch bucket with the real prompt (blank images); serving never compiles."""
         blank = np.zeros((self.image_size, self.image_size), np.float32)
         for size in self.buckets:
             started = time.perf_counter()

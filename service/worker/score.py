@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def extract_findings(text: str) -> dict[str, Any]:
-    """The findings `evaluation` extracts from a report: CheXpert-style labels and the RadGraph
-    graph."""
+    """What `evaluation` extracts from a report: CheXpert-style labels and the RadGraph graph."""
     from evaluation import chexpert, radgraph
 
     labels = chexpert.label(text)

@@ -21,6 +21,7 @@ def main(data: int, fsdp: int, steps: int) -> None:
     from finetune import optim, sharding
     from finetune.config import MeshSection, OptimSection
     from finetune.step import init_state, make_train_step
+    from modeling.activations import with_activation_sharding
 
     config = modeling.PRESETS["tiny"].replace(text={"sliding_window": None, "vocab_size": 64})
     params = modeling.init_params(config, jax.random.PRNGKey(0))
@@ -44,7 +45,9 @@ def main(data: int, fsdp: int, steps: int) -> None:
         shardings = sharding.tree_shardings(state, mesh)
         state = jax.device_put(state, shardings)
         frozen_s = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh))
-        step = jax.jit(step_fn, out_shardings=(shardings, sharding.replicated(mesh)))
+        # As a run traces it: activations pinned to the batch sharding (modeling.activations).
+        pinned = with_activation_sharding(step_fn, sharding.batch_sharding(mesh))
+        step = jax.jit(pinned, out_shardings=(shardings, sharding.replicated(mesh)))
         losses = []
         for _ in range(steps):
             state, metrics = step(state, frozen_s, sharding.global_batch(batch, mesh))

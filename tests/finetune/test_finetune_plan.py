@@ -31,7 +31,7 @@ def _attempt(micro_batch: int, peak: int, fits: bool) -> Attempt:
 
 def test_the_plan_chooses_the_largest_micro_batch_that_fits_and_says_so() -> None:
     plan = TrainPlan("run", "paligemma2-3b-448", 8, {"data": 1, "fsdp": 8}, 80 * 10**9, 0.1, 256,
-                     "all", True, "bfloat16", 3, 3, [_attempt(1, 50 * 10**9, True),
+                     "all", True, True, "bfloat16", 3, 3, [_attempt(1, 50 * 10**9, True),
                                                      _attempt(2, 90 * 10**9, False)])
     assert plan.budget == 72 * 10**9 and plan.chosen.micro_batch == 1
     assert TrainPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan

@@ -132,8 +132,7 @@ def _pydicom_compress(ds: Dataset, ts: uid.UID, **kwargs: object) -> bytes:
 
 
 def _imagecodecs_jpeg12(ds: Dataset) -> bytes:
-    """A genuine 12-bit extended sequential (SOF1) stream, written by libjpeg-turbo via
-    imagecodecs."""
+    """A genuine 12-bit extended sequential (SOF1) stream, from libjpeg-turbo via imagecodecs."""
     import imagecodecs
 
     ds = _copy(ds)

@@ -1,5 +1,4 @@
-"""Helpers of the review tests: drafts written by the worker's own code, people with passwords,
-an API."""
+"""Review test helpers: drafts written by the worker's own code, people with passwords, an API."""
 
 from __future__ import annotations
 

@@ -19,10 +19,7 @@ from service.core.config import Settings
 from service.core.db import session_scope
 from service.core.models import Role
 from tests.helpers.review import PASSWORDS, api, create_people, login
-from tests.helpers.service import bearer
-
-#: The test PostgreSQL (`POSTGRES_ADMIN` of tests.helpers.service) as a libpq connection string.
-POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+from tests.helpers.service import POSTGRES_DSN, bearer
 
 
 @dataclass
@@ -43,8 +40,7 @@ class ReviewEnv:
 def review_env(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ReviewEnv]:
-    """One database per backend for the whole session, with people signed in (see the module
-    docstring)."""
+    """A database per backend for the session, with people signed in (see the module docstring)."""
     from service.auth.api_keys import create_api_key
     from service.core.db import migrate
     from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available

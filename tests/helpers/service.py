@@ -1,5 +1,7 @@
-"""Helpers of the service tests: settings for an in-process API, and small synthetic DICOM files (fake
-patients, tiny images)."""
+"""Helpers of the service tests: settings for an in-process API, small synthetic DICOM files.
+
+The DICOM files carry fake patients and tiny images.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from service.core.config import Settings
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: enqueueing fails fast, the DB keeps the truth
+#: `POSTGRES_ADMIN` as a libpq connection string (creates and drops the tests' schemas).
+POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+#: Nothing listens here: enqueueing fails fast, and the database keeps the truth.
+DEAD_REDIS = "redis://127.0.0.1:9/0"
 
 
 def postgres_available() -> bool:
@@ -22,7 +27,7 @@ def postgres_available() -> bool:
     try:
         import psycopg
 
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=3):
             return True
     except Exception:
         return False
@@ -142,8 +147,9 @@ def build_tiny_bundle(out_dir, *, preset: str = "tiny", max_new_tokens: int = 8,
                                 vocab_size=min(400, config.text.vocab_size))
     # Random weights straight from the abstract shapes: init_params compiles per leaf (slow on CPU).
     rng = np.random.default_rng(seed)
+    shapes = modeling.abstract_params(config)
     params = jax.tree_util.tree_map(
-        lambda leaf: (rng.standard_normal(leaf.shape) * 0.02).astype(np.float32), modeling.abstract_params(config))
+        lambda leaf: (rng.standard_normal(leaf.shape) * 0.02).astype(np.float32), shapes)
     return save_bundle(out_dir / "bundle", config, params, tokenizer,
                        metadata={"source": "random init for tests", "preset": preset},
                        generation={"max_new_tokens": max_new_tokens}, prompt="describe findings")

@@ -235,3 +235,80 @@ def test_greedy_argmax_equals_greedy_token(vocab: int) -> None:
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
     assert got[3] == vocab - 1 and got[2] == 0
+
+
+# ----------------------------------------------------------------------------- bfloat16 weights
+
+
+@needs_kernel
+def test_take_f32_widens_exactly_one_layer_of_a_stacked_bfloat16_weight() -> None:
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(4, 3, 70001)), jnp.bfloat16)  # past one copy chunk
+    x = jnp.ones((2, 5))
+    got = jax.jit(lambda w, x: cpu_kernels.take_f32(w, 2, x))(w, x)
+    assert got.dtype == jnp.float32 and got.shape == (3, 70001)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(w[2]).astype(np.float32))
+
+
+@needs_kernel
+@pytest.mark.parametrize("m,k,v", [(1, 1, 1), (3, 37, 100), (8, 64, 129), (2, 2304, 70)])
+def test_matmul_t_bf16_equals_numpy(m: int, k: int, v: int) -> None:
+    """Contractions below, at and past the vector width; tables of partial row blocks."""
+    rng = np.random.default_rng(m + k + v)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    table = jnp.asarray(rng.normal(size=(v, k)), jnp.bfloat16)
+    got = np.asarray(jax.jit(cpu_kernels.matmul_t_bf16)(jnp.asarray(x), table))
+    want = x.astype(np.float64) @ np.asarray(table).astype(np.float64).T
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@needs_kernel
+@pytest.mark.parametrize("m", [1, 3, 8, 33])
+@pytest.mark.parametrize("groups,k,cols", [(1, 1, 1), (2, 37, 300), (4, 64, 16), (1, 70, 513)])
+def test_matmul_bf16_multiplies_one_layer_of_a_stacked_weight_in_place(m, groups, k, cols) -> None:
+    """Layer 1 of a stacked [3, G, K, N] bfloat16 weight: every group's [K, N] block, column
+    counts below, at and past one work item, row counts past the accumulator tile."""
+    rng = np.random.default_rng(m + groups + k + cols)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = jnp.asarray(rng.normal(size=(3, groups, k, cols)), jnp.bfloat16)
+    got = np.asarray(jax.jit(lambda x, w: cpu_kernels.matmul_bf16(
+        x, cpu_kernels.Bf16Block(w, 1, groups, cols)))(jnp.asarray(x), w))
+    layer = np.asarray(w[1]).astype(np.float64)  # [G, K, N]
+    want = np.concatenate([x.astype(np.float64) @ layer[g] for g in range(groups)], axis=1)
+    assert got.shape == (m, groups * cols)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@needs_kernel
+def test_gather_bf16_equals_take_with_clipped_ids() -> None:
+    table = jnp.asarray(np.random.default_rng(4).normal(size=(50, 24)), jnp.bfloat16)
+    ids = jnp.asarray([[0, 49, 7], [60, -3, 7]], jnp.int32)
+    got = jax.jit(cpu_kernels.gather_bf16)(table, ids)
+    want = np.asarray(jnp.take(table, ids, axis=0, mode="clip")).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def _generate_bf16(params, config, kernels: bool):
+    model = PaliGemma(config, params, batch_buckets=(2,), prompt_buckets=(8,),
+                      new_token_buckets=(8,))
+    if not kernels:  # XLA everywhere: the weights copied in the compute dtype as before
+        model.decode_weights = gen._decode_weights(config, params, False)
+    pixels = np.random.default_rng(5).uniform(-1, 1, (2, config.image_size, config.image_size, 3))
+    return model, model.generate(pixels.astype(np.float32), [[2, 5, 6, 7, 8], [2, 9]], 8)
+
+
+@needs_kernel
+def test_bfloat16_parameters_generate_the_same_tokens_streamed_as_with_xla_copies(
+        monkeypatch) -> None:
+    """bfloat16 parameters on the CPU: the decode loop and the prefill read each layer in place
+    (`generate.streams_bfloat16`, no copy of the weights up front) and generate exactly the
+    tokens of XLA's path, which copies every weight to float32."""
+    config = modeling.PRESETS["tiny"]
+    params = modeling.init_params(config, jax.random.PRNGKey(7), jnp.bfloat16)
+    assert gen.streams_bfloat16(params)
+    streamed, tokens = _generate_bf16(params, config, True)
+    assert streamed.decode_weights == {"layers": None, "table": None}
+    monkeypatch.setattr(gen, "streams_bfloat16", lambda params: False)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    _, want = _generate_bf16(params, config, False)
+    assert tokens == want

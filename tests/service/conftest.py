@@ -1,5 +1,4 @@
-"""Fixtures of the service tests: databases (SQLite file, fresh PostgreSQL schema), an in-process
-API."""
+"""Service test fixtures: databases (SQLite file, fresh PostgreSQL schema), an in-process API."""
 
 from __future__ import annotations
 
@@ -14,10 +13,7 @@ from service.auth.api_keys import create_api_key
 from service.core.config import Settings
 from service.core.db import migrate, session_scope
 from service.core.models import Role
-from tests.helpers.service import POSTGRES_ADMIN, api_settings, postgres_available
-
-#: `POSTGRES_ADMIN` as a libpq connection string (creates and drops the schemas).
-POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+from tests.helpers.service import POSTGRES_ADMIN, POSTGRES_DSN, api_settings, postgres_available
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
-"""People sign in with argon2-hashed passwords and get short-lived, revocable tokens; machines keep
-API keys."""
+"""People sign in (argon2 passwords) for short-lived, revocable tokens; machines keep API keys."""
 
 from __future__ import annotations
 

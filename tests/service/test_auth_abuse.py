@@ -42,8 +42,9 @@ def test_wrong_passwords_at_signing_lock_the_account_and_sign_it_out(locking_cli
     headers = bearer(sign_in(client).json()["access_token"])
     _, report_id = store_draft(settings, "FINDINGS: Clear lungs. IMPRESSION: Normal.")
     assert client.post(f"/v1/reports/{report_id}/claim", headers=headers).status_code == 200
-    answers = [client.post(f"/v1/reports/{report_id}/sign", json={"password": f"guess-{n}", "version": 1},
-                           headers=headers) for n in range(3)]
+    answers = [client.post(f"/v1/reports/{report_id}/sign",
+                           json={"password": f"guess-{n}", "version": 1}, headers=headers)
+               for n in range(3)]
     assert [a.status_code for a in answers] == [401, 401, 401]
     assert "locked and signed out everywhere" in answers[-1].json()["detail"]
     assert client.get("/v1/me", headers=headers).status_code == 401  # the session is revoked
@@ -64,8 +65,8 @@ def test_failed_sign_ins_and_failed_signatures_count_together(locking_client, se
                         headers=headers)
     assert wrong.status_code == 401
     assert sign_in(client, "wrong-3").status_code == 401
-    refused = client.post(f"/v1/reports/{report_id}/sign", json={"password": PASSWORD, "version": 1},
-                          headers=headers)
+    refused = client.post(f"/v1/reports/{report_id}/sign",
+                          json={"password": PASSWORD, "version": 1}, headers=headers)
     assert refused.status_code in (401, 429)  # signed out, or locked: never signed
     assert sign_in(client).status_code == 429
 
@@ -73,7 +74,8 @@ def test_failed_sign_ins_and_failed_signatures_count_together(locking_client, se
 def test_password_attempts_per_client_are_rate_limited(settings):
     from service.app import create_app
 
-    app = create_app(settings.model_copy(update={"auth_attempts_per_minute": 3}), run_reconciler=False)
+    strict = settings.model_copy(update={"auth_attempts_per_minute": 3})
+    app = create_app(strict, run_reconciler=False)
     with TestClient(app) as client:
         answers = [client.post("/v1/login", data={"username": f"nobody-{n}", "password": "x" * 12})
                    for n in range(4)]
@@ -103,7 +105,8 @@ def test_the_password_gate_lets_no_more_than_its_size_inside():
 
 def test_argon2_checks_go_through_the_gate(settings):
     with session_scope(settings.database_url) as session:
-        user = accounts.create_user(session, name="dr-gate", role=Role.radiologist, password=PASSWORD)
+        user = accounts.create_user(session, name="dr-gate", role=Role.radiologist,
+                                    password=PASSWORD)
         results: list[bool] = []
         threads = [threading.Thread(target=lambda: results.append(
             accounts.verify_password(session, user, PASSWORD))) for _ in range(6)]

@@ -1,5 +1,4 @@
-"""The CLI contract: `radreport admin create-key` prints the token alone; `radreport serve`
-answers."""
+"""CLI contract: `radreport admin create-key` prints the token alone; `radreport serve` answers."""
 
 from __future__ import annotations
 

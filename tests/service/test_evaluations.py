@@ -19,8 +19,7 @@ RUN = {"split": "test", "batch_size": 4, "resamples": 50, "seed": 7}
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny random-weight bundle and a synthetic MIMIC-CXR tree whose test split holds a few
-    studies."""
+    """A tiny random-weight bundle and a synthetic MIMIC-CXR tree with a few test-split studies."""
     from radiology.synth import write_dataset
 
     root = tmp_path_factory.mktemp("evaluation-inputs")

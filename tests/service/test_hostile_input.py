@@ -23,14 +23,16 @@ def test_a_validation_error_never_echoes_the_input(client, tokens):
 
 
 def test_a_lone_surrogate_in_report_text_is_422_not_500(client, tokens):
-    response = client.put("/v1/reports/abc", content=b'{"text": "Mild \\ud800 effusion", "version": 1}',
-                          headers={**bearer(tokens["radiologist"]), "Content-Type": "application/json"})
+    headers = {**bearer(tokens["radiologist"]), "Content-Type": "application/json"}
+    response = client.put("/v1/reports/abc", headers=headers,
+                          content=b'{"text": "Mild \\ud800 effusion", "version": 1}')
     assert response.status_code == 422 and response.json()["code"] == "invalid_text"
 
 
 def test_a_lone_surrogate_in_a_sign_password_is_422(client, tokens):
-    response = client.post("/v1/reports/abc/sign", content=b'{"password": "pw\\udfff", "version": 1}',
-                           headers={**bearer(tokens["radiologist"]), "Content-Type": "application/json"})
+    headers = {**bearer(tokens["radiologist"]), "Content-Type": "application/json"}
+    response = client.post("/v1/reports/abc/sign", headers=headers,
+                           content=b'{"password": "pw\\udfff", "version": 1}')
     assert response.status_code == 422 and response.json()["code"] == "invalid_text"
 
 

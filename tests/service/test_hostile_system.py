@@ -37,8 +37,9 @@ class Api:
         self.url = system.api_url
         self.pid = next(p for p in system.processes if p.name == "api").pid
         with session_scope(system.database_url) as session:
-            self.tokens = {role.value: create_api_key(session, name=f"hostile-{role.value}", role=role)
-                           for role in Role}
+            self.tokens = {
+                role.value: create_api_key(session, name=f"hostile-{role.value}", role=role)
+                for role in Role}
         SECRETS.update(self.tokens.values())
 
     def client(self, token: str | None = None, timeout: float = 120) -> httpx.Client:
@@ -76,13 +77,16 @@ def bomb() -> bytes:
     return deflated_bomb(1 << 30)  # ~1 MB that inflates to 1 GiB
 
 
-def test_a_deflate_bomb_is_refused_over_stow_and_upload_with_peak_rss_growth_under_300_mb(api, bomb):
+def test_a_deflate_bomb_is_refused_over_stow_and_upload_with_peak_rss_growth_under_300_mb(
+        api, bomb):
     assert len(bomb) < 2 * MB
     before = api.reset_peak()
     body, content_type = multipart_related([bomb])
     with api.client(api.tokens["uploader"]) as client:
-        stow = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
-        upload = client.post("/v1/studies", files=[("files", ("bomb.dcm", bomb, "application/dicom"))])
+        stow = client.post("/dicomweb/studies", content=body,
+                           headers={"Content-Type": content_type})
+        upload = client.post("/v1/studies",
+                             files=[("files", ("bomb.dcm", bomb, "application/dicom"))])
     growth = api.peak_growth_mb(before)
     assert stow.status_code == 409
     assert stow.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
@@ -142,7 +146,8 @@ def test_a_stow_body_cut_short_is_400_and_the_whole_instance_sent_afterwards_is_
     with api.client(api.tokens["uploader"]) as client:
         cut = client.post("/dicomweb/studies", content=body[: len(body) * 2 // 3],
                           headers={"Content-Type": content_type})
-        whole = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+        whole = client.post("/dicomweb/studies", content=body,
+                            headers={"Content-Type": content_type})
     assert cut.status_code == 400 and cut.json()["code"] == "cut_short"
     assert whole.status_code == 200
     assert "00081198" not in whole.json() and len(whole.json()["00081199"]["Value"]) == 1

@@ -1,5 +1,4 @@
-"""The study state machine on SQLite and PostgreSQL: claims, leases, the poison cap, one draft per
-bundle."""
+"""Study state machine on SQLite and PostgreSQL: claims, leases, poison cap, one draft a bundle."""
 
 from __future__ import annotations
 

@@ -33,8 +33,7 @@ PAIRS_B = [(EFFUSION, EFFUSION + APPENDED), (NORMAL, NORMAL)]
 
 
 def sign_pairs(env, pairs, bundle_id: str) -> list[str]:
-    """Draft each pair's first text with `bundle_id`, edit it to the second, sign; the report
-    ids."""
+    """Draft each pair's first text as `bundle_id`, edit it to the second, sign; the report ids."""
     ada = env.headers["dr-ada"]
     report_ids = []
     for draft, signed in pairs:

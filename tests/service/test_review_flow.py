@@ -22,8 +22,7 @@ AMENDED = EDITED + " No pneumothorax."
 
 
 def upload_and_draft(settings, client, uploader: dict[str, str]) -> tuple[str, str]:
-    """Upload a study through the API, ingest it with the worker's code, store its draft; (study,
-    report)."""
+    """Upload a study, ingest it with the worker's code, store its draft; (study id, report id)."""
     files = [("files", ("a.dcm", make_dicom(view="PA", seed=1)))]
     response = client.post("/v1/studies", files=files, headers=uploader)
     assert response.status_code == 202, response.text

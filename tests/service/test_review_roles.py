@@ -19,8 +19,7 @@ DRAFT = "FINDINGS: No focal consolidation. IMPRESSION: No acute process."
 
 
 def operations(env) -> list[tuple[str, str, set[str]]]:
-    """(method, path template, roles) of every endpoint of the review workflow; /v1/login is the
-    public one."""
+    """(method, path template, roles) of each review workflow endpoint; /v1/login is public."""
     found = []
     for path, item in env.client.app.openapi()["paths"].items():
         for method, operation in item.items():

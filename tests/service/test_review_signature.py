@@ -1,5 +1,4 @@
-"""E-signatures hold only for the text that was signed; versions, signatures and audit events are
-append-only."""
+"""E-signatures hold only for the signed text; versions, signatures, audit events: append-only."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ def signed_report(env) -> str:
 
 
 def tamper(env, table: str, statement: str, **params: object) -> None:
-    """Run `statement` as someone with direct database access who first disables the append-only
-    trigger."""
+    """Run `statement` as someone with direct database access, append-only trigger disabled."""
     engine = get_engine(env.url)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":

@@ -1,7 +1,9 @@
-"""The whole system with real processes: private Redis, the API, Celery workers, SQLite or PostgreSQL.
+"""The whole system with real processes: private Redis, the API, Celery workers, SQLite or
+PostgreSQL.
 
 One system per database serves several scenarios in order; every scenario checks only its own
-studies. The generate worker runs a tiny random bundle, so drafts are noise but the pipeline is real.
+studies. The generate worker runs a tiny random bundle, so drafts are noise but the pipeline is
+real.
 """
 
 from __future__ import annotations
@@ -41,28 +43,34 @@ class Harness:
     def __init__(self, system: LocalSystem) -> None:
         self.system = system
         with session_scope(system.database_url) as session:
-            self.tokens = {role.value: create_api_key(session, name=f"sys-{role.value}", role=role) for role in Role}
+            self.tokens = {role.value: create_api_key(session, name=f"sys-{role.value}", role=role)
+                           for role in Role}
         self.patient = 0
 
     def client(self, role: str) -> httpx.Client:
-        return httpx.Client(base_url=self.system.api_url, headers=bearer(self.tokens[role]), timeout=30)
+        return httpx.Client(base_url=self.system.api_url, headers=bearer(self.tokens[role]),
+                            timeout=30)
 
     def study_files(self, count: int = 1, description: str = "CHEST PA AND LATERAL") -> list[bytes]:
         name, pid = PATIENTS[self.patient % len(PATIENTS)]
         self.patient += 1
         study_uid = generate_uid()
         views = ["PA", "LL"]
-        return [make_dicom(study_uid=study_uid, patient_name=name, patient_id=pid, view=views[i % 2],
-                           description=description, seed=self.patient * 10 + i, size=96) for i in range(count)]
+        return [make_dicom(study_uid=study_uid, patient_name=name, patient_id=pid,
+                           view=views[i % 2], description=description,
+                           seed=self.patient * 10 + i, size=96)
+                for i in range(count)]
 
     def upload(self, files: list[bytes], *, stow: bool = False) -> str:
         with self.client("uploader") as client:
             if stow:
                 body, content_type = multipart_related(files)
-                response = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+                response = client.post("/dicomweb/studies", content=body,
+                                       headers={"Content-Type": content_type})
                 assert response.status_code == 200, response.text
                 return response.headers["X-Study-Status"].rsplit("/", 1)[-1]
-            response = client.post("/v1/studies", files=[("files", (f"{i}.dcm", f)) for i, f in enumerate(files)])
+            parts = [("files", (f"{i}.dcm", f)) for i, f in enumerate(files)]
+            response = client.post("/v1/studies", files=parts)
             assert response.status_code == 202, response.text
             return response.json()["study_id"]
 
@@ -71,13 +79,14 @@ class Harness:
             return client.get(f"/v1/studies/{study_id}").json()
 
     def wait_terminal(self, study_ids: list[str], timeout: float = 120) -> dict[str, dict]:
-        wait_for(lambda: all(self.status(s)["state"] in TERMINAL for s in study_ids), timeout, interval=0.3,
-                 what="studies to reach a terminal state")
+        wait_for(lambda: all(self.status(s)["state"] in TERMINAL for s in study_ids), timeout,
+                 interval=0.3, what="studies to reach a terminal state")
         return {s: self.status(s) for s in study_ids}
 
     def drafts(self, study_id: str) -> int:
         with session_scope(self.system.database_url) as session:
-            return session.scalar(select(func.count()).select_from(Draft).where(Draft.study_id == study_id))
+            return session.scalar(select(func.count()).select_from(Draft)
+                                  .where(Draft.study_id == study_id))
 
     def terminal_transitions(self, study_id: str) -> int:
         with session_scope(self.system.database_url) as session:
@@ -87,14 +96,17 @@ class Harness:
 
 def start_system(workdir: Path, bundle: Path, database_url: str | None) -> LocalSystem:
     env = {
-        "RECONCILE_INTERVAL_S": "1", "RECONCILE_AFTER_S": "2", "LEASE_S": "3", "WORKER_HEARTBEAT_S": "1",
-        "MAX_ATTEMPTS": "2", "BATCH_SIZE": "2", "BATCH_WAIT_MS": "300", "MAX_NEW_TOKENS": "8",
+        "RECONCILE_INTERVAL_S": "1", "RECONCILE_AFTER_S": "2", "LEASE_S": "3",
+        "WORKER_HEARTBEAT_S": "1", "MAX_ATTEMPTS": "2", "BATCH_SIZE": "2", "BATCH_WAIT_MS": "300",
+        "MAX_NEW_TOKENS": "8",
         "FAULT_KILL_MARKER": KILL_MARKER, "FAULT_PAUSE_MARKER": PAUSE_MARKER, "FAULT_PAUSE_S": "30",
         "WORKER_CONCURRENCY": "1", "VISIBILITY_TIMEOUT_S": "3600",
-        # Compiled programs persist across runs under var/ (ignored by git): repeated runs skip compiling.
+        # Compiled programs persist across runs under var/ (ignored by git): repeated runs skip
+        # compiling.
         "JAX_CACHE_DIR": str(Path(__file__).resolve().parents[2] / "var" / "test-jax-cache"),
     }
-    system = LocalSystem(workdir, database_url=database_url, model_bundle=bundle, env=env, redis_url="")
+    system = LocalSystem(workdir, database_url=database_url, model_bundle=bundle, env=env,
+                         redis_url="")
     system.start(workers=["ingest,score", "generate"])
     system.wait_workers_ready(timeout=240)
     return system
@@ -110,7 +122,9 @@ def sqlite_system(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> Ite
 
 
 @pytest.fixture(scope="module")
-def postgres_system(tmp_path_factory: pytest.TempPathFactory, bundle: Path, request) -> Iterator[Harness]:
+def postgres_system(
+    tmp_path_factory: pytest.TempPathFactory, bundle: Path, request
+) -> Iterator[Harness]:
     url = request.getfixturevalue("postgres_module_url")
     system = start_system(tmp_path_factory.mktemp("pg-system"), bundle, url)
     try:
@@ -127,8 +141,10 @@ def test_uploads_by_form_and_stow_reach_draft_ready_on_sqlite(sqlite_system):
     with h.client("radiologist") as client:
         for study_id in ids:
             report = client.get(f"/v1/studies/{study_id}/report").json()
-            assert report["bundle_id"].startswith("bundle") and report["generation"]["max_new_tokens"] == 8
-            assert client.get(f"/v1/studies/{study_id}/images/1.png", params={"window": "bone"}).content[:4] == b"\x89PNG"
+            assert report["bundle_id"].startswith("bundle")
+            assert report["generation"]["max_new_tokens"] == 8
+            png = client.get(f"/v1/studies/{study_id}/images/1.png", params={"window": "bone"})
+            assert png.content[:4] == b"\x89PNG"
             assert h.drafts(study_id) == 1
 
 
@@ -137,10 +153,12 @@ def test_readiness_and_metrics_reflect_the_running_system(sqlite_system):
     study_id = h.upload(h.study_files(1))
     h.wait_terminal([study_id])
     ready = httpx.get(h.system.api_url + "/readyz", timeout=10)
-    assert ready.status_code == 200 and ready.json()["workers"] == {"ingest": 1, "generate": 1, "score": 1}
+    assert ready.status_code == 200
+    assert ready.json()["workers"] == {"ingest": 1, "generate": 1, "score": 1}
     with h.client("admin") as client:
         metrics = client.get("/metrics").text
-    drafted = [line for line in metrics.splitlines() if line.startswith('radreport_studies{state="draft_ready"}')]
+    drafted = [line for line in metrics.splitlines()
+               if line.startswith('radreport_studies{state="draft_ready"}')]
     assert float(drafted[0].split()[-1]) >= 1
     assert 'radreport_stage_seconds_count{stage="total"}' in metrics
     assert 'radreport_queue_depth{queue="generate"}' in metrics
@@ -184,8 +202,8 @@ def test_findings_are_extracted_by_the_score_worker(sqlite_system):
     study_id = h.upload(h.study_files(1))
     h.wait_terminal([study_id])
     with h.client("radiologist") as client:
-        wait_for(lambda: client.get(f"/v1/studies/{study_id}/report").json()["findings"] is not None, 60,
-                 what="findings")
+        wait_for(lambda: client.get(f"/v1/studies/{study_id}/report").json()["findings"]
+                 is not None, 60, what="findings")
         findings = client.get(f"/v1/studies/{study_id}/report").json()["findings"]
     assert set(findings) == {"chexpert", "radgraph"}
 
@@ -193,8 +211,10 @@ def test_findings_are_extracted_by_the_score_worker(sqlite_system):
 def test_hostile_uploads_are_refused_or_failed_and_workers_keep_serving(sqlite_system):
     h = sqlite_system
     with h.client("uploader") as client:
-        assert client.post("/v1/studies", files=[("files", ("x.dcm", b"not dicom" * 50))]).status_code == 422
-        assert client.post("/v1/studies", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+        not_dicom = client.post("/v1/studies", files=[("files", ("x.dcm", b"not dicom" * 50))])
+        assert not_dicom.status_code == 422
+        plain = client.post("/v1/studies", content=b"x", headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 415
     good = h.study_files(1)[0]
     truncated = good[: len(good) - 4000]  # header intact, pixel data cut short: refused at upload
     with h.client("uploader") as client:
@@ -218,7 +238,9 @@ def test_killing_the_generate_worker_mid_generation_still_gives_exactly_one_draf
     assert h.drafts(study_id) == 1 and h.terminal_transitions(study_id) == 1
 
 
-def test_a_study_that_kills_its_worker_every_time_fails_after_the_cap_and_others_are_served(sqlite_system):
+def test_a_study_that_kills_its_worker_every_time_fails_after_the_cap_and_others_are_served(
+    sqlite_system,
+):
     h = sqlite_system
     poison = h.upload(h.study_files(1, description=f"CHEST {KILL_MARKER}"))
     others = [h.upload(h.study_files(1)) for _ in range(3)]
@@ -229,11 +251,14 @@ def test_a_study_that_kills_its_worker_every_time_fails_after_the_cap_and_others
     assert h.drafts(poison) == 0
 
 
-def test_a_redis_restart_mid_pipeline_leaves_every_study_in_exactly_one_terminal_state(sqlite_system):
+def test_a_redis_restart_mid_pipeline_leaves_every_study_in_exactly_one_terminal_state(
+    sqlite_system,
+):
     h = sqlite_system
     ids = [h.upload(h.study_files(1)) for _ in range(4)]
     h.system.redis.stop()
-    ids += [h.upload(h.study_files(1)) for _ in range(2)]  # accepted while Redis is down: the DB is the truth
+    # Accepted while Redis is down: the database is the truth.
+    ids += [h.upload(h.study_files(1)) for _ in range(2)]
     time.sleep(2)
     h.system.redis.start()
     results = h.wait_terminal(ids, timeout=180)
@@ -249,4 +274,6 @@ def test_logs_of_the_run_hold_no_patient_names_or_ids(sqlite_system):
     for name, pid in used:
         assert name not in logs and name.replace("^", " ") not in logs and pid not in logs
     with session_scope(h.system.database_url) as session:
-        assert session.scalar(select(func.count()).select_from(Study).where(Study.state == StudyState.received)) == 0
+        received = (select(func.count()).select_from(Study)
+                    .where(Study.state == StudyState.received))
+        assert session.scalar(received) == 0

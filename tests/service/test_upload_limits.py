@@ -79,13 +79,14 @@ def test_the_ingest_worker_refuses_a_stored_bomb_with_the_service_limits(setting
     from service.core.models import Role, Study, StudyState, User
     from service.core.storage import BlobStore
 
-    for key, value in {"DATABASE_URL": settings.database_url, "STORAGE_DIR": str(settings.storage_dir),
-                       "REDIS_URL": settings.redis_url, "MAX_INSTANCE_BYTES": "2000000",
-                       "BROKER_TIMEOUT_S": "0.2"}.items():
+    environment = {"DATABASE_URL": settings.database_url, "STORAGE_DIR": str(settings.storage_dir),
+                   "REDIS_URL": settings.redis_url, "MAX_INSTANCE_BYTES": "2000000",
+                   "BROKER_TIMEOUT_S": "0.2"}
+    for key, value in environment.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    header = InstanceHeader(generate_uid(), generate_uid(), generate_uid(), DX_PRESENTATION, data=BOMB,
-                            sha256=hashlib.sha256(BOMB).hexdigest(), size=len(BOMB))
+    header = InstanceHeader(generate_uid(), generate_uid(), generate_uid(), DX_PRESENTATION,
+                            data=BOMB, sha256=hashlib.sha256(BOMB).hexdigest(), size=len(BOMB))
     with session_scope(settings.database_url) as session:
         user = User(name="bomb-test", role=Role.uploader)
         session.add(user)
@@ -165,7 +166,8 @@ def test_native_pixel_data_of_another_length_than_the_header_is_corrupt(client, 
     assert response.json()[FAILED]["Value"][0][REASON]["Value"] == [0xC000]
 
 
-def test_a_sop_instance_sent_again_with_other_bytes_is_a_conflict_over_stow(client, tokens, settings):
+def test_a_sop_instance_sent_again_with_other_bytes_is_a_conflict_over_stow(
+        client, tokens, settings):
     study_uid, sop_uid = generate_uid(), generate_uid()
     first = make_dicom(study_uid=study_uid, sop_uid=sop_uid, seed=1)
     other = make_dicom(study_uid=study_uid, sop_uid=sop_uid, seed=2)
@@ -177,12 +179,14 @@ def test_a_sop_instance_sent_again_with_other_bytes_is_a_conflict_over_stow(clie
     [stored] = instances(settings)
     assert stored.sha256 == hashlib.sha256(first).hexdigest()  # the first kept, and said so
     with session_scope(settings.database_url) as session:
-        [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "instance.conflict"))
+        conflicts = select(AuditEvent).where(AuditEvent.action == "instance.conflict")
+        [event] = session.scalars(conflicts)
         assert event.details == {"sha256": hashlib.sha256(other).hexdigest(),
                                  "stored_sha256": stored.sha256}
 
 
-def test_a_sop_instance_sent_again_with_other_bytes_is_409_over_http_upload(client, tokens, settings):
+def test_a_sop_instance_sent_again_with_other_bytes_is_409_over_http_upload(
+        client, tokens, settings):
     study_uid, sop_uid = generate_uid(), generate_uid()
     assert post_form(client, tokens["uploader"],
                      *form([make_dicom(study_uid=study_uid, sop_uid=sop_uid)])).status_code == 202

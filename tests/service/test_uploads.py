@@ -1,4 +1,4 @@
-"""Upload routes in process: POST /v1/studies and STOW-RS accept good DICOM and refuse hostile input."""
+"""Upload routes in process: POST /v1/studies and STOW-RS take good DICOM, refuse hostile input."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from tests.helpers.service import BASIC_TEXT_SR, bearer, make_dicom, multipart_r
 
 def upload(client: TestClient, token: str, *files: bytes, content_type: str | None = None):
     if content_type is not None:
-        return client.post("/v1/studies", content=files[0], headers={**bearer(token), "Content-Type": content_type})
-    return client.post("/v1/studies", files=[("files", (f"f{i}.dcm", f, "application/dicom")) for i, f in enumerate(files)],
-                       headers=bearer(token))
+        headers = {**bearer(token), "Content-Type": content_type}
+        return client.post("/v1/studies", content=files[0], headers=headers)
+    parts = [("files", (f"f{i}.dcm", f, "application/dicom")) for i, f in enumerate(files)]
+    return client.post("/v1/studies", files=parts, headers=bearer(token))
 
 
 def test_upload_returns_202_with_study_id_and_status_url(client, tokens, settings):
     study_uid = generate_uid()
-    response = upload(client, tokens["uploader"], make_dicom(study_uid=study_uid), make_dicom(study_uid=study_uid, view="LL"))
+    frontal, lateral = make_dicom(study_uid=study_uid), make_dicom(study_uid=study_uid, view="LL")
+    response = upload(client, tokens["uploader"], frontal, lateral)
     assert response.status_code == 202
     body = response.json()
     assert body["status_url"] == f"/v1/studies/{body['study_id']}"
@@ -36,7 +38,8 @@ def test_upload_returns_202_with_study_id_and_status_url(client, tokens, setting
 
 
 def test_same_instances_again_give_the_same_study_and_nothing_new(client, tokens, settings):
-    files = [make_dicom(study_uid="1.2.3.4", sop_uid="1.2.3.4.1"), make_dicom(study_uid="1.2.3.4", sop_uid="1.2.3.4.2")]
+    files = [make_dicom(study_uid="1.2.3.4", sop_uid="1.2.3.4.1"),
+             make_dicom(study_uid="1.2.3.4", sop_uid="1.2.3.4.2")]
     first = upload(client, tokens["uploader"], *files).json()
     again = upload(client, tokens["uploader"], *files).json()
     assert again["study_id"] == first["study_id"]
@@ -48,7 +51,8 @@ def test_same_instances_again_give_the_same_study_and_nothing_new(client, tokens
 
 def test_a_zip_of_instances_is_one_upload(client, tokens):
     study_uid = generate_uid()
-    archive = zip_of({"a/1.dcm": make_dicom(study_uid=study_uid), "a/2.dcm": make_dicom(study_uid=study_uid, seed=1)})
+    archive = zip_of({"a/1.dcm": make_dicom(study_uid=study_uid),
+                      "a/2.dcm": make_dicom(study_uid=study_uid, seed=1)})
     response = upload(client, tokens["uploader"], archive)
     assert response.status_code == 202
     assert response.json()["instances_new"] == 2
@@ -85,7 +89,8 @@ def test_non_dicom_file_is_refused_with_422(client, tokens):
 
 
 def test_non_image_sop_class_is_refused_with_422(client, tokens):
-    response = upload(client, tokens["uploader"], make_dicom(sop_class=BASIC_TEXT_SR, with_pixels=False))
+    text_report = make_dicom(sop_class=BASIC_TEXT_SR, with_pixels=False)
+    response = upload(client, tokens["uploader"], text_report)
     assert response.status_code == 422
     assert response.json()["code"] == "unsupported_sop_class"
 
@@ -130,7 +135,8 @@ def test_files_of_several_studies_in_one_upload_are_refused(client, tokens):
 REFERENCED, FAILED, REASON, SOP_UID = "00081199", "00081198", "00081197", "00081155"
 
 
-def stow(client: TestClient, token: str, parts: list[bytes], path: str = "/dicomweb/studies", **kwargs):
+def stow(client: TestClient, token: str, parts: list[bytes], path: str = "/dicomweb/studies",
+         **kwargs):
     body, content_type = multipart_related(parts, **kwargs)
     return client.post(path, content=body, headers={**bearer(token), "Content-Type": content_type})
 
@@ -160,7 +166,8 @@ def test_stow_with_some_failures_answers_202_with_reasons(client, tokens):
 
 
 def test_stow_storing_nothing_answers_409(client, tokens):
-    response = stow(client, tokens["uploader"], [make_dicom(sop_class=BASIC_TEXT_SR, with_pixels=False)])
+    text_report = make_dicom(sop_class=BASIC_TEXT_SR, with_pixels=False)
+    response = stow(client, tokens["uploader"], [text_report])
     assert response.status_code == 409
     assert response.json()[FAILED]["Value"][0][REASON]["Value"] == [0x0122]
 
@@ -168,17 +175,19 @@ def test_stow_storing_nothing_answers_409(client, tokens):
 def test_stow_to_a_study_refuses_instances_of_another_study(client, tokens):
     target = generate_uid()
     other = make_dicom(study_uid=generate_uid(), sop_uid="1.2.826.0.1.99")
-    response = stow(client, tokens["uploader"], [make_dicom(study_uid=target), other], path=f"/dicomweb/studies/{target}")
+    response = stow(client, tokens["uploader"], [make_dicom(study_uid=target), other],
+                    path=f"/dicomweb/studies/{target}")
     assert response.status_code == 202
     failed = response.json()[FAILED]["Value"]
-    assert failed[0][SOP_UID]["Value"] == ["1.2.826.0.1.99"] and failed[0][REASON]["Value"] == [0xA900]
+    assert failed[0][SOP_UID]["Value"] == ["1.2.826.0.1.99"]
+    assert failed[0][REASON]["Value"] == [0xA900]
 
 
 def test_stow_with_another_media_type_answers_415(client, tokens):
     response = stow(client, tokens["uploader"], [make_dicom()], part_type="application/dicom+json")
     body, _ = multipart_related([make_dicom()])
-    form = client.post("/dicomweb/studies", content=body,
-                       headers={**bearer(tokens["uploader"]), "Content-Type": "multipart/form-data; boundary=x"})
+    headers = {**bearer(tokens["uploader"]), "Content-Type": "multipart/form-data; boundary=x"}
+    form = client.post("/dicomweb/studies", content=body, headers=headers)
     assert form.status_code == 415
     assert response.status_code in (409, 415)
 
@@ -190,9 +199,9 @@ def test_stow_part_over_the_size_limit_fails_with_a7xx(client, tokens):
 
 
 def test_stow_malformed_multipart_answers_400(client, tokens):
+    content_type = 'multipart/related; type="application/dicom"; boundary=abc'
     response = client.post("/dicomweb/studies", content=b"no boundary anywhere",
-                           headers={**bearer(tokens["uploader"]),
-                                    "Content-Type": 'multipart/related; type="application/dicom"; boundary=abc'})
+                           headers={**bearer(tokens["uploader"]), "Content-Type": content_type})
     assert response.status_code == 400
 
 
