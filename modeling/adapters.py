@@ -48,7 +48,8 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
                               "adapter_config.json and adapter_model.safetensors)")
     config = json.loads(cfg_file.read_text())
     if config.get("peft_type") != "LORA":
-        raise CheckpointError(f"{directory}: only LoRA adapters merge, not {config.get('peft_type')}")
+        raise CheckpointError(
+            f"{directory}: only LoRA adapters merge, not {config.get('peft_type')}")
     for flag in ("use_dora", "fan_in_fan_out"):
         if config.get(flag):
             raise CheckpointError(f"{directory}: adapters with {flag}=true are not supported")

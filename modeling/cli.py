@@ -16,7 +16,8 @@ def convert(
     tokenizer: Path | None = typer.Option(
         None, "--tokenizer", help="SentencePiece model (default: tokenizer.model beside source)."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="Stored parameter dtype."),
-    prompt: str | None = typer.Option(None, "--prompt", help="Default prompt stored in the bundle."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="Default prompt stored in the bundle."),
     adapter: Path | None = typer.Option(
         None, "--adapter", help="PEFT LoRA adapter directory to merge into the weights."),
 ) -> None:
@@ -35,7 +36,8 @@ def convert(
 
 
 def export(
-    bundle: Path = typer.Argument(..., help="Model bundle (or any checkpoint load_pretrained reads)."),
+    bundle: Path = typer.Argument(
+        ..., help="Model bundle (or any checkpoint load_pretrained reads)."),
     out: Path = typer.Option(..., "--out", help="Directory (hf, npz) or .npz file (npz) to write."),
     fmt: str = typer.Option("hf", "--format", help="hf (transformers / vLLM) or npz (big_vision)."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="float32 or bfloat16 weights."),

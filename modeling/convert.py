@@ -100,7 +100,8 @@ def iter_hf_tensors(config: ModelConfig, params: Mapping) -> Iterator[tuple[str,
         value = np.ascontiguousarray(spec.to_hf(value))
         if spec.path == "llm/embedder/input_embedding":
             rows = hf_vocab_rows(config.text.vocab_size)
-            pad = np.broadcast_to(value.mean(0, keepdims=True), (rows - value.shape[0], value.shape[1]))
+            pad = np.broadcast_to(value.mean(0, keepdims=True),
+                                  (rows - value.shape[0], value.shape[1]))
             value = np.concatenate([value, pad.astype(value.dtype)], 0)
         yield spec.hf_name, value
 

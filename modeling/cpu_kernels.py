@@ -14,8 +14,9 @@ call, with the elementwise passes between them.
 `greedy_argmax`: greedy decoding's next token in one pass over the logits (XLA takes three: a
 max, a compare-select and a min).
 
-`bf16_matmul`, `bf16_take`, `bf16_matmul_t` and `bf16_gather`: the decode loop over bfloat16 parameters (`generate`) without
-the float32 copy of every weight XLA:CPU would otherwise keep (see `take_f32`).
+`bf16_matmul`, `bf16_take`, `bf16_matmul_t` and `bf16_gather`: the decode loop over bfloat16
+parameters (`generate`) without the float32 copy of every weight XLA:CPU would otherwise keep (see
+`take_f32`).
 
 All of them live in `kernels/decode.cc`.
 

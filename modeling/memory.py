@@ -41,7 +41,8 @@ def parse_bytes(text: str | int | float) -> int:
         return int(text)
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?)b?\s*", text.lower())
     if match is None or match.group(2) not in _UNITS:
-        raise MemoryPlanError(f"memory size {text!r} is not of the form 80GB, 16GiB, 512MB or bytes")
+        raise MemoryPlanError(
+            f"memory size {text!r} is not of the form 80GB, 16GiB, 512MB or bytes")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 

@@ -204,7 +204,8 @@ def detect_hf_layout(names: Iterable[str]) -> HfLayout:
     if not found:
         sample = ", ".join(sorted(names)[:4])
         raise CheckpointError(
-            "not a PaliGemma checkpoint in a known layout (hub, transformers-4.5x, transformers-5): "
+            "not a PaliGemma checkpoint in a known layout "
+            "(hub, transformers-4.5x, transformers-5): "
             "no '<vision>embeddings.patch_embedding.weight' + '<text>norm.weight' pair; "
             f"its tensors start {sample}")
     raise CheckpointError("the checkpoint mixes layouts "

@@ -79,8 +79,8 @@ class PaliGemma:
         token_type_ids = np.asarray(token_type_ids, np.int32)
         if input_ids.shape != token_type_ids.shape or input_ids.ndim != 2:
             raise GenerationError(
-                f"input_ids {input_ids.shape} and token_type_ids {token_type_ids.shape} must be the "
-                "same [N, T] shape")
+                f"input_ids {input_ids.shape} and token_type_ids {token_type_ids.shape} "
+                "must be the same [N, T] shape")
         mask = None if input_mask is None else jnp.asarray(input_mask, bool)
         out = _forward_jit(self.config, self.params, pixel_values, input_ids, token_type_ids, mask)
         return np.asarray(out, np.float32)
@@ -150,7 +150,8 @@ class PaliGemma:
             strategy=strategy, beam_size=beam_size if strategy == "beam" else 1,
         )
 
-    def warmup(self, batch_sizes: Sequence[int] | None = None, strategies: Sequence[str] = ("greedy",),
+    def warmup(self, batch_sizes: Sequence[int] | None = None,
+               strategies: Sequence[str] = ("greedy",),
                max_prompt_len: int | None = None, max_new_tokens: int | None = None,
                **options: Any) -> int:
         """Compile every bucket up to the given limits; returns the number of programs."""

@@ -298,10 +298,11 @@ def test_an_adapter_for_another_model_is_refused(peft_case, tmp_path):
     tmp_path.joinpath("adapter_config.json").write_text(
         (adapter / "adapter_config.json").read_text())
     tensors = read_safetensors(adapter / "adapter_model.safetensors")
-    write_safetensors(tmp_path / "adapter_model.safetensors",
-                      {k.replace("layers.0.", "layers.9."): np.array(v) for k, v in tensors.items()})
+    moved = {k.replace("layers.0.", "layers.9."): np.array(v) for k, v in tensors.items()}
+    write_safetensors(tmp_path / "adapter_model.safetensors", moved)
     base = peft_case[0]
-    with pytest.raises(CheckpointError, match=r"layers\.9\..* not linear layers of this PaliGemma 2"):
+    with pytest.raises(CheckpointError,
+                       match=r"layers\.9\..* not linear layers of this PaliGemma 2"):
         _load_quietly(base, adapter=tmp_path)
 
 

@@ -85,7 +85,8 @@ def test_npz_loads_into_bfloat16_and_infers_the_architecture(params, tmp_path):
 
 
 def test_npz_with_a_missing_tensor_is_refused_by_name(params, tmp_path):
-    flat = {k: np.asarray(v) for k, v in read_npz(write_big_vision_npz(tmp_path / "a.npz", params)).items()}
+    written = write_big_vision_npz(tmp_path / "a.npz", params)
+    flat = {k: np.asarray(v) for k, v in read_npz(written).items()}
     del flat["llm/layers/mlp/linear"]
     np.savez(tmp_path / "b.npz", **flat)
     with pytest.raises(CheckpointError, match="llm/layers/mlp/linear"):
@@ -125,7 +126,8 @@ def test_bundle_restores_into_bfloat16(params, tmp_path, tokenizer_path):
     model = modeling.load_pretrained(out, dtype="bfloat16")
     leaf = model.params["llm"]["layers"]["mlp"]["linear"]
     assert leaf.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(leaf), np.asarray(params["llm"]["layers"]["mlp"]["linear"]).astype(ml_dtypes.bfloat16))
+    expected = np.asarray(params["llm"]["layers"]["mlp"]["linear"]).astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(np.asarray(leaf), expected)
 
 
 def test_unrecognised_path_gets_an_actionable_error(tmp_path):
@@ -140,7 +142,8 @@ import modeling
 mesh = jax.make_mesh((4,), ("fsdp",))
 model = modeling.load_pretrained({path!r}, dtype="bfloat16", config=CONFIG_A, mesh=mesh)
 table = model.params["llm"]["embedder"]["input_embedding"]
-print(len(jax.devices()), table.dtype, table.shape, sorted({{s.data.shape for s in table.addressable_shards}}))
+shards = sorted({{s.data.shape for s in table.addressable_shards}})
+print(len(jax.devices()), table.dtype, table.shape, shards)
 """
 
 
@@ -174,7 +177,8 @@ def test_npz_reader_memory_maps_stored_members_and_reads_compressed_ones(tmp_pat
     for got in (plain, zipped):
         np.testing.assert_array_equal(got["a/b"], arrays["a/b"])
         np.testing.assert_array_equal(got["c"], arrays["c"])
-        assert got["bf"].dtype == ml_dtypes.bfloat16 and got["bf"].astype(np.float32).tolist() == [0, 1, 2, 3]
+        assert got["bf"].dtype == ml_dtypes.bfloat16
+        assert got["bf"].astype(np.float32).tolist() == [0, 1, 2, 3]
 
 
 def test_hf_checkpoint_with_an_untied_lm_head_is_refused(params, tmp_path):

@@ -104,7 +104,8 @@ def test_generation_with_the_kernel_equals_generation_with_xla_matmuls(strategy,
     rng = np.random.default_rng(0)
     size = config.image_size
     pixels = rng.uniform(-1, 1, (5, size, size, 3)).astype(np.float32)
-    prompts = [[2, *rng.integers(3, config.text.vocab_size, n).tolist(), 108] for n in (1, 4, 2, 9, 5)]
+    prompts = [[2, *rng.integers(3, config.text.vocab_size, n).tolist(), 108]
+               for n in (1, 4, 2, 9, 5)]
 
     ours = PaliGemma(config, params, eos_id=-1)
     assert isinstance(ours.decode_weights["table"], cpu_kernels.Panels)

@@ -33,8 +33,10 @@ def _hf_logits(hf_model, config, pixels, ids, token_types):
 def _hf_greedy(hf_model, config, pixels, prompt, steps):
     ids = torch.tensor([[config.text.vocab_size] * config.num_image_tokens + prompt])
     with torch.no_grad():
-        out = hf_model.generate(input_ids=ids, pixel_values=torch.tensor(pixels.transpose(0, 3, 1, 2)),
-                                token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids),
+        out = hf_model.generate(input_ids=ids,
+                                pixel_values=torch.tensor(pixels.transpose(0, 3, 1, 2)),
+                                token_type_ids=torch.zeros_like(ids),
+                                attention_mask=torch.ones_like(ids),
                                 max_new_tokens=steps, do_sample=False,
                                 eos_token_id=1, pad_token_id=0)
     return out[0, ids.shape[1]:].tolist()

@@ -26,7 +26,9 @@ def test_rgb_channels_are_kept_apart():
     image = np.zeros((40, 40, 3), np.float32)
     image[..., 1] = 1.0
     out = preprocess_image(image, 28)
-    assert np.allclose(out[..., 0], -1) and np.allclose(out[..., 1], 1) and np.allclose(out[..., 2], -1)
+    assert np.allclose(out[..., 0], -1)
+    assert np.allclose(out[..., 1], 1)
+    assert np.allclose(out[..., 2], -1)
 
 
 def test_downscaling_averages_fine_detail():

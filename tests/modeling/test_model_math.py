@@ -61,7 +61,8 @@ def test_final_logit_softcap_is_tanh_of_the_uncapped_logits():
     plain = forward(CONFIG_A, params, pixels, IDS, TYPES)
     capped_config = CONFIG_A.replace(text={"final_logits_softcap": 0.5})
     capped = forward(capped_config, params, pixels, IDS, TYPES)
-    np.testing.assert_allclose(np.asarray(capped), 0.5 * np.tanh(np.asarray(plain) / 0.5), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(capped), 0.5 * np.tanh(np.asarray(plain) / 0.5),
+                               atol=1e-6)
     assert np.abs(np.asarray(capped)).max() <= 0.5
 
 
@@ -101,7 +102,8 @@ def test_rematerialised_forward_gives_the_same_gradients():
 
     plain = jax.jit(jax.grad(lambda p: loss(p, False)))(params)
     remat = jax.jit(jax.grad(lambda p: loss(p, True)))(params)
-    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(remat), strict=True):
+    leaves = zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(remat), strict=True)
+    for a, b in leaves:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
@@ -122,8 +124,8 @@ def test_unrolled_layer_scans_give_the_same_logits_and_gradients():
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(unrolled[1]))
 
 
-@pytest.mark.parametrize("remat,unroll,depth", [(False, False, 3), (True, False, 3), (False, True, 3),
-                                                (False, False, 1)])
+@pytest.mark.parametrize("remat,unroll,depth",
+                         [(False, False, 3), (True, False, 3), (False, True, 3), (False, False, 1)])
 def test_last_layer_skipping_leading_queries_equals_the_full_stack(remat, unroll, depth):
     """decode_layers(outputs_from=n) (what `forward` uses to skip the image positions' queries
     and MLP in the last block) is the full stack's x[:, n:], values and gradients; with one
@@ -149,10 +151,12 @@ def test_last_layer_skipping_leading_queries_equals_the_full_stack(remat, unroll
                             outputs_from=outputs_from)
         return out if outputs_from else out[:, n:]
 
-    full, skipped = jax.jit(lambda p: run(p, 0))(params["llm"]), jax.jit(lambda p: run(p, n))(params["llm"])
+    full = jax.jit(lambda p: run(p, 0))(params["llm"])
+    skipped = jax.jit(lambda p: run(p, n))(params["llm"])
     assert skipped.shape == (2, x.shape[1] - n, config.text.width)
     np.testing.assert_allclose(np.asarray(skipped), np.asarray(full), rtol=1e-5, atol=1e-5)
-    grads = [jax.jit(jax.grad(lambda p, k=k: jnp.sum(run(p, k) ** 2)))(params["llm"]) for k in (0, n)]
+    grads = [jax.jit(jax.grad(lambda p, k=k: jnp.sum(run(p, k) ** 2)))(params["llm"])
+             for k in (0, n)]
     for a, b in zip(*(jax.tree_util.tree_leaves(g) for g in grads), strict=True):
         # float32 sums in another order: relative differences of a few 1e-4 on small entries
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)

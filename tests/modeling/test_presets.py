@@ -13,11 +13,14 @@ from modeling.config import ConfigError, ModelConfig
 # The official configurations as published for google/paligemma2-{3b,10b,28b}-pt-{224,448,896}.
 OFFICIAL_TEXT = {
     "3b": dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-               num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256),
+               num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+               query_pre_attn_scalar=256),
     "10b": dict(hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
-                num_attention_heads=16, num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256),
+                num_attention_heads=16, num_key_value_heads=8, head_dim=256,
+                query_pre_attn_scalar=256),
     "28b": dict(hidden_size=4608, intermediate_size=36864, num_hidden_layers=46,
-                num_attention_heads=32, num_key_value_heads=16, head_dim=128, query_pre_attn_scalar=144),
+                num_attention_heads=32, num_key_value_heads=16, head_dim=128,
+                query_pre_attn_scalar=144),
 }
 HF_VOCAB_ROWS = 257216  # 257152 PaliGemma tokens + <image> + padding to a multiple of 64
 
@@ -29,8 +32,9 @@ def _hf_param_count(size: str, resolution: int) -> int:
     config = transformers.PaliGemmaConfig(
         text_config=dict(model_type="gemma2", vocab_size=HF_VOCAB_ROWS, sliding_window=4096,
                          attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **text),
-        vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
-                           num_hidden_layers=27, num_attention_heads=16, patch_size=14,
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=1152,
+                           intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                           patch_size=14,
                            image_size=resolution, vision_use_head=False),
         projection_dim=text["hidden_size"], hidden_size=text["hidden_size"],
         image_token_index=257152, vocab_size=HF_VOCAB_ROWS,

@@ -61,7 +61,7 @@ def test_loc_and_seg_tokens_are_single_pieces(tmp_path):
 
 def test_a_model_with_other_special_ids_is_refused(tmp_path):
     import sentencepiece as spm
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(REPORTS * 5), model_prefix=str(tmp_path / "x"),
-                                   vocab_size=60, minloglevel=2)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(REPORTS * 5),
+                                   model_prefix=str(tmp_path / "x"), vocab_size=60, minloglevel=2)
     with pytest.raises(TokenizerError, match=r"\(0, 1, 2\)"):
         Tokenizer(tmp_path / "x.model")

@@ -38,7 +38,8 @@ pixels = np.random.default_rng(1).uniform(-1, 1, (2, 28, 28, 3)).astype(np.float
 prompts = [[2, 40, 41, 108], [2, 7, 108]]
 greedy = model.generate(pixels, prompts, 8)
 beam = model.generate(pixels, prompts, 8, "beam", beam_size=2)
-logits = model.logits(pixels[:1], np.array([[2, 40, 41, 108, 5, 6]]), np.array([[0, 0, 0, 0, 1, 1]]))
+logits = model.logits(pixels[:1], np.array([[2, 40, 41, 108, 5, 6]]),
+                      np.array([[0, 0, 0, 0, 1, 1]]))
 (out / "expected.json").write_text(json.dumps({"prompts": prompts, "greedy": greedy, "beam": beam,
     "logits_sum": float(np.abs(logits).sum()), "logits_0": logits[0, -1, :8].tolist()}))
 print(greedy, beam)
