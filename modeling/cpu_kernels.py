@@ -14,7 +14,7 @@ call, with the elementwise passes between them.
 `greedy_argmax`: greedy decoding's next token in one pass over the logits (XLA takes three: a
 max, a compare-select and a min).
 
-`bf16_take`, `bf16_matmul_t` and `bf16_gather`: the decode loop over bfloat16 parameters (`generate`) without
+`bf16_matmul`, `bf16_take`, `bf16_matmul_t` and `bf16_gather`: the decode loop over bfloat16 parameters (`generate`) without
 the float32 copy of every weight XLA:CPU would otherwise keep (see `take_f32`).
 
 All of them live in `kernels/decode.cc`.
@@ -56,6 +56,7 @@ ARGMAX_TARGET = "radreport_greedy_argmax"
 TAKE_TARGET = "radreport_bf16_take"
 MATMUL_T_TARGET = "radreport_bf16_matmul_t"
 GATHER_TARGET = "radreport_bf16_gather"
+BF16_MATMUL_TARGET = "radreport_bf16_matmul"
 ENV_SWITCH = "RADREPORT_CPU_KERNELS"  # "0" keeps XLA's ops in the decode loop
 ENV_CACHE = "RADREPORT_KERNEL_CACHE"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -143,7 +144,8 @@ def load() -> Kernel:
                            (ARGMAX_TARGET, lib.greedy_argmax),
                            (TAKE_TARGET, lib.bf16_take),
                            (MATMUL_T_TARGET, lib.bf16_matmul_t),
-                           (GATHER_TARGET, lib.bf16_gather)):
+                           (GATHER_TARGET, lib.bf16_gather),
+                           (BF16_MATMUL_TARGET, lib.bf16_matmul)):
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     return Kernel(path, int(lib.panel_width()))
 
@@ -246,6 +248,29 @@ def matmul_t_bf16(x: jax.Array, table: jax.Array) -> jax.Array:
     out = jax.ffi.ffi_call(MATMUL_T_TARGET,
                            jax.ShapeDtypeStruct((x.shape[0], table.shape[0]), jnp.float32))
     return out(x.astype(jnp.float32), table)
+
+
+@dataclass(frozen=True)
+class Bf16Block:
+    """`groups` matrices [K, cols] of a bfloat16 array, stored one after the other from layer
+    `index` of its leading axis (e.g. a layer's q projection [N, D, H] of the stacked
+    `q_einsum` [L, N, D, H]: groups N, cols H). Built while tracing, never passed to `jit`."""
+
+    array: jax.Array
+    index: int
+    groups: int
+    cols: int
+
+
+def matmul_bf16(x: jax.Array, w: Bf16Block) -> jax.Array:
+    """x [M, K] @ each of the block's matrices, concatenated -> [M, groups * cols] float32,
+    reading the bfloat16 weights in place (no copy of them; see `take_f32`)."""
+    load()
+    offset = w.index * int(np.prod(w.array.shape[1:], dtype=np.int64))
+    out = jax.ffi.ffi_call(BF16_MATMUL_TARGET,
+                           jax.ShapeDtypeStruct((x.shape[0], w.groups * w.cols), jnp.float32))
+    return out(x.astype(jnp.float32), w.array, offset=np.int64(offset),
+               groups=np.int64(w.groups), cols=np.int64(w.cols))
 
 
 def gather_bf16(table: jax.Array, ids: jax.Array) -> jax.Array:

@@ -31,7 +31,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from modeling import cpu_kernels
 from modeling.config import ModelConfig
@@ -159,10 +158,21 @@ def streamed_layer(layers: Any, i: int, after: jax.Array) -> Any:
 
 def _streamed_block_weights(config: ModelConfig, params: Params, i: int, x: jax.Array
                             ) -> dict[str, Any]:
-    """What `_decode_weights` holds for layer i, taken from the stacked bfloat16 params."""
-    graphdef, state = nnx.split(model_from_params(config, params["llm"], "llm").layers)
-    block = nnx.merge(graphdef, streamed_layer(state, i, x))
-    return block.fused_weights(jnp.dtype(config.compute_dtype))
+    """What `_decode_weights` holds for layer i, as blocks of the stacked bfloat16 params that
+    `cpu_kernels.matmul_bf16` multiplies in place (`model.dense`; "qkv": the q and the kv
+    blocks); the norm scales widened by `streamed_layer`."""
+    t = config.text
+    layers = params["llm"]["layers"]
+    attn, mlp = layers["attn"], layers["mlp"]
+    block = cpu_kernels.Bf16Block
+    return {
+        "qkv": (block(attn["q_einsum"]["w"], i, t.num_heads, t.head_dim),  # [N, D, H]
+                block(attn["kv_einsum"]["w"], i, 2 * t.num_kv_heads, t.head_dim)),
+        "o": block(attn["attn_vec_einsum"]["w"], i, 1, t.width),  # [N, H, D] = [N H, D]
+        "gate_up": block(mlp["gating_einsum"], i, 2, t.mlp_dim),  # [2, D, F]
+        "down": block(mlp["linear"], i, 1, t.width),  # [F, D]
+        **{name: streamed_layer(layers[name], i, x)["scale"] for name in NORMS},
+    }
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))

@@ -115,15 +115,23 @@ def _scan_layers(stack: nnx.Module, body: Callable[[nnx.Module, Any, Any], tuple
     return jax.lax.scan(step, carry, (state, xs), unroll=unroll)
 
 
-def dense(x: jax.Array, w: jax.Array | cpu_kernels.Panels) -> jax.Array:
+def dense(x: jax.Array, w: Any) -> jax.Array:
     """x [..., Din] @ w [Din, Dout] as one 2-D matmul over the flattened leading axes; with the
-    CPU decode kernel when `w` was packed for it (`cpu_kernels.pack`).
+    CPU decode kernel when `w` was packed for it (`cpu_kernels.pack`), in place for a
+    `cpu_kernels.Bf16Block` (a tuple of them: their outputs side by side).
 
     The same sums as `x @ w`; written 2-D because XLA's CPU backend lays out the backward pass
     of a 3-D x @ w with transposed elementwise fusions (a GeGLU block's gradient ran ~3x slower;
     see docs/training.md)."""
     flat = x.reshape(-1, x.shape[-1])
-    out = cpu_kernels.matmul(flat, w) if isinstance(w, cpu_kernels.Panels) else flat @ w
+    if isinstance(w, tuple):  # blocks side by side: generate's streamed bfloat16 weights
+        out = jnp.concatenate([dense(flat, part) for part in w], axis=-1)
+    elif isinstance(w, cpu_kernels.Bf16Block):  # read in place (`cpu_kernels.matmul_bf16`)
+        out = cpu_kernels.matmul_bf16(flat, w).astype(x.dtype)
+    elif isinstance(w, cpu_kernels.Panels):
+        out = cpu_kernels.matmul(flat, w)
+    else:
+        out = flat @ w
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

@@ -9,6 +9,8 @@
 //                      float32 in a fresh buffer
 //   bf16_matmul_t:     y[M, V] = x[M, K] @ E^T, E [V, K] bfloat16 (the tied output embedding)
 //   bf16_gather:       rows of a bfloat16 table [V, D] (the token embedding), widened to float32
+//   bf16_matmul:       y[M, G * N] = x[M, K] @ each of G blocks [K, N] of a bfloat16 array, read
+//                      in place (one layer's projection inside a stacked weight)
 //
 // panel_matmul. Decoding multiplies a few rows (one per sequence) by every weight matrix of the
 // model once per token. XLA:CPU hands such matmuls to YNNPACK, which repacks the weights on every
@@ -678,6 +680,54 @@ static ffi::Error Bf16Gather(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> table,
   return ffi::Error::Success();
 }
 
+constexpr int64_t kColumns = 256;  // output columns per work item of bf16_matmul
+
+//   x [M, K] float32, w bfloat16 (any shape), attrs offset, groups G, cols N -> y [M, G * N]
+//   y[m, g * N + j] = sum_k x[m, k] * w.flat[offset + (g * K + k) * N + j]
+static ffi::Error Bf16Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                             ffi::Buffer<ffi::BF16> w, ffi::ResultBuffer<ffi::F32> y,
+                             int64_t offset, int64_t groups, int64_t cols) {
+  auto xd = x.dimensions();
+  auto yd = y->dimensions();
+  if (xd.size() != 2 || yd.size() != 2 || yd[0] != xd[0] || yd[1] != groups * cols ||
+      offset < 0 || offset + groups * xd[1] * cols > int64_t(w.element_count())) {
+    return ffi::Error::InvalidArgument(
+        "bf16_matmul: expected x [M, K], y [M, groups * cols] and groups blocks [K, cols] of "
+        "the weight from offset");
+  }
+  const int64_t M = xd[0], K = xd[1], G = groups, N = cols;
+  const float* xs = x.typed_data();
+  const uint16_t* ws = w.typed_data() + offset;
+  float* ys = y->typed_data();
+  const int64_t blocks = (N + kColumns - 1) / kColumns;
+  parallel_for(pool, G * blocks, [=](int64_t b) {
+    thread_local std::unique_ptr<float[]> acc;
+    thread_local int64_t capacity = 0;
+    if (capacity < M * kColumns) {
+      acc.reset(new float[M * kColumns]);
+      capacity = M * kColumns;
+    }
+    const int64_t g = b / blocks, j0 = (b % blocks) * kColumns;
+    const int64_t width = std::min(kColumns, N - j0);
+    float* a = acc.get();
+    std::fill(a, a + M * kColumns, 0.0f);
+    float row[kColumns];
+    for (int64_t k = 0; k < K; ++k) {
+      const uint16_t* src = ws + (g * K + k) * N + j0;
+      for (int64_t j = 0; j < width; ++j) row[j] = widen(src[j]);
+      for (int64_t m = 0; m < M; ++m) {
+        const float xv = xs[m * K + k];
+        float* am = a + m * kColumns;
+        for (int64_t j = 0; j < width; ++j) am[j] += xv * row[j];
+      }
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      std::memcpy(ys + m * G * N + g * N + j0, a + m * kColumns, width * sizeof(float));
+    }
+  });
+  return ffi::Error::Success();
+}
+
 extern "C" int64_t panel_width() { return kWidth; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(panel_matmul, PanelMatmul,
@@ -726,3 +776,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bf16_gather, Bf16Gather,
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bf16_matmul, Bf16Matmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("offset")
+                                  .Attr<int64_t>("groups")
+                                  .Attr<int64_t>("cols"));

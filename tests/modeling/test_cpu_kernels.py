@@ -263,6 +263,23 @@ def test_matmul_t_bf16_equals_numpy(m: int, k: int, v: int) -> None:
 
 
 @needs_kernel
+@pytest.mark.parametrize("m", [1, 3, 8, 33])
+@pytest.mark.parametrize("groups,k,cols", [(1, 1, 1), (2, 37, 300), (4, 64, 16), (1, 70, 513)])
+def test_matmul_bf16_multiplies_one_layer_of_a_stacked_weight_in_place(m, groups, k, cols) -> None:
+    """Layer 1 of a stacked [3, G, K, N] bfloat16 weight: every group's [K, N] block, column
+    counts below, at and past one work item, row counts past the accumulator tile."""
+    rng = np.random.default_rng(m + groups + k + cols)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = jnp.asarray(rng.normal(size=(3, groups, k, cols)), jnp.bfloat16)
+    got = np.asarray(jax.jit(lambda x, w: cpu_kernels.matmul_bf16(
+        x, cpu_kernels.Bf16Block(w, 1, groups, cols)))(jnp.asarray(x), w))
+    layer = np.asarray(w[1]).astype(np.float64)  # [G, K, N]
+    want = np.concatenate([x.astype(np.float64) @ layer[g] for g in range(groups)], axis=1)
+    assert got.shape == (m, groups * cols)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@needs_kernel
 def test_gather_bf16_equals_take_with_clipped_ids() -> None:
     table = jnp.asarray(np.random.default_rng(4).normal(size=(50, 24)), jnp.bfloat16)
     ids = jnp.asarray([[0, 49, 7], [60, -3, 7]], jnp.int32)
