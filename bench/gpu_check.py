@@ -33,7 +33,9 @@ def generate_rows(directory: Path, new_tokens: int, batches: tuple[int, ...]) ->
     device = torch_device()
     size = checkpoint_bytes(directory)
     for batch in batches:
-        ours = measure("ours", directory, new_tokens, batch)
+        # on a GPU both sides compute in bfloat16 (the CPU path computes in float32)
+        ours = measure("ours", directory, new_tokens, batch,
+                       compute_dtype="bfloat16" if device == "cuda" else None)
         theirs = measure("transformers", directory, new_tokens, batch, device=device)
         for name, r in (("ours", ours), ("transformers", theirs)):
             if "error" in r:

@@ -86,13 +86,21 @@ def _inputs(image_size: int, batch: int):
     return pixels, [prompt] * batch
 
 
-def run_ours(directory: Path, new_tokens: int, batch: int) -> dict:
-    """Load with `modeling.load_pretrained` in bfloat16 and generate greedily."""
+def run_ours(directory: Path, new_tokens: int, batch: int, compute_dtype: str | None = None
+             ) -> dict:
+    """Load with `modeling.load_pretrained` in bfloat16 and generate greedily (`compute_dtype`:
+    override the config's, float32 by default; transformers computes in the parameter dtype)."""
     import modeling
+    from modeling.convert import config_from_hf
 
+    config = None
+    if compute_dtype is not None:
+        hf = json.loads((directory / "config.json").read_text())
+        config = config_from_hf(hf).replace(compute_dtype=compute_dtype)
     start = time.perf_counter()
-    model = modeling.load_pretrained(directory, dtype="bfloat16", batch_buckets=(batch,),
-                                     prompt_buckets=(16,), new_token_buckets=(new_tokens,))
+    model = modeling.load_pretrained(directory, dtype="bfloat16", config=config,
+                                     batch_buckets=(batch,), prompt_buckets=(16,),
+                                     new_token_buckets=(new_tokens,))
     import jax
 
     jax.block_until_ready(model.params)

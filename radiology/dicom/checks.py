@@ -283,32 +283,48 @@ def length_message(actual: int, expected: int, geo: Geometry) -> str:
     )
 
 
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
 def codestream_size(fragment: bytes) -> tuple[int, int] | None:
     """(rows, columns) that a compressed frame declares in its own stream (JPEG / JPEG-LS SOF,
-    JPEG 2000 SIZ), or None when it declares none this reader knows (RLE, damaged)."""
+    JPEG 2000 SIZ), or None when it declares none this reader knows (RLE, damaged).
+
+    A stream is recognised only by how it starts (JPEG SOI, J2K SOC + SIZ, or the JP2 signature
+    box whose `jp2c` box holds the codestream): RLE and other data can hold the same bytes
+    anywhere by chance."""
     if fragment[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 <= len(fragment):
-            if fragment[i] != 0xFF:
-                i += 1
-                continue
-            marker = fragment[i + 1]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xF7):  # SOF: length, precision, Y, X
-                return (int.from_bytes(fragment[i + 5:i + 7], "big"),
-                        int.from_bytes(fragment[i + 7:i + 9], "big"))
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 2 if marker != 0xFF else 1
-                continue
-            i += 2 + int.from_bytes(fragment[i + 2:i + 4], "big")
-        return None
-    start = fragment.find(b"\xff\x4f\xff\x51")  # J2K SOC + SIZ (also inside a JP2 box)
-    if start >= 0 and start + 24 <= len(fragment):
-        siz = start + 4  # SIZ: Lsiz(2) Rsiz(2) Xsiz(4) Ysiz(4) XOsiz(4) YOsiz(4)
+        return _jpeg_size(fragment)
+    if fragment.startswith(_JP2_SIGNATURE):
+        box = fragment.find(b"jp2c")
+        if box < 0 or fragment[box + 4:box + 8] != _J2K_SOC_SIZ:
+            return None
+        fragment = fragment[box + 4:]
+    if fragment.startswith(_J2K_SOC_SIZ) and len(fragment) >= 24:
+        siz = 4  # SIZ: Lsiz(2) Rsiz(2) Xsiz(4) Ysiz(4) XOsiz(4) YOsiz(4)
         x, y = (int.from_bytes(fragment[siz + 4:siz + 8], "big"),
                 int.from_bytes(fragment[siz + 8:siz + 12], "big"))
         x0, y0 = (int.from_bytes(fragment[siz + 12:siz + 16], "big"),
                   int.from_bytes(fragment[siz + 16:siz + 20], "big"))
         return y - y0, x - x0
+    return None
+
+
+def _jpeg_size(fragment: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 <= len(fragment):
+        if fragment[i] != 0xFF:
+            i += 1
+            continue
+        marker = fragment[i + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xF7):  # SOF: length, precision, Y, X
+            return (int.from_bytes(fragment[i + 5:i + 7], "big"),
+                    int.from_bytes(fragment[i + 7:i + 9], "big"))
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 2 if marker != 0xFF else 1
+            continue
+        i += 2 + int.from_bytes(fragment[i + 2:i + 4], "big")
     return None
 
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import uid
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 
 from radiology.dicom import (
     CorruptPixelDataError,
@@ -28,6 +29,8 @@ from radiology.dicom import (
     read,
     read_header,
 )
+from radiology.dicom.checks import codestream_size
+from radiology.dicom.parse import first_fragment
 from tests.helpers.dicom_factory import base_dataset, chest_like, deflated_bomb, encode, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,6 +116,23 @@ def test_a_compressed_stream_declaring_another_size_is_refused_before_decoding()
     with pytest.raises(CorruptPixelDataError) as info:
         read(to_bytes(ds))
     assert "declares a 48 x 64 image" in info.value.message
+
+
+def test_only_the_start_of_a_stream_declares_its_size():
+    """RLE (and any data) can hold the J2K SOC + SIZ bytes by chance: 47 of 607 synthetic RLE
+    radiographs did, and were refused as declaring a negative size."""
+    siz = (b"\xff\x4f\xff\x51" + b"\x00\x29\x00\x00"
+           + (48).to_bytes(4, "big") + (64).to_bytes(4, "big") + bytes(8))
+    assert codestream_size(siz + bytes(32)) == (64, 48)
+    jp2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x14ftypjp2 " + bytes(8)
+    assert codestream_size(jp2 + b"\x00\x00\x00\x00jp2c" + siz + bytes(32)) == (64, 48)
+    rle_header = (1).to_bytes(4, "little") + (64).to_bytes(4, "little") + bytes(56)
+    assert codestream_size(rle_header + b"\x05\x01" + siz + bytes(32)) is None
+    rle = encode(base_dataset(chest_like(64, 48)), uid.RLELossless)
+    ds = pydicom.dcmread(io.BytesIO(rle))
+    fragment = first_fragment(ds.PixelData)
+    ds.PixelData = encapsulate([fragment[:80] + siz + fragment[80:]])
+    assert codestream_size(first_fragment(ds.PixelData)) is None
 
 
 def _seed_files() -> list[bytes]:
