@@ -102,8 +102,6 @@ def warm_up_vision(
     running = None
     done = 0
     for index in tqdm(range(steps), desc="vision warm-up", unit="step"):
-        if deadline is not None and time.time() > deadline:
-            break
         if len(order) < batch_size:
             order.extend(generator.permutation(len(images)).tolist())
         rows, order = order[:batch_size], order[batch_size:]
@@ -113,12 +111,14 @@ def warm_up_vision(
         pixels = data_lib.to_pixels(batch)
         params, opt_state, loss = step(params, opt_state, pixels, labels[rows])
         done = index + 1
-        if (index + 1) % 20 == 0 or index + 1 == steps or (
-                deadline is not None and time.time() > deadline):
+        over = deadline is not None and time.time() > deadline
+        if (index + 1) % 20 == 0 or index + 1 == steps or over:
             value = float(loss)
             running = value if running is None else 0.7 * running + 0.3 * value
             history.append({"step": index + 1, "loss": value, "smoothed_loss": running,
                             "prior_only_loss": baseline})
+        if over:  # at least one step runs, however late it starts
+            break
     if validation is not None and history:
         val_images, val_labels = validation
 
