@@ -30,7 +30,8 @@ class _IteratorSnapshot:
 class RunCheckpoints:
     """Save and restore run checkpoints in `directory` (one sub-folder per step)."""
 
-    def __init__(self, directory: Path, keep: int, best_metric: str, async_save: bool = True) -> None:
+    def __init__(self, directory: Path, keep: int, best_metric: str,
+                 async_save: bool = True) -> None:
         self.best_metric = best_metric
 
         def metric(metrics: dict[str, float]) -> float:

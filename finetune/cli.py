@@ -1,4 +1,4 @@
-"""`radreport finetune`: train a preset or config file on a MIMIC-CXR-layout tree, export a bundle."""
+"""`radreport finetune`: train a preset or config on a MIMIC-CXR-layout tree, export a bundle."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import typer
 
 
 def finetune(
-    config: str = typer.Option("demo", "--config", "-c", help="Preset name or a .json/.toml config file."),
-    overrides: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.key=value (repeatable)."),
-    data: Path | None = typer.Option(None, "--data", help="MIMIC-CXR-layout tree (real or `radreport synth`)."),
-    out: Path | None = typer.Option(None, "--out", help="Write the model bundle of the best checkpoint here."),
-    workdir: Path | None = typer.Option(None, "--workdir", help="Checkpoints and logs (default: runs/<name>)."),
+    config: str = typer.Option(
+        "demo", "--config", "-c", help="Preset name or a .json/.toml config file."),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a field: section.key=value (repeatable)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="MIMIC-CXR-layout tree (real or `radreport synth`)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the model bundle of the best checkpoint here."),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="Checkpoints and logs (default: runs/<name>)."),
     show: bool = typer.Option(False, "--show", help="Print the resolved config as JSON and exit."),
     plan: bool = typer.Option(False, "--plan", help="Compile the train step ahead of time and "
                               "print its memory per device, the micro-batch that fits and the "
@@ -92,7 +97,8 @@ def _plan(cfg, devices: int | None, device_memory: str | None, headroom: float, 
     from modeling.memory import MemoryPlanError, parse_bytes
 
     if device_memory is None:
-        console.print("[red]--plan needs --device-memory[/red] (e.g. 80GB for an H100, 40GB, 16GiB)")
+        console.print(
+            "[red]--plan needs --device-memory[/red] (e.g. 80GB for an H100, 40GB, 16GiB)")
         raise typer.Exit(2)
     if not 0 <= headroom < 1:
         console.print("[red]--headroom must be a fraction in [0, 1)[/red]")

@@ -102,7 +102,8 @@ class OptimSection:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     # Regex on parameter paths that get LoRA adapters (attention and MLP weights of the LLM).
-    lora_pattern: str = r"^llm/layers/(attn/(q_einsum|kv_einsum|attn_vec_einsum)/w|mlp/(gating_einsum|linear))$"
+    lora_pattern: str = (r"^llm/layers/(attn/(q_einsum|kv_einsum|attn_vec_einsum)/w"
+                         r"|mlp/(gating_einsum|linear))$")
 
 
 @dataclass
@@ -196,7 +197,8 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     config = _copy(config)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)")
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)")
         key, raw = item.split("=", 1)
         _set_path(config, key.strip(), raw.strip())
     return config
@@ -273,7 +275,10 @@ def _parse_scalar(raw: str) -> Any:
 
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
-    """Check/convert `value` to the annotated type `tp` (bool, int, float, str, Literal, Optional)."""
+    """Check and convert `value` to the annotated type `tp`.
+
+    Handles bool, int, float, str, Literal and Optional.
+    """
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         if value not in typing.get_args(tp):

@@ -1,4 +1,4 @@
-"""Training data: examples from a MIMIC-CXR-layout tree, a preprocessed-image cache, grain pipelines.
+"""Training data: MIMIC-CXR-layout examples, a preprocessed-image cache, grain pipelines.
 
 The path of one example:
 
@@ -76,7 +76,8 @@ def read_split(config: DataSection, split: str, limit: int = 0) -> list[Any]:
     from radiology.mimic import read_dataset
 
     if not config.root:
-        raise DataError("no data: pass --data DIR (a MIMIC-CXR-layout tree, e.g. from `radreport synth`)")
+        raise DataError(
+            "no data: pass --data DIR (a MIMIC-CXR-layout tree, e.g. from `radreport synth`)")
     root = Path(config.root)
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
@@ -157,7 +158,7 @@ def to_pixels(images: np.ndarray) -> np.ndarray:
 def tokenize_pairs(
     tokenizer: Any, pairs: Sequence[TextPair], text_len: int
 ) -> dict[str, np.ndarray]:
-    """Token arrays [N, text_len] (input_ids, token_type_ids, input_mask, loss_mask) for each pair."""
+    """Token arrays [N, text_len] of the pairs: input_ids, token_type_ids, input_mask, loss_mask."""
     rows = [tokenizer.training_example(pair.prefix, pair.target, text_len) for pair in pairs]
     names = ("input_ids", "token_type_ids", "input_mask", "loss_mask")
     return {
@@ -183,7 +184,7 @@ class ExampleSource:
 
 
 def augment(row: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A mild, label-preserving augmentation: random crop (90-100%) resized back, contrast jitter."""
+    """Label-preserving augmentation: a random 90-100% crop resized back, contrast jitter."""
     image = row["image"].astype(np.float32)
     size = image.shape[0]
     crop = int(round(size * rng.uniform(0.9, 1.0)))
@@ -236,7 +237,8 @@ class TrainIterator:
         import grain
 
         self._dataset = dataset
-        self._iter = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+        read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+        self._iter = iter(dataset.to_iter_dataset(read_options))
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self

@@ -22,12 +22,15 @@ import numpy as np
 from modeling.generate import greedy_token
 
 
-def prompt_arrays(tokenizer: Any, prompts: Sequence[str], prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
+def prompt_arrays(
+    tokenizer: Any, prompts: Sequence[str], prompt_len: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids [B, prompt_len] right-padded, lengths [B]) of `[BOS prefix "\\n"]` for each prompt."""
     ids = np.zeros((len(prompts), prompt_len), np.int32)
     lengths = np.zeros((len(prompts),), np.int32)
     for row, prompt in enumerate(prompts):
-        input_ids, token_type_ids, input_mask, _ = tokenizer.training_example(prompt, "", prompt_len + 8)
+        input_ids, token_type_ids, input_mask, _ = tokenizer.training_example(
+            prompt, "", prompt_len + 8)
         input_ids = np.asarray(input_ids)
         keep = (np.asarray(token_type_ids) == 0) & (np.asarray(input_mask) == 1)
         prompt_ids = input_ids[keep][:prompt_len]
@@ -44,7 +47,8 @@ def make_greedy_decoder(
     Tokens after the first EOS are EOS. `forward(params, pixels, ids, token_type_ids, input_mask)`.
     """
 
-    def decode(params: Any, pixels: jax.Array, prompt_ids: jax.Array, lengths: jax.Array) -> jax.Array:
+    def decode(params: Any, pixels: jax.Array, prompt_ids: jax.Array,
+               lengths: jax.Array) -> jax.Array:
         batch, prompt_len = prompt_ids.shape
         total = prompt_len + max_new_tokens
         ids = jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(prompt_ids)

@@ -10,7 +10,8 @@ from typing import Any
 
 
 class MetricsWriter:
-    """Append `{"step", "time", "kind", ...metrics}` rows to metrics.jsonl and scalars to TensorBoard."""
+    """Append `{"step", "time", "kind", ...metrics}` rows to metrics.jsonl, scalars to TensorBoard.
+    """
 
     def __init__(self, workdir: Path, enabled: bool = True) -> None:
         self.enabled = enabled

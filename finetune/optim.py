@@ -140,7 +140,8 @@ def init_lora(
     for key, (path, axis) in zip(keys, sorted(axes.items()), strict=True):
         shape = tuple(frozen[path].shape)
         a_shape, b_shape = _lora_shapes(shape, axis, path.startswith(stacked_prefix), rank)
-        adapters[path + LORA_A] = jax.random.normal(key, a_shape, jnp.float32) / np.sqrt(a_shape[-2])
+        adapters[path + LORA_A] = (jax.random.normal(key, a_shape, jnp.float32)
+                                   / np.sqrt(a_shape[-2]))
         adapters[path + LORA_B] = jnp.zeros(b_shape, jnp.float32)
     return adapters
 
@@ -208,7 +209,8 @@ def make_optimizer(config: OptimSection, total_steps: int) -> optax.GradientTran
     pattern = re.compile(config.weight_decay_pattern)
 
     def decay_mask(params: dict[str, Any]) -> dict[str, bool]:
-        return {path: bool(pattern.search(path)) and not path.endswith((LORA_A, LORA_B)) for path in params}
+        return {path: bool(pattern.search(path)) and not path.endswith((LORA_A, LORA_B))
+                for path in params}
 
     parts = []
     if config.grad_clip_norm > 0:

@@ -118,7 +118,8 @@ def micro_batches(batch_size: int, devices: int) -> list[int]:
     [1, 2, 4, 8, 16, 32]
     """
     if batch_size % devices:
-        raise ConfigError(f"optim.batch_size={batch_size} is not a multiple of the {devices} devices")
+        raise ConfigError(
+            f"optim.batch_size={batch_size} is not a multiple of the {devices} devices")
     sizes, size = [], 1
     while size <= min(batch_size // devices, MAX_MICRO_BATCH):
         if (batch_size // devices) % size == 0:
@@ -165,9 +166,11 @@ class _Program:
         self.lora_scale = 1.0
         if config.optim.trainable == "lora":
             width = self.model_config.text.width
-            self.lora_axes = optim.lora_axes(frozen, config.optim.lora_pattern, width, "llm/layers/")
+            self.lora_axes = optim.lora_axes(frozen, config.optim.lora_pattern, width,
+                                             "llm/layers/")
             trainable = jax.eval_shape(lambda f: optim.init_lora(
-                f, self.lora_axes, config.optim.lora_rank, "llm/layers/", jax.random.key(0)), frozen)
+                f, self.lora_axes, config.optim.lora_rank, "llm/layers/", jax.random.key(0)),
+                frozen)
             self.lora_scale = config.optim.lora_alpha / config.optim.lora_rank
         self.parameters_total = sum(int(np.prod(x.shape)) for x in flat.values())
         self.trainable_total = sum(int(np.prod(x.shape)) for x in trainable.values())
@@ -183,7 +186,8 @@ class _Program:
         self.frozen = _with_shardings(frozen, sharding.tree_shardings(frozen, self.mesh, rules,
                                                                       axes))
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
-        self.compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
+        bf16 = config.model.compute_dtype == "bfloat16"
+        self.compute_dtype = jnp.bfloat16 if bf16 else jnp.float32
 
     def compile(self, micro_batch: int) -> Attempt:
         """Compile the step for `micro_batch` examples per device (accumulating to the batch)."""
@@ -217,7 +221,8 @@ class _Program:
             step = with_activation_sharding(step, batch_sharding)
         jitted = jax.jit(step, out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                          donate_argnums=(0,))
-        memory: CompiledMemory = compiled_memory(jitted.lower(self.state, self.frozen, batch).compile())
+        compiled = jitted.lower(self.state, self.frozen, batch).compile()
+        memory: CompiledMemory = compiled_memory(compiled)
         trainable = _shard_bytes(self.state["trainable"])
         gradients = sum(
             int(np.prod(x.sharding.shard_shape(x.shape), dtype=np.int64)) * 4

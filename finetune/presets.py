@@ -85,7 +85,8 @@ def tiny() -> TrainConfig:
         optim=OptimSection(lr=3e-3, warmup_fraction=0.1, batch_size=4, steps=6, grad_clip_norm=1.0),
         mesh=MeshSection(data=-1, fsdp=1),
         checkpoint=CheckpointSection(every_steps=3, keep=2, async_save=True),
-        eval=EvalSection(every_steps=6, max_new_tokens=8, batch_size=4, val_examples=4, test_examples=4),
+        eval=EvalSection(every_steps=6, max_new_tokens=8, batch_size=4, val_examples=4,
+                         test_examples=4),
         log_every=1,
     )
 
@@ -139,7 +140,8 @@ def demo() -> TrainConfig:
 PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "tiny": tiny,
     "demo": demo,
-    **{f"mimic-{size}-{res}": _paper(size, res) for size in ("3b", "10b") for res in (224, 448, 896)},
+    **{f"mimic-{size}-{res}": _paper(size, res)
+       for size in ("3b", "10b") for res in (224, 448, 896)},
 }
 
 

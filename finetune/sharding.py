@@ -47,7 +47,8 @@ def mesh_shape(config: MeshSection, device_count: int) -> tuple[int, int]:
         fsdp = device_count // data
     if data * fsdp != device_count:
         raise MeshError(
-            f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices; {device_count} devices are visible"
+            f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices; "
+            f"{device_count} devices are visible"
         )
     return data, fsdp
 
@@ -103,7 +104,8 @@ def param_spec(
         if re.search(pattern, path):
             parsed = parse_spec(spec)
             if len(parsed) > len(shape):
-                raise MeshError(f"sharding rule {pattern!r} gives {spec!r} for {path} of shape {tuple(shape)}")
+                raise MeshError(f"sharding rule {pattern!r} gives {spec!r} for {path} "
+                                f"of shape {tuple(shape)}")
             return parsed
     if fsdp_size <= 1 or not shape:
         return PartitionSpec()

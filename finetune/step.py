@@ -61,7 +61,7 @@ def make_loss_fn(
     label_smoothing: float,
     lora_axes: dict[str, int] | None = None,
 ) -> Callable[[dict[str, Any], dict[str, Any], dict[str, jax.Array]], tuple[jax.Array, jax.Array]]:
-    """loss(trainable, frozen, batch) -> (loss, supervised tokens), differentiable in `trainable`."""
+    """loss(trainable, frozen, batch) -> (loss, supervised tokens); differentiable in trainable."""
 
     def loss_fn(trainable: dict[str, Any], frozen: dict[str, Any], batch: dict[str, jax.Array]):
         params = unflatten(merge_params(trainable, frozen, lora_scale, lora_axes))
@@ -84,7 +84,9 @@ def make_train_step(
     lora_scale: float = 1.0,
     lora_axes: dict[str, int] | None = None,
     label_smoothing: float = 0.0,
-) -> Callable[[TrainState, dict[str, Any], dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+) -> Callable[
+    [TrainState, dict[str, Any], dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]
+]:
     """step(state, frozen, batch) -> (new state, metrics). Jit it with the shardings you need.
 
     With `grad_accum_steps=k` the batch is split into k interleaved micro-batches (rows i, i+k, ...
@@ -102,7 +104,8 @@ def make_train_step(
             k = grad_accum_steps
 
             # [B, ...] -> [B/k, k, ...] -> scan over k micro-batches of B/k rows.
-            split = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(-1, k, *x.shape[1:]), 0, 1), batch)
+            split = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape(-1, k, *x.shape[1:]), 0, 1), batch)
 
             def body(carry, mb):
                 loss_sum, tok_sum, grad_sum = carry
@@ -134,7 +137,9 @@ def make_train_step(
     return step
 
 
-def init_state(trainable: dict[str, Any], optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+def init_state(
+    trainable: dict[str, Any], optimizer: optax.GradientTransformation, rng: jax.Array
+) -> TrainState:
     """A fresh train state (step 0) around the trainable parameters."""
     return {
         "step": jnp.zeros((), jnp.int32),

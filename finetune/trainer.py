@@ -94,7 +94,8 @@ def model_config_for(config: TrainConfig, vocab_size: int | None) -> Any:
 
     if config.model.preset not in modeling.PRESETS:
         raise ConfigError(
-            f"model.preset {config.model.preset!r} is unknown; presets: {', '.join(sorted(modeling.PRESETS))}"
+            f"model.preset {config.model.preset!r} is unknown; "
+            f"presets: {', '.join(sorted(modeling.PRESETS))}"
         )
     base = modeling.PRESETS[config.model.preset]
     overrides = dict(config.model.overrides)
@@ -169,8 +170,10 @@ class Run:
 
     def _prepare_data(self) -> None:
         cfg = self.config
-        self.train_examples = data_lib.read_split(cfg.data, cfg.data.train_split, cfg.data.max_train_examples)
-        self.val_examples = data_lib.read_split(cfg.data, cfg.data.val_split, cfg.data.max_eval_examples)
+        self.train_examples = data_lib.read_split(
+            cfg.data, cfg.data.train_split, cfg.data.max_train_examples)
+        self.val_examples = data_lib.read_split(
+            cfg.data, cfg.data.val_split, cfg.data.max_eval_examples)
         self.train_pairs = data_lib.text_pairs(cfg.data, self.train_examples)
         self.val_pairs = data_lib.text_pairs(cfg.data, self.val_examples)
         self.tokenizer, self.tokenizer_path = self._tokenizer()
@@ -188,7 +191,8 @@ class Run:
         elif cfg.init != "scratch":
             init = Path(cfg.init)
             candidates = [init / "tokenizer.model", init.with_suffix(".model"),
-                          init.parent / "tokenizer.model", init.parent / "paligemma_tokenizer.model"]
+                          init.parent / "tokenizer.model",
+                          init.parent / "paligemma_tokenizer.model"]
             path = next((c for c in candidates if c.is_file()), candidates[0])
         else:
             path = self.workdir / "tokenizer.model"
@@ -222,16 +226,18 @@ class Run:
         devices = self.mesh.devices.size
         if cfg.optim.batch_size % (devices * cfg.optim.grad_accum_steps):
             raise ConfigError(
-                f"optim.batch_size={cfg.optim.batch_size} must be a multiple of devices ({devices}) x "
-                f"optim.grad_accum_steps ({cfg.optim.grad_accum_steps})"
+                f"optim.batch_size={cfg.optim.batch_size} must be a multiple of "
+                f"devices ({devices}) x optim.grad_accum_steps ({cfg.optim.grad_accum_steps})"
             )
         if cfg.optim.batch_size % self.process_count:
-            raise ConfigError(f"optim.batch_size must be a multiple of the {self.process_count} hosts")
+            raise ConfigError(
+                f"optim.batch_size must be a multiple of the {self.process_count} hosts")
         self.local_batch = cfg.optim.batch_size // self.process_count
         if cfg.optim.steps > 0:
             self.total_steps = cfg.optim.steps
         else:
-            self.total_steps = max(1, math.ceil(cfg.optim.epochs * len(self.train_pairs) / cfg.optim.batch_size))
+            epoch_batches = len(self.train_pairs) / cfg.optim.batch_size
+            self.total_steps = max(1, math.ceil(cfg.optim.epochs * epoch_batches))
 
         # Parameters: init, split into trainable / frozen, shard.
         rng = jax.random.PRNGKey(cfg.seed)
@@ -245,7 +251,8 @@ class Run:
             self.lora_axes = optim.lora_axes(
                 frozen, cfg.optim.lora_pattern, self.model_config.text.width, "llm/layers/"
             )
-            trainable = optim.init_lora(frozen, self.lora_axes, cfg.optim.lora_rank, "llm/layers/", lora_rng)
+            trainable = optim.init_lora(frozen, self.lora_axes, cfg.optim.lora_rank,
+                                        "llm/layers/", lora_rng)
             self.lora_scale = cfg.optim.lora_alpha / cfg.optim.lora_rank
         else:
             self.lora_axes = {}
@@ -294,7 +301,8 @@ class Run:
         if init == "scratch":
             return modeling.init_params(self.model_config, rng)
         base = modeling.load_pretrained(Path(init), tokenizer=self.tokenizer_path)
-        self.model_config = self.model_config.replace(vision=base.config.vision, text=base.config.text)
+        self.model_config = self.model_config.replace(vision=base.config.vision,
+                                                      text=base.config.text)
         self.image_size = self.model_config.image_size
         self.forward = partial(modeling.forward, self.model_config,
                                unroll=self.config.model.unroll_layers,
@@ -310,7 +318,8 @@ class Run:
 
         cfg = self.config
         if cfg.model.init != "scratch" or self.process_count > 1:
-            raise ConfigError("vision_warmup is for single-host runs from scratch (model.init=scratch)")
+            raise ConfigError(
+                "vision_warmup is for single-host runs from scratch (model.init=scratch)")
         path = self.workdir / "vision_warmup.npz"
         if path.exists():
             saved = np.load(path)
@@ -319,7 +328,8 @@ class Run:
         images = self._images(self.train_examples, cfg.data.train_split)
         validation = None
         if self.val_examples:
-            validation = (self._images(self.val_examples, f"{cfg.data.val_split}-{len(self.val_examples)}"),
+            tag = f"{cfg.data.val_split}-{len(self.val_examples)}"
+            validation = (self._images(self.val_examples, tag),
                           label_rows(self.val_examples, names))
         warm, history = warm_up_vision(
             self.model_config, img, images, labels, cfg.vision_warmup.steps, cfg.vision_warmup.lr,
@@ -333,7 +343,8 @@ class Run:
 
             writer = MetricsWriter(self.workdir)
             for row in history:
-                writer.write(row["step"], "vision_warmup", {k: v for k, v in row.items() if k != "step"})
+                writer.write(row["step"], "vision_warmup",
+                             {k: v for k, v in row.items() if k != "step"})
             writer.close()
             flat = {k: np.asarray(v) for k, v in optim.flatten(jax.device_get(warm)).items()}
             tmp = self.workdir / "vision_warmup.tmp.npz"
@@ -344,12 +355,14 @@ class Run:
     # -- data -----------------------------------------------------------------------------------
 
     def _cache_dir(self) -> Path:
-        return Path(self.config.data.cache_dir) if self.config.data.cache_dir else self.workdir / "cache"
+        cache_dir = self.config.data.cache_dir
+        return Path(cache_dir) if cache_dir else self.workdir / "cache"
 
     def _images(self, examples: list[Any], tag: str) -> np.ndarray:
         from modeling.preprocess import preprocess_image
 
-        return data_lib.image_cache(examples, self.image_size, self._cache_dir(), preprocess_image, tag)
+        return data_lib.image_cache(examples, self.image_size, self._cache_dir(),
+                                    preprocess_image, tag)
 
     def _train_iterator(self) -> data_lib.TrainIterator:
         import jax
@@ -372,7 +385,8 @@ class Run:
     def _device_batch(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from finetune import sharding
 
-        local = {name: batch[name] for name in ("input_ids", "token_type_ids", "input_mask", "loss_mask")}
+        names = ("input_ids", "token_type_ids", "input_mask", "loss_mask")
+        local = {name: batch[name] for name in names}
         local["pixel_values"] = data_lib.to_pixels(batch["image"])
         return sharding.global_batch(local, self.mesh)
 
@@ -383,11 +397,13 @@ class Run:
         from finetune import optim
 
         trainable = self.state["trainable"] if trainable is None else trainable
-        return optim.unflatten(optim.merge_params(trainable, self.frozen, self.lora_scale, self.lora_axes))
+        return optim.unflatten(
+            optim.merge_params(trainable, self.frozen, self.lora_scale, self.lora_axes))
 
     # -- validation -----------------------------------------------------------------------------
 
-    def generate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair], tag: str) -> list[str]:
+    def generate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair],
+                 tag: str) -> list[str]:
         """Greedy reports for `examples` with `params` (batched; fixed shapes)."""
         images = self._images(examples, tag)
         prompts = [p.prefix for p in pairs]
@@ -452,7 +468,8 @@ class Run:
             texts.extend(decode.tokens_to_text(self.tokenizer, np.asarray(out)[:real], eos))
         return texts
 
-    def evaluate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair], tag: str) -> tuple[dict[str, float], list[str]]:
+    def evaluate(self, params: Any, examples: list[Any], pairs: list[data_lib.TextPair],
+                 tag: str) -> tuple[dict[str, float], list[str]]:
         """`evaluation.score` of greedy reports against the targets (plus the example count)."""
         hypotheses = self.generate(params, examples, pairs, tag)
         references = [p.target for p in pairs]
@@ -465,11 +482,13 @@ class Run:
         the generated reports go to <workdir>/predictions/val-<step>.jsonl."""
         n = self.config.eval.val_examples or len(self.val_examples)
         examples, pairs = self.val_examples[:n], self.val_pairs[:n]
-        scores, hypotheses = self.evaluate(self.params(), examples, pairs, f"{self.config.data.val_split}-{n}")
+        tag = f"{self.config.data.val_split}-{n}"
+        scores, hypotheses = self.evaluate(self.params(), examples, pairs, tag)
         self._write_predictions(f"val-{step}", pairs, hypotheses)
         return scores
 
-    def _write_predictions(self, name: str, pairs: list[data_lib.TextPair], hypotheses: list[str]) -> None:
+    def _write_predictions(self, name: str, pairs: list[data_lib.TextPair],
+                           hypotheses: list[str]) -> None:
         if self.process_index != 0:
             return
         folder = self.workdir / "predictions"
@@ -497,7 +516,8 @@ class Run:
         cfg = self.config
         iterator = self._train_iterator()
         self.checkpoints = RunCheckpoints(
-            self.workdir / "checkpoints", cfg.checkpoint.keep, cfg.checkpoint.best_metric, cfg.checkpoint.async_save
+            self.workdir / "checkpoints", cfg.checkpoint.keep, cfg.checkpoint.best_metric,
+            cfg.checkpoint.async_save,
         )
         start = self.checkpoints.latest_step()
         if start is not None:
@@ -526,8 +546,8 @@ class Run:
                         last_loss = float(metrics["loss"])
                         if not math.isfinite(last_loss):
                             raise FloatingPointError(
-                                f"the training loss became {last_loss} at step {step}; lower optim.lr "
-                                "or check the data"
+                                f"the training loss became {last_loss} at step {step}; "
+                                "lower optim.lr or check the data"
                             )
                         elapsed = time.time() - window_start
                         rate = window_steps * cfg.optim.batch_size / max(elapsed, 1e-9)
@@ -567,7 +587,8 @@ class Run:
                         or time_up
                     ):
                         self.checkpoints.save(
-                            step, self.state, iterator.get_state(), val_metrics if validate_now else None
+                            step, self.state, iterator.get_state(),
+                            val_metrics if validate_now else None,
                         )
                     if stop:
                         self.checkpoints.wait()
@@ -608,15 +629,18 @@ class Run:
         if cfg.eval.test_examples >= 0:
             test = data_lib.read_split(cfg.data, cfg.data.test_split, cfg.eval.test_examples)
             pairs = data_lib.text_pairs(cfg.data, test)
-            scores, hypotheses = self.evaluate(params, test, pairs, f"{cfg.data.test_split}-{len(test)}")
+            tag = f"{cfg.data.test_split}-{len(test)}"
+            scores, hypotheses = self.evaluate(params, test, pairs, tag)
             self._write_predictions(f"{cfg.data.test_split}-step{step}", pairs, hypotheses)
             count = len(test)
-            self._log(f"held-out {cfg.data.test_split} ({count} studies, checkpoint of step {step}): "
+            self._log(f"held-out {cfg.data.test_split} "
+                      f"({count} studies, checkpoint of step {step}): "
                       + evaluation.summarize(scores))
             from finetune.metrics import MetricsWriter
 
             writer = MetricsWriter(self.workdir, enabled=self.process_index == 0)
-            writer.write(result.steps, "test", {**scores, "checkpoint_step": step, "examples": count})
+            writer.write(result.steps, "test",
+                         {**scores, "checkpoint_step": step, "examples": count})
             writer.close()
         metadata = {
             "created_by": "radreport finetune",

@@ -77,8 +77,10 @@ def warm_up_vision(
         "bias": jnp.zeros((labels.shape[1],), jnp.float32),
     }
     params = {"img": img_params, "head": head}
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), max(steps, 2), lr * 0.05)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b2=0.98, weight_decay=0.0))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), max(steps, 2),
+                                                  lr * 0.05)
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(schedule, b2=0.98, weight_decay=0.0))
     opt_state = tx.init(params)
     prevalence = jnp.asarray(labels.mean(axis=0))
 
@@ -107,7 +109,8 @@ def warm_up_vision(
         rows, order = order[:batch_size], order[batch_size:]
         batch = np.asarray(images[rows])
         if augment:
-            batch = np.stack([data_lib.augment({"image": image}, generator)["image"] for image in batch])
+            batch = np.stack([data_lib.augment({"image": image}, generator)["image"]
+                              for image in batch])
         pixels = data_lib.to_pixels(batch)
         params, opt_state, loss = step(params, opt_state, pixels, labels[rows])
         done = index + 1
@@ -128,7 +131,8 @@ def warm_up_vision(
             return pooled @ params["head"]["kernel"] + params["head"]["bias"] > 0
 
         predicted = np.concatenate([
-            np.asarray(predict(params, data_lib.to_pixels(np.asarray(val_images[i: i + batch_size]))))
+            np.asarray(predict(params,
+                               data_lib.to_pixels(np.asarray(val_images[i: i + batch_size]))))
             for i in range(0, len(val_images), batch_size)
         ])
         truth = val_labels > 0.5

@@ -32,7 +32,7 @@ def tiny_model():
 
 
 def _make_batch(config, batch: int = 4, length: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch laid out like the tokenizer's training examples: 4 prefix tokens, then suffix + pad."""
+    """A batch laid out like the tokenizer's training examples: 4 prefix tokens, suffix, pad."""
     rng = np.random.default_rng(seed)
     size = config.image_size
     token_type = np.zeros((batch, length), np.int32)

@@ -32,7 +32,8 @@ def main(data: int, fsdp: int, steps: int) -> None:
     token_type = np.zeros((batch_size, length), np.int32)
     token_type[:, 4:] = 1
     batch = {
-        "pixel_values": rng.uniform(-1, 1, (batch_size, config.image_size, config.image_size, 3)).astype(np.float32),
+        "pixel_values": rng.uniform(
+            -1, 1, (batch_size, config.image_size, config.image_size, 3)).astype(np.float32),
         "input_ids": rng.integers(3, 64, (batch_size, length)).astype(np.int32),
         "token_type_ids": token_type,
         "input_mask": np.ones((batch_size, length), np.int32),

@@ -20,7 +20,8 @@ class _Study:
 
 
 def test_warmup_targets_count_positive_and_uncertain_labels_only() -> None:
-    studies = [_Study({"Edema": 1.0, "Cardiomegaly": 0.0}), _Study({"Edema": -1.0, "Cardiomegaly": None}),
+    studies = [_Study({"Edema": 1.0, "Cardiomegaly": 0.0}),
+               _Study({"Edema": -1.0, "Cardiomegaly": None}),
                _Study({"Edema": None, "Cardiomegaly": 1.0})]
     matrix, names = label_matrix(studies)
     assert names == ["Cardiomegaly", "Edema"]
@@ -71,7 +72,8 @@ def test_warmup_stops_at_its_deadline(tiny_model) -> None:
 
 def test_the_learning_curve_is_drawn_from_metrics_jsonl(tmp_path) -> None:
     rows = [{"step": s, "kind": "train", "loss": 3.0 / s} for s in range(1, 30)]
-    rows += [{"step": 10, "kind": "val", "chexpert_micro_f1_5": 0.4, "radgraph_partial": 0.3, "bleu4": 0.1},
+    rows += [{"step": 10, "kind": "val", "chexpert_micro_f1_5": 0.4, "radgraph_partial": 0.3,
+              "bleu4": 0.1},
              {"step": 29, "kind": "test", "chexpert_micro_f1_5": 0.8, "radgraph_partial": 0.6}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = plot_learning_curve(tmp_path, tmp_path / "curve.png", title="t")

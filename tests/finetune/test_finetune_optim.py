@@ -48,7 +48,8 @@ def test_lora_adapters_start_as_the_identity_on_attention_and_mlp(tiny_model) ->
     targets = {p.split("#")[0] for p in adapters}
     assert targets == {
         "llm/layers/attn/q_einsum/w", "llm/layers/attn/kv_einsum/w",
-        "llm/layers/attn/attn_vec_einsum/w", "llm/layers/mlp/gating_einsum", "llm/layers/mlp/linear",
+        "llm/layers/attn/attn_vec_einsum/w", "llm/layers/mlp/gating_einsum",
+        "llm/layers/mlp/linear",
     }
     merged = optim.merge_params(adapters, frozen, lora_scale=4.0, axes=axes)
     for path in targets:

@@ -32,8 +32,10 @@ def test_a_best_metric_that_evaluation_does_not_report_is_refused_before_anythin
 
 
 @pytest.mark.slow
-def test_stopping_and_resuming_gives_the_same_run_as_training_straight(synth_tree, tiny_config, tmp_path) -> None:
-    overrides = ("optim.steps=4", "eval.every_steps=0", "checkpoint.every_steps=100", "data.augment=true")
+def test_stopping_and_resuming_gives_the_same_run_as_training_straight(
+        synth_tree, tiny_config, tmp_path) -> None:
+    overrides = ("optim.steps=4", "eval.every_steps=0", "checkpoint.every_steps=100",
+                 "data.augment=true")
     straight = Run(tiny_config(synth_tree, tmp_path / "straight", *overrides))
     straight.train()
     straight.close()
@@ -52,18 +54,25 @@ def test_stopping_and_resuming_gives_the_same_run_as_training_straight(synth_tre
         np.testing.assert_array_equal(a["trainable"][path], b["trainable"][path], err_msg=path)
     for x, y in zip(jax.tree.leaves(a["opt_state"]), jax.tree.leaves(b["opt_state"]), strict=True):
         np.testing.assert_array_equal(x, y)
-    losses = lambda d: [r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]  # noqa: E731
+
+    def losses(workdir):
+        rows = (workdir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(row)["loss"] for row in rows]
+
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_before_the_process_exits(synth_tree, tmp_path, compilation_cache) -> None:
+def test_sigterm_saves_a_checkpoint_before_the_process_exits(
+        synth_tree, tmp_path, compilation_cache) -> None:
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "radreport", "finetune", "--config", "tiny", "--data", str(synth_tree),
-               "--workdir", str(workdir), "--set", "optim.steps=100000", "--set", "eval.every_steps=0",
+    command = [sys.executable, "-m", "radreport", "finetune", "--config", "tiny",
+               "--data", str(synth_tree), "--workdir", str(workdir),
+               "--set", "optim.steps=100000", "--set", "eval.every_steps=0",
                "--set", "checkpoint.every_steps=1000000", "--set", "checkpoint.async_save=true"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(compilation_cache))
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=env)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -83,7 +92,8 @@ def test_sigterm_saves_a_checkpoint_before_the_process_exits(synth_tree, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_exported_bundle_holds_held_out_scores_under_evaluation_key_names(synth_tree, tiny_config, tmp_path) -> None:
+def test_the_exported_bundle_holds_held_out_scores_under_evaluation_key_names(
+        synth_tree, tiny_config, tmp_path) -> None:
     import evaluation
     from modeling import load_pretrained
 
@@ -99,5 +109,6 @@ def test_the_exported_bundle_holds_held_out_scores_under_evaluation_key_names(sy
     text = model.generate_text(np.zeros((1, size, size, 3), np.float32), ["INDICATION: cough"], 4)
     assert isinstance(text[0], str)
     assert (tmp_path / "work" / "tensorboard").is_dir()
-    rows = [json.loads(line) for line in (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     assert {"train", "val"} <= {row["kind"] for row in rows}

@@ -29,7 +29,8 @@ def test_a_mesh_that_does_not_fit_the_devices_is_refused() -> None:
 
 def test_without_rules_the_largest_divisible_axis_is_sharded_over_fsdp() -> None:
     assert param_spec("llm/embedder/input_embedding", (1000, 64), 4) == P("fsdp", None)
-    assert param_spec("llm/layers/attn/q_einsum/w", (3, 4, 64, 16), 4) == P(None, None, "fsdp", None)
+    spec = param_spec("llm/layers/attn/q_einsum/w", (3, 4, 64, 16), 4)
+    assert spec == P(None, None, "fsdp", None)
     assert param_spec("img/pos_embedding", (1, 5, 6), 4) == P()  # nothing divisible
     assert param_spec("llm/embedder/input_embedding", (1000, 64), 1) == P()
 

@@ -46,11 +46,13 @@ def _trained(tiny_model, make_batch, accum: int, mode: str = "all", dtype=jnp.fl
     if sgd:
         tx = optax.sgd(0.1)
     else:
-        tx = optim.make_optimizer(OptimSection(lr=1e-2, warmup_fraction=0.0, grad_clip_norm=0.0), 10)
+        tx = optim.make_optimizer(
+            OptimSection(lr=1e-2, warmup_fraction=0.0, grad_clip_norm=0.0), 10)
     state = init_state(trainable, tx, jax.random.PRNGKey(1))
     key = (accum, mode, dtype, sgd)
     if key not in _STEPS:  # one compilation per variant
-        _STEPS[key] = jax.jit(make_train_step(forward, tx, compute_dtype=dtype, grad_accum_steps=accum))
+        _STEPS[key] = jax.jit(
+            make_train_step(forward, tx, compute_dtype=dtype, grad_accum_steps=accum))
     step = _STEPS[key]
     batch = make_batch(config, batch=4)
     for _ in range(steps):
@@ -64,7 +66,8 @@ def test_gradient_accumulation_gives_the_whole_batch_update(tiny_model, make_bat
     split, m2, _ = _trained(tiny_model, make_batch, accum=2, sgd=True)
     assert float(m1["loss"]) == pytest.approx(float(m2["loss"]), rel=1e-5)
     for path in whole["trainable"]:
-        np.testing.assert_allclose(whole["trainable"][path], split["trainable"][path], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(whole["trainable"][path], split["trainable"][path],
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_bf16_compute_keeps_float32_master_weights_and_learns(tiny_model, make_batch) -> None:
@@ -75,7 +78,8 @@ def test_bf16_compute_keeps_float32_master_weights_and_learns(tiny_model, make_b
     assert int(state["step"]) == 3 and int(first["step"]) == 1
 
 
-def test_llm_only_training_leaves_the_vision_tower_out_of_the_optimizer(tiny_model, make_batch) -> None:
+def test_llm_only_training_leaves_the_vision_tower_out_of_the_optimizer(
+        tiny_model, make_batch) -> None:
     _, params, _ = tiny_model
     state, _, frozen = _trained(tiny_model, make_batch, accum=1, mode="llm")
     assert all(path.startswith("llm/") for path in state["trainable"])
