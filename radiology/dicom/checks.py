@@ -29,7 +29,7 @@ from radiology.dicom.errors import (
     UnsupportedTransferSyntaxError,
     truncated_message,
 )
-from radiology.dicom.parse import PIXEL_TAG, first_fragment
+from radiology.dicom.parse import PIXEL_TAG, first_fragment, jpeg_start_of_frame
 from radiology.dicom.policy import ReadPolicy
 
 __all__ = [
@@ -312,20 +312,12 @@ def codestream_size(fragment: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg_size(fragment: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 <= len(fragment):
-        if fragment[i] != 0xFF:
-            i += 1
-            continue
-        marker = fragment[i + 1]
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xF7):  # SOF: length, precision, Y, X
-            return (int.from_bytes(fragment[i + 5:i + 7], "big"),
-                    int.from_bytes(fragment[i + 7:i + 9], "big"))
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 2 if marker != 0xFF else 1
-            continue
-        i += 2 + int.from_bytes(fragment[i + 2:i + 4], "big")
-    return None
+    found = jpeg_start_of_frame(fragment)
+    if found is None or found[1] + 9 > len(fragment):
+        return None
+    at = found[1]  # SOF: marker, length, precision, Y, X
+    return (int.from_bytes(fragment[at + 5:at + 7], "big"),
+            int.from_bytes(fragment[at + 7:at + 9], "big"))
 
 
 def check_codestream_size(ds: Dataset, geo: Geometry) -> None:

@@ -384,31 +384,43 @@ def _jpeg_ls_kind(frag: bytes, start: int) -> _uid.UID:
     return _uid.JPEGLSNearLossless
 
 
+_SOF_MARKERS = (0xC0, 0xC1, 0xC2, 0xC3, 0xF7)  # baseline, extended, progressive, lossless, LS
+
+
+def jpeg_start_of_frame(frag: bytes) -> tuple[int, int] | None:
+    """(marker, offset) of the first start-of-frame segment (SOF0-3, JPEG-LS SOF55) of a JPEG
+    stream that begins with SOI, walking its segments; None when there is none."""
+    if frag[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(frag):
+        if frag[i] != 0xFF:
+            i += 1
+            continue
+        marker = frag[i + 1]
+        if marker in _SOF_MARKERS:
+            return marker, i
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 2 if marker != 0xFF else 1
+            continue
+        i += 2 + int.from_bytes(frag[i + 2 : i + 4], "big")
+    return None
+
+
+_SOF_SYNTAX = {0xC0: _uid.JPEGBaseline8Bit, 0xC1: _uid.JPEGExtended12Bit,
+               0xC2: _uid.JPEGExtended12Bit, 0xC3: _uid.JPEGLossless}
+
+
 def sniff_encapsulated(encapsulated: bytes) -> _uid.UID | None:
     """Transfer syntax from the codec signature of the first fragment (JPEG SOF, J2K, RLE), or
     None when it is none of them."""
     frag = first_fragment(encapsulated)
     if frag[:2] == b"\xff\xd8":
-        i = 2
-        while i + 4 <= len(frag):
-            if frag[i] != 0xFF:
-                i += 1
-                continue
-            marker = frag[i + 1]
-            if marker in (0xC0,):
-                return _uid.JPEGBaseline8Bit
-            if marker in (0xC1, 0xC2):
-                return _uid.JPEGExtended12Bit
-            if marker == 0xC3:
-                return _uid.JPEGLossless
-            if marker == 0xF7:
-                return _jpeg_ls_kind(frag, i)
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 2 if marker != 0xFF else 1
-                continue
-            seg = int.from_bytes(frag[i + 2 : i + 4], "big")
-            i += 2 + seg
-        return None
+        found = jpeg_start_of_frame(frag)
+        if found is None:
+            return None
+        marker, at = found
+        return _SOF_SYNTAX.get(marker) or _jpeg_ls_kind(frag, at)
     if frag[:4] == b"\xff\x4f\xff\x51" or frag[4:12] == b"jP  \r\n\x87\n":
         return _uid.JPEG2000
     if len(frag) >= 64 and 1 <= int.from_bytes(frag[:4], "little") <= 15 and int.from_bytes(
