@@ -11,7 +11,7 @@ to transformers (torch) on the same accelerator, ratios printed.
 
 `--tiny` runs the same path on the `tiny` preset (any machine, CPU included) to check the script.
 
-    python bench/gpu_check.py --dir /tmp/pg2-3b-224 [--tiny] [--new-tokens 32]
+    python bench/gpu_check.py --dir var/pg2-3b-224 [--tiny] [--new-tokens 32]
 """
 
 from __future__ import annotations

@@ -8,20 +8,20 @@
 #   GPU_CHECK_TINY=1 GPU_CHECK_PYTHON=.venv/bin/python bench/gpu_check.sh   # any CPU, tiny preset
 #
 # GPU_CHECK_PYTHON: an interpreter that already has everything (skips the installation).
-# GPU_CHECK_VENV (default .venv-gpu), GPU_CHECK_DIR (checkpoint, default /tmp/gpu-check-ckpt),
-# GPU_CHECK_OUT (default $OUT or /tmp), GPU_CHECK_NEW_TOKENS (default 32).
+# GPU_CHECK_VENV (default .venv-gpu), GPU_CHECK_DIR (checkpoint, default var/gpu-check/ckpt),
+# GPU_CHECK_OUT (default $OUT or var/gpu-check), GPU_CHECK_NEW_TOKENS (default 32).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TINY="${GPU_CHECK_TINY:-0}"
 VENV="${GPU_CHECK_VENV:-$ROOT/.venv-gpu}"
-OUT_DIR="${GPU_CHECK_OUT:-${OUT:-/tmp}}"
+OUT_DIR="${GPU_CHECK_OUT:-${OUT:-$ROOT/var/gpu-check}}"
 NEW_TOKENS="${GPU_CHECK_NEW_TOKENS:-32}"
 if [ "$TINY" = 1 ]; then
-  CKPT="${GPU_CHECK_DIR:-/tmp/gpu-check-ckpt-tiny}"
+  CKPT="${GPU_CHECK_DIR:-$ROOT/var/gpu-check/ckpt-tiny}"
   ARGS=(--tiny --new-tokens 4 --train-batch 2 --train-length 16 --train-steps 1)
 else
-  CKPT="${GPU_CHECK_DIR:-/tmp/gpu-check-ckpt}"
+  CKPT="${GPU_CHECK_DIR:-$ROOT/var/gpu-check/ckpt}"
   ARGS=(--new-tokens "$NEW_TOKENS")
 fi
 

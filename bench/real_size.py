@@ -7,9 +7,9 @@ with random weights, built directly in bfloat16 and saved with `save_pretrained`
 safetensors (no network, no download). Each side then runs in its own subprocess, so each peak
 resident set (VmHWM of that child) is its own:
 
-    python bench/real_size.py --make /tmp/pg2-3b                 # write the checkpoint (~6 GB)
-    python bench/real_size.py /tmp/pg2-3b                        # both sides, side by side
-    python bench/real_size.py /tmp/pg2-3b --sides ours --new-tokens 8
+    python bench/real_size.py --make var/pg2-3b                 # write the checkpoint (~6 GB)
+    python bench/real_size.py var/pg2-3b                        # both sides, side by side
+    python bench/real_size.py var/pg2-3b --sides ours --new-tokens 8
 
 Printed per side: load seconds, peak RSS and its ratio to the checkpoint's bytes (the sum of
 the .safetensors files), prefill seconds (the first token, vision tower included) and seconds
