@@ -47,6 +47,7 @@ over its own keys and values under a mask and returns them (the prefill's cache)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -115,6 +116,54 @@ def _scan_layers(stack: nnx.Module, body: Callable[[nnx.Module, Any, Any], tuple
     return jax.lax.scan(step, carry, (state, xs), unroll=unroll)
 
 
+@dataclasses.dataclass(frozen=True)
+class MatmulLayout:
+    """How a stored weight is used as one matmul x [..., In] @ W [In, Out]: `order` lists its
+    axes (of one layer, no stacking axis) with the `inputs` input axes first."""
+
+    order: tuple[int, ...]
+    inputs: int
+
+    def matrix(self, w: jax.Array) -> jax.Array:
+        """The stored weight as [In, Out]."""
+        w = w.transpose(self.order)
+        return w.reshape(int(np.prod(w.shape[: self.inputs])), -1)
+
+    def unmatrix(self, m: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """An [In, Out] matrix back in the stored layout `shape` (inverse of `matrix`)."""
+        m = m.reshape(tuple(shape[axis] for axis in self.order))
+        return m.transpose(tuple(int(i) for i in np.argsort(self.order)))
+
+
+class LoRA(nnx.LoRA):
+    """A low-rank adapter of one weight: `nnx.LoRA` (parameters `lora_a` [In, r] and `lora_b`
+    [r, Out], `nnx.LoRAParam`s) plus its scale alpha / r. It sits next to the weight it adapts,
+    as `<weight name>_lora` (`modeling.lora.add_lora`), and the model reads the weight as
+    W + scale * lora_a @ lora_b in W's matmul orientation (`weight_matrix`): one matmul per
+    weight as without an adapter, so the decoder block and the CPU kernels are unchanged."""
+
+    def __init__(self, in_features: int, rank: int, out_features: int, *, alpha: float,
+                 rngs: nnx.Rngs) -> None:
+        meta = {"out_sharding": (None, None), "eager_sharding": False}
+        super().__init__(in_features, rank, out_features, rngs=rngs,
+                         a_initializer=nnx.initializers.normal(in_features ** -0.5),
+                         a_metadata=meta, b_metadata=meta)
+        self.scale = alpha / rank
+
+    def delta(self, dtype: Any) -> jax.Array:
+        """scale * lora_a @ lora_b [In, Out] in `dtype`."""
+        a, b = self.lora_a[...].astype(dtype), self.lora_b[...].astype(dtype)
+        return (a @ b) * jnp.asarray(self.scale, dtype)
+
+
+def weight_matrix(owner: nnx.Module, name: str, dtype: Any) -> jax.Array:
+    """Weight `name` of `owner` as an [In, Out] matrix in `dtype` (`owner.layouts[name]`),
+    with its LoRA delta added when an adapter `<name>_lora` sits next to it."""
+    m = owner.layouts[name].matrix(getattr(owner, name)[...].astype(dtype))
+    adapter = getattr(owner, f"{name}_lora", None)
+    return m if adapter is None else m + adapter.delta(dtype)
+
+
 def dense(x: jax.Array, w: Any) -> jax.Array:
     """x [..., Din] @ w [Din, Dout] as one 2-D matmul over the flattened leading axes; with the
     CPU decode kernel when `w` was packed for it (`cpu_kernels.pack`), in place for a
@@ -167,10 +216,11 @@ class Dense(nnx.Module):
         self.bias = _param(rngs, _zeros, kernel_shape[-bias_rank:], dtype,
                            kernel_axes[-bias_rank:])
         self.bias_rank = bias_rank
+        self.layouts = {"kernel": MatmulLayout(tuple(range(len(kernel_shape))),
+                                               len(kernel_shape) - bias_rank)}
 
     def matrix(self, dtype: Any) -> jax.Array:
-        shape = self.kernel.shape
-        return self.kernel[...].astype(dtype).reshape(-1, int(np.prod(shape[-self.bias_rank:])))
+        return weight_matrix(self, "kernel", dtype)
 
     def __call__(self, x: jax.Array, residual: jax.Array | None = None) -> jax.Array:
         """x @ kernel + bias; with `residual`, residual + x @ kernel + bias (in that order, as
@@ -454,11 +504,13 @@ def block_apply(cfg: TextConfig, w: BlockWeights, x: jax.Array,
 
 
 class Einsum(nnx.Module):
-    """A bare weight `w` used in an einsum (the gemma library's name)."""
+    """A bare weight `w` used in an einsum (the gemma library's name); `layout` says how the
+    decoder block multiplies by it."""
 
-    def __init__(self, shape: tuple[int, ...], axes: tuple[str | None, ...], *,
-                 rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
+    def __init__(self, shape: tuple[int, ...], axes: tuple[str | None, ...],
+                 layout: MatmulLayout, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
         self.w = _param(rngs, _normal, shape, dtype, axes)
+        self.layouts = {"w": layout}
 
 
 class Attention(nnx.Module):
@@ -466,11 +518,12 @@ class Attention(nnx.Module):
 
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
         D, N, K, H = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_einsum = Einsum((N, D, H), ("heads", "embed", "head_dim"), rngs=rngs, dtype=dtype)
+        self.q_einsum = Einsum((N, D, H), ("heads", "embed", "head_dim"),
+                               MatmulLayout((1, 0, 2), 1), rngs=rngs, dtype=dtype)
         self.kv_einsum = Einsum((2, K, D, H), (None, "kv_heads", "embed", "head_dim"),
-                                rngs=rngs, dtype=dtype)
-        self.attn_vec_einsum = Einsum((N, H, D), ("heads", "head_dim", "embed"), rngs=rngs,
-                                      dtype=dtype)
+                                MatmulLayout((2, 0, 1, 3), 1), rngs=rngs, dtype=dtype)
+        self.attn_vec_einsum = Einsum((N, H, D), ("heads", "head_dim", "embed"),
+                                      MatmulLayout((0, 1, 2), 2), rngs=rngs, dtype=dtype)
 
 
 class FeedForward(nnx.Module):
@@ -480,6 +533,9 @@ class FeedForward(nnx.Module):
         D, F = cfg.width, cfg.mlp_dim
         self.gating_einsum = _param(rngs, _normal, (2, D, F), dtype, (None, "embed", "mlp"))
         self.linear = _param(rngs, _normal, (F, D), dtype, ("mlp", "embed"))
+        # gate_up [D, 2F] = gate | up side by side; down [F, D].
+        self.layouts = {"gating_einsum": MatmulLayout((1, 0, 2), 1),
+                        "linear": MatmulLayout((0, 1), 1)}
 
 
 class RMSNorm(nnx.Module):
@@ -509,17 +565,13 @@ class DecoderBlock(nnx.Module):
         "gate_up" [D, 2F] (GELU gate | up), "down" [F, D]; and the four norm scales as stored.
         Built from the checkpoint layout on every call (small copies next to the activations
         they multiply)."""
-        cfg = self.cfg
-        D, N, K, H = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         attn, mlp = self.attn, self.mlp
-        q = attn.q_einsum.w[...].astype(dtype).transpose(1, 0, 2).reshape(D, N * H)
-        kv = attn.kv_einsum.w[...].astype(dtype).transpose(2, 0, 1, 3).reshape(D, 2 * K * H)
-        gating = mlp.gating_einsum[...].astype(dtype)
         return {
-            "qkv": jnp.concatenate([q, kv], axis=1),
-            "o": attn.attn_vec_einsum.w[...].astype(dtype).reshape(N * H, D),
-            "gate_up": jnp.concatenate([gating[0], gating[1]], axis=1),
-            "down": mlp.linear[...].astype(dtype),
+            "qkv": jnp.concatenate([weight_matrix(attn.q_einsum, "w", dtype),
+                                    weight_matrix(attn.kv_einsum, "w", dtype)], axis=1),
+            "o": weight_matrix(attn.attn_vec_einsum, "w", dtype),
+            "gate_up": weight_matrix(mlp, "gating_einsum", dtype),
+            "down": weight_matrix(mlp, "linear", dtype),
             **{name: getattr(self, name).scale[...] for name in NORMS},
         }
 
@@ -740,9 +792,14 @@ def model_from_params(config: ModelConfig, params: Params, part: str = "model") 
     return nnx.merge(graphdefs(config)[part], params)
 
 
+# The base weights: every `nnx.Param` but the LoRA adapters' (`nnx.LoRAParam` is a Param).
+BASE = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
+
+
 def params_of(model: nnx.Module) -> Params:
-    """A model's parameters as a nested dict of arrays (big_vision's tree, `param_shapes`)."""
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    """A model's base parameters as a nested dict of arrays (big_vision's tree, `param_shapes`;
+    LoRA adapters are left out: `modeling.lora.merge_lora` folds them in)."""
+    return nnx.to_pure_dict(nnx.state(model, BASE))
 
 
 def axis_names(config: ModelConfig) -> dict[str, tuple[str | None, ...]]:

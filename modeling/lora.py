@@ -1,0 +1,103 @@
+"""LoRA on the NNX model: low-rank adapters (`model.LoRA`, an `nnx.LoRA` whose parameters are
+`nnx.LoRAParam`s) attached next to the weights they adapt, and folded back into them.
+
+    model = model_from_params(config, params)
+    add_lora(model, r"^llm/layers/attn/", rank=8, alpha=16.0, rngs=nnx.Rngs(0))
+    graphdef, adapters, base = nnx.split(model, nnx.LoRAParam, ...)   # train `adapters` only
+    ...
+    merged = merge_lora(model)   # plain params again: W + alpha / r * A @ B for every adapter
+
+An adapter of weight `name` is the attribute `<name>_lora` of the module holding the weight, so
+the adapter of `llm/layers/attn/q_einsum/w` has the parameters
+`llm/layers/attn/q_einsum/w_lora/{lora_a,lora_b}`; adapters of the stacked layers carry the
+leading "layers" axis of the weights they adapt. A is [In, r] and B [r, Out] in the weight's
+matmul orientation (`MatmulLayout`: q_einsum (N, D, H) reads D and writes N H, so A is [D, r]
+and B [r, N H]); B starts at zero, so an adapted model starts as its base.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from modeling.model import LoRA, MatmulLayout, Params, _stack, params_of
+
+
+class LoRAError(ValueError):
+    """A LoRA pattern that matches no weight (the message lists the weights it could match)."""
+
+
+def _weights(model: nnx.Module) -> Iterator[tuple[str, nnx.Module, str, MatmulLayout]]:
+    """(path, owner, name, layout) of every weight that can take an adapter."""
+    for path, module in list(nnx.iter_modules(model)):
+        for name, layout in getattr(module, "layouts", {}).items():
+            yield "/".join(str(p) for p in (*path, name)), module, name, layout
+
+
+def _is_stacked(variable: nnx.Variable) -> bool:
+    names = variable.get_metadata().get("out_sharding") or ()
+    return len(names) > 0 and names[0] == "layers"
+
+
+def adaptable_paths(model: nnx.Module) -> list[str]:
+    """Paths of the weights an adapter can sit next to (what `add_lora`'s pattern is matched
+    against)."""
+    return [path for path, *_ in _weights(model)]
+
+
+def add_lora(model: nnx.Module, pattern: str, rank: int, alpha: float,
+             rngs: nnx.Rngs) -> list[str]:
+    """Attach an adapter of rank `rank` (scale alpha / rank) next to every weight whose path
+    matches the regex `pattern`; returns the adapted paths. A = normal(1 / sqrt(In)), B = 0."""
+    regex = re.compile(pattern)
+    adapted = []
+    for path, owner, name, layout in list(_weights(model)):
+        if not regex.search(path):
+            continue
+        variable = getattr(owner, name)
+        stacked = _is_stacked(variable)
+        shape = tuple(variable.shape[1:] if stacked else variable.shape)
+        fan_in = int(np.prod([shape[axis] for axis in layout.order[: layout.inputs]]))
+        fan_out = int(np.prod(shape)) // fan_in
+
+        def make(r: nnx.Rngs, fan_in: int = fan_in, fan_out: int = fan_out) -> LoRA:
+            return LoRA(fan_in, rank, fan_out, alpha=alpha, rngs=r)
+
+        adapter = _stack(variable.shape[0], make, rngs) if stacked else make(rngs)
+        setattr(owner, f"{name}_lora", adapter)
+        adapted.append(path)
+    if not adapted:
+        raise LoRAError(f"LoRA pattern {pattern!r} matches no weight; weights that can take "
+                        f"an adapter: {', '.join(adaptable_paths(model))}")
+    return adapted
+
+
+def merge_lora(model: nnx.Module) -> Params:
+    """The base parameters (nested dict, `params_of`) with every adapter folded into its weight,
+    W + scale * unmatrix(A @ B), computed in float32 and stored in W's dtype."""
+    params = params_of(model)
+    for path, owner, name, layout in _weights(model):
+        adapter = getattr(owner, f"{name}_lora", None)
+        if adapter is None:
+            continue
+        w = getattr(owner, name)[...]
+        a, b = adapter.lora_a[...], adapter.lora_b[...]
+        scale = adapter.scale
+
+        def fold(w: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+            delta = jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32)) * scale
+            return (w.astype(jnp.float32) + layout.unmatrix(delta, w.shape)).astype(w.dtype)
+
+        merged = jax.vmap(fold)(w, a, b) if a.ndim == 3 else fold(w, a, b)
+        node: Any = params
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node[key]
+        node[leaf] = merged
+    return params
