@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -69,17 +68,18 @@ def jax_step(config, batch: dict[str, np.ndarray], mesh_shape: tuple[int, int] |
     from finetune.step import init_state, make_train_step
 
     params = modeling.init_params(config, jax.random.PRNGKey(0))
-    trainable, frozen = optim.split_params(optim.flatten(params), trainable_mode)
+    optim_config = OptimSection(lr=1e-4, warmup_fraction=0.0, trainable=trainable_mode)
+    model = optim.build_model(config, params, optim_config, jax.random.PRNGKey(2))
+    graphdef, trainable, frozen, axes = optim.split_model(model, trainable_mode)
     tx = optim.make_optimizer(OptimSection(lr=1e-4, warmup_fraction=0.0), 1000)
     data, fsdp = mesh_shape or (1, 1)
     mesh = sharding.make_mesh(MeshSection(data=data, fsdp=fsdp), jax.devices()[: data * fsdp])
     state = init_state(trainable, tx, jax.random.PRNGKey(1))
-    shardings = sharding.tree_shardings(state, mesh)
+    shardings = sharding.tree_shardings(state, mesh, axes=axes)
     state = jax.device_put(state, shardings)
-    frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh))
+    frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh, axes=axes))
     step = jax.jit(
-        make_train_step(partial(modeling.forward, config, unroll=unroll), tx,
-                        compute_dtype=jnp.float32),
+        make_train_step(graphdef, tx, compute_dtype=jnp.float32, unroll=unroll),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )

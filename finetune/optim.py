@@ -1,8 +1,9 @@
 """What trains and how: parameter selection by path, LoRA adapters, AdamW + warm-up/cosine.
 
-Parameters are handled as flat dicts keyed by '/'-joined paths (`img/head/kernel`,
-`llm/layers/attn/q_einsum/w`). A run splits them into a trainable dict (differentiated, updated,
-checkpointed) and a frozen dict (neither), so frozen towers cost no gradient memory:
+A run builds the Flax NNX model (`build_model`, with `nnx.LoRA` adapters for "lora") and splits
+its state with `nnx.split` (`split_model`) into a trainable part (differentiated, updated,
+checkpointed) and a frozen part (neither), so frozen towers cost no gradient memory. Paths are
+big_vision's, '/'-joined (`img/head/kernel`, `llm/layers/attn/q_einsum/w`):
 
     trainable="all"            everything
     trainable="llm"            the language model only (vision tower and projector frozen)
@@ -13,22 +14,21 @@ checkpointed) and a frozen dict (neither), so frozen towers cost no gradient mem
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
+from flax import nnx
 
 from finetune.config import ConfigError, OptimSection
+from finetune.sharding import path_name
+from modeling.config import ModelConfig
 
 # Parameter-path conventions of `modeling` (big_vision's tree: `img/...` SigLIP incl. the
 # projector `img/head`, `llm/...` Gemma 2).
 VISION_PREFIX = "img/"
 PROJECTOR_PREFIX = "img/head/"
 LLM_PREFIX = "llm/"
-LORA_A = "#lora_a"
-LORA_B = "#lora_b"
 
 
 def flatten(tree: dict[str, Any]) -> dict[str, Any]:
@@ -71,109 +71,72 @@ def is_trainable(path: str, mode: str) -> bool:
     raise ConfigError(f"optim.trainable must be all, llm, vision_frozen or lora, got {mode!r}")
 
 
-def split_params(flat: dict[str, Any], mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(trainable, frozen) flat dicts of base parameters."""
-    trainable = {k: v for k, v in flat.items() if is_trainable(k, mode)}
-    frozen = {k: v for k, v in flat.items() if k not in trainable}
-    return trainable, frozen
+def trainable_filter(mode: str) -> Any:
+    """The `nnx` filter of the variables that train under `mode`: the LoRA adapters
+    (`nnx.LoRAParam`) for "lora", else the base parameters `is_trainable` selects by path."""
+    is_trainable("", mode)  # validates the mode
+    if mode == "lora":
+        return nnx.LoRAParam
+
+    def select(path: tuple[Any, ...], variable: Any) -> bool:
+        return (isinstance(variable, nnx.Param) and not isinstance(variable, nnx.LoRAParam)
+                and is_trainable("/".join(str(p) for p in path), mode))
+
+    return select
 
 
-# ---------------------------------------------------------------------------------------------
-# LoRA on stacked (scan) weights.
-#
-# A weight W whose leading axis stacks the layers (when `stacked`) is adapted per layer with a
-# rank-r product scaled by alpha / r. The model-width axis D decides the layout:
-#   D is W's last axis (the weight writes the residual stream: attn_vec (L,N,H,D), linear (L,F,D)):
-#       A: (L, prod(other axes), r)   B: (L, r, D)           delta = reshape(A @ B)
-#   otherwise (the weight reads it: q (L,N,D,H), kv (L,2,K,D,H), gating (L,2,D,F)):
-#       A: (L, D, r)                  B: (L, r, prod(others)) delta = A @ B, D moved back in place
-# `lora_axes` records D's axis per adapted weight; `merge_params` needs it.
-# ---------------------------------------------------------------------------------------------
+def build_model(model_config: ModelConfig, params: dict[str, Any], config: OptimSection,
+                rng: jax.Array) -> nnx.Module:
+    """The NNX model around `params` (no copy), with LoRA adapters attached when
+    `config.trainable` is "lora" (`modeling.lora.add_lora`: rank, alpha, pattern from config)."""
+    from modeling.lora import LoRAError, add_lora
+    from modeling.model import model_from_params
+
+    model = model_from_params(model_config, params)
+    if config.trainable == "lora":
+        try:
+            add_lora(model, config.lora_pattern, config.lora_rank, config.lora_alpha,
+                     nnx.Rngs(params=rng))
+        except LoRAError as error:
+            raise ConfigError(f"optim.lora_pattern: {error}") from None
+    return model
 
 
-def lora_width_axis(shape: tuple[int, ...], width: int, stacked: bool) -> int:
-    """The axis of a weight that carries the model width (the last such axis).
+class Split(NamedTuple):
+    """A model split for training: `nnx.split(model, trainable_filter(mode), ...)` with both
+    states as nested dicts of arrays (what the train step differentiates, optax updates and
+    Orbax saves), and the logical axis names of every variable by '/'-joined path (the
+    `out_sharding` metadata `finetune.sharding.tree_shardings` reads)."""
 
-    >>> lora_width_axis((2, 4, 64, 16), width=64, stacked=True)   # q_einsum (L, N, D, H)
-    2
-    >>> lora_width_axis((2, 128, 64), width=64, stacked=True)     # mlp linear (L, F, D)
-    2
-    """
-    first = 1 if stacked else 0
-    d_axes = [axis for axis in range(first, len(shape)) if shape[axis] == width]
-    return d_axes[-1] if d_axes else len(shape) - 1
-
-
-def lora_axes(
-    frozen: dict[str, Any], pattern: str, width: int, stacked_prefix: str
-) -> dict[str, int]:
-    """{path: width axis} for every frozen weight matching the LoRA `pattern`."""
-    regex = re.compile(pattern)
-    axes = {
-        path: lora_width_axis(tuple(value.shape), width, path.startswith(stacked_prefix))
-        for path, value in sorted(frozen.items())
-        if regex.search(path)
-    }
-    if not axes:
-        raise ConfigError(
-            f"optim.lora_pattern {pattern!r} matches no parameter; "
-            f"example paths: {', '.join(sorted(frozen)[:5])}"
-        )
-    return axes
+    graphdef: Any
+    trainable: dict[str, Any]
+    frozen: dict[str, Any]
+    axes: dict[str, tuple[str | None, ...]]
 
 
-def _lora_shapes(shape: tuple[int, ...], axis: int, stacked: bool, rank: int):
-    lead = shape[:1] if stacked else ()
-    if axis == len(shape) - 1:
-        fan_in = int(np.prod(shape[len(lead) : -1]))
-        return (*lead, fan_in, rank), (*lead, rank, shape[-1])
-    others = [shape[i] for i in range(len(lead), len(shape)) if i != axis]
-    return (*lead, shape[axis], rank), (*lead, rank, int(np.prod(others)))
+def split_model(model: nnx.Module, mode: str) -> Split:
+    """Trainable and frozen state of `model` under `mode` (see `Split`)."""
+    graphdef, trainable, frozen = nnx.split(model, trainable_filter(mode), ...)
+    axes = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model)):
+        names = variable.get_metadata().get("out_sharding")
+        if names is not None:
+            axes["/".join(str(p) for p in path)] = tuple(names)
+    return Split(graphdef, nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen), axes)
 
 
-def init_lora(
-    frozen: dict[str, Any], axes: dict[str, int], rank: int, stacked_prefix: str, rng: jax.Array
-) -> dict[str, jax.Array]:
-    """Adapters for the weights in `axes`: A ~ N(0, 1/fan_in), B = 0 (so training starts at W)."""
-    adapters: dict[str, jax.Array] = {}
-    keys = jax.random.split(rng, len(axes))
-    for key, (path, axis) in zip(keys, sorted(axes.items()), strict=True):
-        shape = tuple(frozen[path].shape)
-        a_shape, b_shape = _lora_shapes(shape, axis, path.startswith(stacked_prefix), rank)
-        adapters[path + LORA_A] = (jax.random.normal(key, a_shape, jnp.float32)
-                                   / np.sqrt(a_shape[-2]))
-        adapters[path + LORA_B] = jnp.zeros(b_shape, jnp.float32)
-    return adapters
+def merged_params(graphdef: Any, trainable: dict[str, Any],
+                  frozen: dict[str, Any]) -> dict[str, Any]:
+    """The plain parameter tree of a split model: its LoRA adapters, if any, folded into their
+    weights (`modeling.lora.merge_lora`)."""
+    from modeling.lora import merge_lora
+
+    return merge_lora(nnx.merge(graphdef, trainable, frozen))
 
 
-def _lora_delta(a: jax.Array, b: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
-    product = jnp.matmul(a, b)  # (*lead, fan_in, fan_out)
-    if axis == len(shape) - 1:
-        return product.reshape(shape)
-    lead = product.ndim - 2
-    others = [shape[i] for i in range(lead, len(shape)) if i != axis]
-    product = product.reshape(*shape[:lead], shape[axis], *others)
-    return jnp.moveaxis(product, lead, axis)
-
-
-def merge_params(
-    trainable: dict[str, Any],
-    frozen: dict[str, Any],
-    lora_scale: float = 1.0,
-    axes: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    """One flat dict of effective weights: base weights, with LoRA deltas added where present."""
-    merged = dict(frozen)
-    for path, value in trainable.items():
-        if not path.endswith((LORA_A, LORA_B)):
-            merged[path] = value
-    for path, axis in (axes or {}).items():
-        if path + LORA_A not in trainable:
-            continue
-        base = merged[path]
-        delta = _lora_delta(trainable[path + LORA_A], trainable[path + LORA_B], base.shape, axis)
-        merged[path] = base + (delta * lora_scale).astype(base.dtype)
-    return merged
+def is_adapter(path: str) -> bool:
+    """Whether a '/'-joined path names a LoRA adapter's parameter (`<weight>_lora/lora_a|b`)."""
+    return path.endswith(("_lora/lora_a", "_lora/lora_b"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +171,12 @@ def make_optimizer(config: OptimSection, total_steps: int) -> optax.GradientTran
     """Global-norm clipping, then AdamW (weight decay only on paths matching the wd pattern)."""
     pattern = re.compile(config.weight_decay_pattern)
 
-    def decay_mask(params: dict[str, Any]) -> dict[str, bool]:
-        return {path: bool(pattern.search(path)) and not path.endswith((LORA_A, LORA_B))
-                for path in params}
+    def decay_mask(params: Any) -> Any:
+        def decays(path: tuple[Any, ...], _: Any) -> bool:
+            name = path_name(path)
+            return bool(pattern.search(name)) and not is_adapter(name)
+
+        return jax.tree_util.tree_map_with_path(decays, params)
 
     parts = []
     if config.grad_clip_norm > 0:

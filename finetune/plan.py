@@ -146,7 +146,6 @@ class _Program:
     def __init__(self, config: TrainConfig, devices: int) -> None:
         import jax
         import jax.numpy as jnp
-        import numpy as np
 
         import modeling
         from finetune import optim, sharding
@@ -160,28 +159,24 @@ class _Program:
         self.model_config = model_config_for(config, vocab)
         self.mesh = sharding.make_mesh(config.mesh, available[:devices])
         rules = [tuple(rule) for rule in config.mesh.rules]
-        flat = optim.flatten(modeling.abstract_params(self.model_config))
-        trainable, frozen = optim.split_params(flat, config.optim.trainable)
-        self.lora_axes: dict[str, int] = {}
-        self.lora_scale = 1.0
-        if config.optim.trainable == "lora":
-            width = self.model_config.text.width
-            self.lora_axes = optim.lora_axes(frozen, config.optim.lora_pattern, width,
-                                             "llm/layers/")
-            trainable = jax.eval_shape(lambda f: optim.init_lora(
-                f, self.lora_axes, config.optim.lora_rank, "llm/layers/", jax.random.key(0)),
-                frozen)
-            self.lora_scale = config.optim.lora_alpha / config.optim.lora_rank
-        self.parameters_total = sum(int(np.prod(x.shape)) for x in flat.values())
-        self.trainable_total = sum(int(np.prod(x.shape)) for x in trainable.values())
+        from flax import nnx
+
+        def build() -> Any:
+            params = modeling.init_params(self.model_config, jax.random.key(0))
+            return optim.build_model(self.model_config, params, config.optim, jax.random.key(1))
+
+        split = optim.split_model(nnx.eval_shape(build), config.optim.trainable)
+        self.graphdef, trainable, frozen = split.graphdef, split.trainable, split.frozen
+        self.trainable_total = modeling.count_params(trainable)
+        self.parameters_total = modeling.count_params(frozen) + (
+            0 if config.optim.trainable == "lora" else self.trainable_total)
         self.optimizer = optim.make_optimizer(config.optim, total_steps=1000)
 
         from finetune.step import init_state
-        from modeling.model import axis_names
 
         state = jax.eval_shape(lambda t: init_state(t, self.optimizer, jax.random.PRNGKey(0)),
                                trainable)
-        axes = axis_names(self.model_config)
+        axes = split.axes
         self.state = _with_shardings(state, sharding.tree_shardings(state, self.mesh, rules, axes))
         self.frozen = _with_shardings(frozen, sharding.tree_shardings(frozen, self.mesh, rules,
                                                                       axes))
@@ -209,12 +204,9 @@ class _Program:
             **{name: jax.ShapeDtypeStruct((rows, length), np.int32, sharding=batch_sharding)
                for name in ("input_ids", "token_type_ids", "input_mask", "loss_mask")},
         }
-        import modeling
-
-        forward = _forward(modeling.forward, self.model_config, cfg)
-        step = make_train_step(forward, self.optimizer, compute_dtype=self.compute_dtype,
-                               grad_accum_steps=accum, lora_scale=self.lora_scale,
-                               lora_axes=self.lora_axes, label_smoothing=cfg.optim.label_smoothing)
+        step = make_train_step(self.graphdef, self.optimizer, compute_dtype=self.compute_dtype,
+                               grad_accum_steps=accum, label_smoothing=cfg.optim.label_smoothing,
+                               remat=cfg.model.remat, unroll=cfg.model.unroll_layers)
         if cfg.mesh.shard_activations:
             from modeling.activations import with_activation_sharding
 
@@ -239,13 +231,6 @@ class _Program:
             memory=memory.to_dict(),
             fits=False,
         )
-
-
-def _forward(forward: Any, model_config: Any, config: TrainConfig) -> Any:
-    from functools import partial
-
-    return partial(forward, model_config, unroll=config.model.unroll_layers,
-                   remat=config.model.remat)
 
 
 def _with_shardings(tree: Any, shardings: Any) -> Any:

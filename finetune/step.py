@@ -1,7 +1,9 @@
 """The train step: suffix-only loss, mixed precision, gradient accumulation, one AdamW update.
 
-The model enters as a pure function `forward(params, pixel_values, input_ids, token_type_ids,
-input_mask) -> logits [B, T, V]` over the text positions, where logits[:, t] predict token t + 1.
+The model enters split by `nnx.split` (`finetune.optim.split_model`): its graph, the trainable
+state (differentiated) and the frozen state (not), both nested dicts of arrays. The loss merges
+them back into the `PaliGemma2` module (`nnx.merge`, no copy) and calls it: logits [B, T, V] over
+the text positions, where logits[:, t] predict token t + 1.
 The loss follows big_vision: cross-entropy of token t + 1 where `loss_mask[t + 1]` is set
 (suffix tokens and EOS), normalised per example, then averaged over the batch.
 
@@ -17,10 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
-from finetune.optim import merge_params, unflatten
-
-Forward = Callable[[Any, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 TrainState = dict[str, Any]  # {"step", "trainable", "opt_state", "rng"}
 
 
@@ -55,45 +55,48 @@ def suffix_loss(
 
 
 def make_loss_fn(
-    forward: Forward,
+    graphdef: Any,
     compute_dtype: Any,
-    lora_scale: float,
     label_smoothing: float,
-    lora_axes: dict[str, int] | None = None,
+    *,
+    remat: bool = False,
+    unroll: bool = False,
 ) -> Callable[[dict[str, Any], dict[str, Any], dict[str, jax.Array]], tuple[jax.Array, jax.Array]]:
-    """loss(trainable, frozen, batch) -> (loss, supervised tokens); differentiable in trainable."""
+    """loss(trainable, frozen, batch) -> (loss, supervised tokens); differentiable in trainable.
+    `remat` and `unroll` are the model's (`PaliGemma2.__call__`)."""
 
     def loss_fn(trainable: dict[str, Any], frozen: dict[str, Any], batch: dict[str, jax.Array]):
-        params = unflatten(merge_params(trainable, frozen, lora_scale, lora_axes))
-        params = cast_floating(params, compute_dtype)
+        model = nnx.merge(graphdef, cast_floating(trainable, compute_dtype),
+                          cast_floating(frozen, compute_dtype))
         pixels = batch["pixel_values"].astype(compute_dtype)
-        logits = forward(
-            params, pixels, batch["input_ids"], batch["token_type_ids"], batch["input_mask"]
-        )
+        logits = model(pixels, batch["input_ids"], batch["token_type_ids"], batch["input_mask"],
+                       remat=remat, unroll=unroll)
         return suffix_loss(logits, batch["input_ids"], batch["loss_mask"], label_smoothing)
 
     return loss_fn
 
 
 def make_train_step(
-    forward: Forward,
+    graphdef: Any,
     optimizer: optax.GradientTransformation,
     *,
     compute_dtype: Any = jnp.bfloat16,
     grad_accum_steps: int = 1,
-    lora_scale: float = 1.0,
-    lora_axes: dict[str, int] | None = None,
     label_smoothing: float = 0.0,
+    remat: bool = False,
+    unroll: bool = False,
 ) -> Callable[
     [TrainState, dict[str, Any], dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]
 ]:
-    """step(state, frozen, batch) -> (new state, metrics). Jit it with the shardings you need.
+    """step(state, frozen, batch) -> (new state, metrics) for a model split into `graphdef`,
+    trainable (in `state`) and frozen state (`finetune.optim.split_model`). Jit it with the
+    shardings you need.
 
     With `grad_accum_steps=k` the batch is split into k interleaved micro-batches (rows i, i+k, ...
     so each device keeps its own rows) whose gradients are averaged: the update equals the one
     of the whole batch, with 1/k of the activation memory.
     """
-    loss_fn = make_loss_fn(forward, compute_dtype, lora_scale, label_smoothing, lora_axes)
+    loss_fn = make_loss_fn(graphdef, compute_dtype, label_smoothing, remat=remat, unroll=unroll)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, frozen: dict[str, Any], batch: dict[str, jax.Array]):

@@ -212,7 +212,6 @@ class Run:
         import modeling
         from finetune import optim, sharding
         from finetune.step import init_state, make_train_step
-        from modeling.model import axis_names
 
         cfg = self.config
         vocab = self.tokenizer.vocab_size if cfg.model.init == "scratch" else None
@@ -245,20 +244,11 @@ class Run:
         initial = self._initial_params(init_rng)
         if cfg.vision_warmup.steps > 0:
             initial = dict(initial, img=self._warm_vision(initial["img"]))
-        flat = optim.flatten(initial)
-        trainable, frozen = optim.split_params(flat, cfg.optim.trainable)
-        if cfg.optim.trainable == "lora":
-            self.lora_axes = optim.lora_axes(
-                frozen, cfg.optim.lora_pattern, self.model_config.text.width, "llm/layers/"
-            )
-            trainable = optim.init_lora(frozen, self.lora_axes, cfg.optim.lora_rank,
-                                        "llm/layers/", lora_rng)
-            self.lora_scale = cfg.optim.lora_alpha / cfg.optim.lora_rank
-        else:
-            self.lora_axes = {}
-            self.lora_scale = 1.0
+        model = optim.build_model(self.model_config, initial, cfg.optim, lora_rng)
+        split = optim.split_model(model, cfg.optim.trainable)
+        self.graphdef, trainable, frozen = split.graphdef, split.trainable, split.frozen
         rules = [tuple(rule) for rule in cfg.mesh.rules]
-        axes = axis_names(self.model_config)
+        axes = split.axes
         frozen_shardings = sharding.tree_shardings(frozen, self.mesh, rules, axes)
         self.frozen = jax.device_put(frozen, frozen_shardings)
         self.optimizer = optim.make_optimizer(cfg.optim, self.total_steps)
@@ -266,8 +256,8 @@ class Run:
         state = init_state(trainable, self.optimizer, self.state_rng)
         self.state_shardings = sharding.tree_shardings(state, self.mesh, rules, axes)
         self.state = jax.device_put(state, self.state_shardings)
-        self.param_count = sum(int(np.prod(x.shape)) for x in flat.values())
-        self.trainable_count = sum(int(np.prod(x.shape)) for x in trainable.values())
+        self.param_count = modeling.count_params(initial)
+        self.trainable_count = modeling.count_params(trainable)
         self._log(
             f"model {cfg.model.preset}: {self.param_count / 1e6:.2f}M parameters, "
             f"{self.trainable_count / 1e6:.2f}M trainable ({cfg.optim.trainable}); "
@@ -276,13 +266,13 @@ class Run:
         )
         compute_dtype = jnp.bfloat16 if cfg.model.compute_dtype == "bfloat16" else jnp.float32
         step = make_train_step(
-            self.forward,
+            self.graphdef,
             self.optimizer,
             compute_dtype=compute_dtype,
             grad_accum_steps=cfg.optim.grad_accum_steps,
-            lora_scale=self.lora_scale,
-            lora_axes=self.lora_axes,
             label_smoothing=cfg.optim.label_smoothing,
+            remat=cfg.model.remat,
+            unroll=cfg.model.unroll_layers,
         )
         if cfg.mesh.shard_activations:
             from modeling.activations import with_activation_sharding
@@ -397,8 +387,7 @@ class Run:
         from finetune import optim
 
         trainable = self.state["trainable"] if trainable is None else trainable
-        return optim.unflatten(
-            optim.merge_params(trainable, self.frozen, self.lora_scale, self.lora_axes))
+        return optim.merged_params(self.graphdef, trainable, self.frozen)
 
     # -- validation -----------------------------------------------------------------------------
 

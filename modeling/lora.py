@@ -17,6 +17,7 @@ and B [r, N H]); B starts at zero, so an adapted model starts as its base.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -78,6 +79,13 @@ def add_lora(model: nnx.Module, pattern: str, rank: int, alpha: float,
     return adapted
 
 
+def _fold(w: jax.Array, a: jax.Array, b: jax.Array, *, layout: MatmulLayout,
+          scale: float) -> jax.Array:
+    """One layer's W + scale * A @ B (in float32, stored in W's dtype)."""
+    delta = jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32)) * scale
+    return (w.astype(jnp.float32) + layout.unmatrix(delta, w.shape)).astype(w.dtype)
+
+
 def merge_lora(model: nnx.Module) -> Params:
     """The base parameters (nested dict, `params_of`) with every adapter folded into its weight,
     W + scale * unmatrix(A @ B), computed in float32 and stored in W's dtype."""
@@ -88,12 +96,7 @@ def merge_lora(model: nnx.Module) -> Params:
             continue
         w = getattr(owner, name)[...]
         a, b = adapter.lora_a[...], adapter.lora_b[...]
-        scale = adapter.scale
-
-        def fold(w: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-            delta = jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32)) * scale
-            return (w.astype(jnp.float32) + layout.unmatrix(delta, w.shape)).astype(w.dtype)
-
+        fold = functools.partial(_fold, layout=layout, scale=adapter.scale)
         merged = jax.vmap(fold)(w, a, b) if a.ndim == 3 else fold(w, a, b)
         node: Any = params
         *parents, leaf = path.split("/")

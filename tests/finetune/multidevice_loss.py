@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +24,8 @@ def main(data: int, fsdp: int, steps: int) -> None:
 
     config = modeling.PRESETS["tiny"].replace(text={"sliding_window": None, "vocab_size": 64})
     params = modeling.init_params(config, jax.random.PRNGKey(0))
-    trainable, frozen = optim.split_params(optim.flatten(params), "all")
+    model = optim.build_model(config, params, OptimSection(), jax.random.PRNGKey(2))
+    graphdef, trainable, frozen, axes = optim.split_model(model, "all")
     tx = optim.make_optimizer(OptimSection(lr=3e-3, warmup_fraction=0.0), 10)
     rng = np.random.default_rng(0)
     batch_size, length = 8, 12
@@ -39,13 +39,13 @@ def main(data: int, fsdp: int, steps: int) -> None:
         "input_mask": np.ones((batch_size, length), np.int32),
         "loss_mask": token_type.copy(),
     }
-    step_fn = make_train_step(partial(modeling.forward, config), tx, compute_dtype=jnp.float32)
+    step_fn = make_train_step(graphdef, tx, compute_dtype=jnp.float32)
 
     def run(mesh) -> tuple[list[float], dict[str, str]]:
         state = init_state(trainable, tx, jax.random.PRNGKey(1))
-        shardings = sharding.tree_shardings(state, mesh)
+        shardings = sharding.tree_shardings(state, mesh, axes=axes)
         state = jax.device_put(state, shardings)
-        frozen_s = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh))
+        frozen_s = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh, axes=axes))
         # As a run traces it: activations pinned to the batch sharding (modeling.activations).
         pinned = with_activation_sharding(step_fn, sharding.batch_sharding(mesh))
         step = jax.jit(pinned, out_shardings=(shardings, sharding.replicated(mesh)))
@@ -53,8 +53,9 @@ def main(data: int, fsdp: int, steps: int) -> None:
         for _ in range(steps):
             state, metrics = step(state, frozen_s, sharding.global_batch(batch, mesh))
             losses.append(float(metrics["loss"]))
-        specs = {k: str(v.sharding.spec) for k, v in state["trainable"].items()
-                 if k in ("llm/embedder/input_embedding", "llm/layers/mlp/linear")}
+        flat = optim.flatten(state["trainable"])
+        specs = {k: str(flat[k].sharding.spec)
+                 for k in ("llm/embedder/input_embedding", "llm/layers/mlp/linear")}
         return losses, specs
 
     single, _ = run(sharding.make_mesh(MeshSection(data=1, fsdp=1), jax.devices()[:1]))
