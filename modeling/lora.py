@@ -18,8 +18,10 @@ and B [r, N H]); B starts at zero, so an adapted model starts as its base.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -27,7 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from modeling.config import ModelConfig
+from modeling.formats import write_safetensors
 from modeling.model import LoRA, MatmulLayout, Params, _stack, params_of
+from modeling.names import TRANSFORMERS_5_STATE, HfLayout, TensorSpec, hf_tensor_specs
 
 
 class LoRAError(ValueError):
@@ -104,3 +109,83 @@ def merge_lora(model: nnx.Module) -> Params:
             node = node[key]
         node[leaf] = merged
     return params
+
+
+# ----------------------------------------------------------------------------- PEFT export
+
+_PEFT_PREFIX = "base_model.model."
+
+
+def peft_adapter(config: ModelConfig, model: nnx.Module,
+                 layout: HfLayout = TRANSFORMERS_5_STATE) -> tuple[dict, dict[str, np.ndarray]]:
+    """The adapters of `model` as a PEFT LoRA adapter of transformers' PaliGemma: (config dict
+    for `adapter_config.json`, tensors for `adapter_model.safetensors`), module names in
+    `layout` (transformers 5's module tree by default).
+
+    transformers' `nn.Linear` weight is (Out, In) = our [In, Out] matrix transposed, so per layer
+    peft's lora_A (r, In) is A transposed and lora_B (Out, r) B transposed; peft's scale
+    lora_alpha / r is ours. Where one of our weights is two transformers modules (kv_einsum: k_proj
+    and v_proj; gating_einsum: gate_proj and up_proj), both get the same A and their half of B:
+    the same deltas exactly. The patch embedding (a convolution in transformers) cannot be
+    exported."""
+    table: dict[str, list[TensorSpec]] = {}
+    for spec in hf_tensor_specs(config, layout):
+        if spec.hf_name.endswith(".weight"):
+            table.setdefault(spec.path, []).append(spec)
+    tensors: dict[str, np.ndarray] = {}
+    ranks, alphas, modules = set(), set(), []
+    for path, owner, name, layout_ in _weights(model):
+        adapter = getattr(owner, f"{name}_lora", None)
+        if adapter is None:
+            continue
+        if path == "img/embedding/kernel":
+            raise LoRAError("an adapter on the patch embedding (a convolution in transformers) "
+                            "cannot be exported as a PEFT adapter")
+        a = np.asarray(adapter.lora_a[...], np.float32)
+        b = np.asarray(adapter.lora_b[...], np.float32)
+        rank = a.shape[-1]
+        ranks.add(rank)
+        alphas.add(adapter.scale * rank)
+        weight = getattr(owner, name)
+        stacked = a.ndim == 3
+        shape = tuple(weight.shape[1:] if stacked else weight.shape)
+        first_out = shape[layout_.order[layout_.inputs]]
+        for spec in table[path]:
+            layer = spec.index[0] if stacked else None
+            a_l = a[layer] if stacked else a
+            b_l = b[layer] if stacked else b
+            part = spec.index[1:] if stacked else spec.index
+            if part:  # one slice of the weight's first output axis (k | v, gate | up)
+                b_l = b_l.reshape(rank, first_out, -1)[:, part[0]]
+            module = spec.hf_name.removesuffix(".weight")
+            tensors[f"{_PEFT_PREFIX}{module}.lora_A.weight"] = np.ascontiguousarray(a_l.T)
+            tensors[f"{_PEFT_PREFIX}{module}.lora_B.weight"] = np.ascontiguousarray(b_l.T)
+            modules.append(module)
+    if not modules:
+        raise LoRAError("the model has no LoRA adapters to export")
+    if len(ranks) > 1 or len(alphas) > 1:
+        raise LoRAError(f"adapters of ranks {sorted(ranks)} and alphas {sorted(alphas)}: a PEFT "
+                        "export needs one rank and one alpha")
+    adapter_config = {
+        "peft_type": "LORA", "task_type": None, "r": ranks.pop(), "lora_alpha": alphas.pop(),
+        "target_modules": sorted(modules), "lora_dropout": 0.0, "bias": "none",
+        "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+        "modules_to_save": None, "init_lora_weights": True, "inference_mode": True,
+        "base_model_name_or_path": None,
+    }
+    return adapter_config, tensors
+
+
+def save_peft_adapter(config: ModelConfig, model: nnx.Module, out_dir: str | Path,
+                      layout: HfLayout = TRANSFORMERS_5_STATE,
+                      base_model: str | None = None) -> Path:
+    """Write `model`'s adapters as a PEFT adapter directory (`adapter_config.json`,
+    `adapter_model.safetensors`, see `peft_adapter`) that `peft.PeftModel.from_pretrained`
+    applies to transformers' PaliGemma, and `load_pretrained(base, adapter=...)` merges."""
+    adapter_config, tensors = peft_adapter(config, model, layout)
+    adapter_config["base_model_name_or_path"] = base_model
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out / "adapter_model.safetensors", tensors)
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+    return out
