@@ -87,12 +87,29 @@ class RunCheckpoints:
         return self.manager.best_step()
 
     def restore_state(self, step: int, target: Any) -> Any:
-        """The train state of `step`, laid out like `target` (arrays or ShapeDtypeStructs)."""
+        """The train state of `step`, laid out like `target` (arrays or ShapeDtypeStructs).
+
+        Checkpoints written before the train step ran on `nnx.split` state hold parameter trees
+        as flat dicts ('llm/layers/mlp/linear', LoRA adapters as '<weight>#lora_a'); they are
+        read into that layout and nested (`_nested`), so such runs resume."""
         abstract = jax.tree.map(_abstract, target)
+        if self._flat_layout(step):
+            flat = jax.tree.map(_flat, abstract, is_leaf=_is_param_tree)
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat)))
+            return jax.tree.map(_nested, restored["state"], is_leaf=_is_flat_param_tree)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
         )
         return restored["state"]
+
+    def _flat_layout(self, step: int) -> bool:
+        """Whether the checkpoint of `step` keys its trainable parameters by '/'-joined path."""
+        metadata = self.manager.item_metadata(step)
+        state = metadata["state"] if metadata is not None else None
+        trainable = getattr(state, "tree", state)
+        trainable = trainable.get("trainable") if hasattr(trainable, "get") else None
+        return hasattr(trainable, "keys") and any("/" in str(key) for key in trainable.keys())
 
     def restore_iterator(self, step: int, iterator: Any) -> None:
         """Move `iterator` (a grain DatasetIterator) to its position at `step`."""
@@ -106,6 +123,49 @@ class RunCheckpoints:
         """Finish pending saves and release the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+_OLD_LORA = ("#lora_a", "#lora_b")
+_NEW_LORA = ("_lora/lora_a", "_lora/lora_b")
+
+
+def _is_param_tree(node: Any) -> bool:
+    return isinstance(node, dict) and bool(node) and set(node) <= {"img", "llm"}
+
+
+def _is_flat_param_tree(node: Any) -> bool:
+    return isinstance(node, dict) and bool(node) and all(
+        isinstance(key, str) and key.startswith(("img/", "llm/")) for key in node)
+
+
+def _flat(node: Any) -> Any:
+    """A nested parameter tree as the old flat layout (paths and LoRA names of before)."""
+    if not _is_param_tree(node):
+        return node
+    from finetune.optim import flatten
+
+    out = {}
+    for path, leaf in flatten(node).items():
+        for old, new in zip(_OLD_LORA, _NEW_LORA, strict=True):
+            if path.endswith(new):
+                path = path.removesuffix(new) + old
+        out[path] = leaf
+    return out
+
+
+def _nested(node: Any) -> Any:
+    """An old flat parameter tree nested under the model's paths (inverse of `_flat`)."""
+    if not _is_flat_param_tree(node):
+        return node
+    from finetune.optim import unflatten
+
+    renamed = {}
+    for path, leaf in node.items():
+        for old, new in zip(_OLD_LORA, _NEW_LORA, strict=True):
+            if path.endswith(old):
+                path = path.removesuffix(old) + new
+        renamed[path] = leaf
+    return unflatten(renamed)
 
 
 def _abstract(leaf: Any) -> Any:

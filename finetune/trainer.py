@@ -597,13 +597,32 @@ class Run:
 
     # -- export ---------------------------------------------------------------------------------
 
-    def best_params(self) -> tuple[dict[str, Any], int]:
-        """Parameters of the best validated checkpoint (else the latest) and its step."""
+    def best_state(self) -> tuple[dict[str, Any], int]:
+        """The train state of the best validated checkpoint (else the latest) and its step."""
         step = self.checkpoints.best_step() or self.checkpoints.latest_step()
         if step is None:
             raise RuntimeError("no checkpoint to export; train first")
-        state = self.checkpoints.restore_state(step, self.state)
+        return self.checkpoints.restore_state(step, self.state), step
+
+    def best_params(self) -> tuple[dict[str, Any], int]:
+        """Parameters of the best validated checkpoint (else the latest) and its step."""
+        state, step = self.best_state()
         return self.params(state["trainable"]), step
+
+    def _write_adapter(self, out_dir: Path, trainable: dict[str, Any]) -> str | None:
+        """A LoRA run's adapters as a PEFT adapter in `out_dir` (for transformers' PaliGemma
+        with the run's base weights); None, with the reason logged, where they cannot be."""
+        from flax import nnx
+
+        from modeling.lora import LoRAError, save_peft_adapter
+
+        model = nnx.merge(self.graphdef, trainable, self.frozen)
+        try:
+            save_peft_adapter(self.model_config, model, out_dir, base_model=self.config.model.init)
+        except LoRAError as error:
+            self._log(f"no PEFT adapter written: {error}")
+            return None
+        return out_dir.name
 
     def export(self, out_dir: Path, result: RunResult) -> RunResult:
         """Write the bundle of the best checkpoint, scored on the held-out test split."""
@@ -612,7 +631,8 @@ class Run:
         from modeling.bundle import save_bundle
 
         cfg = self.config
-        params, step = self.best_params()
+        state, step = self.best_state()
+        params = self.params(state["trainable"])
         scores: dict[str, float] = {}
         count = 0
         if cfg.eval.test_examples >= 0:
@@ -665,6 +685,11 @@ class Run:
                 prompt=cfg.data.prompt,
             )
             self._log(f"bundle written to {out_dir} (checkpoint of step {step})")
+            if cfg.optim.trainable == "lora":
+                adapter = self._write_adapter(Path(out_dir) / "peft_adapter", state["trainable"])
+                if adapter:
+                    self._log(f"LoRA adapters written as a PEFT adapter to {out_dir}/{adapter} "
+                              f"(base: {cfg.model.init})")
         result.test_scores = scores
         result.bundle = Path(out_dir)
         return result

@@ -123,9 +123,15 @@ class MatmulLayout:
 
     order: tuple[int, ...]
     inputs: int
+    # The first stored axis lists parts laid side by side in Out (gating_einsum: gate | up):
+    # built by concatenation, whose gradient XLA's CPU backend computes without the transposes
+    # and copies the equivalent transpose costs.
+    parts: bool = False
 
     def matrix(self, w: jax.Array) -> jax.Array:
         """The stored weight as [In, Out]."""
+        if self.parts:
+            return jnp.concatenate(list(w), axis=-1)
         w = w.transpose(self.order)
         return w.reshape(int(np.prod(w.shape[: self.inputs])), -1)
 
@@ -534,7 +540,7 @@ class FeedForward(nnx.Module):
         self.gating_einsum = _param(rngs, _normal, (2, D, F), dtype, (None, "embed", "mlp"))
         self.linear = _param(rngs, _normal, (F, D), dtype, ("mlp", "embed"))
         # gate_up [D, 2F] = gate | up side by side; down [F, D].
-        self.layouts = {"gating_einsum": MatmulLayout((1, 0, 2), 1),
+        self.layouts = {"gating_einsum": MatmulLayout((1, 0, 2), 1, parts=True),
                         "linear": MatmulLayout((0, 1), 1)}
 
 

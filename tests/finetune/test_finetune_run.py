@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from finetune import optim
 from finetune.checkpoint import RunCheckpoints
 from finetune.config import ConfigError
 from finetune.trainer import PREEMPTED_EXIT_CODE, Run, train
@@ -50,8 +52,10 @@ def test_stopping_and_resuming_gives_the_same_run_as_training_straight(
     a, b = jax.device_get(straight.state), jax.device_get(second.state)
     assert int(a["step"]) == int(b["step"]) == 4
     np.testing.assert_array_equal(a["rng"], b["rng"])
-    for path in a["trainable"]:
-        np.testing.assert_array_equal(a["trainable"][path], b["trainable"][path], err_msg=path)
+    flat_a, flat_b = optim.flatten(a["trainable"]), optim.flatten(b["trainable"])
+    assert flat_a.keys() == flat_b.keys()
+    for path in flat_a:
+        np.testing.assert_array_equal(flat_a[path], flat_b[path], err_msg=path)
     for x, y in zip(jax.tree.leaves(a["opt_state"]), jax.tree.leaves(b["opt_state"]), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -112,3 +116,70 @@ def test_the_exported_bundle_holds_held_out_scores_under_evaluation_key_names(
     lines = (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     assert {"train", "val"} <= {row["kind"] for row in rows}
+
+
+@pytest.mark.slow
+def test_a_lora_run_exports_merged_weights_and_a_peft_adapter_of_its_base(
+        synth_tree, tiny_config, tmp_path) -> None:
+    from modeling import load_pretrained
+
+    base_cfg = tiny_config(synth_tree, tmp_path / "base-work", "optim.steps=2",
+                           "eval.every_steps=0", "eval.test_examples=-1")
+    train(base_cfg, out_dir=tmp_path / "base")
+    cfg = tiny_config(synth_tree, tmp_path / "work", "optim.steps=3", "eval.every_steps=0",
+                      "eval.test_examples=-1", "optim.trainable=lora", "optim.lora_rank=2",
+                      "optim.lr=0.05", f"model.init={tmp_path / 'base'}")
+    run = Run(cfg)
+    trainable = optim.flatten(run.state["trainable"])
+    assert trainable and all(optim.is_adapter(path) for path in trainable)
+    run.close()
+    train(cfg, out_dir=tmp_path / "bundle")
+    adapter = tmp_path / "bundle" / "peft_adapter"
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 2 and adapter_config["base_model_name_or_path"] == str(
+        tmp_path / "base")
+    base = optim.flatten(load_pretrained(tmp_path / "base").params)
+    tuned = optim.flatten(load_pretrained(tmp_path / "bundle").params)
+    pattern = re.compile(cfg.optim.lora_pattern)
+    moved = {path for path in base if not np.array_equal(base[path], tuned[path])}
+    assert moved and all(pattern.search(path) for path in moved)  # only adapted weights
+    # The PEFT adapter on the base is the merged bundle (our reader of peft's format).
+    again = optim.flatten(load_pretrained(tmp_path / "base", adapter=adapter).params)
+    for path in tuned:
+        np.testing.assert_allclose(again[path], tuned[path], rtol=1e-5, atol=1e-6, err_msg=path)
+
+
+def test_a_checkpoint_of_the_flat_parameter_layout_of_before_resumes(tmp_path) -> None:
+    """Run checkpoints written before the step ran on nnx.split state keyed parameters (and
+    their Adam moments) by '/'-joined path, LoRA adapters as '<weight>#lora_a'."""
+    import jax.numpy as jnp
+
+    from finetune.config import OptimSection
+    from finetune.step import init_state
+
+    rng = np.random.default_rng(0)
+    old = {"llm/layers/mlp/linear#lora_a": rng.normal(size=(2, 8, 2)).astype(np.float32),
+           "llm/layers/mlp/linear#lora_b": rng.normal(size=(2, 2, 4)).astype(np.float32),
+           "llm/final_norm/scale": rng.normal(size=(4,)).astype(np.float32)}
+    tx = optim.make_optimizer(OptimSection(lr=0.1, warmup_fraction=0.0), 10)
+    state = init_state({k: jnp.asarray(v) for k, v in old.items()}, tx, jax.random.key(0))
+    grads = jax.tree.map(jnp.ones_like, state["trainable"])
+    _, state["opt_state"] = tx.update(grads, state["opt_state"], state["trainable"])
+    checkpoints = RunCheckpoints(tmp_path / "ckpt", keep=1, best_metric="x", async_save=False)
+    checkpoints.save(3, state, {"position": 1})
+    checkpoints.wait()
+
+    nested = {"llm": {"layers": {"mlp": {"linear_lora": {
+        "lora_a": jnp.zeros((2, 8, 2)), "lora_b": jnp.zeros((2, 2, 4))}}},
+        "final_norm": {"scale": jnp.zeros((4,))}}}
+    target = init_state(nested, tx, jax.random.key(1))
+    restored = checkpoints.restore_state(3, target)
+    checkpoints.close()
+    assert jax.tree.structure(restored) == jax.tree.structure(target)
+    trainable = optim.flatten(restored["trainable"])
+    np.testing.assert_array_equal(trainable["llm/layers/mlp/linear_lora/lora_a"],
+                                  old["llm/layers/mlp/linear#lora_a"])
+    np.testing.assert_array_equal(trainable["llm/final_norm/scale"], old["llm/final_norm/scale"])
+    mu = optim.flatten(restored["opt_state"][1][0].mu)
+    np.testing.assert_allclose(mu["llm/layers/mlp/linear_lora/lora_b"], 0.1, rtol=1e-6)
+    assert int(restored["step"]) == 0

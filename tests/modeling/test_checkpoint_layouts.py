@@ -318,3 +318,58 @@ def test_peft_adapter_of_a_transformers_4_5x_model_merges_the_same(peft_case, tm
     assert any(".vision_model.encoder.layers.0.mlp.fc1.lora_A" in k for k in renamed)
     write_safetensors(tmp_path / "adapter_model.safetensors", renamed)
     _assert_matches(_load_quietly(base, adapter=tmp_path), peft_model)
+
+
+def _ours_with_adapters(base, pattern: str, rank: int = 4, alpha: float = 8.0):
+    """Our NNX model of `base` with random, non-zero adapters on the weights matching `pattern`."""
+    import jax
+    from flax import nnx
+
+    from modeling.lora import add_lora
+    from modeling.model import model_from_params
+
+    model = model_from_params(CONFIG, _load_quietly(base).params)
+    add_lora(model, pattern, rank, alpha, nnx.Rngs(3))
+    graphdef, adapters, rest = nnx.split(model, nnx.LoRAParam, ...)
+    moved = jax.tree.map(lambda x: x + np.float32(0.02) * np.sign(np.cos(
+        np.arange(x.size, dtype=np.float32).reshape(x.shape))), nnx.to_pure_dict(adapters))
+    return nnx.merge(graphdef, moved, nnx.to_pure_dict(rest))
+
+
+def test_our_lora_adapters_export_as_a_peft_adapter_peft_applies(peft_case, tmp_path):
+    peft = pytest.importorskip("peft")
+    from modeling.lora import merge_lora, save_peft_adapter
+    from modeling.runtime import PaliGemma
+
+    base, _, _ = peft_case
+    # Every linear layer of both towers and the projector (the patch embedding is a conv).
+    model = _ours_with_adapters(base, r"^(llm/layers/|img/head/|img/Transformer/)")
+    out = save_peft_adapter(CONFIG, model, tmp_path / "adapter", base_model=str(base))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8.0
+    assert "model.language_model.layers.0.self_attn.k_proj" in config["target_modules"]
+    hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+        base, attn_implementation="eager", dtype=torch.float32)
+    peft_model = peft.PeftModel.from_pretrained(hf, out).eval()
+    # peft found every exported module (a name it did not know would stay un-adapted).
+    adapted = {name.removesuffix(".lora_A.default") for name, _ in peft_model.named_modules()
+               if name.endswith(".lora_A.default")}
+    assert {f"base_model.model.{m}" for m in config["target_modules"]} == adapted
+    merged = PaliGemma(CONFIG, merge_lora(model))
+    _assert_matches(merged, peft_model)
+    pixels, ids, types = _inputs()
+    plain = _load_quietly(base).logits(pixels, ids, types)
+    assert np.abs(plain - _hf_logits(peft_model, pixels, ids, types)).max() > 10 * TOL
+    # Our own PEFT import reads it back to the same merged weights.
+    again = _load_quietly(base, adapter=out)
+    _assert_matches(again, peft_model)
+
+
+def test_an_adapter_on_the_patch_embedding_is_not_exported_to_peft(peft_case, tmp_path):
+    from modeling.lora import LoRAError, save_peft_adapter
+
+    base, _, _ = peft_case
+    model = _ours_with_adapters(base, r"^img/embedding/kernel$")
+    with pytest.raises(LoRAError, match="patch embedding"):
+        save_peft_adapter(CONFIG, model, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
