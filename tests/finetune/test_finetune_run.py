@@ -161,7 +161,7 @@ def test_a_checkpoint_of_the_flat_parameter_layout_of_before_resumes(tmp_path) -
     old = {"llm/layers/mlp/linear#lora_a": rng.normal(size=(2, 8, 2)).astype(np.float32),
            "llm/layers/mlp/linear#lora_b": rng.normal(size=(2, 2, 4)).astype(np.float32),
            "llm/final_norm/scale": rng.normal(size=(4,)).astype(np.float32)}
-    tx = optim.make_optimizer(OptimSection(lr=0.1, warmup_fraction=0.0), 10)
+    tx = optim.make_optimizer(OptimSection(lr=0.1, warmup_fraction=0.0, grad_clip_norm=0.0), 10)
     state = init_state({k: jnp.asarray(v) for k, v in old.items()}, tx, jax.random.key(0))
     grads = jax.tree.map(jnp.ones_like, state["trainable"])
     _, state["opt_state"] = tx.update(grads, state["opt_state"], state["trainable"])
@@ -180,6 +180,8 @@ def test_a_checkpoint_of_the_flat_parameter_layout_of_before_resumes(tmp_path) -
     np.testing.assert_array_equal(trainable["llm/layers/mlp/linear_lora/lora_a"],
                                   old["llm/layers/mlp/linear#lora_a"])
     np.testing.assert_array_equal(trainable["llm/final_norm/scale"], old["llm/final_norm/scale"])
-    mu = optim.flatten(restored["opt_state"][1][0].mu)
+    adam = next(node for node in jax.tree.leaves(
+        restored["opt_state"], is_leaf=lambda x: hasattr(x, "mu")) if hasattr(node, "mu"))
+    mu = optim.flatten(adam.mu)
     np.testing.assert_allclose(mu["llm/layers/mlp/linear_lora/lora_b"], 0.1, rtol=1e-6)
     assert int(restored["step"]) == 0
