@@ -157,7 +157,7 @@ def _nested(node: Any) -> Any:
     """An old flat parameter tree nested under the model's paths (inverse of `_flat`)."""
     if not _is_flat_param_tree(node):
         return node
-    from finetune.optim import unflatten
+    from modeling.formats import unflatten
 
     renamed = {}
     for path, leaf in node.items():

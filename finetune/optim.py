@@ -22,6 +22,7 @@ from flax import nnx
 
 from finetune.config import ConfigError, OptimSection
 from finetune.sharding import path_name
+from modeling import formats
 from modeling.config import ModelConfig
 
 # Parameter-path conventions of `modeling` (big_vision's tree: `img/...` SigLIP incl. the
@@ -32,30 +33,9 @@ LLM_PREFIX = "llm/"
 
 
 def flatten(tree: dict[str, Any]) -> dict[str, Any]:
-    """Nested dict -> {'a/b/c': leaf}."""
-    out: dict[str, Any] = {}
-
-    def visit(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                visit(value, f"{prefix}{key}/")
-        else:
-            out[prefix[:-1]] = node
-
-    visit(tree, "")
-    return out
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    """{'a/b/c': leaf} -> nested dict (inverse of `flatten`)."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
+    """Nested dict -> {'a/b/c': leaf} (`modeling.formats.flatten` as a dict; `unflatten` is its
+    inverse)."""
+    return dict(formats.flatten(tree))
 
 
 def is_trainable(path: str, mode: str) -> bool:
@@ -116,13 +96,11 @@ class Split(NamedTuple):
 
 def split_model(model: nnx.Module, mode: str) -> Split:
     """Trainable and frozen state of `model` under `mode` (see `Split`)."""
+    from modeling.model import axis_names_of
+
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(mode), ...)
-    axes = {}
-    for path, variable in nnx.to_flat_state(nnx.state(model)):
-        names = variable.get_metadata().get("out_sharding")
-        if names is not None:
-            axes["/".join(str(p) for p in path)] = tuple(names)
-    return Split(graphdef, nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen), axes)
+    return Split(graphdef, nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen),
+                 axis_names_of(model))
 
 
 def merged_params(graphdef: Any, trainable: dict[str, Any],

@@ -305,6 +305,7 @@ class Run:
 
         from finetune import optim
         from finetune.vision_warmup import label_matrix, label_rows, warm_up_vision
+        from modeling.formats import unflatten
 
         cfg = self.config
         if cfg.model.init != "scratch" or self.process_count > 1:
@@ -313,7 +314,7 @@ class Run:
         path = self.workdir / "vision_warmup.npz"
         if path.exists():
             saved = np.load(path)
-            return optim.unflatten({k: jax.numpy.asarray(saved[k]) for k in saved.files})
+            return unflatten({k: jax.numpy.asarray(saved[k]) for k in saved.files})
         labels, names = label_matrix(self.train_examples)
         images = self._images(self.train_examples, cfg.data.train_split)
         validation = None

@@ -3,8 +3,16 @@
     config.json     {"format": "radreport-bundle", "format_version": 1, "model": ModelConfig,
                      "image_size", "prompt", "generation": defaults, "tokenizer": facts}
     tokenizer.model SentencePiece model
-    params/         Orbax checkpoint of the parameter pytree (modeling.model names)
+    params/         Orbax checkpoint of the base parameters as a nested dict:
+                    `nnx.to_pure_dict(nnx.state(model, model.BASE))` (`model.params_of`), whose
+                    paths are big_vision's, so a bundle reads without the modules; LoRA
+                    adapters are folded in (`modeling.lora.merge_lora`)
     metadata.json   provenance: base checkpoint, data, steps, evaluation scores ...
+    peft_adapter/   (LoRA runs only) the adapters as a PEFT adapter of the base
+                    (`modeling.lora.save_peft_adapter`)
+
+A bundle of format_version 1 written before the model was Flax NNX has the same params/ paths
+and loads as is (tests/modeling/data/bundle_format1).
 """
 
 from __future__ import annotations

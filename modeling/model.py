@@ -809,12 +809,19 @@ def params_of(model: nnx.Module) -> Params:
 
 
 def axis_names(config: ModelConfig) -> dict[str, tuple[str | None, ...]]:
-    """{'a/b/c': logical axis names} of every parameter (its `out_sharding` metadata), e.g.
-    'llm/layers/attn/q_einsum/w': ("layers", "heads", "embed", "head_dim")."""
-    model = nnx.eval_shape(lambda: PaliGemma2(config, rngs=nnx.Rngs(0)))
+    """{'a/b/c': logical axis names} of every parameter of a `PaliGemma2` (`axis_names_of`),
+    e.g. 'llm/layers/attn/q_einsum/w': ("layers", "heads", "embed", "head_dim")."""
+    return axis_names_of(nnx.eval_shape(lambda: PaliGemma2(config, rngs=nnx.Rngs(0))))
+
+
+def axis_names_of(model: nnx.Module) -> dict[str, tuple[str | None, ...]]:
+    """{'a/b/c': logical axis names} of every `nnx.Param` of `model` that has them (its
+    `out_sharding` metadata), LoRA adapters included."""
     out = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        out["/".join(str(p) for p in path)] = tuple(var.get_metadata()["out_sharding"])
+        names = var.get_metadata().get("out_sharding")
+        if names is not None:
+            out["/".join(str(p) for p in path)] = tuple(names)
     return out
 
 

@@ -12,6 +12,7 @@ import modeling
 from finetune import optim
 from finetune.config import ConfigError, OptimSection
 from finetune.step import init_state, make_train_step
+from modeling.formats import unflatten
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_end_value() -> None:
@@ -36,7 +37,7 @@ def test_flatten_and_unflatten_are_inverse(tiny_model) -> None:
     _, params, _ = tiny_model
     flat = optim.flatten(params)
     assert "llm/layers/attn/q_einsum/w" in flat
-    again = optim.flatten(optim.unflatten(flat))
+    again = optim.flatten(unflatten(flat))
     assert again.keys() == flat.keys()
 
 
