@@ -31,7 +31,7 @@ from flax import nnx
 
 from modeling.config import ModelConfig
 from modeling.formats import write_safetensors
-from modeling.model import LoRA, MatmulLayout, Params, _stack, params_of
+from modeling.model import LoRA, MatmulLayout, Params, params_of, stack_layers
 from modeling.names import TRANSFORMERS_5_STATE, HfLayout, TensorSpec, hf_tensor_specs
 
 
@@ -75,7 +75,7 @@ def add_lora(model: nnx.Module, pattern: str, rank: int, alpha: float,
         def make(r: nnx.Rngs, fan_in: int = fan_in, fan_out: int = fan_out) -> LoRA:
             return LoRA(fan_in, rank, fan_out, alpha=alpha, rngs=r)
 
-        adapter = _stack(variable.shape[0], make, rngs) if stacked else make(rngs)
+        adapter = stack_layers(variable.shape[0], make, rngs) if stacked else make(rngs)
         setattr(owner, f"{name}_lora", adapter)
         adapted.append(path)
     if not adapted:

@@ -86,7 +86,8 @@ def _ones(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
     return jnp.ones(shape, dtype)
 
 
-def _stack(depth: int, make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs) -> nnx.Module:
+def stack_layers(depth: int, make: Callable[[nnx.Rngs], nnx.Module],
+                 rngs: nnx.Rngs) -> nnx.Module:
     """`depth` copies of a block as one module whose params gain a leading "layers" axis."""
 
     @nnx.split_rngs(splits=depth)
@@ -100,8 +101,9 @@ def _stack(depth: int, make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs) -
 def _scan_layers(stack: nnx.Module, body: Callable[[nnx.Module, Any, Any], tuple[Any, Any]],
                  carry: Any, xs: Any = None, *, unroll: bool = False,
                  remat: bool = False) -> tuple[Any, Any]:
-    """`lax.scan` of body(layer, carry, x) over the layers of a `_stack`ed module: the stack is
-    split into its graph and its stacked state, and each step merges one layer's slice."""
+    """`lax.scan` of body(layer, carry, x) over the layers of a module built by `stack_layers`:
+    the stack is split into its graph and its stacked state, and each step merges one layer's
+    slice."""
     graphdef, state = nnx.split(stack)
 
     def step(carry: Any, inputs: Any) -> tuple[Any, Any]:
@@ -296,7 +298,7 @@ class Encoder(nnx.Module):
     """The stacked SigLIP blocks and the final LayerNorm."""
 
     def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
-        self.encoderblock = _stack(
+        self.encoderblock = stack_layers(
             cfg.depth, lambda r: EncoderBlock(cfg, rngs=r, dtype=dtype), rngs)
         self.encoder_norm = LayerNorm(cfg, rngs=rngs, dtype=dtype)
 
@@ -612,7 +614,7 @@ class Gemma2(nnx.Module):
         t = config.text
         self.config = config
         self.embedder = Embedder(config, rngs=rngs, dtype=dtype)
-        self.layers = _stack(t.depth, lambda r: DecoderBlock(t, rngs=r, dtype=dtype), rngs)
+        self.layers = stack_layers(t.depth, lambda r: DecoderBlock(t, rngs=r, dtype=dtype), rngs)
         self.final_norm = RMSNorm(t.width, rngs=rngs, dtype=dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
