@@ -1,7 +1,10 @@
 """DICOMweb for viewers (PS3.18): QIDO-RS search and WADO-RS retrieval under /dicomweb.
 
 Roles: radiologist, admin, and `viewer` (a machine role for image viewers and PACS that pull from
-us; `radreport admin create-key --role viewer`). Logic lives in `qido` and `wado`.
+us; `radreport admin create-key --role viewer`). Logic lives in `qido` and `wado`. Every answer
+that carries a study's data is audited as a `study.read` of each study in it
+(`service.studies.access`; view "qido-rs <level>", "wado-rs", "wado-rs metadata" or
+"wado-rs rendered").
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from service.auth.deps import ERRORS, require, roles_doc
 from service.core.deps import SessionDep, SettingsDep, StoreDep
 from service.core.models import Role, User
 from service.dicomweb import qido, wado
+from service.studies import access
 from service.studies.imaging import WINDOW_PRESETS
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 READERS = (Role.radiologist, Role.admin, Role.viewer)
 Reader = Annotated[User, Depends(require(*READERS))]
 DICOM_JSON = "application/dicom+json"
+STUDY_INSTANCE_UID = "0020000D"
 JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS, 200: {"description": "Matches as DICOM JSON", "content": {DICOM_JSON: {}}},
     400: {"description": "A parameter that is not a DICOM attribute, or a malformed value"},
@@ -54,12 +59,16 @@ def _check_json_accept(accept: str | None) -> None:
         raise wado.RetrieveError(406, "QIDO-RS and metadata here answer application/dicom+json")
 
 
-def _search(request: Request, session: SessionDep, level: str, accept: str | None,
+def _search(request: Request, session: SessionDep, user: User, level: str, accept: str | None,
             study_uid: str | None = None, series_uid: str | None = None) -> JSONResponse:
     _check_json_accept(accept)
     query = qido.parse(level, list(request.query_params.multi_items()), study_uid=study_uid,
                        series_uid=series_uid)
     results = qido.search(session, query, _base_url(request))
+    study_uids = [uid for result in results
+                  for uid in result.get(STUDY_INSTANCE_UID, {}).get("Value", [])]
+    access.record_reads_by_uid(session, user, study_uids, view=f"qido-rs {level}",
+                               results=len(results))
     headers = {}
     if query.ignored:
         headers["Warning"] = (f'299 radreport "not matching keys, ignored: '
@@ -72,50 +81,50 @@ AcceptHeader = Annotated[str | None, Header()]
 
 @router.get("/studies", summary="QIDO-RS: search studies", description=QIDO_DESCRIPTION,
             openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
-def search_studies(request: Request, session: SessionDep, _: Reader,
+def search_studies(request: Request, session: SessionDep, user: Reader,
                    accept: AcceptHeader = None) -> JSONResponse:
-    return _search(request, session, "study", accept)
+    return _search(request, session, user, "study", accept)
 
 
 @router.get("/series", summary="QIDO-RS: search series of all studies",
             description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
             responses=JSON_RESPONSES)
-def search_series(request: Request, session: SessionDep, _: Reader,
+def search_series(request: Request, session: SessionDep, user: Reader,
                   accept: AcceptHeader = None) -> JSONResponse:
-    return _search(request, session, "series", accept)
+    return _search(request, session, user, "series", accept)
 
 
 @router.get("/studies/{study_uid}/series", summary="QIDO-RS: search the series of a study",
             description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
             responses=JSON_RESPONSES)
-def search_study_series(study_uid: str, request: Request, session: SessionDep, _: Reader,
+def search_study_series(study_uid: str, request: Request, session: SessionDep, user: Reader,
                         accept: AcceptHeader = None) -> JSONResponse:
-    return _search(request, session, "series", accept, study_uid)
+    return _search(request, session, user, "series", accept, study_uid)
 
 
 @router.get("/instances", summary="QIDO-RS: search instances of all studies",
             description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
             responses=JSON_RESPONSES)
-def search_instances(request: Request, session: SessionDep, _: Reader,
+def search_instances(request: Request, session: SessionDep, user: Reader,
                      accept: AcceptHeader = None) -> JSONResponse:
-    return _search(request, session, "instance", accept)
+    return _search(request, session, user, "instance", accept)
 
 
 @router.get("/studies/{study_uid}/instances", summary="QIDO-RS: search the instances of a study",
             description=QIDO_DESCRIPTION, openapi_extra=roles_doc(*READERS),
             responses=JSON_RESPONSES)
-def search_study_instances(study_uid: str, request: Request, session: SessionDep, _: Reader,
+def search_study_instances(study_uid: str, request: Request, session: SessionDep, user: Reader,
                            accept: AcceptHeader = None) -> JSONResponse:
-    return _search(request, session, "instance", accept, study_uid)
+    return _search(request, session, user, "instance", accept, study_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances",
             summary="QIDO-RS: search the instances of a series", description=QIDO_DESCRIPTION,
             openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
 def search_series_instances(study_uid: str, series_uid: str, request: Request,
-                            session: SessionDep, _: Reader,
+                            session: SessionDep, user: Reader,
                             accept: AcceptHeader = None) -> JSONResponse:
-    return _search(request, session, "instance", accept, study_uid, series_uid)
+    return _search(request, session, user, "instance", accept, study_uid, series_uid)
 
 
 # ---------------------------------------------------------------------------- WADO-RS
@@ -126,51 +135,61 @@ RETRIEVE_DESCRIPTION = (
     "for another transfer syntax is answered 406).")
 
 
-def _retrieve(session: SessionDep, store: StoreDep, accept: str | None, study_uid: str,
-              series_uid: str | None = None, sop_uid: str | None = None) -> StreamingResponse:
+def _record(session: SessionDep, user: User, rows: list, view: str) -> None:
+    """A `study.read` of each study the answer's instances belong to."""
+    for study_id in sorted({instance.study_id for _, instance in rows}):
+        access.record_read(session, user, study_id, view=view,
+                           instances=sum(instance.study_id == study_id for _, instance in rows))
+
+
+def _retrieve(session: SessionDep, store: StoreDep, user: User, accept: str | None,
+              study_uid: str, series_uid: str | None = None,
+              sop_uid: str | None = None) -> StreamingResponse:
     rows = wado.find(session, study_uid, series_uid, sop_uid)
     wado.check_accept_dicom(accept, {row.transfer_syntax_uid for row, _ in rows})
+    _record(session, user, rows, "wado-rs")
     body, content_type = wado.multipart(store, rows)
     return StreamingResponse(body, media_type=content_type)
 
 
-def _metadata(session: SessionDep, accept: str | None, study_uid: str,
+def _metadata(session: SessionDep, user: User, accept: str | None, study_uid: str,
               series_uid: str | None = None, sop_uid: str | None = None) -> JSONResponse:
     _check_json_accept(accept)
-    return JSONResponse(wado.metadata(wado.find(session, study_uid, series_uid, sop_uid)),
-                        media_type=DICOM_JSON)
+    rows = wado.find(session, study_uid, series_uid, sop_uid)
+    _record(session, user, rows, "wado-rs metadata")
+    return JSONResponse(wado.metadata(rows), media_type=DICOM_JSON)
 
 
 @router.get("/studies/{study_uid}", summary="WADO-RS: retrieve a study",
             description=RETRIEVE_DESCRIPTION, openapi_extra=roles_doc(*READERS),
             response_class=Response, responses=MULTIPART_RESPONSES)
-def retrieve_study(study_uid: str, session: SessionDep, store: StoreDep, _: Reader,
+def retrieve_study(study_uid: str, session: SessionDep, store: StoreDep, user: Reader,
                    accept: AcceptHeader = None) -> StreamingResponse:
-    return _retrieve(session, store, accept, study_uid)
+    return _retrieve(session, store, user, accept, study_uid)
 
 
 @router.get("/studies/{study_uid}/metadata", summary="WADO-RS: metadata of a study",
             description="Roles: radiologist, admin, viewer. DICOM JSON of every instance, "
             "without pixel data.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
-def study_metadata(study_uid: str, session: SessionDep, _: Reader,
+def study_metadata(study_uid: str, session: SessionDep, user: Reader,
                    accept: AcceptHeader = None) -> JSONResponse:
-    return _metadata(session, accept, study_uid)
+    return _metadata(session, user, accept, study_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}", summary="WADO-RS: retrieve a series",
             description=RETRIEVE_DESCRIPTION, openapi_extra=roles_doc(*READERS),
             response_class=Response, responses=MULTIPART_RESPONSES)
 def retrieve_series(study_uid: str, series_uid: str, session: SessionDep, store: StoreDep,
-                    _: Reader, accept: AcceptHeader = None) -> StreamingResponse:
-    return _retrieve(session, store, accept, study_uid, series_uid)
+                    user: Reader, accept: AcceptHeader = None) -> StreamingResponse:
+    return _retrieve(session, store, user, accept, study_uid, series_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata",
             summary="WADO-RS: metadata of a series", description="Roles: radiologist, admin, "
             "viewer.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
-def series_metadata(study_uid: str, series_uid: str, session: SessionDep, _: Reader,
+def series_metadata(study_uid: str, series_uid: str, session: SessionDep, user: Reader,
                     accept: AcceptHeader = None) -> JSONResponse:
-    return _metadata(session, accept, study_uid, series_uid)
+    return _metadata(session, user, accept, study_uid, series_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
@@ -178,17 +197,17 @@ def series_metadata(study_uid: str, series_uid: str, session: SessionDep, _: Rea
             openapi_extra=roles_doc(*READERS), response_class=Response,
             responses=MULTIPART_RESPONSES)
 def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, session: SessionDep,
-                      store: StoreDep, _: Reader,
+                      store: StoreDep, user: Reader,
                       accept: AcceptHeader = None) -> StreamingResponse:
-    return _retrieve(session, store, accept, study_uid, series_uid, sop_uid)
+    return _retrieve(session, store, user, accept, study_uid, series_uid, sop_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
             summary="WADO-RS: metadata of an instance", description="Roles: radiologist, admin, "
             "viewer.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, session: SessionDep,
-                      _: Reader, accept: AcceptHeader = None) -> JSONResponse:
-    return _metadata(session, accept, study_uid, series_uid, sop_uid)
+                      user: Reader, accept: AcceptHeader = None) -> JSONResponse:
+    return _metadata(session, user, accept, study_uid, series_uid, sop_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
@@ -203,13 +222,15 @@ def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, session: Se
                        406: {"description": "Neither image/jpeg nor image/png accepted"}})
 async def rendered_instance(
     study_uid: str, series_uid: str, sop_uid: str, session: SessionDep, store: StoreDep,
-    settings: SettingsDep, _: Reader, accept: AcceptHeader = None,
+    settings: SettingsDep, user: Reader, accept: AcceptHeader = None,
     window: Annotated[str, Query(description="Window preset (" + ", ".join(WINDOW_PRESETS)
                                  + ") or center,width[,function]")] = "default",
 ) -> Response:
     media_type = wado.rendered_type(accept)
-    [(_row, instance)] = wado.find(session, study_uid, series_uid, sop_uid)
+    rows = wado.find(session, study_uid, series_uid, sop_uid)
+    [(_row, instance)] = rows
     image = await run_in_threadpool(wado.render, store, instance, window, media_type,
                                     settings.image_cache_size)
+    _record(session, user, rows, "wado-rs rendered")
     return Response(image, media_type=media_type,
                     headers={"Cache-Control": "private, max-age=3600"})

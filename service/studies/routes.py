@@ -16,7 +16,7 @@ from service.core.errors import Problem
 from service.core.models import AuditEvent, Draft, Report, Role, Study, User
 from service.core.spool import Spool, SpooledPart, media_type, spool_multipart
 from service.core.storage import BlobStore
-from service.studies import intake
+from service.studies import access, intake
 from service.studies.imaging import WINDOW_PRESETS, render_png
 from service.studies.reconcile import enqueue_and_mark
 from service.studies.schemas import (
@@ -170,8 +170,7 @@ def _get_study(session, study_id: str) -> Study:
 
 def _record_read(session, study: Study, user: User, **details: object) -> None:
     """Audit a read of a study's patient data (`study.read`: who, when, what view)."""
-    session.add(AuditEvent(actor=user.name, user_id=user.id, action="study.read", study_id=study.id,
-                           details=details))
+    access.record_read(session, user, study.id, **details)
 
 
 def _seconds(start, end) -> float | None:

@@ -182,6 +182,49 @@ def test_rendered_is_jpeg_by_default_png_on_request_and_windows_differ(stored_sq
     assert stored.get(path, headers={"Accept": "image/gif"}).status_code == 406
 
 
+def test_every_dicomweb_read_is_audited_per_study_without_the_query(stored):
+    from sqlalchemy import select
+
+    from service.core.models import AuditEvent, IndexedInstance, Instance
+
+    def reads() -> list[tuple[str, str, dict]]:
+        with session_scope(stored.settings.database_url) as session:
+            events = session.scalars(select(AuditEvent).where(
+                AuditEvent.action == "study.read").order_by(AuditEvent.id)).all()
+            return [(e.study_id, e.actor, e.details) for e in events]
+
+    first = stored.header(0)
+    with session_scope(stored.settings.database_url) as session:
+        study_id = session.scalar(select(Instance.study_id).join(
+            IndexedInstance, IndexedInstance.instance_id == Instance.id).where(
+            IndexedInstance.study_uid == first.StudyInstanceUID).limit(1))
+    assert reads() == []
+    name = str(first.PatientName)
+    response = stored.get("/dicomweb/studies", params={"PatientName": name})
+    assert response.status_code == 200 and len(response.json()) == 1
+    assert reads() == [(study_id, "t-viewer", {"view": "qido-rs study", "results": 1})]
+    # A search that matches nothing reads nobody's data.
+    assert stored.get("/dicomweb/studies", params={"PatientID": "nobody"}).json() == []
+    assert len(reads()) == 1
+    uid, series = first.StudyInstanceUID, first.SeriesInstanceUID
+    base = f"/dicomweb/studies/{uid}"
+    assert stored.get(base).status_code == 200
+    assert stored.get(f"{base}/metadata", role="radiologist").status_code == 200
+    rendered = f"{base}/series/{series}/instances/{first.SOPInstanceUID}/rendered"
+    assert stored.get(rendered).status_code == 200
+    views = [(e[0], e[1], e[2]["view"], e[2].get("instances")) for e in reads()[1:]]
+    count = len(stored.files[0])
+    assert views == [(study_id, "t-viewer", "wado-rs", count),
+                     (study_id, "t-radiologist", "wado-rs metadata", count),
+                     (study_id, "t-viewer", "wado-rs rendered", 1)]
+    # The audit trail never copies the query (a patient's name or ID).
+    assert name not in repr(reads()) and first.PatientID not in repr(reads())
+    # A refused read (another transfer syntax) is not a read.
+    refused = stored.get(base, headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.3'})
+    assert refused.status_code == 406 and len(reads()) == 4
+
+
 def test_retrieval_of_another_transfer_syntax_is_406_and_unknown_uids_404(stored_sqlite):
     stored = stored_sqlite
     ds = pydicom.dcmread(io.BytesIO(stored.files[0][0]))
