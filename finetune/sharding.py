@@ -93,12 +93,13 @@ def param_spec(
     """The PartitionSpec of one parameter: first matching rule, else fsdp on the largest axis
     (never an axis whose logical name in `axis_names` is "layers").
 
-    >>> param_spec("llm/layers/mlp/linear", (2, 64, 16), fsdp_size=4)
-    PartitionSpec(None, 'fsdp', None)
-    >>> param_spec("llm/final_norm/scale", (18,), fsdp_size=4)
-    PartitionSpec()
-    >>> param_spec("llm/layers/mlp/linear", (8, 6, 6), 4, axis_names=("layers", "mlp", "embed"))
-    PartitionSpec()
+    >>> tuple(param_spec("llm/layers/mlp/linear", (2, 64, 16), fsdp_size=4))
+    (None, 'fsdp', None)
+    >>> tuple(param_spec("llm/final_norm/scale", (18,), fsdp_size=4))
+    ()
+    >>> tuple(param_spec("llm/layers/mlp/linear", (8, 6, 6), 4,
+    ...                  axis_names=("layers", "mlp", "embed")))
+    ()
     """
     for pattern, spec in rules:
         if re.search(pattern, path):

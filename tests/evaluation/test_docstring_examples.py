@@ -11,7 +11,8 @@ import pytest
 @pytest.mark.parametrize(
     "module_name",
     ["evaluation", "evaluation.nlg", "evaluation.tokenize", "evaluation.radgraph",
-     "evaluation.clinical", "evaluation.registry", "evaluation.chexpert", "evaluation.extractor"],
+     "evaluation.clinical", "evaluation.registry", "evaluation.chexpert", "evaluation.extractor",
+     "evaluation.extractor.rules"],
 )
 def test_docstring_examples_hold(module_name):
     module = importlib.import_module(module_name)

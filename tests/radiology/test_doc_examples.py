@@ -10,7 +10,8 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["radiology.reports", "radiology.deid", "radiology.dicom.pixels", "radiology.dicom.parse"],
+    ["radiology.reports", "radiology.deid", "radiology.dicom.pixels", "radiology.dicom.parse",
+     "radiology.images", "radiology.synth.dataset", "radiology.synth.findings"],
 )
 def test_docstring_examples(module: str):
     result = doctest.testmod(importlib.import_module(module))
