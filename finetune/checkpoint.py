@@ -16,6 +16,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from modeling.formats import flatten, unflatten
+
 
 class _IteratorSnapshot:
     """The iterator position at save time (async saves must not read the live iterator later)."""
@@ -138,34 +140,25 @@ def _is_flat_param_tree(node: Any) -> bool:
         isinstance(key, str) and key.startswith(("img/", "llm/")) for key in node)
 
 
+def _renamed(path: str, suffixes: tuple[str, ...], into: tuple[str, ...]) -> str:
+    for suffix, replacement in zip(suffixes, into, strict=True):
+        if path.endswith(suffix):
+            return path.removesuffix(suffix) + replacement
+    return path
+
+
 def _flat(node: Any) -> Any:
     """A nested parameter tree as the old flat layout (paths and LoRA names of before)."""
     if not _is_param_tree(node):
         return node
-    from finetune.optim import flatten
-
-    out = {}
-    for path, leaf in flatten(node).items():
-        for old, new in zip(_OLD_LORA, _NEW_LORA, strict=True):
-            if path.endswith(new):
-                path = path.removesuffix(new) + old
-        out[path] = leaf
-    return out
+    return {_renamed(path, _NEW_LORA, _OLD_LORA): leaf for path, leaf in flatten(node)}
 
 
 def _nested(node: Any) -> Any:
     """An old flat parameter tree nested under the model's paths (inverse of `_flat`)."""
     if not _is_flat_param_tree(node):
         return node
-    from modeling.formats import unflatten
-
-    renamed = {}
-    for path, leaf in node.items():
-        for old, new in zip(_OLD_LORA, _NEW_LORA, strict=True):
-            if path.endswith(old):
-                path = path.removesuffix(old) + new
-        renamed[path] = leaf
-    return unflatten(renamed)
+    return unflatten({_renamed(path, _OLD_LORA, _NEW_LORA): leaf for path, leaf in node.items()})
 
 
 def _abstract(leaf: Any) -> Any:

@@ -605,25 +605,21 @@ class Run:
             raise RuntimeError("no checkpoint to export; train first")
         return self.checkpoints.restore_state(step, self.state), step
 
-    def best_params(self) -> tuple[dict[str, Any], int]:
-        """Parameters of the best validated checkpoint (else the latest) and its step."""
-        state, step = self.best_state()
-        return self.params(state["trainable"]), step
-
-    def _write_adapter(self, out_dir: Path, trainable: dict[str, Any]) -> str | None:
+    def _write_adapter(self, out_dir: Path, trainable: dict[str, Any]) -> None:
         """A LoRA run's adapters as a PEFT adapter in `out_dir` (for transformers' PaliGemma
-        with the run's base weights); None, with the reason logged, where they cannot be."""
+        with the run's base weights), or the reason they cannot be, logged."""
         from flax import nnx
 
         from modeling.lora import LoRAError, save_peft_adapter
 
         model = nnx.merge(self.graphdef, trainable, self.frozen)
+        base = self.config.model.init
         try:
-            save_peft_adapter(self.model_config, model, out_dir, base_model=self.config.model.init)
+            save_peft_adapter(self.model_config, model, out_dir, base_model=base)
         except LoRAError as error:
             self._log(f"no PEFT adapter written: {error}")
-            return None
-        return out_dir.name
+            return
+        self._log(f"LoRA adapters written as a PEFT adapter to {out_dir} (base: {base})")
 
     def export(self, out_dir: Path, result: RunResult) -> RunResult:
         """Write the bundle of the best checkpoint, scored on the held-out test split."""
@@ -687,10 +683,7 @@ class Run:
             )
             self._log(f"bundle written to {out_dir} (checkpoint of step {step})")
             if cfg.optim.trainable == "lora":
-                adapter = self._write_adapter(Path(out_dir) / "peft_adapter", state["trainable"])
-                if adapter:
-                    self._log(f"LoRA adapters written as a PEFT adapter to {out_dir}/{adapter} "
-                              f"(base: {cfg.model.init})")
+                self._write_adapter(Path(out_dir) / "peft_adapter", state["trainable"])
         result.test_scores = scores
         result.bundle = Path(out_dir)
         return result

@@ -168,11 +168,6 @@ def _get_study(session, study_id: str) -> Study:
     return study
 
 
-def _record_read(session, study: Study, user: User, **details: object) -> None:
-    """Audit a read of a study's patient data (`study.read`: who, when, what view)."""
-    access.record_read(session, user, study.id, **details)
-
-
 def _seconds(start, end) -> float | None:
     return None if start is None or end is None else round((end - start).total_seconds(), 4)
 
@@ -237,7 +232,7 @@ def get_image(
         raise HTTPException(
             404, detail=f"image index out of range: the study has {len(images)} images")
     pixels = store.get_array(images[index].image_sha256)
-    _record_read(session, study, user, view="image", index=index, window=window)
+    access.record_read(session, user, study.id, view="image", index=index, window=window)
     return Response(render_png(pixels.astype("float32"), window), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
 
@@ -259,7 +254,7 @@ def get_report(study_id: str, session: SessionDep,
     if draft is None:
         raise HTTPException(409, detail=f"no draft yet (state {study.state.value})")
     report_id = session.scalar(select(Report.id).where(Report.draft_id == draft.id))
-    _record_read(session, study, user, view="draft", report_id=report_id)
+    access.record_read(session, user, study.id, view="draft", report_id=report_id)
     return DraftReport(study_id=study.id, draft_id=draft.id, report_id=report_id,
                        bundle_id=draft.bundle_id, text=draft.text, sections=draft.sections,
                        generation=draft.generation, findings=draft.findings,

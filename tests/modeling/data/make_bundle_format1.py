@@ -1,8 +1,8 @@
 """Write a tiny bundle with the code of the checkout this runs from, and what it generates.
 
 Run from a checkout of the code whose bundles should keep loading (done at commit dc7bc62):
-    PYTHONPATH=. python tests/modeling/data/make_bundle_format1.py /tmp/out
-then copy /tmp/out/bundle and /tmp/out/expected.json here (see test_bundle_format.py).
+    PYTHONPATH=. python tests/modeling/data/make_bundle_format1.py OUT
+then copy OUT/bundle and OUT/expected.json here (see test_bundle_format.py).
 """
 
 import json
