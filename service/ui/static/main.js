@@ -340,7 +340,9 @@ async function openStudy(reportId) {
   state.openedAt = null;
   showView("study");
   document.body.dataset.studyReady = "false";
+  document.body.dataset.studyReport = reportId;
   const report = await api.report(reportId);
+  if (document.body.dataset.studyReport !== reportId) return; // another study was opened meanwhile
   const study = { report, dirty: false, parts: [], inputs: [], viewports: [] };
   state.study = study;
   state.visited.add(reportId);
@@ -359,6 +361,7 @@ async function openStudy(reportId) {
   let shown = 0;
   const wanted = Math.min(1, images.images.length);
   const done = () => {
+    if (state.study !== study) return;
     shown += 1;
     if (shown === wanted) {
       const ms = performance.now() - started;
@@ -592,9 +595,16 @@ async function loadHistory() {
 
 // ------------------------------------------------------------------ navigation and keys
 
+function shownReportId() {
+  // The address, not state.study: a study still loading after Alt+N is the one to step from.
+  const match = location.hash.match(/^#\/study\/(.+)$/);
+  return match ? decodeURIComponent(match[1]) : state.study?.report.report_id;
+}
+
 function step(offset) {
-  if (!state.study) return;
-  const index = state.items.findIndex((i) => i.report_id === state.study.report.report_id);
+  const current = shownReportId();
+  if (!current) return;
+  const index = state.items.findIndex((i) => i.report_id === current);
   const next = state.items[index + offset];
   if (index < 0 || !next) {
     announce(offset > 0 ? "This is the last study of the worklist." : "This is the first study of the worklist.");
