@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "marked study.")
     fault_pause_s: float = Field(0.0, description="Seconds of the FAULT_PAUSE_MARKER pause.")
 
+    dicomweb_public_url: str | None = Field(
+        None, description="The /dicomweb root as viewers reach it, e.g. behind a reverse proxy "
+        "(https://pacs-gw.example/radreport/dicomweb); QIDO-RS RetrieveURLs and WADO-RS "
+        "BulkDataURIs are built on it (unset: on each request's own address and Host header).")
+
     # Reports back to the PACS (issue 18, service.dicomweb.outbox): DICOM SR through the outbox.
     pacs_stow_url: str | None = Field(
         None, description="DICOMweb root of the PACS; draft and signed reports are sent as DICOM "

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from service.core.errors import ServiceError
 from service.core.models import IndexedInstance as Row
+from service.dicomweb.wado import instance_url, with_bulkdata_uris
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -227,8 +228,9 @@ def _attributes(header: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, 
 
 
 def _included(header: dict[str, Any], query: Query) -> dict[str, Any]:
-    if query.include_all:
-        return dict(header)
+    if query.include_all:  # relative BulkDataURIs (study, series level) belong to one instance
+        return {tag: value for tag, value in header.items()
+                if not str(value.get("BulkDataURI", "")).startswith("bulkdata/")}
     out = {}
     for tag in query.include:
         if tag in header:
@@ -267,8 +269,9 @@ def _series_result(rows: list[Row], query: Query, base_url: str) -> dict[str, An
 
 
 def _instance_result(row: Row, query: Query, base_url: str) -> dict[str, Any]:
-    result = {**_included(row.header, query), **_attributes(row.header, INSTANCE_KEYS)}
-    result.update(_attributes(row.header, ("StudyInstanceUID", "SeriesInstanceUID")))
-    result["00081190"] = _value("UR", f"{base_url}/studies/{row.study_uid}/series/"
-                                      f"{row.series_uid}/instances/{row.sop_uid}")
+    url = instance_url(base_url, row)
+    header = with_bulkdata_uris(row.header, url, row.transfer_syntax_uid)
+    result = {**_included(header, query), **_attributes(header, INSTANCE_KEYS)}
+    result.update(_attributes(header, ("StudyInstanceUID", "SeriesInstanceUID")))
+    result["00081190"] = _value("UR", url)
     return result

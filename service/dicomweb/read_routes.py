@@ -3,12 +3,13 @@
 Roles: radiologist, admin, and `viewer` (a machine role for image viewers and PACS that pull from
 us; `radreport admin create-key --role viewer`). Logic lives in `qido` and `wado`. Every answer
 that carries a study's data is audited as a `study.read` of each study in it
-(`service.studies.access`; view "qido-rs <level>", "wado-rs", "wado-rs metadata" or
-"wado-rs rendered").
+(`service.studies.access`; view "qido-rs <level>", "wado-rs", "wado-rs metadata",
+"wado-rs frames", "wado-rs bulkdata" or "wado-rs rendered").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from service.auth.deps import ERRORS, require, roles_doc
 from service.core.deps import SessionDep, SettingsDep, StoreDep
 from service.core.models import Role, User
-from service.dicomweb import qido, wado
+from service.dicomweb import frames, qido, wado
 from service.studies import access
 from service.studies.imaging import WINDOW_PRESETS
 
@@ -48,7 +49,9 @@ QIDO_DESCRIPTION = (
 
 
 def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/dicomweb"
+    """The /dicomweb root that absolute URLs in answers start with (DICOMWEB_PUBLIC_URL)."""
+    public = request.app.state.settings.dicomweb_public_url
+    return public.rstrip("/") if public else str(request.base_url).rstrip("/") + "/dicomweb"
 
 
 def _check_json_accept(accept: str | None) -> None:
@@ -152,12 +155,13 @@ def _retrieve(session: SessionDep, store: StoreDep, user: User, accept: str | No
     return StreamingResponse(body, media_type=content_type)
 
 
-def _metadata(session: SessionDep, user: User, accept: str | None, study_uid: str,
-              series_uid: str | None = None, sop_uid: str | None = None) -> JSONResponse:
+def _metadata(request: Request, session: SessionDep, user: User, accept: str | None,
+              study_uid: str, series_uid: str | None = None,
+              sop_uid: str | None = None) -> JSONResponse:
     _check_json_accept(accept)
     rows = wado.find(session, study_uid, series_uid, sop_uid)
     _record(session, user, rows, "wado-rs metadata")
-    return JSONResponse(wado.metadata(rows), media_type=DICOM_JSON)
+    return JSONResponse(wado.metadata(rows, _base_url(request)), media_type=DICOM_JSON)
 
 
 @router.get("/studies/{study_uid}", summary="WADO-RS: retrieve a study",
@@ -171,9 +175,9 @@ def retrieve_study(study_uid: str, session: SessionDep, store: StoreDep, user: R
 @router.get("/studies/{study_uid}/metadata", summary="WADO-RS: metadata of a study",
             description="Roles: radiologist, admin, viewer. DICOM JSON of every instance, "
             "without pixel data.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
-def study_metadata(study_uid: str, session: SessionDep, user: Reader,
+def study_metadata(study_uid: str, request: Request, session: SessionDep, user: Reader,
                    accept: AcceptHeader = None) -> JSONResponse:
-    return _metadata(session, user, accept, study_uid)
+    return _metadata(request, session, user, accept, study_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}", summary="WADO-RS: retrieve a series",
@@ -187,9 +191,9 @@ def retrieve_series(study_uid: str, series_uid: str, session: SessionDep, store:
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata",
             summary="WADO-RS: metadata of a series", description="Roles: radiologist, admin, "
             "viewer.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
-def series_metadata(study_uid: str, series_uid: str, session: SessionDep, user: Reader,
-                    accept: AcceptHeader = None) -> JSONResponse:
-    return _metadata(session, user, accept, study_uid, series_uid)
+def series_metadata(study_uid: str, series_uid: str, request: Request, session: SessionDep,
+                    user: Reader, accept: AcceptHeader = None) -> JSONResponse:
+    return _metadata(request, session, user, accept, study_uid, series_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
@@ -205,9 +209,10 @@ def retrieve_instance(study_uid: str, series_uid: str, sop_uid: str, session: Se
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
             summary="WADO-RS: metadata of an instance", description="Roles: radiologist, admin, "
             "viewer.", openapi_extra=roles_doc(*READERS), responses=JSON_RESPONSES)
-def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, session: SessionDep,
-                      user: Reader, accept: AcceptHeader = None) -> JSONResponse:
-    return _metadata(session, user, accept, study_uid, series_uid, sop_uid)
+def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request,
+                      session: SessionDep, user: Reader,
+                      accept: AcceptHeader = None) -> JSONResponse:
+    return _metadata(request, session, user, accept, study_uid, series_uid, sop_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
@@ -234,3 +239,57 @@ async def rendered_instance(
     _record(session, user, rows, "wado-rs rendered")
     return Response(image, media_type=media_type,
                     headers={"Cache-Control": "private, max-age=3600"})
+
+
+FRAME_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 200: {"description": "The frames, one part each",
+                    "content": {'multipart/related; type="application/octet-stream"': {},
+                                'multipart/related; type="image/jls"': {}}},
+    400: {"description": "A malformed frame list or tag"},
+    404: {"description": "Nothing stored under these UIDs, or no such frame or value"},
+    406: {"description": "A media type or transfer syntax these frames are not offered in"},
+    409: {"description": "The stored pixel data cannot be read or decoded"},
+}
+FRAMES_DESCRIPTION = (
+    "Roles: radiologist, admin, viewer. Each frame as a part of multipart/related: as stored "
+    "for `transfer-syntax=*` (compressed frames as image/jpeg, image/jls, image/jp2, image/jphc "
+    'or image/dicom-rle); for type="application/octet-stream" without a transfer syntax, '
+    "uncompressed little endian (compressed grayscale frames are decoded).")
+
+
+async def _pixel_parts(session: SessionDep, store: StoreDep, user: User, accept: str | None,
+                       ids: tuple[str, str, str], view: str,
+                       read: Callable[[bytes, str | None], list[frames.Part]]) -> Response:
+    rows = wado.find(session, *ids)
+    [(_row, instance)] = rows
+    parts = await run_in_threadpool(read, store.get(instance.sha256), accept)
+    _record(session, user, rows, view)
+    body, content_type = wado.related([(part.media_type, part.data) for part in parts])
+    return Response(body, media_type=content_type)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}",
+            summary="WADO-RS: frames of an instance", description=FRAMES_DESCRIPTION,
+            openapi_extra=roles_doc(*READERS), response_class=Response,
+            responses=FRAME_RESPONSES)
+async def instance_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str,
+                          session: SessionDep, store: StoreDep, user: Reader,
+                          accept: AcceptHeader = None) -> Response:
+    numbers = frames.parse_frame_list(frame_list)
+    return await _pixel_parts(session, store, user, accept, (study_uid, series_uid, sop_uid),
+                              "wado-rs frames",
+                              lambda data, accept: frames.frames(data, numbers, accept))
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/{tag}",
+            summary="WADO-RS: a bulk data value of an instance (its metadata's BulkDataURI)",
+            description="Roles: radiologist, admin, viewer. Pixel Data (7FE00010) as all its "
+            "frames, by the rules of /frames; any other large binary value the metadata leaves "
+            "out as one application/octet-stream part.", openapi_extra=roles_doc(*READERS),
+            response_class=Response, responses=FRAME_RESPONSES)
+async def instance_bulkdata(study_uid: str, series_uid: str, sop_uid: str, tag: str,
+                            session: SessionDep, store: StoreDep, user: Reader,
+                            accept: AcceptHeader = None) -> Response:
+    return await _pixel_parts(session, store, user, accept, (study_uid, series_uid, sop_uid),
+                              "wado-rs bulkdata",
+                              lambda data, accept: frames.bulkdata(data, tag, accept))

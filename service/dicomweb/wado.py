@@ -1,9 +1,11 @@
 """WADO-RS (PS3.18 10.4): the instances of a study, series or instance as multipart/related
-application/dicom, their metadata as DICOM JSON, and one instance rendered as PNG or JPEG.
+application/dicom, their metadata as DICOM JSON (with BulkDataURIs), and one instance rendered
+as PNG or JPEG. Frames and bulk data: `service.dicomweb.frames`.
 
 Instances are sent as stored, in the transfer syntax they arrived in (each part names it:
 `Content-Type: application/dicom; transfer-syntax=<UID>`); a request for a specific other transfer
-syntax is answered 406, since this service does not transcode.
+syntax is answered 406, since this service does not transcode instances (frames may be
+decoded: `frames`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom import uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,6 +33,9 @@ from service.studies.imaging import (
 )
 
 DICOM = "application/dicom"
+PIXEL_DATA = "7FE00010"
+NATIVE = {uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian,
+          uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian}
 RENDERED_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
@@ -94,9 +100,41 @@ def multipart(store: BlobStore,
     return body(), f'multipart/related; type="{DICOM}"; boundary={boundary}'
 
 
-def metadata(rows: list[tuple[IndexedInstance, Instance]]) -> list[dict[str, Any]]:
-    """The DICOM JSON header of each instance, with its Transfer Syntax UID (0002,0010)."""
-    return [{**row.header, "00020010": {"vr": "UI", "Value": [row.transfer_syntax_uid]}}
+def related(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/related body of (Content-Type, bytes) parts, and its Content-Type (its `type`
+    is the first part's media type)."""
+    boundary = secrets.token_hex(16)
+    body = b"".join(f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode() + data
+                    + b"\r\n" for media, data in parts) + f"--{boundary}--\r\n".encode()
+    root = parts[0][0].split(";")[0] if parts else "application/octet-stream"
+    return body, f'multipart/related; type="{root}"; boundary={boundary}'
+
+
+def instance_url(base_url: str, row: IndexedInstance) -> str:
+    """The WADO-RS address of an indexed instance."""
+    return (f"{base_url}/studies/{row.study_uid}/series/{row.series_uid}/instances/"
+            f"{row.sop_uid}")
+
+
+def with_bulkdata_uris(header: dict[str, Any], instance_url: str, stored: str) -> dict[str, Any]:
+    """The indexed header with absolute BulkDataURIs: for Pixel Data when the instance has an
+    image, and for each value the index left out (stored as `bulkdata/<tag>`)."""
+    out = {tag: ({**value, "BulkDataURI": f"{instance_url}/{value['BulkDataURI']}"}
+                 if isinstance(value, dict) and str(value.get("BulkDataURI", "")).startswith(
+                     "bulkdata/") else value)
+           for tag, value in header.items()}
+    if "00280010" in header and PIXEL_DATA not in out:  # Rows: an image
+        out[PIXEL_DATA] = {"vr": "OW" if stored in NATIVE else "OB",
+                           "BulkDataURI": f"{instance_url}/bulkdata/{PIXEL_DATA}"}
+    return out
+
+
+def metadata(rows: list[tuple[IndexedInstance, Instance]], base_url: str) -> list[dict[str, Any]]:
+    """The DICOM JSON header of each instance, with its Transfer Syntax UID (0002,0010) and the
+    BulkDataURIs of its pixel data and other large binary values."""
+    return [{**with_bulkdata_uris(row.header, instance_url(base_url, row),
+                                  row.transfer_syntax_uid),
+             "00020010": {"vr": "UI", "Value": [row.transfer_syntax_uid]}}
             for row, _ in rows]
 
 

@@ -1,9 +1,10 @@
 """The search index of stored instances (QIDO-RS, WADO-RS metadata): one `IndexedInstance` per
 instance, written at intake from the bytes that are stored.
 
-`header_json` is the instance's header in DICOM JSON (PS3.18 F.2) without pixel data; binary
-values larger than a few kilobytes are left out (their BulkDataURI would point at a resource this
-service does not offer), so metadata stays small and never carries images.
+`header_json` is the instance's header in DICOM JSON (PS3.18 F.2) without pixel data; top-level
+binary values larger than a few kilobytes are left out, each replaced by a relative BulkDataURI
+`bulkdata/<tag>` that WADO-RS makes absolute (`service.dicomweb.wado.with_bulkdata_uris`) and
+serves, so metadata stays small and never carries images.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ def _number(ds: Dataset, keyword: str) -> int | None:
 
 
 def header_json(ds: Dataset) -> dict[str, Any]:
-    """The header of `ds` as DICOM JSON, without pixel data or large binary values."""
-    kept = Dataset()
+    """The header of `ds` as DICOM JSON, without pixel data; large binary values are relative
+    BulkDataURIs (`bulkdata/<tag>`)."""
+    kept, left_out = Dataset(), {}
     for element in ds:
         if element.VR in BINARY_VRS and len(element.value or b"") > MAX_INLINE_BINARY:
+            left_out[f"{element.tag:08X}"] = {"vr": element.VR,
+                                              "BulkDataURI": f"bulkdata/{element.tag:08X}"}
             continue
         kept.add(element)
-    return kept.to_json_dict(bulk_data_threshold=MAX_INLINE_BINARY,
-                             suppress_invalid_tags=True)
+    return {**kept.to_json_dict(bulk_data_threshold=MAX_INLINE_BINARY,
+                                suppress_invalid_tags=True), **left_out}
 
 
 def index_instance(session: Session, instance: Instance, data: bytes | Path) -> IndexedInstance:

@@ -19,12 +19,16 @@ from service.dev.system import free_port
 
 
 class LiveAPI:
-    """`create_app(settings)` (no reconciler) under uvicorn in a daemon thread."""
+    """`create_app(settings)` (no reconciler) under uvicorn in a daemon thread; its
+    DICOMWEB_PUBLIC_URL is its own address unless `settings` name one (dicomweb-client sends
+    `Host` without the port, so URLs built from the Host header would miss it)."""
 
     def __init__(self, settings: Settings) -> None:
         from service.app import create_app
 
         self.port = free_port()
+        if settings.dicomweb_public_url is None:
+            settings = settings.model_copy(update={"dicomweb_public_url": f"{self.url}/dicomweb"})
         config = uvicorn.Config(create_app(settings, run_reconciler=False), host="127.0.0.1",
                                 port=self.port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)

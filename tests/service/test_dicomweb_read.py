@@ -271,7 +271,8 @@ def test_dicomweb_client_stores_searches_retrieves_instances_and_metadata(stored
                                                      first.SOPInstanceUID)
         parsed = pydicom.Dataset.from_json(metadata)
         assert (parsed.PatientID, parsed.Rows) == (original.PatientID, original.Rows)
-        assert "PixelData" not in parsed
+        assert parsed.PixelData is None  # no pixels in metadata: a BulkDataURI to them
+        assert metadata["7FE00010"]["BulkDataURI"].startswith(f"{api.url}/dicomweb/studies/")
         study = client.retrieve_study(first.StudyInstanceUID)
         assert {ds.SOPInstanceUID for ds in study} == {stored.header(0, i).SOPInstanceUID
                                                        for i in range(2)}
