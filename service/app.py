@@ -20,6 +20,7 @@ from service.core.middleware import (
     CheckJsonBodies,
     DrainBeforeRefusal,
     ObserveRequests,
+    PathCORS,
     SafeErrors,
     SecurityHeaders,
 )
@@ -87,6 +88,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     app.add_middleware(ObserveRequests, histogram=request_seconds)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    origins = [o.strip() for o in settings.dicomweb_cors_origins.split(",") if o.strip()]
+    if origins:  # refusals too carry CORS headers, so a browser viewer can read them
+        app.add_middleware(PathCORS, prefix="/dicomweb", origins=origins)
     app.add_middleware(DrainBeforeRefusal)  # outermost: the client reads every refusal
     return app
 

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         "(https://pacs-gw.example/radreport/dicomweb); QIDO-RS RetrieveURLs and WADO-RS "
         "BulkDataURIs are built on it (unset: on each request's own address and Host header).")
 
+    dicomweb_cors_origins: str = Field(
+        "", description="Comma-separated origins (scheme://host[:port]) of browser viewers, e.g. "
+        "OHIF at https://viewer.example, allowed to call /dicomweb with their bearer token (CORS; "
+        "other paths never answer cross-origin). Empty: none.")
+
     # Reports back to the PACS (issue 18, service.dicomweb.outbox): DICOM SR through the outbox.
     pacs_stow_url: str | None = Field(
         None, description="DICOMweb root of the PACS; draft and signed reports are sent as DICOM "

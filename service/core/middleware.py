@@ -214,6 +214,26 @@ HTML_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'
             "form-action 'none'; frame-ancestors 'none'")
 
 
+class PathCORS:
+    """Starlette's CORSMiddleware for requests under `prefix` only (DICOMweb for browser viewers
+    such as OHIF, DICOMWEB_CORS_ORIGINS); every other path answers as if CORS did not exist."""
+
+    def __init__(self, app: Any, prefix: str, origins: list[str]) -> None:
+        from starlette.middleware.cors import CORSMiddleware
+
+        self.app, self.prefix = app, prefix
+        self.cors = CORSMiddleware(
+            app, allow_origins=origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Accept", "Content-Type"],
+            expose_headers=["Warning", "Content-Length"], max_age=600)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (scope["path"] + "/").startswith(self.prefix + "/"):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 class SecurityHeaders:
     """Headers on every answer unless a route set its own: `Cache-Control: no-store` (tokens,
     patient data and images are kept in no cache), `X-Content-Type-Options: nosniff`, and on
