@@ -4,7 +4,7 @@ Roles: radiologist, admin, and `viewer` (a machine role for image viewers and PA
 us; `radreport admin create-key --role viewer`). Logic lives in `qido` and `wado`. Every answer
 that carries a study's data is audited as a `study.read` of each study in it
 (`service.studies.access`; view "qido-rs <level>", "wado-rs", "wado-rs metadata",
-"wado-rs frames", "wado-rs bulkdata" or "wado-rs rendered").
+"wado-rs frames", "wado-rs bulkdata", "wado-rs rendered" or "wado-rs thumbnail").
 """
 
 from __future__ import annotations
@@ -215,30 +215,90 @@ def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Re
     return _metadata(request, session, user, accept, study_uid, series_uid, sop_uid)
 
 
+RENDERED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}},
+    400: {"description": "A malformed window or viewport"},
+    404: {"description": "Nothing stored under these UIDs"},
+    406: {"description": "Neither image/jpeg nor image/png accepted"}}
+Viewport = Annotated[str | None, Query(
+    description="vw,vh: scale the image to fit this many pixels, aspect ratio kept")]
+
+
+async def _rendered(session: SessionDep, store: StoreDep, settings: SettingsDep, user: User,
+                    accept: str | None, rows: list, window: str, viewport: str | None,
+                    view: str) -> Response:
+    media_type = wado.rendered_type(accept)
+    fit = wado.parse_viewport(viewport)
+    shown = wado.representative(rows)
+    image = await run_in_threadpool(wado.render, store, shown[1], window, media_type,
+                                    settings.image_cache_size, fit)
+    _record(session, user, [shown], view)
+    return Response(image, media_type=media_type,
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
             summary="WADO-RS: an instance rendered as JPEG or PNG",
             description="Roles: radiologist, admin, viewer. image/jpeg unless the Accept header "
             "asks for image/png first; `window` is a preset of the review UI (default, lung, "
             "mediastinum, bone, soft_tissue) or PS3.18's `center,width[,function]` in the "
-            "image's modality values (function linear, linear_exact or sigmoid).",
+            "image's modality values (function linear, linear_exact or sigmoid); `viewport` "
+            "scales it to fit vw,vh.",
             openapi_extra=roles_doc(*READERS), response_class=Response,
-            responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}},
-                       404: {"description": "Nothing stored under these UIDs"},
-                       406: {"description": "Neither image/jpeg nor image/png accepted"}})
+            responses=RENDERED_RESPONSES)
 async def rendered_instance(
     study_uid: str, series_uid: str, sop_uid: str, session: SessionDep, store: StoreDep,
     settings: SettingsDep, user: Reader, accept: AcceptHeader = None,
     window: Annotated[str, Query(description="Window preset (" + ", ".join(WINDOW_PRESETS)
                                  + ") or center,width[,function]")] = "default",
+    viewport: Viewport = None,
 ) -> Response:
-    media_type = wado.rendered_type(accept)
     rows = wado.find(session, study_uid, series_uid, sop_uid)
-    [(_row, instance)] = rows
-    image = await run_in_threadpool(wado.render, store, instance, window, media_type,
-                                    settings.image_cache_size)
-    _record(session, user, rows, "wado-rs rendered")
-    return Response(image, media_type=media_type,
-                    headers={"Cache-Control": "private, max-age=3600"})
+    return await _rendered(session, store, settings, user, accept, rows, window, viewport,
+                           "wado-rs rendered")
+
+
+THUMBNAIL_DESCRIPTION = (
+    "Roles: radiologist, admin, viewer. A small JPEG (PNG when asked first) of the instance, or "
+    "of a study's or series' frontal view (the one the model reads), default window; "
+    "`viewport` vw,vh (default 128,128).")
+
+
+@router.get("/studies/{study_uid}/thumbnail", summary="WADO-RS: thumbnail of a study",
+            description=THUMBNAIL_DESCRIPTION, openapi_extra=roles_doc(*READERS),
+            response_class=Response, responses=RENDERED_RESPONSES)
+async def study_thumbnail(study_uid: str, session: SessionDep, store: StoreDep,
+                          settings: SettingsDep, user: Reader, accept: AcceptHeader = None,
+                          viewport: Viewport = "128,128") -> Response:
+    rows = wado.find(session, study_uid)
+    return await _rendered(session, store, settings, user, accept, rows, "default", viewport,
+                           "wado-rs thumbnail")
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/thumbnail",
+            summary="WADO-RS: thumbnail of a series", description=THUMBNAIL_DESCRIPTION,
+            openapi_extra=roles_doc(*READERS), response_class=Response,
+            responses=RENDERED_RESPONSES)
+async def series_thumbnail(study_uid: str, series_uid: str, session: SessionDep,
+                           store: StoreDep, settings: SettingsDep, user: Reader,
+                           accept: AcceptHeader = None,
+                           viewport: Viewport = "128,128") -> Response:
+    rows = wado.find(session, study_uid, series_uid)
+    return await _rendered(session, store, settings, user, accept, rows, "default", viewport,
+                           "wado-rs thumbnail")
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail",
+            summary="WADO-RS: thumbnail of an instance", description=THUMBNAIL_DESCRIPTION,
+            openapi_extra=roles_doc(*READERS), response_class=Response,
+            responses=RENDERED_RESPONSES)
+async def instance_thumbnail(study_uid: str, series_uid: str, sop_uid: str,
+                             session: SessionDep, store: StoreDep, settings: SettingsDep,
+                             user: Reader, accept: AcceptHeader = None,
+                             viewport: Viewport = "128,128") -> Response:
+    rows = wado.find(session, study_uid, series_uid, sop_uid)
+    return await _rendered(session, store, settings, user, accept, rows, "default", viewport,
+                           "wado-rs thumbnail")
 
 
 FRAME_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -199,19 +199,61 @@ def _windowed(data: bytes, center: float, width: float, function: str) -> np.nda
     return shown
 
 
+MAX_VIEWPORT = 4096
+
+
+def parse_viewport(text: str | None) -> tuple[int, int] | None:
+    """PS3.18's `viewport=vw,vh` (the image is scaled to fit, aspect kept; never enlarged)."""
+    if text is None:
+        return None
+    try:
+        width, height = (int(part) for part in text.split(","))
+    except ValueError:
+        width = height = 0
+    if not (0 < width <= MAX_VIEWPORT and 0 < height <= MAX_VIEWPORT):
+        raise RetrieveError(400, f"viewport is vw,vh in pixels, each 1 to {MAX_VIEWPORT} "
+                            "(cropping parameters are not offered)")
+    return width, height
+
+
+def fit(pixels: np.ndarray, viewport: tuple[int, int]) -> np.ndarray:
+    """`pixels` scaled down to fit inside viewport (width, height), aspect ratio kept."""
+    rows, columns = pixels.shape[:2]
+    scale = min(viewport[0] / columns, viewport[1] / rows)
+    return downscale(pixels, int(max(rows, columns) * scale)) if scale < 1 else pixels
+
+
+def representative(rows: list[tuple[IndexedInstance, Instance]]
+                   ) -> tuple[IndexedInstance, Instance]:
+    """The instance a study's or series' thumbnail shows: the frontal view the model reads (chosen
+    at ingest), else a PA or AP view by its header, else the first."""
+    def rank(pair: tuple[IndexedInstance, Instance]) -> int:
+        row, instance = pair
+        view = str((row.header.get("00185101") or {}).get("Value", [""])[0]).upper()
+        return 0 if instance.selected else 1 if view in ("PA", "AP") else 2
+
+    return min(rows, key=rank)
+
+
 def render(store: BlobStore, instance: Instance, window: str, media_type: str,
-           max_side: int) -> bytes:
+           max_side: int, viewport: tuple[int, int] | None = None) -> bytes:
     """One instance rendered through a window preset (`default`, `lung`, ...) of the decoded
-    image, or through an explicit PS3.18 window `center,width[,function]`."""
+    image, or through an explicit PS3.18 window `center,width[,function]`; scaled to fit
+    `viewport` (width, height) when given."""
     chosen = parse_window(window)
     if isinstance(chosen, tuple):
         pixels = downscale(_windowed(store.get(instance.sha256), *chosen), max_side)
-        return render_png(pixels, "default", RENDERED_TYPES[media_type])  # identity preset
-    if instance.image_sha256:  # decoded at ingest, longest side IMAGE_CACHE_SIZE
-        pixels = store.get_array(instance.image_sha256).astype(np.float32)
+        preset = "default"  # identity: the window is applied already
     else:
-        try:
-            pixels = decode(store.get(instance.sha256), max_side=max_side).pixels
-        except ImageDecodeError as error:
-            raise RetrieveError(409, f"the instance cannot be rendered: {error.message}") from None
-    return render_png(pixels, chosen, RENDERED_TYPES[media_type])
+        preset = chosen
+        if instance.image_sha256:  # decoded at ingest, longest side IMAGE_CACHE_SIZE
+            pixels = store.get_array(instance.image_sha256).astype(np.float32)
+        else:
+            try:
+                pixels = decode(store.get(instance.sha256), max_side=max_side).pixels
+            except ImageDecodeError as error:
+                raise RetrieveError(409, "the instance cannot be rendered: "
+                                    f"{error.message}") from None
+    if viewport is not None:
+        pixels = fit(pixels, viewport)
+    return render_png(pixels, preset, RENDERED_TYPES[media_type])

@@ -182,6 +182,43 @@ def test_rendered_is_jpeg_by_default_png_on_request_and_windows_differ(stored_sq
     assert stored.get(path, headers={"Accept": "image/gif"}).status_code == 406
 
 
+def test_thumbnails_show_the_frontal_view_and_viewport_fits_keeping_aspect(stored_sqlite):
+    stored = stored_sqlite
+    headers = [stored.header(0, i) for i in range(2)]
+    frontal = next(h for h in headers if h.ViewPosition in ("PA", "AP"))
+    lateral = next(h for h in headers if h is not frontal)
+
+    def instance(ds: pydicom.Dataset, what: str) -> str:
+        return (f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/"
+                f"instances/{ds.SOPInstanceUID}/{what}")
+
+    study = stored.get(f"/dicomweb/studies/{frontal.StudyInstanceUID}/thumbnail")
+    assert study.status_code == 200 and study.headers["content-type"] == "image/jpeg"
+    assert study.content == stored.get(instance(frontal, "thumbnail")).content
+    assert study.content != stored.get(instance(lateral, "thumbnail")).content
+    assert max(Image.open(io.BytesIO(study.content)).size) <= 128
+    series = stored.get(f"/dicomweb/studies/{lateral.StudyInstanceUID}/series/"
+                        f"{lateral.SeriesInstanceUID}/thumbnail", headers={"Accept": "image/png"})
+    assert Image.open(io.BytesIO(series.content)).format == "PNG"
+    full = Image.open(io.BytesIO(stored.get(instance(frontal, "rendered")).content)).size
+    fitted = stored.get(instance(frontal, "rendered"), params={"viewport": "64,20"})
+    width, height = Image.open(io.BytesIO(fitted.content)).size
+    assert height == 20 and abs(width / height - full[0] / full[1]) < 0.1
+    larger = stored.get(instance(frontal, "rendered"), params={"viewport": "4000,4000"})
+    assert Image.open(io.BytesIO(larger.content)).size == full  # never enlarged
+    for bad in ("64", "0,10", "1,2,3,4,5,6", "a,b"):
+        assert stored.get(instance(frontal, "rendered"),
+                          params={"viewport": bad}).status_code == 400
+    from sqlalchemy import select
+
+    from service.core.models import AuditEvent
+
+    with session_scope(stored.settings.database_url) as session:
+        views = [e.details["view"] for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "study.read"))]
+    assert views.count("wado-rs thumbnail") == 4  # study, 2 instances, series
+
+
 def test_every_dicomweb_read_is_audited_per_study_without_the_query(stored):
     from sqlalchemy import select
 
@@ -273,6 +310,10 @@ def test_dicomweb_client_stores_searches_retrieves_instances_and_metadata(stored
         assert (parsed.PatientID, parsed.Rows) == (original.PatientID, original.Rows)
         assert parsed.PixelData is None  # no pixels in metadata: a BulkDataURI to them
         assert metadata["7FE00010"]["BulkDataURI"].startswith(f"{api.url}/dicomweb/studies/")
+        rendered = client.retrieve_instance_rendered(
+            first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID,
+            media_types=("image/png",), params={"viewport": "64,64"})
+        assert Image.open(io.BytesIO(rendered)).size == (64, 64)  # 128 x 128 fitted
         study = client.retrieve_study(first.StudyInstanceUID)
         assert {ds.SOPInstanceUID for ds in study} == {stored.header(0, i).SOPInstanceUID
                                                        for i in range(2)}
