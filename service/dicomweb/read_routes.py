@@ -37,7 +37,9 @@ MULTIPART_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS, 200: {"description": "The instances as stored",
                     "content": {'multipart/related; type="application/dicom"': {}}},
     404: {"description": "Nothing stored under these UIDs"},
-    406: {"description": "A transfer syntax other than the stored one was asked for"},
+    406: {"description": "A transfer syntax other than the stored one or Explicit VR Little "
+                 "Endian was asked for"},
+    409: {"description": "An instance cannot be decompressed"},
 }
 QIDO_DESCRIPTION = (
     "Roles: radiologist, admin, viewer. Matching keys by keyword or tag: StudyInstanceUID, "
@@ -133,9 +135,9 @@ def search_series_instances(study_uid: str, series_uid: str, request: Request,
 # ---------------------------------------------------------------------------- WADO-RS
 
 RETRIEVE_DESCRIPTION = (
-    "Roles: radiologist, admin, viewer. The instances as stored, multipart/related; "
-    'type="application/dicom", each part naming its transfer syntax (no transcoding: a request '
-    "for another transfer syntax is answered 406).")
+    "Roles: radiologist, admin, viewer. The instances as multipart/related; "
+    'type="application/dicom", each part naming its transfer syntax: as stored, or decompressed '
+    "when transfer-syntax=1.2.840.10008.1.2.1 is asked for; any other is answered 406.")
 
 
 def _record(session: SessionDep, user: User, rows: list, view: str) -> None:
@@ -149,9 +151,9 @@ def _retrieve(session: SessionDep, store: StoreDep, user: User, accept: str | No
               study_uid: str, series_uid: str | None = None,
               sop_uid: str | None = None) -> StreamingResponse:
     rows = wado.find(session, study_uid, series_uid, sop_uid)
-    wado.check_accept_dicom(accept, {row.transfer_syntax_uid for row, _ in rows})
+    syntax = wado.check_accept_dicom(accept, {row.transfer_syntax_uid for row, _ in rows})
+    body, content_type = wado.multipart(store, rows, syntax)
     _record(session, user, rows, "wado-rs")
-    body, content_type = wado.multipart(store, rows)
     return StreamingResponse(body, media_type=content_type)
 
 

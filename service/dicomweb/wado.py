@@ -3,9 +3,9 @@ application/dicom, their metadata as DICOM JSON (with BulkDataURIs), and one ins
 as PNG or JPEG. Frames and bulk data: `service.dicomweb.frames`.
 
 Instances are sent as stored, in the transfer syntax they arrived in (each part names it:
-`Content-Type: application/dicom; transfer-syntax=<UID>`); a request for a specific other transfer
-syntax is answered 406, since this service does not transcode instances (frames may be
-decoded: `frames`).
+`Content-Type: application/dicom; transfer-syntax=<UID>`), or decompressed to Explicit VR Little
+Endian when that is asked for by name; a request for any other transfer syntax is answered 406
+(this service compresses nothing).
 """
 
 from __future__ import annotations
@@ -65,10 +65,12 @@ def find(session: Session, study_uid: str, series_uid: str | None = None,
     return rows
 
 
-def check_accept_dicom(accept: str | None, transfer_syntaxes: set[str]) -> None:
-    """406 unless the Accept header admits application/dicom in the stored transfer syntaxes."""
+def check_accept_dicom(accept: str | None, transfer_syntaxes: set[str]) -> str | None:
+    """The transfer syntax to send instances in: None for as stored (`transfer-syntax=*`, none
+    named, or the stored one), Explicit VR Little Endian when asked for it (`transcoded`); 406
+    for anything else."""
     if not accept or "*/*" in accept:
-        return
+        return None
     for media_range in accept.split(","):
         parts = [p.strip() for p in media_range.split(";")]
         media = parts[0].lower()
@@ -78,22 +80,68 @@ def check_accept_dicom(accept: str | None, transfer_syntaxes: set[str]) -> None:
                               params.get("type", DICOM).lower() == DICOM):
             wanted = params.get("transfer-syntax", "*")
             if wanted == "*" or {wanted} >= transfer_syntaxes:
-                return
-            raise RetrieveError(406, f"the instances are stored in {sorted(transfer_syntaxes)}; "
-                                "this service does not transcode (ask for transfer-syntax=*)")
-    raise RetrieveError(406, 'WADO-RS here answers multipart/related; type="application/dicom"')
+                return None
+            if wanted == uid.ExplicitVRLittleEndian:
+                return wanted
+    raise RetrieveError(406, 'WADO-RS here answers multipart/related; type="application/dicom" '
+                        f"as stored ({', '.join(sorted(transfer_syntaxes))}; transfer-syntax=*) "
+                        f"or decompressed (transfer-syntax={uid.ExplicitVRLittleEndian})")
 
 
-def multipart(store: BlobStore,
-              rows: list[tuple[IndexedInstance, Instance]]) -> tuple[Iterator[bytes], str]:
-    """The body (streamed, one stored file at a time) and the Content-Type of a retrieval."""
+def transcoded(data: bytes) -> bytes:
+    """Part 10 `data` in Explicit VR Little Endian (PS3.18's default for application/dicom):
+    compressed pixel data decoded by pydicom's codecs (YCbCr JPEG becomes RGB), big endian
+    swapped; 409 when its pixel data cannot be decoded."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax == uid.ExplicitVRLittleEndian:
+            return data
+        if "PixelData" in ds and syntax.is_compressed:
+            ds.decompress(generate_instance_uid=False)  # the same instance, decoded
+        elif not syntax.is_little_endian:
+            ds = _little_endian(ds)
+        ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception as error:  # no codec, damaged pixel data: it cannot be sent decompressed
+        raise RetrieveError(409, f"an instance cannot be decompressed ({type(error).__name__}); "
+                            "ask transfer-syntax=* for it as stored") from None
+    return buffer.getvalue()
+
+
+_WORDS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _little_endian(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A big-endian dataset's top-level elements in a fresh dataset, its word-valued binary
+    values (pixel data included) byte-swapped, so pydicom writes it little endian."""
+    out = pydicom.Dataset()
+    out.file_meta = ds.file_meta
+    for element in ds:
+        size = _WORDS.get(element.VR)
+        if size and element.value:
+            element.value = np.frombuffer(element.value, f">u{size}").astype(f"<u{size}").tobytes()
+        out.add(element)
+    return out
+
+
+def multipart(store: BlobStore, rows: list[tuple[IndexedInstance, Instance]],
+              syntax: str | None = None) -> tuple[Iterator[bytes], str]:
+    """The body (streamed, one stored file at a time) and the Content-Type of a retrieval; in
+    `syntax` (Explicit VR Little Endian, converted up front) when not None, else as stored."""
     boundary = secrets.token_hex(16)
+    converted = {} if syntax is None else {
+        instance.id: transcoded(store.get(instance.sha256)) for row, instance in rows
+        if row.transfer_syntax_uid != syntax}
 
     def body() -> Iterator[bytes]:
         for row, instance in rows:
-            yield (f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax="
-                   f"{row.transfer_syntax_uid}\r\n\r\n").encode()
-            yield store.get(instance.sha256)
+            data = converted.get(instance.id)
+            sent = row.transfer_syntax_uid if data is None else syntax
+            yield (f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={sent}"
+                   "\r\n\r\n").encode()
+            yield store.get(instance.sha256) if data is None else data
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode()
 

@@ -263,3 +263,33 @@ def test_frames_equal_what_orthanc_serves_for_the_same_files(served, tmp_path):
                 assert got == expected, (key, syntax)
                 compared.append((key, syntax))
     assert len(compared) >= 2 * (len(SYNTAXES) + 1) - len(ORTHANC_CANNOT)
+
+
+@pytest.mark.parametrize("ts", SYNTAXES)
+def test_an_instance_asked_for_in_explicit_little_endian_comes_decompressed(served, ts):
+    explicit = uid.ExplicitVRLittleEndian
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={explicit}'
+    [(media, body)] = parts(served.get(served.path(ts), accept))
+    assert media == f"application/dicom; transfer-syntax={explicit}"
+    got, original = (pydicom.dcmread(io.BytesIO(data)) for data in (body, served.files[ts]))
+    assert got.file_meta.TransferSyntaxUID == explicit
+    assert np.array_equal(got.pixel_array, original.pixel_array)
+    assert (got.SOPInstanceUID, got.PatientID, got.Rows) == (
+        original.SOPInstanceUID, original.PatientID, original.Rows)
+    jpeg = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    if ts != uid.JPEGBaseline8Bit:
+        refused = served.get(served.path(ts), jpeg)
+        assert refused.status_code == 406 and explicit in refused.text
+
+
+def test_dicomweb_client_retrieves_a_compressed_study_decompressed(served):
+    from dicomweb_client.api import DICOMwebClient
+
+    with LiveAPI(served.settings) as api:
+        client = DICOMwebClient(f"{api.url}/dicomweb", headers=bearer(served.token))
+        original = pydicom.dcmread(io.BytesIO(served.files["multiframe"]))
+        [got] = client.retrieve_study(
+            original.StudyInstanceUID,
+            media_types=(("application/dicom", uid.ExplicitVRLittleEndian),))
+        assert got.file_meta.TransferSyntaxUID == uid.ExplicitVRLittleEndian
+        assert np.array_equal(got.pixel_array, original.pixel_array)  # all 3 frames
