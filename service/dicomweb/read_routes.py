@@ -327,7 +327,9 @@ async def _pixel_parts(session: SessionDep, store: StoreDep, user: User, accept:
     parts = await run_in_threadpool(read, store.get(instance.sha256), accept)
     _record(session, user, rows, view)
     body, content_type = wado.related([(part.media_type, part.data) for part in parts])
-    return Response(body, media_type=content_type)
+    # A stored instance never changes: the viewer's own cache may keep it (as /rendered).
+    return Response(body, media_type=content_type,
+                    headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}",

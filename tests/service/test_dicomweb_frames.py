@@ -121,7 +121,9 @@ def pixels_le(data: bytes, index: int = 0) -> bytes:
 def test_a_frame_comes_as_stored_or_uncompressed_as_the_accept_header_asks(served, ts):
     data = served.files[ts]
     path = f"{served.path(ts)}/frames/1"
-    [(media, frame)] = parts(served.get(path, AS_STORED))
+    answer = served.get(path, AS_STORED)
+    assert answer.headers["cache-control"] == "private, max-age=3600"  # never a shared cache
+    [(media, frame)] = parts(answer)
     if ts in MEDIA:
         assert media == f"{MEDIA[ts]}; transfer-syntax={ts}"
         ds = pydicom.dcmread(io.BytesIO(data))
