@@ -10,6 +10,8 @@ What is sent, by the Accept header:
   Little Endian): native frames as they are (byte-swapped from big endian), compressed grayscale
   frames decoded with pydicom's codecs. Colour frames are not transcoded, nor is anything else: 406.
 
+A bare media type instead of multipart/related (OHIF's `singlepart`) gets a single-part answer.
+
 Bulk data: the metadata names a `BulkDataURI` for Pixel Data and for every large binary value it
 leaves out (`service.studies.index.header_json`, `wado.with_bulkdata_uris`); `bulkdata(...)`
 answers them (Pixel Data as all
@@ -29,7 +31,7 @@ from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 
 from radiology.dicom.checks import codestream_size
-from service.dicomweb.wado import NATIVE, PIXEL_DATA, RetrieveError
+from service.dicomweb.wado import NATIVE, PIXEL_DATA, RetrieveError, related
 
 OCTET = "application/octet-stream"
 #: PS3.18 Table 8.7.3-2: the media type of a compressed frame, by transfer syntax.
@@ -53,6 +55,25 @@ class Part:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The parts of an answer, and whether the client asked for a single-part one (a bare media
+    type such as `application/octet-stream`, not multipart/related)."""
+
+    parts: list[Part]
+    single: bool
+
+    def encode(self) -> tuple[bytes, str]:
+        """The body and its Content-Type. Single part: the one part, or native frames joined
+        (they are the pixel data value); several compressed frames only come multipart (406)."""
+        if not self.single:
+            return related([(part.media_type, part.data) for part in self.parts])
+        if len(self.parts) == 1 or all(p.media_type.startswith(OCTET) for p in self.parts):
+            return b"".join(part.data for part in self.parts), self.parts[0].media_type
+        raise RetrieveError(406, "several compressed frames come only as multipart/related; "
+                            "ask one frame at a time for single parts")
+
+
 def parse_frame_list(text: str) -> list[int]:
     """`1,3,4` → [1, 3, 4]: 1-based frame numbers, in the order asked (400 when malformed).
 
@@ -69,35 +90,37 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-def _media_ranges(accept: str | None) -> list[tuple[str, dict[str, str]]]:
-    """(media type, parameters) of each range; multipart/related stands for its `type`."""
+def _media_ranges(accept: str | None) -> list[tuple[str, dict[str, str], bool]]:
+    """(media type, parameters, single part?) of each range; multipart/related stands for its
+    `type`."""
     ranges = []
     for media_range in (accept or "*/*").split(","):
         parts = [p.strip() for p in media_range.split(";")]
         params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
                   (p.partition("=") for p in parts[1:])}
         media = parts[0].lower()
+        single = media not in ("multipart/related", "*/*", "*")
         if media == "multipart/related":
             media = params.get("type", OCTET).lower()
-        ranges.append((media, params))
+        ranges.append((media, params, single))
     return ranges
 
 
-def negotiate(accept: str | None, stored: str, *, grayscale: bool) -> bool:
-    """Whether frames go out as stored (True) or decoded to Explicit VR Little Endian (False);
-    406 when the Accept header admits neither."""
+def negotiate(accept: str | None, stored: str, *, grayscale: bool) -> tuple[bool, bool]:
+    """(as stored?, single part?): frames go out as stored or decoded to Explicit VR Little
+    Endian, multipart/related or as one bare part; 406 when the Accept header admits neither."""
     media_type = FRAME_MEDIA.get(stored, OCTET)
-    for media, params in _media_ranges(accept):
+    for media, params, single in _media_ranges(accept):
         syntax = params.get("transfer-syntax")
         if media in ("*/*", "*") or (syntax == "*" and media in (OCTET, media_type, "image/*")):
-            return True
+            return True, single
         if media == OCTET and syntax in (None, uid.ExplicitVRLittleEndian):
             if stored in NATIVE:
-                return True
+                return True, single
             if grayscale:
-                return False
+                return False, single
         if media == media_type != OCTET and syntax in (None, stored):
-            return True
+            return True, single
     offered = [f'multipart/related; type="{media_type}"; transfer-syntax={stored}']
     if stored not in NATIVE and grayscale:
         offered.append(f'multipart/related; type="{OCTET}"; '
@@ -145,7 +168,7 @@ def _decoded_frame(ds: pydicom.Dataset, index: int, count: int) -> bytes:
     return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
 
 
-def frames(data: bytes, numbers: list[int] | None, accept: str | None) -> list[Part]:
+def frames(data: bytes, numbers: list[int] | None, accept: str | None) -> Answer:
     """Frames `numbers` (1-based; None: all) of the Part 10 file `data`, as the Accept header
     asks (see the module docstring)."""
     ds = _read(data)
@@ -156,16 +179,19 @@ def frames(data: bytes, numbers: list[int] | None, accept: str | None) -> list[P
     if beyond:
         raise RetrieveError(404, f"frame {beyond[0]} does not exist: the instance has "
                             f"{count} frame{'s' * (count != 1)}")
-    as_stored = negotiate(accept, stored, grayscale=int(ds.get("SamplesPerPixel", 1)) == 1)
+    as_stored, single = negotiate(accept, stored,
+                                  grayscale=int(ds.get("SamplesPerPixel", 1)) == 1)
     octet = f"{OCTET}; transfer-syntax={uid.ExplicitVRLittleEndian}"
     media = f"{FRAME_MEDIA.get(stored, OCTET)}; transfer-syntax={stored}"
     try:
         if stored in NATIVE:
-            return [Part(octet, _native_frame(ds, n - 1, count)) for n in numbers]
-        if not as_stored:
-            return [Part(octet, _decoded_frame(ds, n - 1, count)) for n in numbers]
-        return [Part(media, get_frame(ds.PixelData, n - 1, number_of_frames=count))
-                for n in numbers]
+            parts = [Part(octet, _native_frame(ds, n - 1, count)) for n in numbers]
+        elif not as_stored:
+            parts = [Part(octet, _decoded_frame(ds, n - 1, count)) for n in numbers]
+        else:
+            parts = [Part(media, get_frame(ds.PixelData, n - 1, number_of_frames=count))
+                     for n in numbers]
+        return Answer(parts, single)
     except RetrieveError:
         raise
     except Exception as error:  # e.g. fragments that do not split into the frames declared
@@ -173,7 +199,7 @@ def frames(data: bytes, numbers: list[int] | None, accept: str | None) -> list[P
                             f"({type(error).__name__})") from None
 
 
-def bulkdata(data: bytes, tag: str, accept: str | None) -> list[Part]:
+def bulkdata(data: bytes, tag: str, accept: str | None) -> Answer:
     """The bulk data value of top-level attribute `tag` (8 hex digits) of `data`: Pixel Data as
     all its frames, any other value as one application/octet-stream part."""
     tag = tag.upper()
@@ -189,4 +215,7 @@ def bulkdata(data: bytes, tag: str, accept: str | None) -> list[Part]:
     element = ds.get(number)
     if element is None or not isinstance(element.value, bytes | bytearray):
         raise RetrieveError(404, f"this instance has no bulk data value ({tag})")
-    return [Part(OCTET, bytes(element.value))]
+    for media, _params, single in _media_ranges(accept):
+        if media in (OCTET, "*/*", "*", "application/*"):
+            return Answer([Part(OCTET, bytes(element.value))], single)
+    raise RetrieveError(406, f"bulk data values are {OCTET}")

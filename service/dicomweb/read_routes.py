@@ -316,17 +316,18 @@ FRAMES_DESCRIPTION = (
     "Roles: radiologist, admin, viewer. Each frame as a part of multipart/related: as stored "
     "for `transfer-syntax=*` (compressed frames as image/jpeg, image/jls, image/jp2, image/jphc "
     'or image/dicom-rle); for type="application/octet-stream" without a transfer syntax, '
-    "uncompressed little endian (compressed grayscale frames are decoded).")
+    "uncompressed little endian (compressed grayscale frames are decoded). A bare media type "
+    "(application/octet-stream, image/jls, ...) instead of multipart/related asks for one part.")
 
 
 async def _pixel_parts(session: SessionDep, store: StoreDep, user: User, accept: str | None,
                        ids: tuple[str, str, str], view: str,
-                       read: Callable[[bytes, str | None], list[frames.Part]]) -> Response:
+                       read: Callable[[bytes, str | None], frames.Answer]) -> Response:
     rows = wado.find(session, *ids)
     [(_row, instance)] = rows
-    parts = await run_in_threadpool(read, store.get(instance.sha256), accept)
+    answer = await run_in_threadpool(read, store.get(instance.sha256), accept)
+    body, content_type = answer.encode()
     _record(session, user, rows, view)
-    body, content_type = wado.related([(part.media_type, part.data) for part in parts])
     # A stored instance never changes: the viewer's own cache may keep it (as /rendered).
     return Response(body, media_type=content_type,
                     headers={"Cache-Control": "private, max-age=3600"})

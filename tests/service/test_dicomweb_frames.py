@@ -151,6 +151,27 @@ def test_frames_of_a_multiframe_instance_come_in_the_order_asked(served):
     assert served.get(f"{served.path('multiframe')}/frames/0").status_code == 400
 
 
+def test_a_bare_media_type_asks_for_a_single_part_answer(served):
+    jls = served.get(f"{served.path(uid.JPEGLSLossless)}/frames/1", "image/jls")
+    ds = pydicom.dcmread(io.BytesIO(served.files[uid.JPEGLSLossless]))
+    assert jls.headers["content-type"] == f"image/jls; transfer-syntax={uid.JPEGLSLossless}"
+    assert jls.content == get_frame(ds.PixelData, 0, number_of_frames=1)
+    decoded = served.get(f"{served.path(uid.JPEGLSLossless)}/frames/1", "application/octet-stream")
+    assert decoded.headers["content-type"].startswith("application/octet-stream")
+    assert decoded.content == pixels_le(served.files[uid.JPEGLSLossless])
+    # native Pixel Data as one part is the whole value (OHIF's `singlepart: "bulkdata"`)
+    native = served.get(f"{served.path('multiframe')}/bulkdata/7FE00010",
+                        "application/octet-stream")
+    assert native.content == b"".join(pixels_le(served.files["multiframe"], i) for i in range(3))
+    several = served.get(f"{served.path('multiframe')}/frames/1,2", "image/dicom-rle")
+    assert several.status_code == 406  # compressed frames come one per part
+    blob = served.get(f"{served.path(uid.ExplicitVRLittleEndian)}/bulkdata/{PRIVATE_BLOB:08X}",
+                      "application/octet-stream")
+    assert blob.content == bytes(range(256)) * 40
+    assert served.get(f"{served.path(uid.ExplicitVRLittleEndian)}/bulkdata/"
+                      f"{PRIVATE_BLOB:08X}", "image/jpeg").status_code == 406
+
+
 def test_a_media_type_the_frames_are_not_offered_in_is_406_naming_what_is(served):
     path = f"{served.path(uid.JPEGLSLossless)}/frames/1"
     response = served.get(path, 'multipart/related; type="image/jp2"')
