@@ -276,6 +276,61 @@ def test_peft_adapter_merges_onto_the_base_with_peft_logits(peft_case):
     assert np.abs(plain - _hf_logits(peft_model, pixels, ids, types)).max() > 10 * TOL
 
 
+@pytest.fixture(scope="module")
+def dora_case(hf_model, tmp_path_factory):
+    """(base directory, adapter directory, peft model) of a DoRA adapter on every linear layer,
+    written by peft, with magnitudes moved off their initial value (where DoRA equals LoRA)."""
+    peft = pytest.importorskip("peft")
+    root = tmp_path_factory.mktemp("dora")
+    hf_model.save_pretrained(root / "base")
+    base = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+        root / "base", attn_implementation="eager", dtype=torch.float32)
+    torch.manual_seed(2)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, use_dora=True,
+                             init_lora_weights=False)
+    model = peft.get_peft_model(base, config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                parameter.mul_(1 + 0.5 * torch.rand_like(parameter))
+    model.save_pretrained(root / "adapter")
+    return root / "base", root / "adapter", model
+
+
+def test_a_dora_adapter_merges_with_peft_logits_and_its_magnitudes_matter(dora_case, tmp_path):
+    import copy
+
+    base, adapter, peft_model = dora_case
+    tensors = read_safetensors(adapter / "adapter_model.safetensors")
+    assert any("lora_magnitude_vector" in name for name in tensors)
+    _assert_matches(_load_quietly(base, adapter=adapter), peft_model)
+    merged = copy.deepcopy(peft_model).merge_and_unload()  # peft's own merge, saved
+    merged.save_pretrained(tmp_path / "merged")
+    _assert_matches(_load_quietly(tmp_path / "merged"), peft_model)
+    # the same A and B as plain LoRA (magnitudes dropped) give another model
+    lora = tmp_path / "as_lora"
+    lora.mkdir()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (lora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": False}))
+    write_safetensors(lora / "adapter_model.safetensors", {
+        k: np.array(v) for k, v in tensors.items() if "lora_magnitude_vector" not in k})
+    pixels, ids, types = _inputs()
+    as_lora = _load_quietly(base, adapter=lora).logits(pixels, ids, types)
+    assert np.abs(as_lora - _hf_logits(peft_model, pixels, ids, types)).max() > 10 * TOL
+
+
+def test_a_dora_adapter_missing_a_magnitude_is_refused(dora_case, tmp_path):
+    base, adapter, _ = dora_case
+    tmp_path.joinpath("adapter_config.json").write_text(
+        (adapter / "adapter_config.json").read_text())
+    tensors = read_safetensors(adapter / "adapter_model.safetensors")
+    dropped = next(k for k in tensors if "lora_magnitude_vector" in k and "q_proj" in k)
+    write_safetensors(tmp_path / "adapter_model.safetensors",
+                      {k: np.array(v) for k, v in tensors.items() if k != dropped})
+    with pytest.raises(CheckpointError, match="DoRA magnitude"):
+        _load_quietly(base, adapter=tmp_path)
+
+
 def test_peft_adapter_applies_to_a_base_in_another_format(peft_case, tmp_path):
     from modeling.convert import write_big_vision_npz
 
