@@ -99,6 +99,27 @@ class ReportView(BaseModel):
     updated_at: dt.datetime | None
 
 
+class PriorView(BaseModel):
+    """An earlier study of the same patient, with its report as it stands."""
+
+    report_id: str
+    study_id: str
+    study_uid: str
+    study_date: str | None = Field(description="YYYYMMDD, from the study's DICOM header.")
+    status: str
+    text: str = Field(description="The report's current text.")
+    version: int
+    signed_by: str | None
+    signed_at: dt.datetime | None
+
+
+class Priors(BaseModel):
+    """The patient's earlier studies that have a report here, newest first."""
+
+    report_id: str
+    items: list[PriorView]
+
+
 class WorklistRow(BaseModel):
     """One row of the worklist."""
 
@@ -544,6 +565,32 @@ def get_history(
                   for e in events]
     return History(report_id=report.id, status=report.status.value, versions=out_versions,
                    events=out_events)
+
+
+@router.get(
+    "/reports/{report_id}/priors",
+    response_model=Priors,
+    summary="The patient's earlier studies with their reports, for comparison",
+    description="Roles: radiologist, admin. Matched on the Patient ID of the study's DICOM "
+    f"headers, up to this study's date, newest first, at most {workflow.MAX_PRIORS}. Each "
+    "prior report listed is audited as read (view `prior`).",
+    openapi_extra=roles_doc(*READERS),
+    responses=REPORT_ERRORS,
+)
+def get_priors(report_id: ReportId, session: SessionDep, user: Reader) -> Priors:
+    report = workflow.get_report(session, report_id)
+    items = []
+    for prior in workflow.priors(session, report):
+        version = workflow.current_version(session, prior.report)
+        signatures = workflow.signatures_of(session, prior.report.id)
+        last = signatures[-1] if signatures else None
+        items.append(PriorView(
+            report_id=prior.report.id, study_id=prior.report.study_id, study_uid=prior.study_uid,
+            study_date=prior.study_date, status=prior.report.status.value, text=version.text,
+            version=version.version, signed_by=last.signer_name if last else None,
+            signed_at=last.signed_at if last else None))
+        workflow.record_read(session, prior.report, user, "prior")
+    return Priors(report_id=report.id, items=items)
 
 
 @router.get(

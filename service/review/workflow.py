@@ -41,6 +41,7 @@ from service.core.errors import ServiceError
 from service.core.models import (
     AuditEvent,
     Draft,
+    IndexedInstance,
     Report,
     ReportStatus,
     ReportVersion,
@@ -594,6 +595,45 @@ def verify(session: Session, report_id: str, key: bytes) -> list[SignatureCheck]
 def record_read(session: Session, report: Report, user: User, view: str) -> None:
     """Audit that `user` read the report (HIPAA 164.312(b): reads of patient data are recorded)."""
     _audit(session, user, "report.read", report, view=view)
+
+
+MAX_PRIORS = 10
+
+
+@dataclass(frozen=True)
+class Prior:
+    """An earlier study of the same patient that has a report here."""
+
+    report: Report
+    study_uid: str
+    study_date: str | None  # YYYYMMDD from its DICOM header
+
+
+def priors(session: Session, report: Report, limit: int = MAX_PRIORS) -> list[Prior]:
+    """The patient's other studies with a report, up to this study's date, newest first.
+
+    The patient is the Patient ID of the study's instances (the index, `instance_index`); a study
+    without one has no priors. Later studies are left out (they are not priors of this one), and
+    so are those without a date when this one has one."""
+    mine = session.execute(
+        select(IndexedInstance.patient_id, func.max(IndexedInstance.study_date))
+        .where(IndexedInstance.study_id == report.study_id,
+               IndexedInstance.patient_id.is_not(None))
+        .group_by(IndexedInstance.patient_id)).all()
+    if len(mine) != 1:  # no Patient ID, or instances disagreeing on it: no safe match
+        return []
+    patient, date = mine[0]
+    dates = (select(IndexedInstance.study_id, func.max(IndexedInstance.study_uid).label("uid"),
+                    func.max(IndexedInstance.study_date).label("date"))
+             .where(IndexedInstance.patient_id == patient,
+                    IndexedInstance.study_id != report.study_id)
+             .group_by(IndexedInstance.study_id).subquery())
+    query = (select(Report, dates.c.uid, dates.c.date)
+             .join(dates, dates.c.study_id == Report.study_id))
+    if date is not None:
+        query = query.where(dates.c.date <= date)
+    query = query.order_by(dates.c.date.desc(), Report.created_at.desc()).limit(limit)
+    return [Prior(prior, uid, prior_date) for prior, uid, prior_date in session.execute(query)]
 
 
 def history(session: Session, report_id: str, *, include_reads: bool = False

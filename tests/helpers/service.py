@@ -59,6 +59,7 @@ def make_dicom(
     seed: int = 0,
     preamble: bytes = b"",
     with_pixels: bool = True,
+    study_date: str | None = None,
 ) -> bytes:
     """A Part 10 DX chest image with a fake patient; `preamble` lets tests plant bytes there."""
     rng = np.random.default_rng(seed)
@@ -75,6 +76,8 @@ def make_dicom(
     ds.PatientName = patient_name
     ds.PatientID = patient_id
     ds.StudyDescription = description
+    if study_date is not None:
+        ds.StudyDate = study_date
     ds.Modality = "DX"
     ds.ViewPosition = view
     if with_pixels:
