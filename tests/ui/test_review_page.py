@@ -405,3 +405,41 @@ def test_the_study_view_fits_the_screen_with_labelled_controls(browser, seeded, 
         assert order.index(frontal) < order.index(lateral)
     finally:
         context.close()
+
+
+def test_priors_show_the_patients_earlier_study_and_open_it(page, seeded):
+    """Last in this file: it adds a study (of the realistic study's patient, dated earlier), which
+    the worklist tests above do not expect."""
+    from sqlalchemy import select
+
+    from service.core.db import session_scope
+    from service.core.models import IndexedInstance
+    from tests.helpers.service import make_dicom
+
+    with session_scope(seeded.database_url) as session:
+        patient = session.scalars(select(IndexedInstance.patient_id).where(
+            IndexedInstance.study_id == seeded.realistic["study_id"])).first()
+    prior_file = make_dicom(patient_id=patient, study_date="19990101", view="PA", size=96)
+    with seeded.client("uploader") as up:
+        uploaded = up.post("/v1/studies", files=[("files", ("prior.dcm", prior_file,
+                                                            "application/dicom"))])
+        assert uploaded.status_code == 202, uploaded.text
+        prior_study = uploaded.json()["study_id"]
+    with seeded.client("dr-ada") as ada:
+        wait_for(lambda: ada.get(f"/v1/studies/{prior_study}").json()["state"] == "draft_ready",
+                 180, interval=0.3, what="the prior's draft")
+        prior = ada.get(f"/v1/studies/{prior_study}/report").json()
+    sign_in(page, seeded.api_url, "dr-ada")
+    page.goto(f"{seeded.api_url}/ui/#/study/{seeded.realistic['report_id']}")
+    wait_study_shown(page)
+    page.keyboard.press("Alt+r")
+    item = page.locator(f'#priors-list li[data-report-id="{prior["report_id"]}"]')
+    item.wait_for()
+    assert "1999-01-01" in item.inner_text()
+    assert prior["text"].split()[0] in item.locator("pre").inner_text()
+    assert page.locator("#priors-summary").inner_text().startswith("1 earlier study")
+    item.get_by_role("link").click()
+    wait_study_shown(page)
+    assert page.url.endswith(f"#/study/{prior['report_id']}")
+    page.keyboard.press("Alt+r")
+    page.get_by_text("No earlier studies of this patient here.").wait_for()

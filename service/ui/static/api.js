@@ -106,6 +106,7 @@ export const api = {
   images: (studyId) => request("GET", `/v1/ui/studies/${encodeURIComponent(studyId)}/images`),
   findings: (text) => request("POST", "/v1/ui/findings", { json: { text } }),
   history: (id) => request("GET", `/v1/reports/${encodeURIComponent(id)}/history`),
+  priors: (id) => request("GET", `/v1/reports/${encodeURIComponent(id)}/priors`),
   claim: (id) => request("POST", `/v1/reports/${encodeURIComponent(id)}/claim`),
   release: (id) => request("POST", `/v1/reports/${encodeURIComponent(id)}/release`),
   save: (id, text, version) =>

@@ -559,8 +559,10 @@ async function confirmSign(event) {
 
 // ------------------------------------------------------------------ history
 
+const TABS = ["findings", "history", "priors"];
+
 function selectTab(name) {
-  for (const tab of ["findings", "history"]) {
+  for (const tab of TABS) {
     const selected = tab === name;
     $(`tab-${tab}`).setAttribute("aria-selected", String(selected));
     $(`tab-${tab}`).tabIndex = selected ? 0 : -1;
@@ -571,6 +573,23 @@ function selectTab(name) {
 async function showHistory() {
   selectTab("history");
   await loadHistory();
+}
+
+async function showPriors() {
+  selectTab("priors");
+  const study = state.study;
+  const priors = await api.priors(study.report.report_id);
+  if (state.study !== study) return;
+  const date = (d) => (d && d.length === 8 ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : "date unknown");
+  $("priors-summary").textContent = priors.items.length
+    ? `${priors.items.length} earlier ${priors.items.length === 1 ? "study" : "studies"} of this patient, newest first.`
+    : "No earlier studies of this patient here.";
+  $("priors-list").replaceChildren(...priors.items.map((p) => el("li", { "data-report-id": p.report_id },
+    el("div", { class: "version-head" }, el("strong", {}, date(p.study_date)),
+      el("span", { class: `badge s-${p.status}` }, p.status),
+      p.signed_by ? ` signed by ${p.signed_by} · ${when(p.signed_at)}` : " not signed",
+      el("a", { href: `#/study/${encodeURIComponent(p.report_id)}` }, `Open study …${p.study_uid.slice(-12)}`)),
+    el("pre", { class: "prior-text" }, p.text))));
 }
 
 async function loadHistory() {
@@ -631,6 +650,7 @@ function onKey(event) {
   if (event.altKey && key === "n" && view === "study") return run(() => step(1));
   if (event.altKey && key === "p" && view === "study") return run(() => step(-1));
   if (event.altKey && key === "h" && view === "study") return run(showHistory);
+  if (event.altKey && key === "r" && view === "study") return run(showPriors);
   if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
   if (event.key === "?") return run(() => $("help-dialog").showModal());
   if (view === "study" && event.key === "Escape") return run(() => { location.hash = "#/worklist"; });
@@ -708,11 +728,13 @@ function wire() {
   $("merge-theirs-button").addEventListener("click", guard(takeTheirs));
   $("tab-findings").addEventListener("click", () => selectTab("findings"));
   $("tab-history").addEventListener("click", guard(showHistory));
-  for (const tab of ["tab-findings", "tab-history"]) {
-    $(tab).addEventListener("keydown", (event) => {
+  $("tab-priors").addEventListener("click", guard(showPriors));
+  const show = { findings: () => selectTab("findings"), history: showHistory, priors: showPriors };
+  for (const [index, tab] of TABS.entries()) {
+    $(`tab-${tab}`).addEventListener("keydown", (event) => {
       if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
-        const other = tab === "tab-findings" ? "history" : "findings";
-        guard(other === "history" ? showHistory : () => selectTab("findings"))();
+        const other = TABS[(index + (event.key === "ArrowRight" ? 1 : TABS.length - 1)) % TABS.length];
+        guard(show[other])();
         $(`tab-${other}`).focus();
       }
     });
