@@ -204,6 +204,34 @@ class Settings(BaseSettings):
     signature_key: str | None = Field(
         None, description="Secret that seals e-signatures (HMAC-SHA256). Unset: a random key kept "
         "in STORAGE_DIR/keys/signature.key, created on first use. Keep it out of the database.")
+    # Triage (service.review.triage): a draft naming a critical finding raises its priority.
+    triage_findings: str = Field(
+        "", description="Comma-separated CheXpert findings (e.g. Pneumothorax,Pleural Effusion) "
+        "that, found positive in an AI draft by the CheXpert-style labeler, raise its report to "
+        "TRIAGE_PRIORITY and flag it in the worklist. Empty: no triage.")
+    triage_priority: int = Field(
+        10, ge=-100, le=100, description="The priority triage gives (10 urgent, 20 STAT); a "
+        "higher one already set is kept.")
+    triage_uncertain: bool = Field(
+        False, description="Triage on uncertain mentions too (\"possible pneumothorax\").")
+
+    @property
+    def triage_finding_names(self) -> list[str]:
+        """TRIAGE_FINDINGS as a list of CheXpert names."""
+        return [name.strip() for name in self.triage_findings.split(",") if name.strip()]
+
+    @field_validator("triage_findings")
+    @classmethod
+    def _triage_findings(cls, value: str) -> str:
+        from radiology.labels import CHEXPERT_14
+
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in CHEXPERT_14]
+        if unknown:
+            raise ValueError(f"TRIAGE_FINDINGS: {', '.join(unknown)} not among the CheXpert "
+                             f"findings ({', '.join(CHEXPERT_14)})")
+        return value
+
     evaluation_dir: Path | None = Field(
         None, description="Where offline evaluation runs write (default STORAGE_DIR/evaluations).")
     evaluation_roots: str = Field(

@@ -257,6 +257,8 @@ class Report(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     updated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     rejected_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Triage (migration 0006): the findings of the AI draft that raised the priority.
+    triage: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
 
 class ReportVersion(Base):

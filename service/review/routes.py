@@ -95,6 +95,8 @@ class ReportView(BaseModel):
     draft: DraftSummary
     signatures: list[SignatureView]
     rejected_reason: str | None
+    triage: list[str] = Field(description="Findings of the AI draft that raised the priority "
+                              "(TRIAGE_FINDINGS); empty when none did.")
     created_at: dt.datetime
     updated_at: dt.datetime | None
 
@@ -136,6 +138,7 @@ class WorklistRow(BaseModel):
     draft_created_at: dt.datetime
     age_s: float = Field(description="Seconds since the draft was made.")
     updated_at: dt.datetime | None
+    triage: list[str] = Field(description="Findings of the AI draft that raised the priority.")
 
 
 class Worklist(BaseModel):
@@ -271,8 +274,8 @@ def report_view(session, report: Report) -> ReportView:
         draft=DraftSummary(draft_id=draft.id, bundle_id=draft.bundle_id,
                            created_at=draft.created_at, text=draft.text),
         signatures=[_signature_view(s) for s in workflow.signatures_of(session, report.id)],
-        rejected_reason=report.rejected_reason, created_at=report.created_at,
-        updated_at=report.updated_at,
+        rejected_reason=report.rejected_reason, triage=report.triage or [],
+        created_at=report.created_at, updated_at=report.updated_at,
     )
 
 
@@ -360,7 +363,7 @@ def get_worklist(
                         claimed_at=i.report.claimed_at, version=i.report.current_version,
                         bundle_id=i.draft.bundle_id, draft_created_at=i.draft.created_at,
                         age_s=round((now - i.draft.created_at).total_seconds(), 3),
-                        updated_at=i.report.updated_at)
+                        updated_at=i.report.updated_at, triage=i.report.triage or [])
             for i in items]
     return Worklist(total=total, limit=limit, offset=offset, items=rows)
 

@@ -22,6 +22,7 @@ from service.core.db import session_scope
 from service.core.models import Draft, Report, ReportStatus, ReportVersion, Study, StudyState
 from service.core.storage import BlobStore
 from service.dicomweb import outbox
+from service.review import triage
 from service.review.publish import publish
 from service.review.workflow import content_sha256, sections_of
 from service.studies import pipeline
@@ -140,6 +141,7 @@ def store_draft(settings: Settings, study_id: str, text: str, model: Any, worker
             session.add(ReportVersion(report_id=report.id, version=1, text=text, sections=sections,
                                       author="ai:" + model.bundle_id,
                                       content_sha256=content_sha256(text)))
+            triage.apply(session, settings, report, text, actor=f"worker:{worker}")
             study.generate_compute_s = compute_s
             study.generate_batch_size = batch_size
             pipeline.transition(session, study, StudyState.draft_ready, actor=f"worker:{worker}",
