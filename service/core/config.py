@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: PACS_CSTORE: called AE title (1-16 characters, no backslash) @ host : port.
 CSTORE_ADDRESS = re.compile(r"(?P<aet>[^\\@]{1,16})@(?P<host>[^@:\s]+):(?P<port>\d{1,5})")
+#: HL7_MLLP: host : port.
+MLLP_ADDRESS = re.compile(r"(?P<host>[^@:\s]+):(?P<port>\d{1,5})")
 
 
 class Settings(BaseSettings):
@@ -120,6 +122,13 @@ class Settings(BaseSettings):
         None, description="FHIR R4 base URL; each report state is also PUT as a DiagnosticReport "
         "through the outbox (unset: no FHIR push).")
     fhir_token: str | None = Field(None, description="Bearer token sent to FHIR_URL (unset: none).")
+    hl7_mllp: str | None = Field(
+        None, description="host:port of an HL7 v2 receiver (RIS, EHR interface engine); each "
+        "report state is also sent as ORU^R01 over MLLP through the outbox (unset: no HL7).")
+    hl7_sending_application: str = Field("RADREPORT", description="MSH-3 of the HL7 messages.")
+    hl7_sending_facility: str = Field("", description="MSH-4 of the HL7 messages.")
+    hl7_receiving_application: str = Field("", description="MSH-5 of the HL7 messages.")
+    hl7_receiving_facility: str = Field("", description="MSH-6 of the HL7 messages.")
     sr_organization: str = Field(
         "radreport", description="VerifyingOrganization of signed SRs: the hospital or department.")
     outbox_backoff_s: float = Field(
@@ -148,6 +157,13 @@ class Settings(BaseSettings):
             from modeling.memory import parse_bytes
 
             parse_bytes(value)  # a ValueError naming the accepted forms (80GB, 16GiB)
+        return value
+
+    @field_validator("hl7_mllp")
+    @classmethod
+    def _mllp_address(cls, value: str | None) -> str | None:
+        if value is not None and MLLP_ADDRESS.fullmatch(value) is None:
+            raise ValueError("HL7_MLLP must be host:port (e.g. ris.example.org:2575)")
         return value
 
     @field_validator("pacs_cstore")

@@ -338,7 +338,7 @@ class OutboxMessage(Base):
     report_id: Mapped[str | None] = mapped_column(ForeignKey("reports.id"), default=None)
     kind: Mapped[str] = mapped_column(String(16))  # "draft" | "signed" | "amended"
     report_version: Mapped[int] = mapped_column()
-    destination: Mapped[str] = mapped_column(String(16))  # "stow" | "cstore" | "fhir"
+    destination: Mapped[str] = mapped_column(String(16))  # "stow" | "cstore" | "fhir" | "hl7"
     document_key: Mapped[str] = mapped_column(String(128))  # the SR's SOP Instance UID, ...
     media_type: Mapped[str] = mapped_column(String(64))
     payload_sha256: Mapped[str] = mapped_column(String(64))

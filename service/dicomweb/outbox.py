@@ -3,8 +3,9 @@
 A message (`OutboxMessage`) is one document for one destination, written in the transaction of
 the change that causes it, so nothing is lost when a process dies; its payload is in the file
 store. Destinations come from the settings: `stow` (PACS_STOW_URL, STOW-RS to `{root}/studies`),
-`cstore` (PACS_CSTORE=AET@host:port) and `fhir` (FHIR_URL, PUT of a DiagnosticReport); none
-configured, nothing is queued.
+`cstore` (PACS_CSTORE=AET@host:port), `fhir` (FHIR_URL, PUT of a DiagnosticReport) and `hl7`
+(HL7_MLLP=host:port, an ORU^R01 over MLLP, answered by an ACK); none configured, nothing is
+queued.
 
 Delivery (the `outbox` queue's task, `deliver`):
 - In order: the messages of one study and destination form a lane delivered in id order; only a
@@ -38,18 +39,19 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from service.core import queues
-from service.core.config import CSTORE_ADDRESS, Settings
+from service.core.config import CSTORE_ADDRESS, MLLP_ADDRESS, Settings
 from service.core.db import session_scope
 from service.core.models import AuditEvent, OutboxMessage, OutboxState, utcnow
 from service.core.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-STOW, CSTORE, FHIR = "stow", "cstore", "fhir"
+STOW, CSTORE, FHIR, HL7 = "stow", "cstore", "fhir", "hl7"
 #: Destinations that take DICOM (the SR); FHIR takes the DiagnosticReport.
 DICOM_DESTINATIONS = (STOW, CSTORE)
 DICOM_MEDIA_TYPE = "application/dicom"
 FHIR_MEDIA_TYPE = "application/fhir+json"
+HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 OPEN = (OutboxState.pending, OutboxState.sending)
 #: DIMSE statuses that store the instance: success, warnings (coercion, elements discarded), and
 #: "duplicate SOP instance" (the PACS has it already).
@@ -61,9 +63,9 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 
 
 def destinations(settings: Settings) -> list[str]:
-    """The configured destinations, in a fixed order (`stow`, `cstore`, `fhir`)."""
+    """The configured destinations, in a fixed order (`stow`, `cstore`, `fhir`, `hl7`)."""
     configured = {STOW: settings.pacs_stow_url, CSTORE: settings.pacs_cstore,
-                  FHIR: settings.fhir_url}
+                  FHIR: settings.fhir_url, HL7: settings.hl7_mllp}
     return [name for name, value in configured.items() if value]
 
 
@@ -285,12 +287,15 @@ def send(settings: Settings, store: BlobStore, claimed: Claimed) -> Outcome:
             return send_cstore(settings, payload)
         if claimed.destination == FHIR and settings.fhir_url:
             return send_fhir(settings, payload, claimed.report_id or "")
+        if claimed.destination == HL7 and settings.hl7_mllp:
+            return send_hl7(settings, payload)
     except Exception as error:  # a fault of ours or of a client library: logged, retried
         log.exception("outbox message %d: delivery to %s failed unexpectedly", claimed.id,
                       claimed.destination)
         return Outcome("unavailable", f"{claimed.destination}: internal error "
                                       f"({type(error).__name__}); see the worker log")
-    setting = {STOW: "PACS_STOW_URL", CSTORE: "PACS_CSTORE", FHIR: "FHIR_URL"}[claimed.destination]
+    setting = {STOW: "PACS_STOW_URL", CSTORE: "PACS_CSTORE", FHIR: "FHIR_URL",
+               HL7: "HL7_MLLP"}[claimed.destination]
     return Outcome("unavailable", f"{setting} is not set on this worker; the message waits for it")
 
 
@@ -387,6 +392,41 @@ def send_fhir(settings: Settings, payload: bytes, report_id: str) -> Outcome:
     status = response.status_code
     return Outcome("rejected" if status in REFUSES_DOCUMENT else "unavailable",
                    f"FHIR: HTTP {status}")
+
+
+def send_hl7(settings: Settings, payload: bytes) -> Outcome:
+    """One ORU^R01 over MLLP to HL7_MLLP (python-hl7's stream client), read back its ACK: AA / CA
+    delivered; AE / CE (an error in the message) rejected; AR / CR (refused for a reason that
+    is not the message: down, busy) and no answer unavailable."""
+    import asyncio
+
+    from hl7.mllp import open_hl7_connection
+
+    address = MLLP_ADDRESS.fullmatch(str(settings.hl7_mllp))
+    host, port = address["host"], int(address["port"])
+
+    async def exchange():  # noqa: ANN202 - an hl7.Message
+        reader, writer = await open_hl7_connection(host, port, encoding="utf-8")
+        try:
+            writer.writeblock(payload)
+            await writer.drain()
+            return await reader.readmessage()
+        finally:
+            writer.close()
+
+    try:
+        ack = asyncio.run(asyncio.wait_for(exchange(), settings.outbox_timeout_s))
+        code = str(ack.segment("MSA")[1]).upper()
+    except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError) as error:
+        return Outcome("unavailable",
+                       f"HL7: the receiver cannot be reached ({type(error).__name__})")
+    except (KeyError, IndexError, ValueError) as error:  # an answer that is no ACK
+        return Outcome("unavailable", f"HL7: the answer is not an ACK ({type(error).__name__})")
+    if code in ("AA", "CA"):
+        return Outcome("delivered", f"HL7: ACK {code}")
+    if code in ("AE", "CE"):
+        return Outcome("rejected", f"HL7: ACK {code}")
+    return Outcome("unavailable", f"HL7: ACK {code}")
 
 
 # --------------------------------------------------------------------------- operations

@@ -123,7 +123,7 @@ class PipelineCollector(Collector):
 def outbox_families(stats: list[outbox.LaneStats]) -> Iterator[object]:
     """The outbox (reports to the PACS / FHIR) by destination: messages per state (waiting =
     pending + sending is the depth), deliveries, failed attempts, age of the oldest waiting one."""
-    names = outbox.DICOM_DESTINATIONS + (outbox.FHIR,)
+    names = outbox.DICOM_DESTINATIONS + (outbox.FHIR, outbox.HL7)
     messages = GaugeMetricFamily("radreport_outbox_messages",
                                  "Outbox messages by destination and state",
                                  labels=["destination", "state"])

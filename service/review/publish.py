@@ -1,5 +1,6 @@
 """Reports back to the hospital: each report state as DICOM SR for the PACS (and as FHIR
-DiagnosticReport), queued in the outbox in the transaction of the change.
+DiagnosticReport, and as HL7 v2 ORU^R01 for the RIS), queued in the outbox in the transaction of
+the change.
 
 `publish` is called where a report changes: the generate worker storing the AI draft, and the
 sign and amend routes. It builds the document of the report's current state and queues it for
@@ -40,10 +41,11 @@ from service.core.models import (
     Report,
     ReportVersion,
     Study,
+    utcnow,
 )
 from service.core.storage import BlobStore
 from service.dicomweb import outbox
-from service.review import fhir, workflow
+from service.review import fhir, hl7v2, workflow
 
 
 def evidence(session: Session, store: BlobStore, study_id: str) -> list[Dataset]:
@@ -145,4 +147,24 @@ def publish(session: Session, settings: Settings, report: Report, *, actor: str,
         queued += outbox.queue(session, document_key=f"DiagnosticReport/{report.id}/{kind}/"
                                f"{version.version}", media_type=outbox.FHIR_MEDIA_TYPE,
                                payload_sha256=store.put(payload), to=[outbox.FHIR], **common)
+    if outbox.HL7 in targets:
+        queued += _queue_hl7(session, settings, store, report, kind, version, signatures, common)
     return queued
+
+
+def _queue_hl7(session: Session, settings: Settings, store: BlobStore, report: Report, kind: str,
+               version: ReportVersion, signatures: list, common: dict) -> list[OutboxMessage]:
+    """The ORU^R01 of this state, queued for HL7_MLLP (`outbox.hl7_unavailable` when the study
+    has no readable DICOM header to take the patient from)."""
+    try:
+        header = evidence(session, store, report.study_id)[0]
+    except (OSError, InvalidDicomError, IndexError) as error:
+        session.add(AuditEvent(actor=common["actor"], user_id=common["user_id"],
+                               action="outbox.hl7_unavailable", study_id=report.study_id,
+                               report_id=report.id,
+                               details={"kind": kind, "reason": type(error).__name__}))
+        return []
+    key = f"ORU/{report.id}/{kind}/{version.version}"
+    payload = hl7v2.oru_r01(settings, report, kind, version, signatures, header, key, utcnow())
+    return outbox.queue(session, document_key=key, media_type=outbox.HL7_MEDIA_TYPE,
+                        payload_sha256=store.put(payload), to=[outbox.HL7], **common)

@@ -8,6 +8,7 @@ system with Celery is tests/service/test_pacs_system.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -404,3 +405,106 @@ def test_a_refused_signature_queues_nothing(review_env):
             "password": "wrong", "meaning": "approval", "version": 1})
         assert refused.status_code == 401
         assert [m.kind for m in hospital.messages(study_id)] == ["draft"]
+
+
+# --------------------------------------------------------------------------- HL7 v2 (MLLP)
+
+
+class MllpReceiver:
+    """An HL7 v2 receiver (python-hl7's asyncio MLLP server) in a thread: it keeps each message
+    and answers with python-hl7's own ACK, of the next code in `acks` (AA once they are used)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.acks: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+
+    async def _handle(self, reader, writer) -> None:  # noqa: ANN001 - hl7 streams
+        try:
+            while True:
+                message = await reader.readmessage()
+                self.messages.append(str(message))
+                writer.writemessage(message.create_ack(self.acks.pop(0) if self.acks else "AA"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def __enter__(self) -> MllpReceiver:
+        from hl7.mllp import start_hl7_server
+
+        server = self.loop.run_until_complete(start_hl7_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def strict(er7: str):  # noqa: ANN201 - an hl7apy Message
+    """The message parsed by hl7apy with strict HL7 2.5.1 validation (its structure, its
+    segments' fields and data types)."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    message = parse_message(er7.replace("\n", "\r"), validation_level=VALIDATION_LEVEL.STRICT)
+    assert message.validate()
+    return message
+
+
+def test_hl7_results_of_each_state_reach_the_ris_as_valid_oru_r01_in_order(review_env):
+    import hl7
+
+    with MllpReceiver() as ris, hospital_with(
+            review_env, hl7_mllp=f"127.0.0.1:{ris.port}", hl7_sending_facility="GENERAL",
+            hl7_receiving_application="RIS") as hospital:
+        study_id, report_id, _ = hospital.drafted_study(patient_id="MRN-HL7|^1")
+        hospital.sign(report_id, text=EDITED)
+        assert [(m.kind, m.destination) for m in hospital.messages(study_id)] == [
+            ("draft", "hl7"), ("signed", "hl7")]
+        assert hospital.deliver(study_id) == 2
+        states = {m.state for m in hospital.messages(study_id)}
+    assert states == {OutboxState.delivered}
+    draft, signed = ris.messages
+    for er7 in (draft, signed):
+        parsed = strict(er7)
+        assert parsed.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
+        assert parsed.msh.msh_4.to_er7() == "GENERAL" and parsed.msh.msh_5.to_er7() == "RIS"
+    first, second = hl7.parse(draft.replace("\n", "\r")), hl7.parse(signed.replace("\n", "\r"))
+    # separators in the Patient ID come through escaped and back unescaped
+    assert first.unescape(str(first.segment("PID")[3][0][0])) == "MRN-HL7|^1"
+    assert str(first.segment("PID")[5]) == "Secret^Patient"
+    assert (str(first.segment("OBR")[25]), str(second.segment("OBR")[25])) == ("P", "F")
+    assert str(second.segment("OBR")[32]) == "&dr-ada"
+
+    def text(message) -> list[str]:  # noqa: ANN001
+        return [message.unescape(str(obx[5])) for obx in message.segments("OBX")]
+
+    assert text(first) == ["PRELIMINARY: AI-generated draft, not reviewed by a radiologist.",
+                           DRAFT]
+    assert text(second) == [EDITED]
+    assert all(str(obx[11]) == "F" for obx in second.segments("OBX"))
+
+
+def test_hl7_acks_decide_delivered_retried_or_refused(review_env):
+    with MllpReceiver() as ris, hospital_with(review_env, hl7_mllp=f"127.0.0.1:{ris.port}",
+                                              outbox_max_rejections=1, **FAST_RETRIES
+                                              ) as hospital:
+        ris.acks = ["AR", "AE"]  # not now (retried), then an error in the message (refused)
+        study_id, _, _ = hospital.drafted_study()
+        hospital.deliver(study_id)
+        [message] = hospital.messages(study_id)
+        assert (message.state, message.last_error) == (OutboxState.pending, "HL7: ACK AR")
+        hospital.deliver_all(study_id)
+        [message] = hospital.messages(study_id)
+        assert (message.state, message.last_error) == (OutboxState.failed, "HL7: ACK AE")
+    assert len(ris.messages) == 2
+    with hospital_with(review_env, hl7_mllp="127.0.0.1:9", **FAST_RETRIES) as hospital:
+        study_id, _, _ = hospital.drafted_study()
+        hospital.deliver(study_id)
+        [message] = hospital.messages(study_id)
+    assert message.state == OutboxState.pending
+    assert message.last_error.startswith("HL7: the receiver cannot be reached")
