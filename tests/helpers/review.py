@@ -47,6 +47,28 @@ def store_draft(settings: Settings, text: str, *, bundle_id: str = "bundle-a@000
     return study_id, report_id
 
 
+def upload_and_draft(settings: Settings, client: TestClient, uploader: dict[str, str],
+                     text: str, image: bytes) -> tuple[str, str]:
+    """Upload `image` as a study, ingest it with the ingest worker's code and store `text` as its
+    draft with the generate worker's; (study id, report id)."""
+    from service.studies import pipeline
+    from service.worker.ingest import ingest_claimed
+
+    response = client.post("/v1/studies", files=[("files", ("a.dcm", image))], headers=uploader)
+    if response.status_code != 202:
+        raise RuntimeError(f"the upload was refused: {response.text}")
+    study_id = response.json()["study_id"]
+    for stage in ("ingest", "generate"):
+        with session_scope(settings.database_url) as session:
+            claim = pipeline.claim(session, study_id, stage, worker="test-worker", lease_s=60,
+                                   max_attempts=3)
+            if claim.status != "claimed":
+                raise RuntimeError(f"the {stage} claim was {claim.status}")
+        if stage == "ingest":
+            ingest_claimed(settings, study_id, "test-worker")
+    return store_draft(settings, text, study_id=study_id)
+
+
 def create_people(settings: Settings) -> None:
     """The people of the tests, each with a password."""
     with session_scope(settings.database_url) as session:

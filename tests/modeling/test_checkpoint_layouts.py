@@ -248,15 +248,24 @@ def peft_case(hf_model, tmp_path_factory):
     """(base directory, adapter directory, peft model) with random, non-zero adapters on every
     linear layer, written by peft itself."""
     peft = pytest.importorskip("peft")
-    root = tmp_path_factory.mktemp("peft")
-    hf_model.save_pretrained(root / "base")
-    base = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
-        root / "base", attn_implementation="eager", dtype=torch.float32)
-    torch.manual_seed(1)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS,
                              rank_pattern={"down_proj": 2}, alpha_pattern={"fc2": 3},
                              init_lora_weights=False)
+    return _peft_case(hf_model, tmp_path_factory.mktemp("peft"), config, seed=1)
+
+
+def _peft_case(hf_model, root, config, seed: int, change=None):
+    """(base directory, adapter directory, peft model): `config` applied by peft to the base
+    saved under `root`, `change(model)` applied before peft saves the adapter."""
+    import peft
+
+    hf_model.save_pretrained(root / "base")
+    base = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+        root / "base", attn_implementation="eager", dtype=torch.float32)
+    torch.manual_seed(seed)
     model = peft.get_peft_model(base, config).eval()
+    if change is not None:
+        change(model)
     model.save_pretrained(root / "adapter")
     return root / "base", root / "adapter", model
 
@@ -281,20 +290,17 @@ def dora_case(hf_model, tmp_path_factory):
     """(base directory, adapter directory, peft model) of a DoRA adapter on every linear layer,
     written by peft, with magnitudes moved off their initial value (where DoRA equals LoRA)."""
     peft = pytest.importorskip("peft")
-    root = tmp_path_factory.mktemp("dora")
-    hf_model.save_pretrained(root / "base")
-    base = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
-        root / "base", attn_implementation="eager", dtype=torch.float32)
-    torch.manual_seed(2)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, use_dora=True,
                              init_lora_weights=False)
-    model = peft.get_peft_model(base, config).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_magnitude_vector" in name:
-                parameter.mul_(1 + 0.5 * torch.rand_like(parameter))
-    model.save_pretrained(root / "adapter")
-    return root / "base", root / "adapter", model
+
+    def move_magnitudes(model) -> None:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_magnitude_vector" in name:
+                    parameter.mul_(1 + 0.5 * torch.rand_like(parameter))
+
+    return _peft_case(hf_model, tmp_path_factory.mktemp("dora"), config, seed=2,
+                      change=move_magnitudes)
 
 
 def test_a_dora_adapter_merges_with_peft_logits_and_its_magnitudes_matter(dora_case, tmp_path):

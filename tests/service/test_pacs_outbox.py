@@ -27,10 +27,8 @@ from service.core.models import OutboxMessage, OutboxState, Study
 from service.core.storage import BlobStore
 from service.dev.system import wait_for
 from service.dicomweb import outbox
-from service.studies import pipeline
-from service.worker.ingest import ingest_claimed
 from tests.helpers.orthanc import Orthanc, orthanc_installed
-from tests.helpers.review import api, store_draft
+from tests.helpers.review import api, upload_and_draft
 from tests.helpers.service import make_dicom
 from tests.helpers.sr import dsrdump, sr_sections, srs_in
 
@@ -64,18 +62,8 @@ class Hospital:
         image = make_dicom(view="PA", seed=3, patient_id=patient_id, patient_name="Secret^Patient")
         if pacs is not None:
             pacs.upload(image)
-        response = self.client.post("/v1/studies", files=[("files", ("a.dcm", image))],
-                                    headers=self.env.headers["pacs-machine"])
-        assert response.status_code == 202, response.text
-        study_id = response.json()["study_id"]
-        for stage in ("ingest", "generate"):
-            with session_scope(self.settings.database_url) as session:
-                claim = pipeline.claim(session, study_id, stage, worker="test-worker", lease_s=60,
-                                       max_attempts=3)
-                assert claim.status == "claimed"
-            if stage == "ingest":
-                ingest_claimed(self.settings, study_id, "test-worker")
-        _, report_id = store_draft(self.settings, DRAFT, study_id=study_id)
+        study_id, report_id = upload_and_draft(self.settings, self.client,
+                                               self.env.headers["pacs-machine"], DRAFT, image)
         with session_scope(self.settings.database_url) as session:
             study_uid = session.get(Study, study_id).study_uid
         return study_id, report_id, study_uid

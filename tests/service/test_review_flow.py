@@ -7,9 +7,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from service.core.db import session_scope
 from service.core.models import Draft, Study
-from service.studies import pipeline
-from service.worker.ingest import ingest_claimed
-from tests.helpers.review import store_draft
+from tests.helpers.review import store_draft, upload_and_draft
 from tests.helpers.service import make_dicom
 
 pytest_plugins = ["tests.helpers.review_fixtures"]
@@ -21,25 +19,10 @@ EDITED = ("FINDINGS: The heart is normal in size. Small left pleural effusion. "
 AMENDED = EDITED + " No pneumothorax."
 
 
-def upload_and_draft(settings, client, uploader: dict[str, str]) -> tuple[str, str]:
-    """Upload a study, ingest it with the worker's code, store its draft; (study id, report id)."""
-    files = [("files", ("a.dcm", make_dicom(view="PA", seed=1)))]
-    response = client.post("/v1/studies", files=files, headers=uploader)
-    assert response.status_code == 202, response.text
-    study_id = response.json()["study_id"]
-    for stage in ("ingest", "generate"):
-        with session_scope(settings.database_url) as session:
-            claim = pipeline.claim(session, study_id, stage, worker="test-worker", lease_s=60,
-                                   max_attempts=3)
-            assert claim.status == "claimed"
-        if stage == "ingest":
-            ingest_claimed(settings, study_id, "test-worker")
-    return store_draft(settings, DRAFT, study_id=study_id)
-
-
 def test_upload_to_amendment_keeps_a_complete_ordered_history(review_env):
     settings, client, ada = review_env.settings, review_env.client, review_env.headers["dr-ada"]
-    study_id, report_id = upload_and_draft(settings, client, review_env.headers["pacs-machine"])
+    study_id, report_id = upload_and_draft(settings, client, review_env.headers["pacs-machine"],
+                                           DRAFT, make_dicom(view="PA", seed=1))
     base = f"/v1/reports/{report_id}"
 
     listed = client.get("/v1/worklist", headers=ada, params={"limit": 200}).json()

@@ -10,9 +10,7 @@ from sqlalchemy import select
 
 from service.core.db import session_scope
 from service.core.models import AuditEvent
-from service.studies import pipeline
-from service.worker.ingest import ingest_claimed
-from tests.helpers.review import store_draft
+from tests.helpers.review import upload_and_draft
 from tests.helpers.service import make_dicom
 
 pytest_plugins = ["tests.helpers.review_fixtures"]
@@ -20,18 +18,9 @@ pytest_plugins = ["tests.helpers.review_fixtures"]
 
 def drafted(env, patient_id: str, study_date: str | None, text: str) -> str:
     """A study of `patient_id` on `study_date`, uploaded, ingested and drafted; its report id."""
-    files = [("files", ("a.dcm", make_dicom(patient_id=patient_id, study_date=study_date)))]
-    response = env.client.post("/v1/studies", files=files, headers=env.headers["pacs-machine"])
-    assert response.status_code == 202, response.text
-    study_id = response.json()["study_id"]
-    for stage in ("ingest", "generate"):
-        with session_scope(env.url) as session:
-            claim = pipeline.claim(session, study_id, stage, worker="test-worker", lease_s=60,
-                                   max_attempts=3)
-            assert claim.status == "claimed"
-        if stage == "ingest":
-            ingest_claimed(env.settings, study_id, "test-worker")
-    return store_draft(env.settings, text, study_id=study_id)[1]
+    image = make_dicom(patient_id=patient_id, study_date=study_date)
+    return upload_and_draft(env.settings, env.client, env.headers["pacs-machine"], text,
+                            image)[1]
 
 
 def test_priors_are_the_patients_earlier_reports_newest_first_and_audited(review_env):
