@@ -102,7 +102,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
            "BATCH_SIZE": "2", "BATCH_WAIT_MS": "200", "WORKER_CONCURRENCY": "1",
            "IMAGE_CACHE_SIZE": str(PREVIEW_SIDE),
            "FAULT_PAUSE_MARKER": PAUSE_MARKER, "FAULT_PAUSE_S": "6", "LOGIN_IDLE_S": "1800",
-           "JAX_CACHE_DIR": str(work / "jax-cache")}
+           "JAX_CACHE_DIR": str(work / "jax-cache"),
+           "TRIAGE_FINDINGS": "Fracture"}  # the realistic draft reports a rib fracture
     system = LocalSystem(work / "system", model_bundle=bundle, env=env, redis_url="")
     system.start(workers=["ingest,score", "generate"])
     try:

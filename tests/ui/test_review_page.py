@@ -86,6 +86,8 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
     hostile_row = page.locator(f'tr[data-report-id="{seeded.hostile["report_id"]}"]')
     assert "dr-bob" in hostile_row.inner_text()
     assert "Urgent (10)" in page.locator(f'tr[data-report-id="{report_id}"]').inner_text()
+    # TRIAGE_FINDINGS=Fracture: the draft's rib fracture flags the row (and raised it to 10)
+    assert "⚑ Fracture" in page.locator(f'tr[data-report-id="{report_id}"]').inner_text()
     page.set_viewport_size({"width": 1280, "height": 800})
     top = {"x": 0, "y": 0, "width": 1280, "height": 420}
     assert save_screenshot(page, shots / "review_worklist.png", clip=top) < 400_000
