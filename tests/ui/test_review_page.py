@@ -95,6 +95,7 @@ def test_a_radiologist_reviews_edits_merges_and_signs_a_study(page, seeded, tmp_
 
     # Open the study: both images and the draft by section.
     seconds = open_report(page, report_id)
+    assert page.locator("#triage-info").inner_text() == "⚑ Triage: Fracture"
     in_page_ms = int(page.locator("body").get_attribute("data-study-shown-ms"))
     print(f"\nstudy click -> image and draft shown: {seconds * 1000:.0f} ms "
           f"(measured in the page: {in_page_ms} ms)")

@@ -395,6 +395,10 @@ function renderStudyHeader() {
   const badge = $("report-status");
   badge.textContent = report.status;
   badge.className = `badge s-${report.status}`;
+  const triage = report.triage || [];
+  $("triage-info").hidden = !triage.length;
+  $("triage-info").textContent = triage.length ? `⚑ Triage: ${triage.join(", ")}` : "";
+  $("triage-info").title = "The AI draft reports these findings (TRIAGE_FINDINGS); read the images.";
   $("version-label").textContent = `version ${report.current.version} · by ${report.current.author}`;
   const signature = report.signatures[report.signatures.length - 1];
   $("claim-info").textContent = signature
