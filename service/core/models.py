@@ -336,7 +336,7 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
     report_id: Mapped[str | None] = mapped_column(ForeignKey("reports.id"), default=None)
-    kind: Mapped[str] = mapped_column(String(16))  # "draft" | "signed" | "amended"
+    kind: Mapped[str] = mapped_column(String(16))  # "draft" | "signed" | "amended" | "rejected"
     report_version: Mapped[int] = mapped_column()
     destination: Mapped[str] = mapped_column(String(16))  # "stow" | "cstore" | "fhir" | "hl7"
     document_key: Mapped[str] = mapped_column(String(128))  # the SR's SOP Instance UID, ...

@@ -3,8 +3,9 @@ radiology results over MLLP (`HL7_MLLP`, sent by the outbox like the SR and the 
 
 One message per report state: MSH, PID (patient from the study's DICOM header), ORC / OBR (the
 Accession Number as filler order number, StudyDescription as service, result status P for the
-AI draft, F signed, C amended; the signer as principal result interpreter) and one OBX of type
-TX per line of the text (LOINC 18782-3), the draft's first line saying that a machine wrote it.
+AI draft, F signed, C amended, X when a radiologist rejected the draft; the signer as principal
+result interpreter) and one OBX of type TX per line of the text (LOINC 18782-3), the draft's
+first line saying that a machine wrote it (a rejection's one line says it is withdrawn).
 Values are escaped with python-hl7 (`hl7.util.escape`); the message control id is derived from
 the document key, so a resent message is recognisably the same.
 """
@@ -21,7 +22,7 @@ from service.core.config import Settings
 from service.core.models import Report, ReportVersion, Signature
 
 VERSION = "2.5.1"
-STATUS = {"draft": "P", "signed": "F", "amended": "C"}
+STATUS = {"draft": "P", "signed": "F", "amended": "C", "rejected": "X"}
 NARRATIVE = "18782-3^Radiology Study observation (narrative)^LN"
 DRAFT_NOTICE = "PRELIMINARY: AI-generated draft, not reviewed by a radiologist."
 _SEPARATORS = hl7.parse("MSH|^~\\&|\r")  # the standard separators, for escaping
@@ -81,7 +82,10 @@ def oru_r01(settings: Settings, report: Report, kind: str, version: ReportVersio
     orc = _segment("ORC", "RE", "", filler, "", "CM")
     obr = _segment("OBR", "1", "", filler, service, "", "", escape(observed), *[""] * 14,
                    changed, "", "", status, *[""] * 6, interpreter)
-    lines = ([DRAFT_NOTICE] if kind == "draft" else []) + version.text.splitlines()
+    if kind == "rejected":  # the preliminary result is withdrawn, with who and why
+        lines = [f"AI draft withdrawn: rejected by a radiologist ({report.rejected_reason or ''})"]
+    else:
+        lines = ([DRAFT_NOTICE] if kind == "draft" else []) + version.text.splitlines()
     obx = [_segment("OBX", str(i), "TX", NARRATIVE, "1", escape(line), "", "", "", "", "",
                     status) for i, line in enumerate(lines, start=1)]
     return "\r".join([msh, pid, orc, obr, *obx]).encode("utf-8") + b"\r"

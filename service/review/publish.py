@@ -39,6 +39,7 @@ from service.core.models import (
     Instance,
     OutboxMessage,
     Report,
+    ReportStatus,
     ReportVersion,
     Study,
     utcnow,
@@ -111,24 +112,28 @@ def part10(ds: Dataset) -> bytes:
 
 def publish(session: Session, settings: Settings, report: Report, *, actor: str,
             user_id: int | None = None) -> list[OutboxMessage]:
-    """Queue the document of the report's current state (draft, signed or amended) for every
-    configured destination, in the caller's transaction; after commit, `outbox.kick` sends them.
+    """Queue the document of the report's current state (draft, signed, amended or rejected) for
+    every configured destination, in the caller's transaction; after commit, `outbox.kick` sends
+    them.
 
-    A report that cannot be written as SR gets the audit event `outbox.sr_unavailable` with the
-    reason instead (the change itself goes on).
+    A rejected AI draft withdraws what was sent of it: FHIR gets the DiagnosticReport `cancelled`
+    (with the reason), HL7 an ORU with result status X; no SR is written (the draft SR stays in
+    the PACS: an IHE IOCM rejection note is not built). A report that cannot be written as SR
+    gets the audit event `outbox.sr_unavailable` with the reason instead (the change goes on).
     """
     targets = outbox.destinations(settings)
     if not targets:
         return []
     store = BlobStore(settings.storage_dir)
     signatures = workflow.signatures_of(session, report.id)
-    kind = ("draft" if not signatures else
+    kind = ("rejected" if report.status == ReportStatus.rejected else
+            "draft" if not signatures else
             "amended" if signatures[-1].kind == "amendment" else "signed")
     version = workflow.current_version(session, report)
     common = {"study_id": report.study_id, "report_id": report.id, "kind": kind,
               "report_version": version.version, "actor": actor, "user_id": user_id}
     queued: list[OutboxMessage] = []
-    dicom = [t for t in targets if t in outbox.DICOM_DESTINATIONS]
+    dicom = [t for t in targets if t in outbox.DICOM_DESTINATIONS and kind != "rejected"]
     if dicom:
         try:
             sr = report_srs(session, store, settings, report)[-1]

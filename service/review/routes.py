@@ -464,7 +464,7 @@ def sign_report(report_id: ReportId, body: SignRequest, session: SessionDep,
 
 
 def _publish(session, settings, report_id: str, user: User) -> None:
-    """Queue the signed report's SR (and FHIR) in the signature's transaction, commit, send."""
+    """Queue the report's new state (SR, FHIR, HL7) in the change's transaction, commit, send."""
     report = workflow.get_report(session, report_id)
     publish.publish(session, settings, report, actor=user.name, user_id=user.id)
     session.commit()
@@ -517,8 +517,10 @@ def amend_report(report_id: ReportId, body: AmendRequest, session: SessionDep,
     responses=WRITE_ERRORS,
 )
 def reject_report(report_id: ReportId, body: RejectRequest, session: SessionDep,
-                  response: Response, user: Writer) -> ReportView:
-    return _respond(session, workflow.reject(session, report_id, user, body.reason), response)
+                  settings: SettingsDep, response: Response, user: Writer) -> ReportView:
+    workflow.reject(session, report_id, user, body.reason)
+    _publish(session, settings, report_id, user)  # withdraws the draft sent (FHIR, HL7)
+    return _respond(session, workflow.get_report(session, report_id), response)
 
 
 @router.post(

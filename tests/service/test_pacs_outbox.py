@@ -496,3 +496,33 @@ def test_hl7_acks_decide_delivered_retried_or_refused(review_env):
         [message] = hospital.messages(study_id)
     assert message.state == OutboxState.pending
     assert message.last_error.startswith("HL7: the receiver cannot be reached")
+
+
+def test_a_rejected_draft_is_withdrawn_from_the_ris_and_the_fhir_server_not_the_pacs(
+        review_env, http_server):
+    import hl7
+
+    fhir_url = f"http://127.0.0.1:{http_server.server_port}/fhir"
+    with MllpReceiver() as ris, hospital_with(
+            review_env, hl7_mllp=f"127.0.0.1:{ris.port}", fhir_url=fhir_url,
+            pacs_stow_url=f"http://127.0.0.1:{http_server.server_port}/dicom-web") as hospital:
+        study_id, report_id, _ = hospital.drafted_study()
+        ada = review_env.headers["dr-ada"]
+        claimed = hospital.client.post(f"/v1/reports/{report_id}/claim", headers=ada)
+        assert claimed.status_code == 200
+        rejected = hospital.client.post(f"/v1/reports/{report_id}/reject", headers=ada,
+                                        json={"reason": "wrong side described"})
+        assert rejected.status_code == 200, rejected.text
+        assert [(m.kind, m.destination) for m in hospital.messages(study_id)] == [
+            ("draft", "stow"), ("draft", "fhir"), ("draft", "hl7"),
+            ("rejected", "fhir"), ("rejected", "hl7")]  # no SR for a rejection
+        hospital.deliver_all(study_id)
+    withdrawn = hl7.parse(ris.messages[-1].replace("\n", "\r"))
+    strict(ris.messages[-1])
+    assert str(withdrawn.segment("OBR")[25]) == "X"
+    assert "rejected by a radiologist (wrong side described)" in withdrawn.unescape(
+        str(withdrawn.segment("OBX")[5]))
+    puts = [body for method, path, body in http_server.requests  # type: ignore[attr-defined]
+            if method == "PUT"]
+    last = DiagnosticReport.model_validate(json.loads(puts[-1]))
+    assert last.status == "cancelled"
