@@ -576,9 +576,9 @@ def get_history(
     "/reports/{report_id}/priors",
     response_model=Priors,
     summary="The patient's earlier studies with their reports, for comparison",
-    description="Roles: radiologist, admin. Matched on the Patient ID of the study's DICOM "
-    f"headers, up to this study's date, newest first, at most {workflow.MAX_PRIORS}. Each "
-    "prior report listed is audited as read (view `prior`).",
+    description="Roles: radiologist, admin. Matched on the Patient ID and Issuer of Patient ID "
+    f"of the study's DICOM headers, up to this study's date, newest first, at most "
+    f"{workflow.MAX_PRIORS}. Each prior report listed is audited as read (view `prior`).",
     openapi_extra=roles_doc(*READERS),
     responses=REPORT_ERRORS,
 )

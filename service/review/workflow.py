@@ -609,31 +609,47 @@ class Prior:
     study_date: str | None  # YYYYMMDD from its DICOM header
 
 
+ISSUER_OF_PATIENT_ID = "00100021"
+
+
+def _issuer(header: dict[str, Any] | None) -> str | None:
+    """The Issuer of Patient ID of an indexed header, or None."""
+    values = ((header or {}).get(ISSUER_OF_PATIENT_ID) or {}).get("Value") or [""]
+    return str(values[0]).strip() or None
+
+
 def priors(session: Session, report: Report, limit: int = MAX_PRIORS) -> list[Prior]:
     """The patient's other studies with a report, up to this study's date, newest first.
 
-    The patient is the Patient ID of the study's instances (the index, `instance_index`); a study
-    without one has no priors. Later studies are left out (they are not priors of this one), and
-    so are those without a date when this one has one."""
-    mine = session.execute(
-        select(IndexedInstance.patient_id, func.max(IndexedInstance.study_date))
-        .where(IndexedInstance.study_id == report.study_id,
-               IndexedInstance.patient_id.is_not(None))
-        .group_by(IndexedInstance.patient_id)).all()
-    if len(mine) != 1:  # no Patient ID, or instances disagreeing on it: no safe match
+    The patient is the Patient ID and Issuer of Patient ID of the study's instances (the index,
+    `instance_index`): a study without a Patient ID, or whose instances disagree on it, has no
+    priors, and a study of the same Patient ID from another issuer is not one. Later studies are
+    left out (they are not priors of this one), and so are those without a date when this one
+    has one."""
+    mine = session.execute(select(IndexedInstance.patient_id, IndexedInstance.study_date,
+                                  IndexedInstance.header)
+                           .where(IndexedInstance.study_id == report.study_id)).all()
+    patients = {(patient, _issuer(header)) for patient, _, header in mine}
+    if len(patients) != 1 or next(iter(patients))[0] is None:
         return []
-    patient, date = mine[0]
-    dates = (select(IndexedInstance.study_id, func.max(IndexedInstance.study_uid).label("uid"),
-                    func.max(IndexedInstance.study_date).label("date"))
-             .where(IndexedInstance.patient_id == patient,
-                    IndexedInstance.study_id != report.study_id)
-             .group_by(IndexedInstance.study_id).subquery())
-    query = (select(Report, dates.c.uid, dates.c.date)
-             .join(dates, dates.c.study_id == Report.study_id))
-    if date is not None:
-        query = query.where(dates.c.date <= date)
-    query = query.order_by(dates.c.date.desc(), Report.created_at.desc()).limit(limit)
-    return [Prior(prior, uid, prior_date) for prior, uid, prior_date in session.execute(query)]
+    [(patient, issuer)] = patients
+    date = max((d for _, d, _ in mine if d), default=None)
+    studies: dict[str, tuple[str, str | None, set[str | None]]] = {}
+    for study_id, uid, study_date, header in session.execute(
+            select(IndexedInstance.study_id, IndexedInstance.study_uid,
+                   IndexedInstance.study_date, IndexedInstance.header)
+            .where(IndexedInstance.patient_id == patient,
+                   IndexedInstance.study_id != report.study_id)):
+        _, known, issuers = studies.get(study_id, (uid, None, set()))
+        studies[study_id] = (uid, max(filter(None, (known, study_date)), default=None),
+                             issuers | {_issuer(header)})
+    same = {study_id: (uid, study_date) for study_id, (uid, study_date, issuers) in studies.items()
+            if issuers == {issuer}
+            and (date is None or (study_date is not None and study_date <= date))}
+    found = [Prior(prior, *same[prior.study_id]) for prior in session.scalars(
+        select(Report).where(Report.study_id.in_(list(same))))]
+    found.sort(key=lambda p: (p.study_date or "", p.report.created_at), reverse=True)
+    return found[:limit]
 
 
 def history(session: Session, report_id: str, *, include_reads: bool = False

@@ -60,6 +60,7 @@ def make_dicom(
     preamble: bytes = b"",
     with_pixels: bool = True,
     study_date: str | None = None,
+    issuer_of_patient_id: str | None = None,
 ) -> bytes:
     """A Part 10 DX chest image with a fake patient; `preamble` lets tests plant bytes there."""
     rng = np.random.default_rng(seed)
@@ -78,6 +79,8 @@ def make_dicom(
     ds.StudyDescription = description
     if study_date is not None:
         ds.StudyDate = study_date
+    if issuer_of_patient_id is not None:
+        ds.IssuerOfPatientID = issuer_of_patient_id
     ds.Modality = "DX"
     ds.ViewPosition = view
     if with_pixels:

@@ -16,9 +16,10 @@ from tests.helpers.service import make_dicom
 pytest_plugins = ["tests.helpers.review_fixtures"]
 
 
-def drafted(env, patient_id: str, study_date: str | None, text: str) -> str:
+def drafted(env, patient_id: str, study_date: str | None, text: str,
+            issuer: str | None = None) -> str:
     """A study of `patient_id` on `study_date`, uploaded, ingested and drafted; its report id."""
-    image = make_dicom(patient_id=patient_id, study_date=study_date)
+    image = make_dicom(patient_id=patient_id, study_date=study_date, issuer_of_patient_id=issuer)
     return upload_and_draft(env.settings, env.client, env.headers["pacs-machine"], text,
                             image)[1]
 
@@ -32,6 +33,8 @@ def test_priors_are_the_patients_earlier_reports_newest_first_and_audited(review
     current = drafted(env, patient, "20250601", "FINDINGS: Left effusion, larger.")
     later = drafted(env, patient, "20251201", "FINDINGS: Effusion resolved.")
     drafted(env, f"{patient}-OTHER", "20250301", "FINDINGS: Another patient.")
+    drafted(env, patient, "20250302", "FINDINGS: Same number, another hospital's patient.",
+            issuer="OTHER-HOSPITAL")
     # the older report is signed: its signer and time come with it
     assert env.client.post(f"/v1/reports/{older}/claim", headers=bob).status_code == 200
     signed = env.client.post(f"/v1/reports/{older}/sign", headers=bob, json={
