@@ -9,10 +9,14 @@ reading: triage orders the worklist, it never replaces a radiologist's reading.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings
 from service.core.models import AuditEvent, Report
+
+log = logging.getLogger(__name__)
 
 
 def flagged(settings: Settings, text: str) -> list[str]:
@@ -29,7 +33,12 @@ def flagged(settings: Settings, text: str) -> list[str]:
 
 def apply(session: Session, settings: Settings, report: Report, text: str, actor: str) -> None:
     """Flag the new report of draft `text` and raise its priority (audited as `report.triage`)."""
-    findings = flagged(settings, text)
+    try:
+        findings = flagged(settings, text)
+    except Exception as error:  # the labeler failing must not cost the draft: no triage
+        log.warning("triage of report %s failed (%s); its priority is unchanged", report.id,
+                    type(error).__name__)
+        return
     if not findings:
         return
     before = report.priority

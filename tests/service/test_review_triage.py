@@ -67,3 +67,17 @@ def test_migration_0006_downgrades_and_upgrades_again(database_url):
     assert "triage" not in columns()
     command.upgrade(config, "head")
     assert "triage" in columns()
+
+
+def test_a_labeler_failure_costs_no_draft_only_its_triage(review_env, monkeypatch):
+    import evaluation.chexpert
+
+    def broken(text: str) -> dict:
+        raise RuntimeError("labeler bug")
+
+    monkeypatch.setattr(evaluation.chexpert, "label", broken)
+    triaging = review_env.settings.model_copy(update={"triage_findings": "Pneumothorax"})
+    report_id = store_draft(triaging, CRITICAL)[1]
+    view = review_env.client.get(f"/v1/reports/{report_id}",
+                                 headers=review_env.headers["dr-ada"]).json()
+    assert (view["current"]["text"], view["priority"], view["triage"]) == (CRITICAL, 0, [])
