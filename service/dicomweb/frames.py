@@ -31,7 +31,7 @@ from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 
 from radiology.dicom.checks import codestream_size
-from service.dicomweb.wado import NATIVE, PIXEL_DATA, RetrieveError, related
+from service.dicomweb.wado import PIXEL_DATA, RetrieveError, encapsulated, media_ranges, related
 
 OCTET = "application/octet-stream"
 #: PS3.18 Table 8.7.3-2: the media type of a compressed frame, by transfer syntax.
@@ -67,7 +67,9 @@ class Answer:
         """The body and its Content-Type. Single part: the one part, or native frames joined
         (they are the pixel data value); several compressed frames only come multipart (406)."""
         if not self.single:
-            return related([(part.media_type, part.data) for part in self.parts])
+            body, content_type = related(((p.media_type, p.data) for p in self.parts),
+                                         self.parts[0].media_type.split(";")[0])
+            return b"".join(body), content_type
         if len(self.parts) == 1 or all(p.media_type.startswith(OCTET) for p in self.parts):
             return b"".join(part.data for part in self.parts), self.parts[0].media_type
         raise RetrieveError(406, "several compressed frames come only as multipart/related; "
@@ -91,14 +93,10 @@ def parse_frame_list(text: str) -> list[int]:
 
 
 def _media_ranges(accept: str | None) -> list[tuple[str, dict[str, str], bool]]:
-    """(media type, parameters, single part?) of each range; multipart/related stands for its
-    `type`."""
+    """(media type, parameters, single part?) of each range (`wado.media_ranges`);
+    multipart/related stands for its `type`."""
     ranges = []
-    for media_range in (accept or "*/*").split(","):
-        parts = [p.strip() for p in media_range.split(";")]
-        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
-                  (p.partition("=") for p in parts[1:])}
-        media = parts[0].lower()
+    for media, params in media_ranges(accept):
         single = media not in ("multipart/related", "*/*", "*")
         if media == "multipart/related":
             media = params.get("type", OCTET).lower()
@@ -115,14 +113,14 @@ def negotiate(accept: str | None, stored: str, *, grayscale: bool) -> tuple[bool
         if media in ("*/*", "*") or (syntax == "*" and media in (OCTET, media_type, "image/*")):
             return True, single
         if media == OCTET and syntax in (None, uid.ExplicitVRLittleEndian):
-            if stored in NATIVE:
+            if not encapsulated(stored):
                 return True, single
             if grayscale:
                 return False, single
         if media == media_type != OCTET and syntax in (None, stored):
             return True, single
     offered = [f'multipart/related; type="{media_type}"; transfer-syntax={stored}']
-    if stored not in NATIVE and grayscale:
+    if encapsulated(stored) and grayscale:
         offered.append(f'multipart/related; type="{OCTET}"; '
                        f"transfer-syntax={uid.ExplicitVRLittleEndian}")
     raise RetrieveError(406, "these frames are offered as " + " or ".join(offered)
@@ -184,7 +182,7 @@ def frames(data: bytes, numbers: list[int] | None, accept: str | None) -> Answer
     octet = f"{OCTET}; transfer-syntax={uid.ExplicitVRLittleEndian}"
     media = f"{FRAME_MEDIA.get(stored, OCTET)}; transfer-syntax={stored}"
     try:
-        if stored in NATIVE:
+        if not encapsulated(stored):
             parts = [Part(octet, _native_frame(ds, n - 1, count)) for n in numbers]
         elif not as_stored:
             parts = [Part(octet, _decoded_frame(ds, n - 1, count)) for n in numbers]

@@ -57,10 +57,8 @@ def _base_url(request: Request) -> str:
 
 
 def _check_json_accept(accept: str | None) -> None:
-    if not accept:
-        return
-    media = [m.split(";")[0].strip().lower() for m in accept.split(",")]
-    if not {"application/dicom+json", "application/json", "*/*", "application/*"} & set(media):
+    media = {media for media, _params in wado.media_ranges(accept)}
+    if not {"application/dicom+json", "application/json", "*/*", "application/*"} & media:
         raise wado.RetrieveError(406, "QIDO-RS and metadata here answer application/dicom+json")
 
 

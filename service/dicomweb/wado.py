@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,6 @@ from service.studies.imaging import (
 
 DICOM = "application/dicom"
 PIXEL_DATA = "7FE00010"
-NATIVE = {uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian,
-          uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian}
 RENDERED_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
@@ -65,17 +63,31 @@ def find(session: Session, study_uid: str, series_uid: str | None = None,
     return rows
 
 
+def encapsulated(syntax: str) -> bool:
+    """Whether pixel data in transfer syntax `syntax` is encapsulated (compressed, or PS3.5's
+    encapsulated uncompressed) rather than native."""
+    return uid.UID(syntax).is_encapsulated
+
+
+def media_ranges(accept: str | None) -> list[tuple[str, dict[str, str]]]:
+    """(media type, parameters) of each range of an Accept header (absent: `*/*`), types and
+    parameter names lower-cased, quotes stripped."""
+    ranges = []
+    for media_range in (accept or "*/*").split(","):
+        parts = [p.strip() for p in media_range.split(";")]
+        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
+                  (p.partition("=") for p in parts[1:])}
+        ranges.append((parts[0].lower(), params))
+    return ranges
+
+
 def check_accept_dicom(accept: str | None, transfer_syntaxes: set[str]) -> str | None:
     """The transfer syntax to send instances in: None for as stored (`transfer-syntax=*`, none
     named, or the stored one), Explicit VR Little Endian when asked for it (`transcoded`); 406
     for anything else."""
-    if not accept or "*/*" in accept:
-        return None
-    for media_range in accept.split(","):
-        parts = [p.strip() for p in media_range.split(";")]
-        media = parts[0].lower()
-        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
-                  (p.partition("=") for p in parts[1:])}
+    for media, params in media_ranges(accept):
+        if media == "*/*":
+            return None
         if media == DICOM or (media == "multipart/related" and
                               params.get("type", DICOM).lower() == DICOM):
             wanted = params.get("transfer-syntax", "*")
@@ -126,36 +138,39 @@ def _little_endian(ds: pydicom.Dataset) -> pydicom.Dataset:
     return out
 
 
+def related(parts: Iterable[tuple[str, bytes]], root: str) -> tuple[Iterator[bytes], str]:
+    """A multipart/related body, streamed part by part as `parts` yields (Content-Type, bytes),
+    and its Content-Type (`type` = `root`)."""
+    boundary = secrets.token_hex(16)
+
+    def body() -> Iterator[bytes]:
+        for media, data in parts:
+            yield f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode()
+            yield data
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return body(), f'multipart/related; type="{root}"; boundary={boundary}'
+
+
 def multipart(store: BlobStore, rows: list[tuple[IndexedInstance, Instance]],
               syntax: str | None = None) -> tuple[Iterator[bytes], str]:
     """The body (streamed, one stored file at a time) and the Content-Type of a retrieval; in
     `syntax` (Explicit VR Little Endian, converted up front) when not None, else as stored."""
-    boundary = secrets.token_hex(16)
     converted = {} if syntax is None else {
         instance.id: transcoded(store.get(instance.sha256)) for row, instance in rows
         if row.transfer_syntax_uid != syntax}
 
-    def body() -> Iterator[bytes]:
+    def parts() -> Iterator[tuple[str, bytes]]:
         for row, instance in rows:
             data = converted.get(instance.id)
-            sent = row.transfer_syntax_uid if data is None else syntax
-            yield (f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={sent}"
-                   "\r\n\r\n").encode()
-            yield store.get(instance.sha256) if data is None else data
-            yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode()
+            if data is None:
+                yield (f"{DICOM}; transfer-syntax={row.transfer_syntax_uid}",
+                       store.get(instance.sha256))
+            else:
+                yield f"{DICOM}; transfer-syntax={syntax}", data
 
-    return body(), f'multipart/related; type="{DICOM}"; boundary={boundary}'
-
-
-def related(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
-    """A multipart/related body of (Content-Type, bytes) parts, and its Content-Type (its `type`
-    is the first part's media type)."""
-    boundary = secrets.token_hex(16)
-    body = b"".join(f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode() + data
-                    + b"\r\n" for media, data in parts) + f"--{boundary}--\r\n".encode()
-    root = parts[0][0].split(";")[0] if parts else "application/octet-stream"
-    return body, f'multipart/related; type="{root}"; boundary={boundary}'
+    return related(parts(), DICOM)
 
 
 def instance_url(base_url: str, row: IndexedInstance) -> str:
@@ -172,7 +187,7 @@ def with_bulkdata_uris(header: dict[str, Any], instance_url: str, stored: str) -
                      "bulkdata/") else value)
            for tag, value in header.items()}
     if "00280010" in header and PIXEL_DATA not in out:  # Rows: an image
-        out[PIXEL_DATA] = {"vr": "OW" if stored in NATIVE else "OB",
+        out[PIXEL_DATA] = {"vr": "OB" if encapsulated(stored) else "OW",
                            "BulkDataURI": f"{instance_url}/bulkdata/{PIXEL_DATA}"}
     return out
 
@@ -188,8 +203,7 @@ def metadata(rows: list[tuple[IndexedInstance, Instance]], base_url: str) -> lis
 
 def rendered_type(accept: str | None) -> str:
     """The image type of a /rendered request: JPEG unless PNG is asked for first (PS3.18 8.7.4)."""
-    for media_range in (accept or "").split(","):
-        media = media_range.split(";")[0].strip().lower()
+    for media, _params in media_ranges(accept):
         if media in RENDERED_TYPES:
             return media
         if media in ("*/*", "image/*", ""):

@@ -49,11 +49,12 @@ from service.dicomweb import outbox
 from service.review import fhir, hl7v2, workflow
 
 
-def evidence(session: Session, store: BlobStore, study_id: str) -> list[Dataset]:
-    """The headers of a study's stored instances, in the order they arrived (the pixel data is
-    not read)."""
+def evidence(session: Session, store: BlobStore, study_id: str,
+             limit: int | None = None) -> list[Dataset]:
+    """The headers of a study's stored instances (the first `limit`), in the order they arrived
+    (the pixel data is not read)."""
     shas = session.scalars(select(Instance.sha256).where(Instance.study_id == study_id)
-                           .order_by(Instance.id))
+                           .order_by(Instance.id).limit(limit))
     return [pydicom.dcmread(store.path(sha), stop_before_pixels=True) for sha in shas]
 
 
@@ -162,7 +163,7 @@ def _queue_hl7(session: Session, settings: Settings, store: BlobStore, report: R
     """The ORU^R01 of this state, queued for HL7_MLLP (`outbox.hl7_unavailable` when the study
     has no readable DICOM header to take the patient from)."""
     try:
-        header = evidence(session, store, report.study_id)[0]
+        header = evidence(session, store, report.study_id, limit=1)[0]
     except (OSError, InvalidDicomError, IndexError) as error:
         session.add(AuditEvent(actor=common["actor"], user_id=common["user_id"],
                                action="outbox.hl7_unavailable", study_id=report.study_id,
